@@ -1,0 +1,10 @@
+#![doc = include_str!("../README.md")]
+
+pub mod codes;
+pub mod loyalty;
+pub mod money;
+pub mod phone;
+
+pub use loyalty::{Category, Tier, TierRule, TierRules};
+pub use money::Money;
+pub use phone::PhoneNumber;

@@ -1,0 +1,187 @@
+//! Partner businesses, their staff and their CRM connection (credentials sealed at rest).
+
+use crate::secret::SecretBox;
+use rust_decimal::Decimal;
+use sqlx::{FromRow, PgExecutor, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct Business {
+    pub id: Uuid,
+    pub name: String,
+    pub category: String,
+    pub cashback_percent: Decimal,
+    pub max_redeem_percent: Decimal,
+    pub is_medical: bool,
+    pub is_active: bool,
+    pub crm_type: Option<String>,
+    pub crm_base_url: Option<String>,
+    /// Whether credentials are stored; the credentials themselves never leave `credentials()`.
+    pub has_crm_credentials: bool,
+    pub integration_status: String,
+    pub integration_error: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+macro_rules! business_columns {
+    () => {
+        "id, name, category, cashback_percent, max_redeem_percent, is_medical, is_active,
+    crm_type, crm_base_url, crm_credentials IS NOT NULL AS has_crm_credentials,
+    integration_status, integration_error, created_at"
+    };
+}
+
+/// The fields of a new business, already validated.
+#[derive(Debug, Clone)]
+pub struct NewBusiness {
+    pub name: String,
+    pub category: String,
+    pub cashback_percent: Decimal,
+    pub max_redeem_percent: Decimal,
+    pub is_medical: bool,
+    pub crm_type: Option<String>,
+    pub crm_base_url: Option<String>,
+    pub crm_credentials: Option<serde_json::Value>,
+}
+
+pub async fn create(db: &PgPool, secrets: &SecretBox, new: &NewBusiness) -> sqlx::Result<Business> {
+    let sealed = new.crm_credentials.as_ref().map(|c| secrets.seal(c.to_string().as_bytes()));
+    sqlx::query_as(concat!("INSERT INTO businesses (name, category, cashback_percent, max_redeem_percent, is_medical,
+                                 crm_type, crm_base_url, crm_credentials)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+         RETURNING ", business_columns!()))
+    .bind(&new.name)
+    .bind(&new.category)
+    .bind(new.cashback_percent)
+    .bind(new.max_redeem_percent)
+    .bind(new.is_medical)
+    .bind(&new.crm_type)
+    .bind(&new.crm_base_url)
+    .bind(sealed)
+    .fetch_one(db)
+    .await
+}
+
+/// A change to a business; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct BusinessPatch {
+    pub name: Option<String>,
+    pub category: Option<String>,
+    pub cashback_percent: Option<Decimal>,
+    pub max_redeem_percent: Option<Decimal>,
+    pub is_medical: Option<bool>,
+    pub is_active: Option<bool>,
+    /// `Some(None)` disconnects the CRM.
+    pub crm_type: Option<Option<String>>,
+    pub crm_base_url: Option<Option<String>>,
+    pub crm_credentials: Option<Option<serde_json::Value>>,
+}
+
+pub async fn update(
+    db: &PgPool,
+    secrets: &SecretBox,
+    id: Uuid,
+    patch: &BusinessPatch,
+) -> sqlx::Result<Option<Business>> {
+    let sealed = patch
+        .crm_credentials
+        .as_ref()
+        .map(|c| c.as_ref().map(|c| secrets.seal(c.to_string().as_bytes())));
+    sqlx::query_as(concat!("UPDATE businesses SET
+            name               = COALESCE($2, name),
+            category           = COALESCE($3, category),
+            cashback_percent   = COALESCE($4, cashback_percent),
+            max_redeem_percent = COALESCE($5, max_redeem_percent),
+            is_medical         = COALESCE($6, is_medical),
+            is_active          = COALESCE($7, is_active),
+            crm_type           = CASE WHEN $8 THEN $9 ELSE crm_type END,
+            crm_base_url       = CASE WHEN $10 THEN $11 ELSE crm_base_url END,
+            crm_credentials    = CASE WHEN $12 THEN $13 ELSE crm_credentials END,
+            -- New credentials or a new CRM deserve a fresh try.
+            integration_status = CASE WHEN $8 OR $12 THEN 'ok' ELSE integration_status END,
+            integration_error  = CASE WHEN $8 OR $12 THEN NULL ELSE integration_error END,
+            updated_at         = now()
+         WHERE id = $1
+         RETURNING ", business_columns!()))
+    .bind(id)
+    .bind(&patch.name)
+    .bind(&patch.category)
+    .bind(patch.cashback_percent)
+    .bind(patch.max_redeem_percent)
+    .bind(patch.is_medical)
+    .bind(patch.is_active)
+    .bind(patch.crm_type.is_some())
+    .bind(patch.crm_type.clone().flatten())
+    .bind(patch.crm_base_url.is_some())
+    .bind(patch.crm_base_url.clone().flatten())
+    .bind(sealed.is_some())
+    .bind(sealed.flatten())
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Business>> {
+    sqlx::query_as(concat!("SELECT ", business_columns!(), " FROM businesses WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn list_active(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Business>> {
+    sqlx::query_as(concat!("SELECT ", business_columns!(), " FROM businesses WHERE is_active ORDER BY name"))
+        .fetch_all(db)
+        .await
+}
+
+/// The decrypted CRM credentials of a business, for its adapter only.
+pub async fn credentials(db: &PgPool, secrets: &SecretBox, id: Uuid) -> anyhow::Result<Option<serde_json::Value>> {
+    let sealed: Option<Option<Vec<u8>>> = sqlx::query_scalar("SELECT crm_credentials FROM businesses WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    let Some(sealed) = sealed.flatten() else {
+        return Ok(None);
+    };
+    let plain = secrets.open(&sealed)?;
+    Ok(Some(serde_json::from_slice(&plain)?))
+}
+
+pub async fn set_integration_status(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    status: &str,
+    error: Option<&str>,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE businesses SET integration_status = $2, integration_error = $3, updated_at = now() WHERE id = $1")
+        .bind(id)
+        .bind(status)
+        .bind(error)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Adds a staff member (or changes their role).
+pub async fn put_staff(db: impl PgExecutor<'_>, business_id: Uuid, user_id: Uuid, role: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO business_staff (business_id, user_id, role) VALUES ($1, $2, $3)
+         ON CONFLICT (business_id, user_id) DO UPDATE SET role = EXCLUDED.role",
+    )
+    .bind(business_id)
+    .bind(user_id)
+    .bind(role)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// The businesses where `user_id` holds one of `roles`.
+pub async fn staffed_by(db: &PgPool, user_id: Uuid, roles: &[&str]) -> sqlx::Result<Vec<Uuid>> {
+    let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
+    sqlx::query_scalar("SELECT business_id FROM business_staff WHERE user_id = $1 AND role = ANY($2) ORDER BY business_id")
+        .bind(user_id)
+        .bind(roles)
+        .fetch_all(db)
+        .await
+}

@@ -1,0 +1,113 @@
+//! Short-lived state in Redis: one-time QR codes and the OTP send rate limit.
+//! Every key starts with `KRUG_QUEUE_PREFIX`, so tests and deployments never collide.
+
+use redis::{AsyncCommands, aio::ConnectionManager};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Opens a Redis connection that connects lazily and reconnects by itself, with short timeouts
+/// so that a caller facing a dead Redis gets an error quickly instead of hanging.
+pub fn redis_connection(url: &str) -> redis::RedisResult<ConnectionManager> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(Duration::from_secs(1)))
+        .set_response_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(200));
+    ConnectionManager::new_lazy_with_config(client, config)
+}
+
+/// What a staff member's QR code stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QrCode {
+    pub business_id: Uuid,
+    pub amount: Decimal,
+    pub issued_by: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub expires_at: OffsetDateTime,
+}
+
+/// The Redis-backed cache.
+#[derive(Clone)]
+pub struct Cache {
+    conn: ConnectionManager,
+    prefix: String,
+}
+
+impl Cache {
+    pub fn new(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
+        Self {
+            conn,
+            prefix: prefix.into(),
+        }
+    }
+
+    pub fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    fn key(&self, parts: &[&str]) -> String {
+        let mut key = self.prefix.clone();
+        for part in parts {
+            key.push(':');
+            key.push_str(part);
+        }
+        key
+    }
+
+    /// Stores a new QR code; `false` if the code is already taken (a collision: pick another).
+    /// The key outlives the code's validity by `grace`, so that a scan made in time but processed
+    /// late still finds what it scanned.
+    pub async fn put_qr(&self, code: &str, qr: &QrCode, ttl: Duration) -> redis::RedisResult<bool> {
+        let value = serde_json::to_string(qr).expect("QrCode serializes");
+        let set: Option<String> = redis::cmd("SET")
+            .arg(self.key(&["qr", code]))
+            .arg(value)
+            .arg("NX")
+            .arg("EX")
+            .arg(ttl.as_secs().max(1))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(set.is_some())
+    }
+
+    pub async fn get_qr(&self, code: &str) -> redis::RedisResult<Option<QrCode>> {
+        let raw: Option<String> = self.conn.clone().get(self.key(&["qr", code])).await?;
+        Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
+    }
+
+    /// Claims the one send a phone is allowed per `window`. `Ok(None)` means go ahead;
+    /// `Ok(Some(seconds))` means wait that long.
+    pub async fn claim_otp_send(&self, phone: &str, window: Duration) -> redis::RedisResult<Option<u64>> {
+        let key = self.key(&["otp-send", phone]);
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(&key)
+            .arg(1)
+            .arg("NX")
+            .arg("EX")
+            .arg(window.as_secs())
+            .query_async(&mut conn)
+            .await?;
+        if set.is_some() {
+            return Ok(None);
+        }
+        let ttl: i64 = conn.ttl(&key).await?;
+        Ok(Some(ttl.max(1) as u64))
+    }
+
+    /// Gives the send back (the code could not be recorded), so the member can ask again at once.
+    pub async fn release_otp_send(&self, phone: &str) -> redis::RedisResult<()> {
+        let _: () = self.conn.clone().del(self.key(&["otp-send", phone])).await?;
+        Ok(())
+    }
+
+    /// PING, for readiness.
+    pub async fn ping(&self) -> redis::RedisResult<()> {
+        let _: String = redis::cmd("PING").query_async(&mut self.conn.clone()).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,60 @@
+#![doc = include_str!("../README.md")]
+
+pub mod analytics;
+pub mod businesses;
+pub mod cache;
+pub mod loyalty;
+pub mod otp;
+pub mod outbox;
+pub mod page;
+pub mod scans;
+pub mod secret;
+pub mod tokens;
+pub mod users;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use std::{str::FromStr, time::Duration};
+
+/// The schema, from `migrations/`: the one source of it.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// Opens a Postgres pool. Connections are made lazily, so a process can start (and report
+/// "not ready") while Postgres is down.
+pub fn pg_pool(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?.application_name("krug");
+    Ok(PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(3))
+        .connect_lazy_with(options))
+}
+
+/// Creates the database named in `url` if it does not exist yet (for `krug migrate` and the demo
+/// on a fresh machine).
+pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use sqlx::{Connection, Executor};
+    let options = PgConnectOptions::from_str(url).context("Failed to parse DATABASE_URL")?;
+    let name = options.get_database().unwrap_or("postgres").to_owned();
+    let mut admin = sqlx::PgConnection::connect_with(&options.clone().database("postgres"))
+        .await
+        .context("Failed to connect to Postgres")?;
+    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(&name)
+        .fetch_one(&mut admin)
+        .await?;
+    if !exists {
+        let quoted = name.replace('"', "\"\"");
+        // Two processes may race here (tests, several `release` phases): losing is fine.
+        if let Err(e) = admin
+            .execute(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{quoted}""#)))
+            .await {
+            tracing::debug!(error = %e, database = %name, "CREATE DATABASE lost a race");
+        }
+    }
+    Ok(())
+}
+
+/// Applies the migrations.
+pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}

@@ -1,0 +1,92 @@
+//! The job outbox: follow-up work recorded in Postgres in the same transaction as the write
+//! that calls for it, then relayed to Redis (see `jobs::outbox`).
+
+use serde_json::Value;
+use sqlx::{FromRow, PgExecutor, PgPool, Postgres, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct OutboxJob {
+    pub job_id: Uuid,
+    pub queue: String,
+    pub payload: Value,
+    pub max_attempts: i32,
+    pub run_at: Option<OffsetDateTime>,
+}
+
+pub async fn insert(tx: &mut Transaction<'_, Postgres>, job: &OutboxJob) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO job_outbox (job_id, queue, payload, max_attempts, run_at) VALUES ($1, $2, $3, $4, $5)
+         ON CONFLICT (job_id) DO NOTHING",
+    )
+    .bind(job.job_id)
+    .bind(&job.queue)
+    .bind(&job.payload)
+    .bind(job.max_attempts)
+    .bind(job.run_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn mark_relayed(db: impl PgExecutor<'_>, job_ids: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query("UPDATE job_outbox SET relayed_at = now() WHERE job_id = ANY($1)")
+        .bind(job_ids)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Removes a job that could not be relayed and whose caller gave up (the API answered 503).
+pub async fn delete(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM job_outbox WHERE job_id = $1")
+        .bind(job_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Records that a job reached a final state; `reconcile` leaves it alone from then on.
+pub async fn finish(db: impl PgExecutor<'_>, job_id: Uuid, outcome: &str) -> sqlx::Result<()> {
+    sqlx::query("UPDATE job_outbox SET finished_at = now(), outcome = $2 WHERE job_id = $1 AND finished_at IS NULL")
+        .bind(job_id)
+        .bind(outcome)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Jobs `reconcile` must (re-)relay: never relayed and older than `unrelayed_grace_s` seconds
+/// (their relay was lost), or relayed more than `lost_after_s` seconds ago and still not finished
+/// (Redis lost them). Re-relaying a job Redis still holds is a no-op: the push is keyed by job id.
+pub async fn due_for_relay(
+    db: &PgPool,
+    unrelayed_grace_s: i64,
+    lost_after_s: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<OutboxJob>> {
+    sqlx::query_as(
+        "(SELECT job_id, queue, payload, max_attempts, run_at FROM job_outbox
+           WHERE relayed_at IS NULL AND created_at < now() - make_interval(secs => $1)
+           ORDER BY created_at LIMIT $3)
+         UNION ALL
+         (SELECT job_id, queue, payload, max_attempts, run_at FROM job_outbox
+           WHERE finished_at IS NULL AND relayed_at < now() - make_interval(secs => $2)
+             AND (run_at IS NULL OR run_at < now() - make_interval(secs => $2))
+           ORDER BY relayed_at LIMIT $3)",
+    )
+    .bind(unrelayed_grace_s as f64)
+    .bind(lost_after_s as f64)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// The outbox record of one job, if it has one.
+pub async fn get(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<Option<OutboxJob>> {
+    sqlx::query_as("SELECT job_id, queue, payload, max_attempts, run_at FROM job_outbox WHERE job_id = $1")
+        .bind(job_id)
+        .fetch_optional(db)
+        .await
+}

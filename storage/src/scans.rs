@@ -1,0 +1,111 @@
+//! QR scan requests: what the member scanned, and what came of it.
+
+use rust_decimal::Decimal;
+use serde_json::Value;
+use sqlx::{FromRow, PgExecutor, Postgres, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct ScanRequest {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub code: String,
+    pub qr: Option<Value>,
+    pub redeem_bonus: Decimal,
+    pub coupon_id: Option<Uuid>,
+    pub state: String,
+    pub result: Option<Value>,
+    pub error_code: Option<String>,
+    pub error_message: Option<String>,
+    pub transaction_id: Option<Uuid>,
+    pub created_at: OffsetDateTime,
+}
+
+macro_rules! scan_columns {
+    () => {
+        "id, user_id, code, qr, redeem_bonus, coupon_id, state, result, error_code,
+    error_message, transaction_id, created_at"
+    };
+}
+
+#[derive(Debug, Clone)]
+pub struct NewScan {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub code: String,
+    pub qr: Option<Value>,
+    pub redeem_bonus: Decimal,
+    pub coupon_id: Option<Uuid>,
+}
+
+pub async fn insert(tx: &mut Transaction<'_, Postgres>, scan: &NewScan) -> sqlx::Result<()> {
+    sqlx::query(
+        "INSERT INTO scan_requests (id, user_id, code, qr, redeem_bonus, coupon_id) VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(scan.id)
+    .bind(scan.user_id)
+    .bind(&scan.code)
+    .bind(&scan.qr)
+    .bind(scan.redeem_bonus)
+    .bind(scan.coupon_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<ScanRequest>> {
+    sqlx::query_as(concat!("SELECT ", scan_columns!(), " FROM scan_requests WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+/// A member's own scan; another member's scan is as good as absent.
+pub async fn get_for_user(db: impl PgExecutor<'_>, id: Uuid, user_id: Uuid) -> sqlx::Result<Option<ScanRequest>> {
+    sqlx::query_as(concat!("SELECT ", scan_columns!(), " FROM scan_requests WHERE id = $1 AND user_id = $2"))
+        .bind(id)
+        .bind(user_id)
+        .fetch_optional(db)
+        .await
+}
+
+/// Locks a pending scan for processing; `None` if it is already finished (a retry after success).
+pub async fn start(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> sqlx::Result<Option<ScanRequest>> {
+    sqlx::query_as(concat!("UPDATE scan_requests SET state = 'processing', updated_at = now()
+         WHERE id = $1 AND state IN ('pending', 'processing')
+         RETURNING ", scan_columns!()))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+pub async fn complete(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    transaction_id: Uuid,
+    result: &Value,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE scan_requests SET state = 'done', transaction_id = $2, result = $3, updated_at = now() WHERE id = $1",
+    )
+    .bind(id)
+    .bind(transaction_id)
+    .bind(result)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+pub async fn fail(db: impl PgExecutor<'_>, id: Uuid, code: &str, message: &str) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE scan_requests SET state = 'failed', error_code = $2, error_message = $3, updated_at = now()
+         WHERE id = $1 AND state <> 'done'",
+    )
+    .bind(id)
+    .bind(code)
+    .bind(message)
+    .execute(db)
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,117 @@
+//! Members, operators and staff: one `users` row per phone.
+
+use domain::{PhoneNumber, Tier};
+use sqlx::{FromRow, PgExecutor, PgPool};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct User {
+    pub id: Uuid,
+    pub phone: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email: Option<String>,
+    pub status_tier: String,
+    pub created_at: OffsetDateTime,
+}
+
+impl User {
+    pub fn tier(&self) -> Tier {
+        self.status_tier.parse().unwrap_or(Tier::Insider)
+    }
+}
+
+/// A role a user holds: platform-wide, or at one business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    Platform(String),
+    Business { business_id: Uuid, role: String },
+}
+
+macro_rules! user_columns {
+    () => {
+        "id, phone, first_name, last_name, email, status_tier, created_at"
+    };
+}
+
+/// Finds the user with this phone or creates a member for it.
+pub async fn find_or_create(db: impl PgExecutor<'_>, phone: &PhoneNumber) -> sqlx::Result<User> {
+    // The no-op update makes RETURNING give the row in both cases, in one round trip.
+    sqlx::query_as(concat!("INSERT INTO users (phone) VALUES ($1)
+         ON CONFLICT (phone) DO UPDATE SET phone = EXCLUDED.phone
+         RETURNING ", user_columns!()))
+    .bind(phone.as_ref())
+    .fetch_one(db)
+    .await
+}
+
+pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<User>> {
+    sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
+        .bind(id)
+        .fetch_optional(db)
+        .await
+}
+
+pub async fn find_by_phone(db: impl PgExecutor<'_>, phone: &PhoneNumber) -> sqlx::Result<Option<User>> {
+    sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE phone = $1"))
+        .bind(phone.as_ref())
+        .fetch_optional(db)
+        .await
+}
+
+/// A profile change; `None` leaves a field as it is, `Some(None)` clears it.
+#[derive(Debug, Default, Clone)]
+pub struct ProfilePatch {
+    pub first_name: Option<Option<String>>,
+    pub last_name: Option<Option<String>>,
+    pub email: Option<Option<String>>,
+}
+
+pub async fn update_profile(db: &PgPool, id: Uuid, patch: &ProfilePatch) -> sqlx::Result<Option<User>> {
+    sqlx::query_as(concat!("UPDATE users SET
+            first_name = CASE WHEN $2 THEN $3 ELSE first_name END,
+            last_name  = CASE WHEN $4 THEN $5 ELSE last_name END,
+            email      = CASE WHEN $6 THEN $7 ELSE email END,
+            updated_at = now()
+         WHERE id = $1
+         RETURNING ", user_columns!()))
+    .bind(id)
+    .bind(patch.first_name.is_some())
+    .bind(patch.first_name.clone().flatten())
+    .bind(patch.last_name.is_some())
+    .bind(patch.last_name.clone().flatten())
+    .bind(patch.email.is_some())
+    .bind(patch.email.clone().flatten())
+    .fetch_optional(db)
+    .await
+}
+
+/// Platform roles (`superadmin`, `moderator`) and business roles, as names for tokens and `/users/me`.
+pub async fn roles(db: &PgPool, id: Uuid) -> sqlx::Result<Vec<Role>> {
+    let rows: Vec<(Option<Uuid>, String)> = sqlx::query_as(
+        "SELECT NULL::uuid, role FROM user_roles WHERE user_id = $1
+         UNION ALL
+         SELECT business_id, role FROM business_staff WHERE user_id = $1
+         ORDER BY 2",
+    )
+    .bind(id)
+    .fetch_all(db)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(business_id, role)| match business_id {
+            None => Role::Platform(role),
+            Some(business_id) => Role::Business { business_id, role },
+        })
+        .collect())
+}
+
+pub async fn grant_platform_role(db: impl PgExecutor<'_>, user_id: Uuid, role: &str) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+        .bind(user_id)
+        .bind(role)
+        .execute(db)
+        .await?;
+    Ok(())
+}
