@@ -114,7 +114,8 @@ CREATE TABLE bonus_ledger (
     transaction_id  uuid REFERENCES transactions(id),
     idempotency_key text NOT NULL UNIQUE,
     note            text,
-    created_at      timestamptz NOT NULL DEFAULT now()
+    -- clock_timestamp(): entries written in one transaction keep their order.
+    created_at      timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX bonus_ledger_user_time_idx ON bonus_ledger (user_id, created_at DESC, id DESC);
 

@@ -1,1 +1,254 @@
-//! api
+#![doc = include_str!("../README.md")]
+
+pub mod auth;
+pub mod envelope;
+pub mod error;
+pub mod money;
+pub mod routes;
+pub mod state;
+
+use envelope::{Envelope, ErrorEnvelope, REQUEST_ID};
+use poem::{
+    Endpoint, EndpointExt, IntoResponse, Request, Response, Route, get, handler,
+    http::{HeaderValue, StatusCode},
+    listener::Acceptor,
+    web::Data,
+};
+use poem_openapi::{Object, OpenApiService, payload::Json};
+use prometheus::{HistogramVec, register_histogram_vec};
+use routes::{
+    admin::AdminApi, auth::AuthApi, business::BusinessApi, loyalty::LoyaltyApi, users::UserApi,
+};
+use state::AppState;
+use std::{
+    sync::{Arc, LazyLock},
+    time::{Duration, Instant},
+};
+use tracing::Instrument;
+
+pub use state::AppState as State;
+
+/// Request bodies above this are refused with 413: nothing we accept comes near it.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+static HTTP_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "http_request_duration_seconds",
+        "HTTP requests, by method, route and status",
+        &["method", "route", "status"],
+        vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5
+        ]
+    )
+    .expect("metric registers once")
+});
+
+/// The OpenAPI service of `/api/v1`.
+pub fn api_service(
+    state: &Arc<AppState>,
+) -> OpenApiService<(AuthApi, UserApi, LoyaltyApi, BusinessApi, AdminApi), ()> {
+    OpenApiService::new(
+        (
+            AuthApi {
+                state: state.clone(),
+            },
+            UserApi {
+                state: state.clone(),
+            },
+            LoyaltyApi {
+                state: state.clone(),
+            },
+            BusinessApi {
+                state: state.clone(),
+            },
+            AdminApi {
+                state: state.clone(),
+            },
+        ),
+        "Свой Круг API",
+        env!("CARGO_PKG_VERSION"),
+    )
+    .server("/api/v1")
+}
+
+/// The whole HTTP application.
+pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
+    let api = api_service(&state);
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    Route::new()
+        .nest("/api/v1", api)
+        .nest("/docs", docs)
+        .at("/openapi.json", spec)
+        .at("/health", get(health))
+        .at("/ready", get(ready))
+        .at("/metrics", get(metrics))
+        .data(state)
+        .around(limit_body)
+        .around(error::envelope_errors)
+        .around(request_context)
+}
+
+/// Serves the app on `acceptor` until `shutdown` resolves, then lets requests in flight
+/// finish (up to 10 s).
+pub async fn serve<A: Acceptor + 'static>(
+    acceptor: A,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    poem::Server::new_with_acceptor(acceptor)
+        .run_with_graceful_shutdown(app(state), shutdown, Some(Duration::from_secs(10)))
+        .await
+}
+
+/// Refuses bodies over [`MAX_BODY_BYTES`] with 413, whether or not they declare their length
+/// (poem's `SizeLimit` insists on `Content-Length`, which would refuse chunked bodies and
+/// bodiless GETs alike).
+async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
+    let too_large = || poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE);
+    let declared = req
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
+        return Err(too_large());
+    }
+    if declared.is_some_and(|len| len > 0) || req.header("transfer-encoding").is_some() {
+        let body = req
+            .take_body()
+            .into_bytes_limit(MAX_BODY_BYTES)
+            .await
+            .map_err(|_| too_large())?;
+        req.set_body(body);
+    }
+    Ok(next.call(req).await?.into_response())
+}
+
+/// Gives every request an id (the client's `x-request-id` if it is sane), a log span, a
+/// log line and a latency sample.
+async fn request_context<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+    let id = req
+        .header("x-request-id")
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let method = req.method().to_string();
+    let route = route_label(req.uri().path());
+    let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
+    let started = Instant::now();
+    let result = REQUEST_ID
+        .scope(id.clone(), next.call(req))
+        .instrument(span.clone())
+        .await;
+    let mut response = match result {
+        Ok(response) => response.into_response(),
+        Err(error) => error.into_response(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    let status = response.status().as_u16();
+    let elapsed = started.elapsed();
+    HTTP_DURATION
+        .with_label_values(&[method.as_str(), route.as_str(), &status.to_string()])
+        .observe(elapsed.as_secs_f64());
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request"
+        )
+    });
+    Ok(response)
+}
+
+/// The path with ids replaced, so that metrics have one series per route, not per id.
+fn route_label(path: &str) -> String {
+    path.split('/')
+        .map(|segment| {
+            if uuid::Uuid::parse_str(segment).is_ok() {
+                ":id"
+            } else {
+                segment
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[derive(Debug, Object)]
+struct Health {
+    status: String,
+}
+
+/// Liveness: the process answers.
+#[handler]
+fn health() -> Json<Envelope<Health>> {
+    Json(Envelope::new(Health {
+        status: "ok".to_owned(),
+    }))
+}
+
+#[derive(Debug, Object)]
+struct Readiness {
+    status: String,
+    postgres: String,
+    redis: String,
+    clickhouse: String,
+}
+
+/// Readiness: Postgres, Redis and ClickHouse all answer within two seconds.
+#[handler]
+async fn ready(state: Data<&Arc<AppState>>) -> Response {
+    let timeout = Duration::from_secs(2);
+    let check = |ok: bool| if ok { "ok" } else { "unavailable" }.to_owned();
+    let (postgres, redis, clickhouse) = tokio::join!(
+        tokio::time::timeout(timeout, sqlx::query("SELECT 1").execute(&state.db)),
+        tokio::time::timeout(timeout, state.cache.ping()),
+        tokio::time::timeout(timeout, storage::analytics::ping(&state.clickhouse)),
+    );
+    let readiness = Readiness {
+        postgres: check(matches!(postgres, Ok(Ok(_)))),
+        redis: check(matches!(redis, Ok(Ok(_)))),
+        clickhouse: check(matches!(clickhouse, Ok(Ok(_)))),
+        status: String::new(),
+    };
+    let down: Vec<&str> = [
+        ("postgres", &readiness.postgres),
+        ("redis", &readiness.redis),
+        ("clickhouse", &readiness.clickhouse),
+    ]
+    .into_iter()
+    .filter(|(_, s)| s.as_str() != "ok")
+    .map(|(name, _)| name)
+    .collect();
+    if down.is_empty() {
+        Json(Envelope::new(Readiness {
+            status: "ready".to_owned(),
+            ..readiness
+        }))
+        .into_response()
+    } else {
+        let mut response = Json(ErrorEnvelope::new(
+            "not_ready",
+            format!("Unavailable: {}", down.join(", ")),
+        ))
+        .into_response();
+        response.set_status(StatusCode::SERVICE_UNAVAILABLE);
+        response
+    }
+}
+
+/// Prometheus metrics of this process.
+#[handler]
+fn metrics() -> Response {
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&prometheus::gather())
+        .unwrap_or_default();
+    Response::builder()
+        .content_type("text/plain; version=0.0.4")
+        .body(text)
+}

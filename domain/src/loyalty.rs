@@ -302,15 +302,25 @@ mod tests {
             (dec!(0), dec!(10), dec!(2), dec!(0.00)),
         ];
         for (paid, pct, mult, expected) in cases {
-            assert_eq!(accrual(paid, pct, mult), expected, "{paid} at {pct}% ×{mult}");
+            assert_eq!(
+                accrual(paid, pct, mult),
+                expected,
+                "{paid} at {pct}% ×{mult}"
+            );
         }
     }
 
     #[test]
     fn a_purchase_accrues_only_on_what_was_paid_in_money() {
-        let priced =
-            price_purchase(dec!(1000), dec!(100), dec!(200), dec!(500), terms(dec!(10)), dec!(1))
-                .unwrap();
+        let priced = price_purchase(
+            dec!(1000),
+            dec!(100),
+            dec!(200),
+            dec!(500),
+            terms(dec!(10)),
+            dec!(1),
+        )
+        .unwrap();
         assert_eq!(priced.paid_in_money, dec!(700.00));
         assert_eq!(priced.bonus_accrued, dec!(70.00));
         assert_eq!(priced.bonus_redeemed, dec!(200));
@@ -319,28 +329,86 @@ mod tests {
 
     #[test]
     fn redemption_is_capped_by_the_business_percentage() {
-        let err = price_purchase(dec!(1000), dec!(0), dec!(300.01), dec!(5000), terms(dec!(5)), dec!(1))
-            .unwrap_err();
+        let err = price_purchase(
+            dec!(1000),
+            dec!(0),
+            dec!(300.01),
+            dec!(5000),
+            terms(dec!(5)),
+            dec!(1),
+        )
+        .unwrap_err();
         assert_eq!(err, RedemptionError::OverCap { cap: dec!(300.00) });
-        assert!(price_purchase(dec!(1000), dec!(0), dec!(300), dec!(5000), terms(dec!(5)), dec!(1)).is_ok());
+        assert!(
+            price_purchase(
+                dec!(1000),
+                dec!(0),
+                dec!(300),
+                dec!(5000),
+                terms(dec!(5)),
+                dec!(1)
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn redemption_never_exceeds_the_balance_and_a_negative_balance_blocks_it() {
-        let err = price_purchase(dec!(1000), dec!(0), dec!(100), dec!(99.99), terms(dec!(5)), dec!(1))
-            .unwrap_err();
-        assert_eq!(err, RedemptionError::InsufficientBalance { available: dec!(99.99) });
-        let err = price_purchase(dec!(1000), dec!(0), dec!(1), dec!(-5), terms(dec!(5)), dec!(1))
-            .unwrap_err();
-        assert_eq!(err, RedemptionError::InsufficientBalance { available: dec!(0.00) });
+        let err = price_purchase(
+            dec!(1000),
+            dec!(0),
+            dec!(100),
+            dec!(99.99),
+            terms(dec!(5)),
+            dec!(1),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            RedemptionError::InsufficientBalance {
+                available: dec!(99.99)
+            }
+        );
+        let err = price_purchase(
+            dec!(1000),
+            dec!(0),
+            dec!(1),
+            dec!(-5),
+            terms(dec!(5)),
+            dec!(1),
+        )
+        .unwrap_err();
+        assert_eq!(
+            err,
+            RedemptionError::InsufficientBalance {
+                available: dec!(0.00)
+            }
+        );
         // Not redeeming is always allowed, even with a negative balance.
-        assert!(price_purchase(dec!(1000), dec!(0), dec!(0), dec!(-5), terms(dec!(5)), dec!(1)).is_ok());
+        assert!(
+            price_purchase(
+                dec!(1000),
+                dec!(0),
+                dec!(0),
+                dec!(-5),
+                terms(dec!(5)),
+                dec!(1)
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn redemption_cannot_exceed_what_is_left_after_a_coupon() {
-        let err = price_purchase(dec!(100), dec!(90), dec!(20), dec!(500), terms(dec!(5)), dec!(1))
-            .unwrap_err();
+        let err = price_purchase(
+            dec!(100),
+            dec!(90),
+            dec!(20),
+            dec!(500),
+            terms(dec!(5)),
+            dec!(1),
+        )
+        .unwrap_err();
         assert_eq!(err, RedemptionError::OverCap { cap: dec!(10.00) });
     }
 
@@ -362,7 +430,10 @@ mod tests {
     #[test]
     fn purchases_upgrade_but_never_downgrade() {
         let rules = TierRules::default();
-        assert_eq!(rules.after_purchase(Tier::Insider, dec!(150000), 2), Tier::Vip);
+        assert_eq!(
+            rules.after_purchase(Tier::Insider, dec!(150000), 2),
+            Tier::Vip
+        );
         assert_eq!(rules.after_purchase(Tier::Elite, dec!(10), 1), Tier::Elite);
         assert_eq!(rules.multiplier(Tier::Vip), dec!(1.5));
     }
@@ -371,9 +442,23 @@ mod tests {
     fn next_tier_says_what_is_missing() {
         let rules = TierRules::default();
         let next = rules.next(Tier::Insider, dec!(40000), 1).unwrap();
-        assert_eq!(next, NextTier { tier: Tier::Vip, spend_needed: dec!(60000), categories_needed: 1 });
+        assert_eq!(
+            next,
+            NextTier {
+                tier: Tier::Vip,
+                spend_needed: dec!(60000),
+                categories_needed: 1
+            }
+        );
         let next = rules.next(Tier::Vip, dec!(350000), 4).unwrap();
-        assert_eq!(next, NextTier { tier: Tier::Elite, spend_needed: dec!(0), categories_needed: 0 });
+        assert_eq!(
+            next,
+            NextTier {
+                tier: Tier::Elite,
+                spend_needed: dec!(0),
+                categories_needed: 0
+            }
+        );
         assert_eq!(rules.next(Tier::Elite, dec!(0), 0), None);
     }
 
@@ -384,10 +469,19 @@ mod tests {
         assert_eq!(first, dec!(11.10)); // 11.1099…
         let second = refund_reversal(dec!(1000), dec!(33.33), dec!(333.33), first, dec!(333.33));
         assert_eq!(second, dec!(11.10));
-        let last = refund_reversal(dec!(1000), dec!(33.33), dec!(666.66), first + second, dec!(333.34));
+        let last = refund_reversal(
+            dec!(1000),
+            dec!(33.33),
+            dec!(666.66),
+            first + second,
+            dec!(333.34),
+        );
         assert_eq!(first + second + last, dec!(33.33));
         // A refund larger than the purchase takes back only what is left.
-        assert_eq!(refund_reversal(dec!(100), dec!(5), dec!(0), dec!(0), dec!(500)), dec!(5.00));
+        assert_eq!(
+            refund_reversal(dec!(100), dec!(5), dec!(0), dec!(0), dec!(500)),
+            dec!(5.00)
+        );
     }
 
     #[test]

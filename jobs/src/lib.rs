@@ -1,1 +1,15 @@
-//! jobs
+#![doc = include_str!("../README.md")]
+
+pub mod client;
+pub mod env;
+pub mod handlers;
+pub mod metrics;
+pub mod outbox;
+pub mod queue;
+pub mod runtime;
+pub mod schedule;
+mod signals;
+
+pub use client::{JobQueue, QueueError};
+pub use env::Env;
+pub use queue::{Job, JobCtx, JobError, QueueName};

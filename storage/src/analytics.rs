@@ -13,15 +13,23 @@ pub fn client(url: &str, database: &str) -> clickhouse::Client {
 
 /// Creates the database and tables if they do not exist.
 pub async fn migrate(url: &str, database: &str) -> anyhow::Result<()> {
-    let server = clickhouse::Client::default().with_url(url).with_validation(false);
+    let server = clickhouse::Client::default()
+        .with_url(url)
+        .with_validation(false);
     server
-        .query(&format!("CREATE DATABASE IF NOT EXISTS `{}`", database.replace('`', "")))
+        .query(&format!(
+            "CREATE DATABASE IF NOT EXISTS `{}`",
+            database.replace('`', "")
+        ))
         .execute()
         .await
         .context("Failed to create the ClickHouse database")?;
     let db = client(url, database);
     for ddl in DDL {
-        db.query(ddl).execute().await.context("Failed to create a ClickHouse table")?;
+        db.query(ddl)
+            .execute()
+            .await
+            .context("Failed to create a ClickHouse table")?;
     }
     Ok(())
 }

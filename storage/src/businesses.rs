@@ -46,11 +46,17 @@ pub struct NewBusiness {
 }
 
 pub async fn create(db: &PgPool, secrets: &SecretBox, new: &NewBusiness) -> sqlx::Result<Business> {
-    let sealed = new.crm_credentials.as_ref().map(|c| secrets.seal(c.to_string().as_bytes()));
-    sqlx::query_as(concat!("INSERT INTO businesses (name, category, cashback_percent, max_redeem_percent, is_medical,
+    let sealed = new
+        .crm_credentials
+        .as_ref()
+        .map(|c| secrets.seal(c.to_string().as_bytes()));
+    sqlx::query_as(concat!(
+        "INSERT INTO businesses (name, category, cashback_percent, max_redeem_percent, is_medical,
                                  crm_type, crm_base_url, crm_credentials)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-         RETURNING ", business_columns!()))
+         RETURNING ",
+        business_columns!()
+    ))
     .bind(&new.name)
     .bind(&new.category)
     .bind(new.cashback_percent)
@@ -88,7 +94,8 @@ pub async fn update(
         .crm_credentials
         .as_ref()
         .map(|c| c.as_ref().map(|c| secrets.seal(c.to_string().as_bytes())));
-    sqlx::query_as(concat!("UPDATE businesses SET
+    sqlx::query_as(concat!(
+        "UPDATE businesses SET
             name               = COALESCE($2, name),
             category           = COALESCE($3, category),
             cashback_percent   = COALESCE($4, cashback_percent),
@@ -103,7 +110,9 @@ pub async fn update(
             integration_error  = CASE WHEN $8 OR $12 THEN NULL ELSE integration_error END,
             updated_at         = now()
          WHERE id = $1
-         RETURNING ", business_columns!()))
+         RETURNING ",
+        business_columns!()
+    ))
     .bind(id)
     .bind(&patch.name)
     .bind(&patch.category)
@@ -122,24 +131,37 @@ pub async fn update(
 }
 
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Business>> {
-    sqlx::query_as(concat!("SELECT ", business_columns!(), " FROM businesses WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(concat!(
+        "SELECT ",
+        business_columns!(),
+        " FROM businesses WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
 }
 
 pub async fn list_active(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Business>> {
-    sqlx::query_as(concat!("SELECT ", business_columns!(), " FROM businesses WHERE is_active ORDER BY name"))
-        .fetch_all(db)
-        .await
+    sqlx::query_as(concat!(
+        "SELECT ",
+        business_columns!(),
+        " FROM businesses WHERE is_active ORDER BY name"
+    ))
+    .fetch_all(db)
+    .await
 }
 
 /// The decrypted CRM credentials of a business, for its adapter only.
-pub async fn credentials(db: &PgPool, secrets: &SecretBox, id: Uuid) -> anyhow::Result<Option<serde_json::Value>> {
-    let sealed: Option<Option<Vec<u8>>> = sqlx::query_scalar("SELECT crm_credentials FROM businesses WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await?;
+pub async fn credentials(
+    db: &PgPool,
+    secrets: &SecretBox,
+    id: Uuid,
+) -> anyhow::Result<Option<serde_json::Value>> {
+    let sealed: Option<Option<Vec<u8>>> =
+        sqlx::query_scalar("SELECT crm_credentials FROM businesses WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
     let Some(sealed) = sealed.flatten() else {
         return Ok(None);
     };
@@ -163,7 +185,12 @@ pub async fn set_integration_status(
 }
 
 /// Adds a staff member (or changes their role).
-pub async fn put_staff(db: impl PgExecutor<'_>, business_id: Uuid, user_id: Uuid, role: &str) -> sqlx::Result<()> {
+pub async fn put_staff(
+    db: impl PgExecutor<'_>,
+    business_id: Uuid,
+    user_id: Uuid,
+    role: &str,
+) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO business_staff (business_id, user_id, role) VALUES ($1, $2, $3)
          ON CONFLICT (business_id, user_id) DO UPDATE SET role = EXCLUDED.role",

@@ -81,7 +81,11 @@ impl Cache {
 
     /// Claims the one send a phone is allowed per `window`. `Ok(None)` means go ahead;
     /// `Ok(Some(seconds))` means wait that long.
-    pub async fn claim_otp_send(&self, phone: &str, window: Duration) -> redis::RedisResult<Option<u64>> {
+    pub async fn claim_otp_send(
+        &self,
+        phone: &str,
+        window: Duration,
+    ) -> redis::RedisResult<Option<u64>> {
         let key = self.key(&["otp-send", phone]);
         let mut conn = self.conn.clone();
         let set: Option<String> = redis::cmd("SET")
@@ -101,13 +105,19 @@ impl Cache {
 
     /// Gives the send back (the code could not be recorded), so the member can ask again at once.
     pub async fn release_otp_send(&self, phone: &str) -> redis::RedisResult<()> {
-        let _: () = self.conn.clone().del(self.key(&["otp-send", phone])).await?;
+        let _: () = self
+            .conn
+            .clone()
+            .del(self.key(&["otp-send", phone]))
+            .await?;
         Ok(())
     }
 
     /// PING, for readiness.
     pub async fn ping(&self) -> redis::RedisResult<()> {
-        let _: String = redis::cmd("PING").query_async(&mut self.conn.clone()).await?;
+        let _: String = redis::cmd("PING")
+            .query_async(&mut self.conn.clone())
+            .await?;
         Ok(())
     }
 }

@@ -4,6 +4,7 @@ pub mod analytics;
 pub mod businesses;
 pub mod cache;
 pub mod loyalty;
+pub mod notifications;
 pub mod otp;
 pub mod outbox;
 pub mod page;
@@ -38,16 +39,20 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     let mut admin = sqlx::PgConnection::connect_with(&options.clone().database("postgres"))
         .await
         .context("Failed to connect to Postgres")?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
-        .bind(&name)
-        .fetch_one(&mut admin)
-        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await?;
     if !exists {
         let quoted = name.replace('"', "\"\"");
         // Two processes may race here (tests, several `release` phases): losing is fine.
         if let Err(e) = admin
-            .execute(sqlx::AssertSqlSafe(format!(r#"CREATE DATABASE "{quoted}""#)))
-            .await {
+            .execute(sqlx::AssertSqlSafe(format!(
+                r#"CREATE DATABASE "{quoted}""#
+            )))
+            .await
+        {
             tracing::debug!(error = %e, database = %name, "CREATE DATABASE lost a race");
         }
     }

@@ -11,7 +11,9 @@ use crate::{
 };
 use domain::{
     Tier, TierRule, TierRules,
-    loyalty::{BusinessTerms, PricedPurchase, RedemptionError, accrual, price_purchase, refund_reversal},
+    loyalty::{
+        BusinessTerms, PricedPurchase, RedemptionError, accrual, price_purchase, refund_reversal,
+    },
 };
 use rust_decimal::Decimal;
 use sqlx::{FromRow, PgExecutor, PgPool, Postgres, Transaction};
@@ -49,11 +51,12 @@ pub struct Balance {
 }
 
 pub async fn balance(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Balance> {
-    let row: Option<Balance> =
-        sqlx::query_as("SELECT balance, lifetime_earned, lifetime_spent FROM bonus_balances WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_optional(db)
-            .await?;
+    let row: Option<Balance> = sqlx::query_as(
+        "SELECT balance, lifetime_earned, lifetime_spent FROM bonus_balances WHERE user_id = $1",
+    )
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?;
     Ok(row.unwrap_or_default())
 }
 
@@ -143,8 +146,16 @@ async fn append_entry(
     if inserted.is_none() {
         return Ok(false);
     }
-    let earned = if kind == EntryKind::Accrual { amount } else { Decimal::ZERO };
-    let spent = if kind == EntryKind::Redemption { -amount } else { Decimal::ZERO };
+    let earned = if kind == EntryKind::Accrual {
+        amount
+    } else {
+        Decimal::ZERO
+    };
+    let spent = if kind == EntryKind::Redemption {
+        -amount
+    } else {
+        Decimal::ZERO
+    };
     sqlx::query(
         "UPDATE bonus_balances SET balance = balance + $2, lifetime_earned = lifetime_earned + $3,
                 lifetime_spent = lifetime_spent + $4, updated_at = now()
@@ -202,7 +213,11 @@ pub struct BonusOutcome {
 /// multiplier, then an immediate upgrade if the rolling thresholds are met), proportional
 /// reversal for a refund. Idempotent: a transaction is applied once, however often this runs.
 /// The one implementation behind both the QR path and `bonus_calc`.
-pub async fn apply_bonus(tx: &mut Tx<'_>, transaction_id: Uuid, rules: &TierRules) -> sqlx::Result<BonusOutcome> {
+pub async fn apply_bonus(
+    tx: &mut Tx<'_>,
+    transaction_id: Uuid,
+    rules: &TierRules,
+) -> sqlx::Result<BonusOutcome> {
     // The balance lock comes first, as on every path, so that no two paths lock in opposite order.
     let user_id: Uuid = sqlx::query_scalar("SELECT user_id FROM transactions WHERE id = $1")
         .bind(transaction_id)
@@ -212,15 +227,24 @@ pub async fn apply_bonus(tx: &mut Tx<'_>, transaction_id: Uuid, rules: &TierRule
     apply_bonus_locked(tx, transaction_id, rules).await
 }
 
-async fn apply_bonus_locked(tx: &mut Tx<'_>, transaction_id: Uuid, rules: &TierRules) -> sqlx::Result<BonusOutcome> {
-    let row: TransactionRow = sqlx::query_as(concat!("SELECT ", transaction_columns!(), " FROM transactions WHERE id = $1 FOR UPDATE"))
-        .bind(transaction_id)
-        .fetch_one(&mut **tx)
-        .await?;
-    let (tier_name,): (String,) = sqlx::query_as("SELECT status_tier FROM users WHERE id = $1 FOR UPDATE")
-        .bind(row.user_id)
-        .fetch_one(&mut **tx)
-        .await?;
+async fn apply_bonus_locked(
+    tx: &mut Tx<'_>,
+    transaction_id: Uuid,
+    rules: &TierRules,
+) -> sqlx::Result<BonusOutcome> {
+    let row: TransactionRow = sqlx::query_as(concat!(
+        "SELECT ",
+        transaction_columns!(),
+        " FROM transactions WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(transaction_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let (tier_name,): (String,) =
+        sqlx::query_as("SELECT status_tier FROM users WHERE id = $1 FOR UPDATE")
+            .bind(row.user_id)
+            .fetch_one(&mut **tx)
+            .await?;
     let tier: Tier = tier_name.parse().unwrap_or(Tier::Insider);
 
     if row.bonus_applied {
@@ -241,12 +265,31 @@ async fn apply_bonus_locked(tx: &mut Tx<'_>, transaction_id: Uuid, rules: &TierR
         let terms = terms_of(tx, row.business_id).await?;
         let paid = row.amount - row.coupon_discount - row.bonus_redeemed;
         let accrued = accrual(paid, terms.cashback_percent, rules.multiplier(tier));
-        append_entry(tx, row.user_id, EntryKind::Accrual, accrued, Some(row.id), &format!("accrual:{}", row.id)).await?;
+        append_entry(
+            tx,
+            row.user_id,
+            EntryKind::Accrual,
+            accrued,
+            Some(row.id),
+            &format!("accrual:{}", row.id),
+        )
+        .await?;
         let stats = member_stats(&mut **tx, row.user_id).await?;
-        (accrued, rules.after_purchase(tier, stats.spend, stats.categories))
+        (
+            accrued,
+            rules.after_purchase(tier, stats.spend, stats.categories),
+        )
     };
     if row.transaction_type == "refund" {
-        append_entry(tx, row.user_id, EntryKind::Reversal, change, Some(row.id), &format!("reversal:{}", row.id)).await?;
+        append_entry(
+            tx,
+            row.user_id,
+            EntryKind::Reversal,
+            change,
+            Some(row.id),
+            &format!("reversal:{}", row.id),
+        )
+        .await?;
     }
 
     sqlx::query("UPDATE transactions SET bonus_accrued = $2, bonus_applied = true WHERE id = $1")
@@ -273,7 +316,11 @@ async fn apply_bonus_locked(tx: &mut Tx<'_>, transaction_id: Uuid, rules: &TierR
 }
 
 /// The reversal a refund calls for; applies the original purchase first if it was not yet.
-async fn refund_reversal_for(tx: &mut Tx<'_>, refund: &TransactionRow, rules: &TierRules) -> sqlx::Result<Decimal> {
+async fn refund_reversal_for(
+    tx: &mut Tx<'_>,
+    refund: &TransactionRow,
+    rules: &TierRules,
+) -> sqlx::Result<Decimal> {
     let Some(original_id) = refund.original_transaction_id else {
         // A refund we cannot tie to a purchase reverses nothing (it still counts against spend).
         return Ok(Decimal::ZERO);
@@ -292,7 +339,13 @@ async fn refund_reversal_for(tx: &mut Tx<'_>, refund: &TransactionRow, rules: &T
     .bind(refund.id)
     .fetch_one(&mut **tx)
     .await?;
-    Ok(refund_reversal(amount, accrued, already_refunded, already_reversed, refund.amount))
+    Ok(refund_reversal(
+        amount,
+        accrued,
+        already_refunded,
+        already_reversed,
+        refund.amount,
+    ))
 }
 
 async fn terms_of(tx: &mut Tx<'_>, business_id: Uuid) -> sqlx::Result<BusinessTerms> {
@@ -389,7 +442,7 @@ pub async fn record_qr_purchase(
         EntryKind::Redemption,
         -priced.bonus_redeemed,
         Some(transaction_id),
-        concat!("redemption:{transaction_id}"),
+        &format!("redemption:{transaction_id}"),
     )
     .await?;
     let bonus = apply_bonus_locked(tx, transaction_id, rules).await?;
@@ -437,9 +490,13 @@ pub async fn transactions_page(
     after: Option<Cursor>,
     limit: usize,
 ) -> sqlx::Result<Page<TransactionRow>> {
-    let rows: Vec<TransactionRow> = sqlx::query_as(concat!("SELECT ", transaction_columns!(), " FROM transactions
+    let rows: Vec<TransactionRow> = sqlx::query_as(concat!(
+        "SELECT ",
+        transaction_columns!(),
+        " FROM transactions
          WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
-         ORDER BY created_at DESC, id DESC LIMIT $4"))
+         ORDER BY created_at DESC, id DESC LIMIT $4"
+    ))
     .bind(user_id)
     .bind(after.map(|c| c.created_at))
     .bind(after.map(|c| c.id))

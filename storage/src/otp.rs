@@ -35,7 +35,10 @@ pub async fn insert(
 }
 
 pub async fn delete(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("DELETE FROM otp_codes WHERE id = $1").bind(id).execute(db).await?;
+    sqlx::query("DELETE FROM otp_codes WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
     Ok(())
 }
 
@@ -61,11 +64,16 @@ pub async fn latest_for_update(
     .await
 }
 
-pub async fn record_failed_attempt(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> sqlx::Result<i32> {
-    sqlx::query_scalar("UPDATE otp_codes SET attempts = attempts + 1 WHERE id = $1 RETURNING attempts")
-        .bind(id)
-        .fetch_one(&mut **tx)
-        .await
+pub async fn record_failed_attempt(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+) -> sqlx::Result<i32> {
+    sqlx::query_scalar(
+        "UPDATE otp_codes SET attempts = attempts + 1 WHERE id = $1 RETURNING attempts",
+    )
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await
 }
 
 pub async fn consume(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> sqlx::Result<()> {

@@ -85,8 +85,10 @@ pub async fn due_for_relay(
 
 /// The outbox record of one job, if it has one.
 pub async fn get(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<Option<OutboxJob>> {
-    sqlx::query_as("SELECT job_id, queue, payload, max_attempts, run_at FROM job_outbox WHERE job_id = $1")
-        .bind(job_id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(
+        "SELECT job_id, queue, payload, max_attempts, run_at FROM job_outbox WHERE job_id = $1",
+    )
+    .bind(job_id)
+    .fetch_optional(db)
+    .await
 }

@@ -46,8 +46,15 @@ impl<T> Page<T> {
     pub fn from_rows(mut rows: Vec<T>, limit: usize, key: impl Fn(&T) -> Cursor) -> Self {
         let more = rows.len() > limit;
         rows.truncate(limit);
-        let next_cursor = if more { rows.last().map(|r| key(r).encode()) } else { None };
-        Self { items: rows, next_cursor }
+        let next_cursor = if more {
+            rows.last().map(|r| key(r).encode())
+        } else {
+            None
+        };
+        Self {
+            items: rows,
+            next_cursor,
+        }
     }
 }
 
@@ -58,7 +65,8 @@ mod tests {
     #[test]
     fn cursors_round_trip_and_garbage_is_rejected() {
         let cursor = Cursor {
-            created_at: OffsetDateTime::from_unix_timestamp_nanos(1_764_000_000_123_456_000).unwrap(),
+            created_at: OffsetDateTime::from_unix_timestamp_nanos(1_764_000_000_123_456_000)
+                .unwrap(),
             id: Uuid::new_v4(),
         };
         assert_eq!(Cursor::decode(&cursor.encode()).unwrap(), cursor);

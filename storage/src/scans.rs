@@ -55,26 +55,44 @@ pub async fn insert(tx: &mut Transaction<'_, Postgres>, scan: &NewScan) -> sqlx:
 }
 
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<ScanRequest>> {
-    sqlx::query_as(concat!("SELECT ", scan_columns!(), " FROM scan_requests WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(concat!(
+        "SELECT ",
+        scan_columns!(),
+        " FROM scan_requests WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
 }
 
 /// A member's own scan; another member's scan is as good as absent.
-pub async fn get_for_user(db: impl PgExecutor<'_>, id: Uuid, user_id: Uuid) -> sqlx::Result<Option<ScanRequest>> {
-    sqlx::query_as(concat!("SELECT ", scan_columns!(), " FROM scan_requests WHERE id = $1 AND user_id = $2"))
-        .bind(id)
-        .bind(user_id)
-        .fetch_optional(db)
-        .await
+pub async fn get_for_user(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    user_id: Uuid,
+) -> sqlx::Result<Option<ScanRequest>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        scan_columns!(),
+        " FROM scan_requests WHERE id = $1 AND user_id = $2"
+    ))
+    .bind(id)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await
 }
 
 /// Locks a pending scan for processing; `None` if it is already finished (a retry after success).
-pub async fn start(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> sqlx::Result<Option<ScanRequest>> {
-    sqlx::query_as(concat!("UPDATE scan_requests SET state = 'processing', updated_at = now()
+pub async fn start(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+) -> sqlx::Result<Option<ScanRequest>> {
+    sqlx::query_as(concat!(
+        "UPDATE scan_requests SET state = 'processing', updated_at = now()
          WHERE id = $1 AND state IN ('pending', 'processing')
-         RETURNING ", scan_columns!()))
+         RETURNING ",
+        scan_columns!()
+    ))
     .bind(id)
     .fetch_optional(&mut **tx)
     .await
@@ -97,7 +115,12 @@ pub async fn complete(
     Ok(())
 }
 
-pub async fn fail(db: impl PgExecutor<'_>, id: Uuid, code: &str, message: &str) -> sqlx::Result<()> {
+pub async fn fail(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    code: &str,
+    message: &str,
+) -> sqlx::Result<()> {
     sqlx::query(
         "UPDATE scan_requests SET state = 'failed', error_code = $2, error_message = $3, updated_at = now()
          WHERE id = $1 AND state <> 'done'",

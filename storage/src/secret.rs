@@ -69,7 +69,8 @@ impl SecretBox {
     /// HMAC-SHA256 under the same key, hex: how OTP codes are stored. A six-digit code hashed
     /// without a key would fall to a million guesses; with the key it needs the key.
     pub fn mac_hex(&self, parts: &[&str]) -> String {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key size");
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC takes any key size");
         for part in parts {
             mac.update(part.as_bytes());
             mac.update(b"\x1f");
@@ -86,7 +87,11 @@ pub fn sha256_hex(value: &str) -> String {
 
 /// Compares two strings in time independent of where they differ.
 pub fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 #[cfg(test)]
@@ -96,7 +101,10 @@ mod tests {
     #[test]
     fn sealed_values_open_with_the_same_key_only() {
         let sealed = SecretBox::new([7; 32]).seal(b"partner-token");
-        assert_eq!(SecretBox::new([7; 32]).open(&sealed).unwrap(), b"partner-token");
+        assert_eq!(
+            SecretBox::new([7; 32]).open(&sealed).unwrap(),
+            b"partner-token"
+        );
         assert!(SecretBox::new([8; 32]).open(&sealed).is_err());
         assert!(SecretBox::new([7; 32]).open(&sealed[..5]).is_err());
     }
@@ -118,9 +126,18 @@ mod tests {
     fn macs_depend_on_key_and_every_part() {
         let a = SecretBox::new([1; 32]);
         let b = SecretBox::new([2; 32]);
-        assert_eq!(a.mac_hex(&["+79991234567", "123456"]), a.mac_hex(&["+79991234567", "123456"]));
-        assert_ne!(a.mac_hex(&["+79991234567", "123456"]), b.mac_hex(&["+79991234567", "123456"]));
-        assert_ne!(a.mac_hex(&["+7999123456", "7123456"]), a.mac_hex(&["+79991234567", "123456"]));
+        assert_eq!(
+            a.mac_hex(&["+79991234567", "123456"]),
+            a.mac_hex(&["+79991234567", "123456"])
+        );
+        assert_ne!(
+            a.mac_hex(&["+79991234567", "123456"]),
+            b.mac_hex(&["+79991234567", "123456"])
+        );
+        assert_ne!(
+            a.mac_hex(&["+7999123456", "7123456"]),
+            a.mac_hex(&["+79991234567", "123456"])
+        );
         assert!(constant_time_eq("abc", "abc"));
         assert!(!constant_time_eq("abc", "abd"));
     }

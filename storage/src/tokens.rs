@@ -47,7 +47,12 @@ pub async fn insert(
 }
 
 /// Rotates `old` to `new` in one transaction.
-pub async fn rotate(db: &PgPool, old: &str, new: &str, new_expires_at: OffsetDateTime) -> sqlx::Result<Rotation> {
+pub async fn rotate(
+    db: &PgPool,
+    old: &str,
+    new: &str,
+    new_expires_at: OffsetDateTime,
+) -> sqlx::Result<Rotation> {
     let mut tx = db.begin().await?;
     let current: Option<RefreshToken> = sqlx::query_as(
         "SELECT id, user_id, family_id, expires_at, rotated_at, revoked_at FROM refresh_tokens
@@ -71,7 +76,14 @@ pub async fn rotate(db: &PgPool, old: &str, new: &str, new_expires_at: OffsetDat
         .bind(current.id)
         .execute(&mut *tx)
         .await?;
-    insert(&mut tx, current.user_id, current.family_id, new, new_expires_at).await?;
+    insert(
+        &mut tx,
+        current.user_id,
+        current.family_id,
+        new,
+        new_expires_at,
+    )
+    .await?;
     tx.commit().await?;
     Ok(Rotation::Rotated {
         user_id: current.user_id,
@@ -81,12 +93,13 @@ pub async fn rotate(db: &PgPool, old: &str, new: &str, new_expires_at: OffsetDat
 /// Revokes the family of `token` if it belongs to `user_id`; `false` if there was no such token.
 pub async fn revoke(db: &PgPool, user_id: Uuid, token: &str) -> sqlx::Result<bool> {
     let mut tx = db.begin().await?;
-    let family: Option<Uuid> =
-        sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2")
-            .bind(sha256_hex(token))
-            .bind(user_id)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let family: Option<Uuid> = sqlx::query_scalar(
+        "SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2",
+    )
+    .bind(sha256_hex(token))
+    .bind(user_id)
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some(family) = family else {
         return Ok(false);
     };
@@ -96,9 +109,11 @@ pub async fn revoke(db: &PgPool, user_id: Uuid, token: &str) -> sqlx::Result<boo
 }
 
 async fn revoke_family_in(tx: &mut Transaction<'_, Postgres>, family_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL")
-        .bind(family_id)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = now() WHERE family_id = $1 AND revoked_at IS NULL",
+    )
+    .bind(family_id)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }

@@ -38,26 +38,40 @@ macro_rules! user_columns {
 /// Finds the user with this phone or creates a member for it.
 pub async fn find_or_create(db: impl PgExecutor<'_>, phone: &PhoneNumber) -> sqlx::Result<User> {
     // The no-op update makes RETURNING give the row in both cases, in one round trip.
-    sqlx::query_as(concat!("INSERT INTO users (phone) VALUES ($1)
+    sqlx::query_as(concat!(
+        "INSERT INTO users (phone) VALUES ($1)
          ON CONFLICT (phone) DO UPDATE SET phone = EXCLUDED.phone
-         RETURNING ", user_columns!()))
+         RETURNING ",
+        user_columns!()
+    ))
     .bind(phone.as_ref())
     .fetch_one(db)
     .await
 }
 
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<User>> {
-    sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE id = $1"))
-        .bind(id)
-        .fetch_optional(db)
-        .await
+    sqlx::query_as(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE id = $1"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
 }
 
-pub async fn find_by_phone(db: impl PgExecutor<'_>, phone: &PhoneNumber) -> sqlx::Result<Option<User>> {
-    sqlx::query_as(concat!("SELECT ", user_columns!(), " FROM users WHERE phone = $1"))
-        .bind(phone.as_ref())
-        .fetch_optional(db)
-        .await
+pub async fn find_by_phone(
+    db: impl PgExecutor<'_>,
+    phone: &PhoneNumber,
+) -> sqlx::Result<Option<User>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE phone = $1"
+    ))
+    .bind(phone.as_ref())
+    .fetch_optional(db)
+    .await
 }
 
 /// A profile change; `None` leaves a field as it is, `Some(None)` clears it.
@@ -68,14 +82,21 @@ pub struct ProfilePatch {
     pub email: Option<Option<String>>,
 }
 
-pub async fn update_profile(db: &PgPool, id: Uuid, patch: &ProfilePatch) -> sqlx::Result<Option<User>> {
-    sqlx::query_as(concat!("UPDATE users SET
+pub async fn update_profile(
+    db: &PgPool,
+    id: Uuid,
+    patch: &ProfilePatch,
+) -> sqlx::Result<Option<User>> {
+    sqlx::query_as(concat!(
+        "UPDATE users SET
             first_name = CASE WHEN $2 THEN $3 ELSE first_name END,
             last_name  = CASE WHEN $4 THEN $5 ELSE last_name END,
             email      = CASE WHEN $6 THEN $7 ELSE email END,
             updated_at = now()
          WHERE id = $1
-         RETURNING ", user_columns!()))
+         RETURNING ",
+        user_columns!()
+    ))
     .bind(id)
     .bind(patch.first_name.is_some())
     .bind(patch.first_name.clone().flatten())
@@ -107,7 +128,11 @@ pub async fn roles(db: &PgPool, id: Uuid) -> sqlx::Result<Vec<Role>> {
         .collect())
 }
 
-pub async fn grant_platform_role(db: impl PgExecutor<'_>, user_id: Uuid, role: &str) -> sqlx::Result<()> {
+pub async fn grant_platform_role(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    role: &str,
+) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING")
         .bind(user_id)
         .bind(role)

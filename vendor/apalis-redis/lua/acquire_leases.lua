@@ -15,7 +15,8 @@ local emit_events = ARGV[3] == "1"
 -- Confirm the worker itself is registered/alive
 local registered = redis.call("zscore", KEYS[2], worker_name)
 if not registered then
-    error("Cant acquire lease: worker not registered")
+    -- PATCH(krug): re-register after a Redis restart instead of failing.
+    redis.call("zadd", KEYS[2], now, worker_name)
 end
 
 local task_ids = {}
@@ -37,7 +38,8 @@ end
 
 -- All validated — now mutate
 for _, task_id in ipairs(task_ids) do
-    redis.call("lrem", KEYS[4], 1, task_id)
+    -- PATCH(krug): no LREM here. fetch_next already took the task off the active list, and an
+    -- LREM that finds nothing scans the whole list: O(backlog) per task.
     redis.call("sadd", KEYS[1], task_id)
 
     local meta_key = KEYS[3] .. ":" .. task_id

@@ -16,26 +16,35 @@ local worker_inflight_set = KEYS[3]
 local worker_name = ARGV[3]
 
 
--- Ensure the worker is registered
+-- PATCH(krug): a worker missing from the set (Redis restarted, or its entry expired)
+-- registers again instead of failing every poll until the next keep-alive.
 local registered = redis.call("zscore", KEYS[1], worker_name)
 if not registered then
-    error("Cant fetch next: worker not registered")
+    redis.call("zadd", KEYS[1], ARGV[1], worker_name)
 end
 
--- 1. Promote any due scheduled jobs
+-- 1. Promote due scheduled jobs.
+-- PATCH(krug): at most PROMOTE_LIMIT per poll, in chunks. Upstream promoted the whole due
+-- set with one unpack(), which fails past ~8000 ids ("too many results to unpack") and
+-- stalled the queue for good.
+local PROMOTE_LIMIT = 5000
+local CHUNK = 500
 local scheduled_ids = redis.call(
     "zrangebyscore",
     KEYS[7],
     0,
-    ARGV[1]
+    ARGV[1],
+    "LIMIT",
+    0,
+    PROMOTE_LIMIT
 )
 
 if #scheduled_ids > 0 then
-    -- Push scheduled jobs onto the active queue
-    redis.call("rpush", KEYS[2], unpack(scheduled_ids))
-
-    -- Remove promoted jobs from the scheduled set
-    redis.call("zrem", KEYS[7], unpack(scheduled_ids))
+    for i = 1, #scheduled_ids, CHUNK do
+        local last = math.min(i + CHUNK - 1, #scheduled_ids)
+        redis.call("rpush", KEYS[2], unpack(scheduled_ids, i, last))
+        redis.call("zrem", KEYS[7], unpack(scheduled_ids, i, last))
+    end
 
     -- Signal that jobs are available
     redis.call("del", KEYS[5])

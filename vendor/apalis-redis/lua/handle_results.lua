@@ -25,22 +25,32 @@ for i = 0, num_tasks - 1 do
     local attempt = ARGV[base + 5]
 
     local removed = redis.call('SREM', inflight_set, task_id)
+    -- PATCH(krug): a task this worker no longer holds (re-enqueued as an orphan and taken by
+    -- another worker) is skipped; upstream raised an error that failed every other ack in
+    -- the batch and killed the worker.
+    local meta_key = job_meta_hash .. ':' .. task_id
+    local max_attempts = tonumber(redis.call('HGET', meta_key, 'max_attempts')) or 25
+    local attempts = tonumber(attempt) or 0
     if removed == 0 then
-        error("task not executed by worker")
+        status = 'Skipped'
     end
 
-    if status == 'Done' then
+    if status == 'Skipped' then
+        -- nothing: the holder of the task records its outcome
+    elseif status == 'Done' then
         redis.call('SADD', done_jobs_set, task_id)
         if emit_events then
             redis.call("publish", "tasks:" .. done_jobs_set, task_id)
         end
 
-    elseif (status == 'Failed' or status == 'Pending') and (tonumber(attempt) or 0) < 25 then
-        -- TODO: @geofmureithi: Update lifecycle to check max_attempt so we hardcode 25
-        -- We might also want to handle RetryAfter
-        -- e if e.downcast_ref::<AbortError>().is_some() => Status::Killed,
-        -- we also for now simulate a basic backoff timestamp + attempt
-        redis.call("zadd", scheduled_jobs_set, tonumber(timestamp) + tonumber(attempt), task_id)
+    elseif (status == 'Failed' or status == 'Pending') and attempts < max_attempts then
+        -- PATCH(krug): the task's own max_attempts (upstream: a hard-coded 25) and exponential
+        -- backoff, 2^(attempt-1) s capped at 10 min, with a per-task spread of up to 25 %
+        -- so that a burst of failures does not retry in lockstep (upstream: attempt seconds).
+        local delay = math.min(2 ^ math.max(attempts - 1, 0), 600)
+        local spread = (string.byte(task_id, -1) + string.byte(task_id, -2)) % 26
+        delay = math.floor(delay + delay * spread / 100)
+        redis.call("zadd", scheduled_jobs_set, tonumber(timestamp) + delay, task_id)
         if emit_events then
             redis.call("publish", "tasks:" .. scheduled_jobs_set .. ':retry', task_id)
         end
@@ -51,10 +61,10 @@ for i = 0, num_tasks - 1 do
         end
     end
 
-    local meta_key = job_meta_hash .. ':' .. task_id
-    redis.call('HSET', meta_key, 'result', result_data, 'status', status, 'attempts', attempt, 'done_at', timestamp)
-
-    acked = acked + 1
+    if status ~= 'Skipped' then
+        redis.call('HSET', meta_key, 'result', result_data, 'status', status, 'attempts', attempt, 'done_at', timestamp)
+        acked = acked + 1
+    end
 end
 
 return acked

@@ -7,10 +7,8 @@ local worker = ARGV[2]
 
 local last_seen = redis.call("zscore", KEYS[1], worker)
 
--- Worker is not registered
-if not last_seen then
-    error("Heartbeat failed: worker not registered")
-end
+-- PATCH(krug): re-register (after a Redis restart) instead of failing the heartbeat,
+-- which upstream turned into a dead worker.
 
 -- Update the worker's heartbeat
 redis.call("zadd", KEYS[1], now, worker)

@@ -30,7 +30,10 @@ for _, worker in ipairs(workers) do
     local count = table.getn(jobs)
 
     if count > 0 then
-        redis.call("rpush", KEYS[2], unpack(jobs))
+        -- PATCH(krug): chunked; unpack() fails past ~8000 values.
+        for i = 1, count, 500 do
+            redis.call("rpush", KEYS[2], unpack(jobs, i, math.min(i + 499, count)))
+        end
         redis.call("del", inflight_set_key)
         processed = processed + count
     end

@@ -41,7 +41,10 @@ else
     reenqueued = #all_jobs
 
     if reenqueued > 0 then
-        redis.call("rpush", KEYS[2], unpack(all_jobs))
+        -- PATCH(krug): chunked; unpack() fails past ~8000 values.
+        for i = 1, reenqueued, 500 do
+            redis.call("rpush", KEYS[2], unpack(all_jobs, i, math.min(i + 499, reenqueued)))
+        end
         redis.call("del", worker_inflight_set)
 
         for _, job_id in ipairs(all_jobs) do

@@ -17,7 +17,8 @@ local emit_events = ARGV[3] == "1"
 -- Confirm the worker itself is registered/alive
 local registered = redis.call("zscore", KEYS[2], worker_name)
 if not registered then
-    error("Cant renew leases: worker not registered")
+    -- PATCH(krug): re-register after a Redis restart instead of failing.
+    redis.call("zadd", KEYS[2], now, worker_name)
 end
 
 local task_ids = {}

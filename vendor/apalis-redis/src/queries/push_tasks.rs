@@ -42,8 +42,10 @@ where
         let meta = serde_json::to_string(request.metadata()).map_err(Error::Json)?;
         let run_at = request.run_at().unwrap_or_default();
         let current = current_timestamp();
-        // Ensure run_at is not in the past
-        let run_at = if run_at > current { run_at } else { current };
+        // PATCH(krug): a job that is due now goes straight to the active list (run_at 0).
+        // Upstream scheduled every job at `now`, so each push took a trip through the
+        // scheduled set and every fetch promoted the whole backlog at once.
+        let run_at = if run_at > current { run_at } else { 0 };
 
         let idempotency_key = request.idempotency_key().unwrap_or("");
 

@@ -1,0 +1,124 @@
+//! Authentication: RS256 access tokens, the bearer security scheme, role checks.
+//!
+//! Tokens are verified with the public key and RS256 only: a token signed with `alg: none`,
+//! with HS256 (for example keyed with our public key), or with another RSA key is rejected.
+
+use crate::{error::ApiError, state::AppState};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use poem::Request;
+use poem_openapi::{SecurityScheme, auth::Bearer};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Access tokens live 15 minutes; the refresh token renews them.
+pub const ACCESS_TTL_S: i64 = 15 * 60;
+/// Refresh tokens live 30 days unless used (rotated) or revoked.
+pub const REFRESH_TTL_S: i64 = 30 * 24 * 3600;
+
+/// What an access token says.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claims {
+    /// User id.
+    pub sub: Uuid,
+    pub exp: i64,
+    pub iat: i64,
+    /// Platform roles (`superadmin`, `moderator`) at issue time.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Always `access`: a refresh token is not a JWT and cannot be confused with one.
+    pub typ: String,
+}
+
+impl Claims {
+    pub fn user_id(&self) -> Uuid {
+        self.sub
+    }
+
+    pub fn is_operator(&self) -> bool {
+        self.roles
+            .iter()
+            .any(|r| r == "superadmin" || r == "moderator")
+    }
+}
+
+/// The key pair that signs and verifies access tokens.
+#[derive(Clone)]
+pub struct JwtKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+}
+
+impl JwtKeys {
+    pub fn from_pem(private_pem: &[u8], public_pem: &[u8]) -> anyhow::Result<Self> {
+        Ok(Self {
+            encoding: EncodingKey::from_rsa_pem(private_pem)?,
+            decoding: DecodingKey::from_rsa_pem(public_pem)?,
+        })
+    }
+
+    pub fn issue(&self, user_id: Uuid, roles: Vec<String>) -> String {
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let claims = Claims {
+            sub: user_id,
+            exp: now + ACCESS_TTL_S,
+            iat: now,
+            roles,
+            typ: "access".to_owned(),
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::RS256), &claims, &self.encoding)
+            .expect("RS256 signing with a valid key does not fail")
+    }
+
+    pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.leeway = 5;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => ApiError::unauthorized(
+                    "token_expired",
+                    "The access token has expired; refresh it.",
+                ),
+                _ => ApiError::unauthorized("invalid_token", "The access token is not valid."),
+            },
+        )?;
+        if data.claims.typ != "access" {
+            return Err(ApiError::unauthorized(
+                "invalid_token",
+                "The access token is not valid.",
+            ));
+        }
+        Ok(data.claims)
+    }
+}
+
+/// Any signed-in user (a member, staff or an operator).
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", bearer_format = "JWT", checker = "check_bearer")]
+pub struct Auth(pub Claims);
+
+async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Claims> {
+    let state = req
+        .data::<Arc<AppState>>()
+        .expect("the app registers its state as request data");
+    state.jwt.verify(&bearer.token).map_err(Into::into)
+}
+
+impl Auth {
+    pub fn user_id(&self) -> Uuid {
+        self.0.user_id()
+    }
+
+    /// Superadmins and moderators.
+    pub fn require_operator(&self) -> Result<(), ApiError> {
+        if self.0.is_operator() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(
+                "This needs the superadmin or moderator role.",
+            ))
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! `/admin`: operators (superadmin, moderator) manage partner businesses and their staff.
+
+use crate::{
+    auth::Auth,
+    envelope::Envelope,
+    error::{ApiError, ApiResult},
+    money::Amount,
+    routes::business::{BusinessView, business_view},
+    state::AppState,
+};
+use domain::PhoneNumber;
+use poem_openapi::{
+    ApiResponse, Enum, Object, OpenApi, Tags, param::Path, payload::Json, types::MaybeUndefined,
+};
+use rust_decimal::Decimal;
+use serde_json::Value;
+use std::sync::Arc;
+use storage::{
+    businesses::{self, BusinessPatch, NewBusiness},
+    users,
+};
+use uuid::Uuid;
+
+#[derive(Tags)]
+enum Tag {
+    /// Operators: partner businesses.
+    Admin,
+}
+
+pub struct AdminApi {
+    pub state: Arc<AppState>,
+}
+
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum CategoryName {
+    Beauty,
+    Wellness,
+    Gastronomy,
+    Health,
+}
+
+impl CategoryName {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Beauty => "beauty",
+            Self::Wellness => "wellness",
+            Self::Gastronomy => "gastronomy",
+            Self::Health => "health",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Enum)]
+pub enum CrmType {
+    #[oai(rename = "yclients")]
+    Yclients,
+    #[oai(rename = "iiko")]
+    Iiko,
+    #[oai(rename = "1c")]
+    OneC,
+    #[oai(rename = "amo_crm")]
+    AmoCrm,
+    #[oai(rename = "renovatio")]
+    Renovatio,
+}
+
+impl CrmType {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Yclients => "yclients",
+            Self::Iiko => "iiko",
+            Self::OneC => "1c",
+            Self::AmoCrm => "amo_crm",
+            Self::Renovatio => "renovatio",
+        }
+    }
+
+    /// The credential fields each CRM needs (DESIGN.md).
+    fn required_credentials(self) -> &'static [&'static str] {
+        match self {
+            Self::Yclients => &["partner_token", "user_token", "company_id"],
+            Self::Iiko => &["api_login", "organization_id"],
+            Self::OneC => &["username", "password"],
+            Self::AmoCrm => &["access_token"],
+            Self::Renovatio => &["api_key", "clinic_id"],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum StaffRole {
+    Owner,
+    Staff,
+    Viewer,
+}
+
+#[derive(Debug, Object)]
+pub struct CreateBusiness {
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: String,
+    pub category: CategoryName,
+    pub cashback_percent: Amount,
+    /// Default 30.
+    pub max_redeem_percent: Option<Amount>,
+    /// Medical businesses never reach analytics or cross-promo. Default false.
+    pub is_medical: Option<bool>,
+    pub crm_type: Option<CrmType>,
+    #[oai(validator(max_length = 500))]
+    pub crm_base_url: Option<String>,
+    /// By `crm_type` — yclients: `partner_token`, `user_token`, `company_id`; iiko:
+    /// `api_login`, `organization_id`; 1c: `username`, `password`, `document`; amo_crm:
+    /// `access_token`; renovatio: `api_key`, `clinic_id`. Stored encrypted, never returned.
+    pub crm_credentials: Option<Value>,
+}
+
+#[derive(Debug, Object)]
+pub struct UpdateBusiness {
+    #[oai(validator(min_length = 1, max_length = 200))]
+    pub name: Option<String>,
+    pub category: Option<CategoryName>,
+    pub cashback_percent: Option<Amount>,
+    pub max_redeem_percent: Option<Amount>,
+    pub is_medical: Option<bool>,
+    pub is_active: Option<bool>,
+    /// `null` disconnects the CRM.
+    pub crm_type: MaybeUndefined<CrmType>,
+    #[oai(validator(max_length = 500))]
+    pub crm_base_url: MaybeUndefined<String>,
+    pub crm_credentials: MaybeUndefined<Value>,
+}
+
+#[derive(ApiResponse)]
+pub enum CreatedBusiness {
+    #[oai(status = 201)]
+    Created(Json<Envelope<BusinessView>>),
+}
+
+#[derive(Debug, Object)]
+pub struct AddStaff {
+    #[oai(validator(max_length = 32))]
+    pub phone: String,
+    pub role: StaffRole,
+}
+
+#[derive(Debug, Object)]
+pub struct StaffView {
+    pub business_id: Uuid,
+    pub user_id: Uuid,
+    pub phone: String,
+    pub role: String,
+}
+
+#[derive(ApiResponse)]
+pub enum AddedStaff {
+    #[oai(status = 201)]
+    Created(Json<Envelope<StaffView>>),
+}
+
+fn percent(value: Decimal, field: &str) -> Result<Decimal, ApiError> {
+    if value < Decimal::ZERO || value > Decimal::ONE_HUNDRED || value.normalize().scale() > 2 {
+        return Err(ApiError::unprocessable(
+            "invalid_percent",
+            format!("{field} must be between 0 and 100 with at most two decimals"),
+        ));
+    }
+    Ok(value.round_dp(2))
+}
+
+fn base_url(url: &str) -> Result<String, ApiError> {
+    let url = url.trim();
+    if !(url.starts_with("https://") || url.starts_with("http://"))
+        || url.len() < 10
+        || url.contains(char::is_whitespace)
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_url",
+            "crm_base_url must be an http(s) URL",
+        ));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+fn credentials(crm_type: CrmType, value: &Value) -> Result<Value, ApiError> {
+    let Some(object) = value.as_object() else {
+        return Err(ApiError::unprocessable(
+            "invalid_credentials",
+            "crm_credentials must be an object",
+        ));
+    };
+    for field in crm_type.required_credentials() {
+        let present = match object.get(*field) {
+            Some(Value::String(s)) => !s.trim().is_empty(),
+            Some(Value::Number(_)) => true,
+            _ => false,
+        };
+        if !present {
+            return Err(ApiError::unprocessable(
+                "invalid_credentials",
+                format!(
+                    "crm_credentials.{field} is required for {}",
+                    crm_type.as_str()
+                ),
+            ));
+        }
+    }
+    Ok(value.clone())
+}
+
+#[OpenApi(prefix_path = "/admin", tag = "Tag::Admin")]
+impl AdminApi {
+    /// Add a partner business, with its CRM connection.
+    #[oai(path = "/businesses", method = "post")]
+    async fn create_business(
+        &self,
+        auth: Auth,
+        body: Json<CreateBusiness>,
+    ) -> ApiResult<CreatedBusiness> {
+        auth.require_operator()?;
+        let body = body.0;
+        let (crm_base_url, crm_credentials) = match body.crm_type {
+            None => (None, None),
+            Some(crm) => {
+                let url = body.crm_base_url.as_deref().ok_or_else(|| {
+                    ApiError::unprocessable("invalid_url", "crm_base_url is required with crm_type")
+                })?;
+                let creds = body.crm_credentials.as_ref().ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "invalid_credentials",
+                        "crm_credentials are required with crm_type",
+                    )
+                })?;
+                (Some(base_url(url)?), Some(credentials(crm, creds)?))
+            }
+        };
+        let new = NewBusiness {
+            name: body.name.trim().to_owned(),
+            category: body.category.as_str().to_owned(),
+            cashback_percent: percent(body.cashback_percent.value(), "cashback_percent")?,
+            max_redeem_percent: percent(
+                body.max_redeem_percent
+                    .map_or(Decimal::from(30), Amount::value),
+                "max_redeem_percent",
+            )?,
+            is_medical: body.is_medical.unwrap_or(false),
+            crm_type: body.crm_type.map(|c| c.as_str().to_owned()),
+            crm_base_url,
+            crm_credentials,
+        };
+        let business = businesses::create(&self.state.db, &self.state.secrets, &new).await?;
+        tracing::info!(business_id = %business.id, "business created");
+        Ok(CreatedBusiness::Created(Json(Envelope::new(
+            business_view(business),
+        ))))
+    }
+
+    /// Change a partner business. Credentials are replaced whole, never merged or returned.
+    #[oai(path = "/businesses/:id", method = "patch")]
+    async fn update_business(
+        &self,
+        auth: Auth,
+        id: Path<Uuid>,
+        body: Json<UpdateBusiness>,
+    ) -> ApiResult<Json<Envelope<BusinessView>>> {
+        auth.require_operator()?;
+        let state = &self.state;
+        let current = businesses::get(&state.db, id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found("business_not_found", "No such business."))?;
+        let body = body.0;
+        let crm_type = match &body.crm_type {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(crm) => Some(Some(*crm)),
+        };
+        // Credentials are checked against the CRM type they will be used with.
+        let effective_crm = match crm_type {
+            Some(crm) => crm,
+            None => current.crm_type.as_deref().and_then(|name| match name {
+                "yclients" => Some(CrmType::Yclients),
+                "iiko" => Some(CrmType::Iiko),
+                "1c" => Some(CrmType::OneC),
+                "amo_crm" => Some(CrmType::AmoCrm),
+                "renovatio" => Some(CrmType::Renovatio),
+                _ => None,
+            }),
+        };
+        let crm_credentials = match &body.crm_credentials {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(value) => {
+                let crm = effective_crm.ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "invalid_credentials",
+                        "set crm_type before crm_credentials",
+                    )
+                })?;
+                Some(Some(credentials(crm, value)?))
+            }
+        };
+        let crm_base_url = match &body.crm_base_url {
+            MaybeUndefined::Undefined => None,
+            MaybeUndefined::Null => Some(None),
+            MaybeUndefined::Value(url) => Some(Some(base_url(url)?)),
+        };
+        let patch = BusinessPatch {
+            name: body.name.map(|n| n.trim().to_owned()),
+            category: body.category.map(|c| c.as_str().to_owned()),
+            cashback_percent: body
+                .cashback_percent
+                .map(|p| percent(p.value(), "cashback_percent"))
+                .transpose()?,
+            max_redeem_percent: body
+                .max_redeem_percent
+                .map(|p| percent(p.value(), "max_redeem_percent"))
+                .transpose()?,
+            is_medical: body.is_medical,
+            is_active: body.is_active,
+            crm_type: crm_type.map(|c| c.map(|c| c.as_str().to_owned())),
+            crm_base_url,
+            crm_credentials,
+        };
+        let business = businesses::update(&state.db, &state.secrets, id.0, &patch)
+            .await?
+            .ok_or_else(|| ApiError::not_found("business_not_found", "No such business."))?;
+        Ok(Json(Envelope::new(business_view(business))))
+    }
+
+    /// Add a staff member to a business (the user is created if new), or change their role.
+    #[oai(path = "/businesses/:id/staff", method = "post")]
+    async fn add_staff(
+        &self,
+        auth: Auth,
+        id: Path<Uuid>,
+        body: Json<AddStaff>,
+    ) -> ApiResult<AddedStaff> {
+        auth.require_operator()?;
+        let state = &self.state;
+        let phone = PhoneNumber::parse(&body.phone)
+            .map_err(|e| ApiError::unprocessable("invalid_phone", e.to_string()))?;
+        businesses::get(&state.db, id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found("business_not_found", "No such business."))?;
+        let role = match body.role {
+            StaffRole::Owner => "owner",
+            StaffRole::Staff => "staff",
+            StaffRole::Viewer => "viewer",
+        };
+        let mut tx = state.db.begin().await?;
+        let user = users::find_or_create(&mut *tx, &phone).await?;
+        businesses::put_staff(&mut *tx, id.0, user.id, role).await?;
+        tx.commit().await?;
+        Ok(AddedStaff::Created(Json(Envelope::new(StaffView {
+            business_id: id.0,
+            user_id: user.id,
+            phone: user.phone,
+            role: role.to_owned(),
+        }))))
+    }
+}

@@ -1,0 +1,345 @@
+//! The member's money: balance, ledger, purchases, and QR scans.
+
+use crate::{
+    auth::Auth,
+    envelope::{Envelope, Page},
+    error::{ApiError, ApiResult},
+    money::Amount,
+    routes::{page_limit, parse_cursor},
+    state::AppState,
+};
+use domain::{Money, Tier, codes::is_human_code};
+use jobs::{handlers::scan::ScanQr, outbox};
+use poem_openapi::{
+    ApiResponse, Enum, Object, OpenApi, Tags,
+    param::{Path, Query},
+    payload::Json,
+};
+use rust_decimal::Decimal;
+use std::sync::Arc;
+use storage::{loyalty, scans, users};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Length of the codes on staff QR screens.
+pub const QR_CODE_LEN: usize = 12;
+
+#[derive(Tags)]
+enum Tag {
+    /// Bonuses and purchases.
+    Loyalty,
+}
+
+pub struct LoyaltyApi {
+    pub state: Arc<AppState>,
+}
+
+#[derive(Debug, Object)]
+pub struct NextTierView {
+    /// `VIP` or `Elite`.
+    pub name: String,
+    /// Roubles still to spend within the rolling 365 days.
+    pub spend_needed: Amount,
+    /// Categories still to visit.
+    pub categories_needed: u32,
+}
+
+#[derive(Debug, Object)]
+pub struct BalanceView {
+    pub balance: Amount,
+    pub lifetime_earned: Amount,
+    pub lifetime_spent: Amount,
+    pub status_tier: String,
+    /// Absent at the top tier.
+    pub next_tier: Option<NextTierView>,
+}
+
+#[derive(Debug, Object)]
+pub struct LedgerEntryView {
+    pub id: Uuid,
+    /// `accrual`, `redemption`, `reversal`, `expiry` or `adjustment`.
+    pub kind: String,
+    /// Signed: negative for redemptions, reversals and expiries.
+    pub amount: Amount,
+    pub transaction_id: Option<Uuid>,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Object)]
+pub struct TransactionView {
+    pub id: Uuid,
+    pub business_id: Uuid,
+    pub amount: Amount,
+    pub bonus_accrued: Amount,
+    pub bonus_redeemed: Amount,
+    /// `purchase` or `refund`.
+    pub transaction_type: String,
+    pub created_at: OffsetDateTime,
+}
+
+#[derive(Debug, Object)]
+pub struct ScanRequestBody {
+    /// The code on the staff member's screen.
+    #[oai(validator(max_length = 64))]
+    pub code: String,
+    /// Bonuses to spend on this check (1 bonus = 1 ₽).
+    pub redeem_bonus: Option<Amount>,
+    /// One of `GET /coupons`.
+    pub coupon_id: Option<Uuid>,
+}
+
+#[derive(Debug, Object)]
+pub struct ScanAccepted {
+    /// Poll `GET /transactions/scan/{job_id}`.
+    pub job_id: Uuid,
+}
+
+#[derive(ApiResponse)]
+pub enum ScanResponse {
+    /// The scan is queued.
+    #[oai(status = 202)]
+    Accepted(Json<Envelope<ScanAccepted>>),
+}
+
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum ScanState {
+    Pending,
+    Processing,
+    Done,
+    Failed,
+}
+
+/// What a finished scan came to.
+#[derive(Debug, Object)]
+pub struct ScanResultView {
+    pub transaction_id: Uuid,
+    pub business_id: Uuid,
+    pub amount: Amount,
+    pub bonus_redeemed: Amount,
+    pub coupon_discount: Amount,
+    pub bonus_accrued: Amount,
+    /// The balance after this purchase.
+    pub balance: Amount,
+    pub status_tier: String,
+}
+
+#[derive(Debug, Object)]
+pub struct ScanError {
+    /// `code_expired`, `code_already_used`, `insufficient_balance`, `redeem_limit_exceeded`, …
+    pub code: String,
+    pub message: String,
+}
+
+#[derive(Debug, Object)]
+pub struct ScanStatus {
+    pub state: ScanState,
+    pub result: Option<ScanResultView>,
+    pub error: Option<ScanError>,
+}
+
+#[OpenApi(tag = "Tag::Loyalty")]
+impl LoyaltyApi {
+    /// Bonus balance, lifetime totals and progress to the next tier.
+    #[oai(path = "/loyalty/balance", method = "get")]
+    async fn balance(&self, auth: Auth) -> ApiResult<Json<Envelope<BalanceView>>> {
+        let db = &self.state.db;
+        let user_id = auth.user_id();
+        let (user, balance, stats, rules) = tokio::try_join!(
+            users::get(db, user_id),
+            loyalty::balance(db, user_id),
+            loyalty::member_stats(db, user_id),
+            loyalty::tier_rules(db),
+        )?;
+        let user = user.ok_or_else(|| {
+            ApiError::not_found("user_not_found", "This account no longer exists.")
+        })?;
+        let tier: Tier = user.tier();
+        let next_tier = rules
+            .next(tier, stats.spend, stats.categories)
+            .map(|next| NextTierView {
+                name: next.tier.as_str().to_owned(),
+                spend_needed: next.spend_needed.into(),
+                categories_needed: next.categories_needed,
+            });
+        Ok(Json(Envelope::new(BalanceView {
+            balance: balance.balance.into(),
+            lifetime_earned: balance.lifetime_earned.into(),
+            lifetime_spent: balance.lifetime_spent.into(),
+            status_tier: tier.as_str().to_owned(),
+            next_tier,
+        })))
+    }
+
+    /// Bonus ledger, newest first.
+    #[oai(path = "/loyalty/ledger", method = "get")]
+    async fn ledger(
+        &self,
+        auth: Auth,
+        cursor: Query<Option<String>>,
+        limit: Query<Option<u32>>,
+    ) -> ApiResult<Json<Envelope<Page<LedgerEntryView>>>> {
+        let page = loyalty::ledger_page(
+            &self.state.db,
+            auth.user_id(),
+            parse_cursor(cursor.0.as_deref())?,
+            page_limit(limit.0)?,
+        )
+        .await?;
+        Ok(Json(Envelope::new(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|e| LedgerEntryView {
+                    id: e.id,
+                    kind: e.kind,
+                    amount: e.amount.into(),
+                    transaction_id: e.transaction_id,
+                    created_at: e.created_at,
+                })
+                .collect(),
+            next_cursor: page.next_cursor,
+        })))
+    }
+
+    /// Purchases and refunds, newest first.
+    #[oai(path = "/transactions", method = "get")]
+    async fn transactions(
+        &self,
+        auth: Auth,
+        cursor: Query<Option<String>>,
+        limit: Query<Option<u32>>,
+    ) -> ApiResult<Json<Envelope<Page<TransactionView>>>> {
+        let page = loyalty::transactions_page(
+            &self.state.db,
+            auth.user_id(),
+            parse_cursor(cursor.0.as_deref())?,
+            page_limit(limit.0)?,
+        )
+        .await?;
+        Ok(Json(Envelope::new(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|t| TransactionView {
+                    id: t.id,
+                    business_id: t.business_id,
+                    amount: t.amount.into(),
+                    bonus_accrued: t.bonus_accrued.into(),
+                    bonus_redeemed: t.bonus_redeemed.into(),
+                    transaction_type: t.transaction_type,
+                    created_at: t.created_at,
+                })
+                .collect(),
+            next_cursor: page.next_cursor,
+        })))
+    }
+
+    /// Scan a staff member's QR code: queues the purchase.
+    ///
+    /// Answers 202 at once; the purchase, redemption and accrual happen in the `qr_scan`
+    /// job. Poll `GET /transactions/scan/{job_id}` for the outcome.
+    #[oai(path = "/transactions/scan", method = "post")]
+    async fn scan(&self, auth: Auth, body: Json<ScanRequestBody>) -> ApiResult<ScanResponse> {
+        let state = &self.state;
+        let code = body.code.trim().to_uppercase();
+        if !is_human_code(&code, QR_CODE_LEN) {
+            return Err(ApiError::unprocessable(
+                "invalid_code",
+                "This is not a code from a staff QR screen.",
+            ));
+        }
+        let redeem = match body.redeem_bonus {
+            None => Decimal::ZERO,
+            Some(value) => Money::parse(value.value())
+                .map_err(|e| {
+                    ApiError::unprocessable("invalid_amount", format!("redeem_bonus: {e}"))
+                })?
+                .amount(),
+        };
+        let qr = state.cache.get_qr(&code).await.map_err(|e| {
+            tracing::warn!(error = %e, "QR store unavailable");
+            ApiError::queue_unavailable()
+        })?;
+        let scan_id = Uuid::now_v7();
+        let mut tx = state.db.begin().await?;
+        scans::insert(
+            &mut tx,
+            &scans::NewScan {
+                id: scan_id,
+                user_id: auth.user_id(),
+                code,
+                qr: qr.map(|q| serde_json::to_value(q).expect("QrCode serializes")),
+                redeem_bonus: redeem,
+                coupon_id: body.coupon_id,
+            },
+        )
+        .await?;
+        let row = outbox::record(&mut tx, scan_id, &ScanQr { scan_id }, None).await?;
+        tx.commit().await?;
+        if let Err(e) = outbox::relay(&state.db, &state.queue, std::slice::from_ref(&row)).await {
+            if let outbox::RelayError::Queue(_) = e {
+                tracing::warn!(error = %e, "could not enqueue qr_scan");
+                // The member is told nothing happened, so nothing may happen later either.
+                let mut tx = state.db.begin().await?;
+                scans::fail(
+                    &mut *tx,
+                    scan_id,
+                    "queue_unavailable",
+                    "The scan could not be queued.",
+                )
+                .await?;
+                storage::outbox::delete(&mut *tx, scan_id).await?;
+                tx.commit().await?;
+                return Err(ApiError::queue_unavailable());
+            }
+            tracing::warn!(error = %e, "qr_scan enqueued but not marked relayed");
+        }
+        Ok(ScanResponse::Accepted(Json(Envelope::new(ScanAccepted {
+            job_id: scan_id,
+        }))))
+    }
+
+    /// The outcome of a scan: `pending` → `processing` → `done` with the result, or
+    /// `failed` with the reason.
+    #[oai(path = "/transactions/scan/:job_id", method = "get")]
+    async fn scan_status(
+        &self,
+        auth: Auth,
+        job_id: Path<Uuid>,
+    ) -> ApiResult<Json<Envelope<ScanStatus>>> {
+        let scan = scans::get_for_user(&self.state.db, job_id.0, auth.user_id())
+            .await?
+            .ok_or_else(|| {
+                ApiError::not_found("scan_not_found", "No scan of yours has this id.")
+            })?;
+        let state = match scan.state.as_str() {
+            "pending" => ScanState::Pending,
+            "processing" => ScanState::Processing,
+            "done" => ScanState::Done,
+            _ => ScanState::Failed,
+        };
+        let result = scan
+            .result
+            .and_then(|r| serde_json::from_value::<jobs::handlers::scan::ScanResult>(r).ok())
+            .map(|r| ScanResultView {
+                transaction_id: r.transaction_id,
+                business_id: r.business_id,
+                amount: r.amount.into(),
+                bonus_redeemed: r.bonus_redeemed.into(),
+                coupon_discount: r.coupon_discount.into(),
+                bonus_accrued: r.bonus_accrued.into(),
+                balance: r.balance.into(),
+                status_tier: r.status_tier,
+            });
+        let error = scan.error_code.map(|code| ScanError {
+            code,
+            message: scan.error_message.unwrap_or_default(),
+        });
+        Ok(Json(Envelope::new(ScanStatus {
+            state,
+            result,
+            error,
+        })))
+    }
+}

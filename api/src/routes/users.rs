@@ -1,0 +1,141 @@
+//! `/users/me`: the signed-in user's profile.
+
+use crate::{
+    auth::Auth,
+    envelope::Envelope,
+    error::{ApiError, ApiResult},
+    state::AppState,
+};
+use poem_openapi::{Object, OpenApi, Tags, payload::Json, types::MaybeUndefined};
+use std::sync::Arc;
+use storage::users::{self, ProfilePatch, Role, User};
+use uuid::Uuid;
+
+#[derive(Tags)]
+enum Tag {
+    /// The signed-in user.
+    Users,
+}
+
+pub struct UserApi {
+    pub state: Arc<AppState>,
+}
+
+/// A role: platform-wide (`superadmin`, `moderator`) or at one business (`owner`, `staff`, `viewer`).
+#[derive(Debug, Clone, Object)]
+pub struct RoleView {
+    pub role: String,
+    /// Set for business roles.
+    pub business_id: Option<Uuid>,
+}
+
+#[derive(Debug, Clone, Object)]
+pub struct UserView {
+    pub id: Uuid,
+    /// E.164.
+    pub phone: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub email: Option<String>,
+    /// `Insider`, `VIP` or `Elite`.
+    pub status_tier: String,
+    pub roles: Vec<RoleView>,
+}
+
+pub(crate) fn user_view(user: User, roles: &[Role]) -> UserView {
+    UserView {
+        id: user.id,
+        phone: user.phone,
+        first_name: user.first_name,
+        last_name: user.last_name,
+        email: user.email,
+        status_tier: user.status_tier,
+        roles: roles
+            .iter()
+            .map(|r| match r {
+                Role::Platform(role) => RoleView {
+                    role: role.clone(),
+                    business_id: None,
+                },
+                Role::Business { business_id, role } => RoleView {
+                    role: role.clone(),
+                    business_id: Some(*business_id),
+                },
+            })
+            .collect(),
+    }
+}
+
+/// A profile change: absent fields stay, `null` clears.
+#[derive(Debug, Object)]
+pub struct ProfileChange {
+    #[oai(validator(max_length = 100))]
+    pub first_name: MaybeUndefined<String>,
+    #[oai(validator(max_length = 100))]
+    pub last_name: MaybeUndefined<String>,
+    #[oai(validator(max_length = 254))]
+    pub email: MaybeUndefined<String>,
+}
+
+fn field(value: &MaybeUndefined<String>) -> Option<Option<String>> {
+    match value {
+        MaybeUndefined::Undefined => None,
+        MaybeUndefined::Null => Some(None),
+        MaybeUndefined::Value(v) => Some(Some(v.trim().to_owned()).filter(|v| !v.is_empty())),
+    }
+}
+
+fn is_plausible_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !email.chars().any(char::is_whitespace)
+}
+
+#[OpenApi(prefix_path = "/users", tag = "Tag::Users")]
+impl UserApi {
+    /// The signed-in user's profile and roles.
+    #[oai(path = "/me", method = "get")]
+    async fn me(&self, auth: Auth) -> ApiResult<Json<Envelope<UserView>>> {
+        let db = &self.state.db;
+        let user = users::get(db, auth.user_id()).await?.ok_or_else(|| {
+            ApiError::not_found("user_not_found", "This account no longer exists.")
+        })?;
+        let roles = users::roles(db, user.id).await?;
+        Ok(Json(Envelope::new(user_view(user, &roles))))
+    }
+
+    /// Change the profile: names and email.
+    #[oai(path = "/me", method = "patch")]
+    async fn update_me(
+        &self,
+        auth: Auth,
+        body: Json<ProfileChange>,
+    ) -> ApiResult<Json<Envelope<UserView>>> {
+        let patch = ProfilePatch {
+            first_name: field(&body.first_name),
+            last_name: field(&body.last_name),
+            email: field(&body.email),
+        };
+        if let Some(Some(email)) = &patch.email {
+            if !is_plausible_email(email) {
+                return Err(ApiError::unprocessable(
+                    "invalid_email",
+                    "This does not look like an email address.",
+                ));
+            }
+        }
+        let db = &self.state.db;
+        let user = users::update_profile(db, auth.user_id(), &patch)
+            .await?
+            .ok_or_else(|| {
+                ApiError::not_found("user_not_found", "This account no longer exists.")
+            })?;
+        let roles = users::roles(db, user.id).await?;
+        Ok(Json(Envelope::new(user_view(user, &roles))))
+    }
+}

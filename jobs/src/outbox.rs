@@ -1,0 +1,72 @@
+//! Follow-up jobs that must not be lost.
+//!
+//! A write and the enqueue of the job it calls for cannot be one transaction (Postgres and
+//! Redis), so the job is first recorded in `job_outbox` inside the write's transaction,
+//! then pushed to Redis after the commit (`relay`). If the process dies in between, the
+//! `reconcile` schedule finds the row and pushes it; if Redis loses a pushed job (a restart
+//! without persistence), `reconcile` finds it unfinished and pushes it again. The push is
+//! keyed by job id, so a job Redis still holds is never duplicated, and handlers are
+//! idempotent for the rare case where Redis had already finished and forgotten it.
+
+use crate::{
+    client::{JobQueue, QueueError, RawJob},
+    queue::{Job, QueueName},
+};
+use sqlx::{PgPool, Postgres, Transaction};
+use std::collections::BTreeMap;
+use storage::outbox::{self, OutboxJob};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Records `job` in the caller's transaction and returns the outbox row to relay after commit.
+pub async fn record<J: Job>(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    job: &J,
+    run_at: Option<OffsetDateTime>,
+) -> sqlx::Result<OutboxJob> {
+    let row = OutboxJob {
+        job_id: id,
+        queue: J::QUEUE.as_str().to_owned(),
+        payload: serde_json::to_value(job).expect("job payloads serialize"),
+        max_attempts: J::QUEUE.max_attempts() as i32,
+        run_at,
+    };
+    outbox::insert(tx, &row).await?;
+    Ok(row)
+}
+
+/// Pushes recorded jobs to Redis and marks them relayed. Jobs of an unknown queue (a row
+/// written by a newer version) are left for a process that knows them.
+pub async fn relay(db: &PgPool, queue: &JobQueue, rows: &[OutboxJob]) -> Result<usize, RelayError> {
+    let mut by_queue: BTreeMap<QueueName, Vec<RawJob>> = BTreeMap::new();
+    let mut ids = Vec::with_capacity(rows.len());
+    for row in rows {
+        let Ok(name) = row.queue.parse::<QueueName>() else {
+            tracing::warn!(queue = %row.queue, job_id = %row.job_id, "outbox row for an unknown queue");
+            continue;
+        };
+        by_queue.entry(name).or_default().push(RawJob {
+            id: row.job_id,
+            payload: serde_json::to_vec(&row.payload).expect("JSON values serialize"),
+            max_attempts: row.max_attempts.max(1) as u32,
+            run_at: row.run_at,
+            idempotency_key: None,
+        });
+        ids.push(row.job_id);
+    }
+    for (name, jobs) in &by_queue {
+        queue.push_raw(*name, jobs).await?;
+    }
+    outbox::mark_relayed(db, &ids).await?;
+    Ok(ids.len())
+}
+
+/// Relaying failed: the rows stay in the outbox for `reconcile`.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    #[error("failed to mark outbox rows relayed: {0}")]
+    Db(#[from] sqlx::Error),
+}

@@ -1,0 +1,218 @@
+//! `krug worker`: one supervised apalis worker per queue.
+//!
+//! - Worker names are unique per process and per restart (`qr_scan@host-pid-3-x7k2`): two
+//!   processes never share a heartbeat, so a killed worker's jobs are re-enqueued by the
+//!   others once its heartbeat is stale (APALIS.md #2).
+//! - A worker whose backend fails (Redis gone) is rebuilt after a pause, not left dead.
+//! - Idle workers wake on Redis pub/sub and also poll, so a lost listener costs latency only.
+//! - Every job runs through `execute`, which times it, records its outcome in the outbox
+//!   and maps `JobError` onto apalis: `Retry` → retried with backoff, `Permanent` → dead.
+
+use crate::{
+    env::Env,
+    handlers::{otp::SendOtp, reconcile::Reconcile, scan::ScanQr},
+    metrics::{JOB_DURATION, JOBS_PROCESSED},
+    queue::{Job, JobCtx, JobError, QueueName},
+    signals::{self, Wakeup},
+};
+use apalis::layers::WorkerBuilderExt;
+use apalis_core::{
+    backend::ext::poll_strategy::{PollWith, Strategy},
+    error::{AbortError, BoxDynError, WorkerError},
+    task::{attempt::Attempt, data::Data, task_id::TaskId},
+    worker::{builder::WorkerBuilder, ext::parallelize::ParallelizeExt},
+};
+use apalis_redis::{ConnectionManager, RedisStorage};
+use futures::future::BoxFuture;
+use std::{collections::HashMap, sync::Arc, time::Duration};
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+/// How a worker process runs.
+#[derive(Debug, Clone)]
+pub struct WorkerOptions {
+    pub queues: Vec<QueueName>,
+    /// For the pub/sub listener.
+    pub redis_url: String,
+    /// How often a worker proves it is alive.
+    pub heartbeat: Duration,
+    /// Missed heartbeats after which a worker's jobs go back to the queue.
+    pub missed_heartbeats: usize,
+    /// How often an idle worker polls when no push notification arrives.
+    pub idle_poll: Duration,
+}
+
+impl WorkerOptions {
+    pub fn new(redis_url: impl Into<String>, queues: Vec<QueueName>) -> Self {
+        Self {
+            queues,
+            redis_url: redis_url.into(),
+            heartbeat: Duration::from_secs(5),
+            missed_heartbeats: 6,
+            idle_poll: Duration::from_millis(500),
+        }
+    }
+}
+
+/// Runs workers for `options.queues` until `shutdown` is cancelled, then lets running jobs
+/// finish.
+pub async fn run(env: Arc<Env>, options: WorkerOptions, shutdown: CancellationToken) {
+    let mut wakeups = HashMap::new();
+    let mut supervisors = tokio::task::JoinSet::new();
+    for queue in options.queues.iter().copied() {
+        let wakeup = Wakeup::default();
+        wakeups.insert(
+            crate::JobQueue::namespace(env.queue.prefix(), queue),
+            wakeup.clone(),
+        );
+        supervisors.spawn(supervise(
+            queue,
+            env.clone(),
+            wakeup,
+            options.clone(),
+            shutdown.clone(),
+        ));
+    }
+    let listener = signals::spawn_listener(options.redis_url.clone(), wakeups);
+    tracing::info!(queues = ?options.queues.iter().map(|q| q.as_str()).collect::<Vec<_>>(), "worker started");
+    while supervisors.join_next().await.is_some() {}
+    listener.abort();
+    tracing::info!("worker stopped");
+}
+
+async fn supervise(
+    queue: QueueName,
+    env: Arc<Env>,
+    wakeup: Wakeup,
+    options: WorkerOptions,
+    shutdown: CancellationToken,
+) {
+    let mut incarnation = 0u32;
+    loop {
+        incarnation += 1;
+        let name = worker_name(queue, incarnation);
+        let result = match queue {
+            QueueName::OtpSend => {
+                run_queue::<SendOtp>(&env, &wakeup, &options, name, &shutdown).await
+            }
+            QueueName::QrScan => {
+                run_queue::<ScanQr>(&env, &wakeup, &options, name, &shutdown).await
+            }
+            QueueName::Reconcile => {
+                run_queue::<Reconcile>(&env, &wakeup, &options, name, &shutdown).await
+            }
+            other => {
+                tracing::debug!(queue = %other, "no handler for this queue in this build");
+                return;
+            }
+        };
+        if shutdown.is_cancelled() {
+            return;
+        }
+        match result {
+            Ok(()) => tracing::warn!(queue = %queue, "worker ended; starting it again"),
+            Err(e) => {
+                tracing::warn!(queue = %queue, error = %e, "worker failed; starting it again")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn worker_name(queue: QueueName, incarnation: u32) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".to_owned());
+    let tag = domain::codes::human_code(&mut rand::rng(), 4).to_lowercase();
+    format!("{queue}@{host}-{}-{incarnation}-{tag}", std::process::id())
+}
+
+/// Builds the worker of one queue. Not an `async fn`: the worker's future is boxed here,
+/// where its types are concrete, because the compiler cannot prove `Send` for it through
+/// the higher-ranked closures of apalis layers inside another async body.
+fn run_queue<J: Job>(
+    env: &Arc<Env>,
+    wakeup: &Wakeup,
+    options: &WorkerOptions,
+    name: String,
+    shutdown: &CancellationToken,
+) -> BoxFuture<'static, Result<(), WorkerError>> {
+    let config = env
+        .queue
+        .config(J::QUEUE)
+        .heartbeat_interval(options.heartbeat)
+        .missed_heartbeats(options.missed_heartbeats);
+    let storage =
+        RedisStorage::<J, ConnectionManager>::new(env.queue.connection()).with_config(config);
+    let strategy = Strategy::new()
+        .stream(wakeup.clone())
+        .interval(options.idle_poll);
+    let backend = PollWith::new(storage, strategy);
+    let worker = WorkerBuilder::new(name)
+        .backend(backend)
+        .data(env.clone())
+        .catch_panic()
+        .concurrency(J::QUEUE.concurrency())
+        .parallelize(tokio::spawn)
+        .build(execute::<J>);
+    let shutdown = shutdown.clone();
+    Box::pin(worker.run_until(async move {
+        shutdown.cancelled().await;
+        Ok::<(), std::io::Error>(())
+    }))
+}
+
+/// Runs one job: the handler, then the bookkeeping every job shares.
+async fn execute<J: Job>(
+    job: J,
+    env: Data<Arc<Env>>,
+    id: TaskId,
+    attempt: Attempt,
+) -> Result<(), BoxDynError> {
+    let queue = J::QUEUE;
+    let job_id = id.to_uuid();
+    let attempt = attempt.current().max(1);
+    let env: Arc<Env> = (*env).clone();
+    let span = tracing::info_span!("job", queue = queue.as_str(), job_id = %job_id, attempt);
+    let timer = JOB_DURATION
+        .with_label_values(&[queue.as_str()])
+        .start_timer();
+    let ctx = JobCtx {
+        env: env.clone(),
+        job_id,
+        attempt,
+    };
+    let result = job.run(ctx).instrument(span.clone()).await;
+    timer.observe_duration();
+    let _entered = span.enter();
+    let final_outcome = match &result {
+        Ok(()) => Some("done"),
+        Err(JobError::Permanent(_)) => Some("dead"),
+        Err(JobError::Retry(_)) if attempt >= queue.max_attempts() as usize => Some("dead"),
+        Err(JobError::Retry(_)) => None,
+    };
+    JOBS_PROCESSED
+        .with_label_values(&[queue.as_str(), final_outcome.unwrap_or("retry")])
+        .inc();
+    if let Some(outcome) = final_outcome {
+        // Best effort: if this write fails, reconcile re-relays the job later and the
+        // idempotent handler finds its work done.
+        if let Err(e) = storage::outbox::finish(&env.db, job_id, outcome).await {
+            tracing::warn!(error = %e, "could not record the job's outcome in the outbox");
+        }
+    }
+    match result {
+        Ok(()) => Ok(()),
+        Err(JobError::Permanent(e)) => {
+            tracing::warn!(error = %e, "job failed permanently");
+            Err(Box::new(AbortError::new(e.to_string())))
+        }
+        Err(JobError::Retry(e)) => {
+            tracing::warn!(error = %format!("{e:#}"), "job failed; it will be retried");
+            Err(format!("{e:#}").into())
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Wiring: connections and keys from the configuration, shared by every subcommand.
+
+use crate::{
+    config::{Config, SmsConfig},
+    keys,
+};
+use adapters::sms::{HttpSmsRu, LogSms, SmsSender};
+use anyhow::Context;
+use api::{State as AppState, auth::JwtKeys};
+use jobs::{Env, JobQueue};
+use sqlx::PgPool;
+use std::sync::Arc;
+use storage::{cache::Cache, secret::SecretBox};
+use tokio_util::sync::CancellationToken;
+
+/// Connections (opened lazily: a process starts even if a service is down, and reports it)
+/// and keys.
+#[derive(Clone)]
+pub struct Services {
+    pub config: Config,
+    pub db: PgPool,
+    pub cache: Cache,
+    pub queue: JobQueue,
+    pub secrets: SecretBox,
+    pub jwt: JwtKeys,
+    pub clickhouse: clickhouse::Client,
+    pub sms: Arc<dyn SmsSender>,
+}
+
+impl Services {
+    pub fn connect(config: Config) -> anyhow::Result<Self> {
+        let keys = keys::load(&config)?;
+        let db = storage::pg_pool(&config.database_url, config.database_max_connections)
+            .context("Failed to configure the Postgres pool (DATABASE_URL)")?;
+        let redis = storage::cache::redis_connection(&config.redis_url)
+            .context("Failed to configure Redis (REDIS_URL)")?;
+        let sms: Arc<dyn SmsSender> = match &config.sms {
+            SmsConfig::Log => Arc::new(LogSms),
+            SmsConfig::SmsRu {
+                api_id,
+                base_url,
+                sender,
+            } => Arc::new(HttpSmsRu::new(base_url, api_id.clone(), sender.clone())),
+        };
+        Ok(Self {
+            db,
+            cache: Cache::new(redis.clone(), config.queue_prefix.clone()),
+            queue: JobQueue::new(redis, config.queue_prefix.clone()),
+            secrets: SecretBox::from_hex(&keys.secret_key_hex)
+                .map_err(|e| anyhow::anyhow!("KRUG_SECRET_KEY {e}"))?,
+            jwt: JwtKeys::from_pem(&keys.jwt_private_pem, &keys.jwt_public_pem)
+                .context("Failed to load the JWT keys")?,
+            clickhouse: storage::analytics::client(&config.clickhouse_url, &config.clickhouse_db),
+            sms,
+            config,
+        })
+    }
+
+    pub fn app_state(&self) -> Arc<AppState> {
+        Arc::new(AppState {
+            db: self.db.clone(),
+            cache: self.cache.clone(),
+            queue: self.queue.clone(),
+            secrets: self.secrets.clone(),
+            jwt: self.jwt.clone(),
+            clickhouse: self.clickhouse.clone(),
+        })
+    }
+
+    pub fn job_env(&self) -> Arc<Env> {
+        Arc::new(Env {
+            db: self.db.clone(),
+            cache: self.cache.clone(),
+            queue: self.queue.clone(),
+            secrets: self.secrets.clone(),
+            sms: self.sms.clone(),
+        })
+    }
+}
+
+/// Creates the database if needed, applies the migrations and creates the ClickHouse tables.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    storage::ensure_database(&config.database_url).await?;
+    let db = storage::pg_pool(&config.database_url, 2)?;
+    storage::migrate(&db)
+        .await
+        .context("Failed to apply the migrations")?;
+    db.close().await;
+    storage::analytics::migrate(&config.clickhouse_url, &config.clickhouse_db).await?;
+    Ok(())
+}
+
+/// Cancelled on SIGINT or SIGTERM.
+pub fn shutdown_signal() -> CancellationToken {
+    let token = CancellationToken::new();
+    let trigger = token.clone();
+    tokio::spawn(async move {
+        let ctrl_c = tokio::signal::ctrl_c();
+        #[cfg(unix)]
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler installs");
+        #[cfg(unix)]
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = ctrl_c.await;
+        tracing::info!("shutting down");
+        trigger.cancel();
+    });
+    token
+}

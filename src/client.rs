@@ -1,0 +1,116 @@
+//! A small HTTP client of our own API, for `krug demo` and the black-box tests: they drive
+//! the system exactly as the mobile app and operators do.
+
+use reqwest::Method;
+use serde_json::Value;
+use std::time::Duration;
+
+/// An API response: status, JSON body (the envelope) and headers.
+#[derive(Debug, Clone)]
+pub struct ApiResponse {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl ApiResponse {
+    /// `body.data`.
+    pub fn data(&self) -> &Value {
+        &self.body["data"]
+    }
+
+    /// `body.error.code`, if this is an error.
+    pub fn error_code(&self) -> Option<&str> {
+        self.body["error"]["code"].as_str()
+    }
+}
+
+/// A client of `/api/v1`, optionally signed in.
+#[derive(Debug, Clone)]
+pub struct ApiClient {
+    http: reqwest::Client,
+    /// `http://host:port`.
+    pub base: String,
+    token: Option<String>,
+}
+
+impl ApiClient {
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
+            http: adapters::http_client(Duration::from_secs(30)),
+            base: base.into(),
+            token: None,
+        }
+    }
+
+    /// The same client, signed in with `access_token`.
+    pub fn signed_in(&self, access_token: &str) -> Self {
+        Self {
+            token: Some(access_token.to_owned()),
+            ..self.clone()
+        }
+    }
+
+    /// `path` is relative to `/api/v1` unless it starts with `//` (then it is from the root).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<ApiResponse> {
+        let url = match path.strip_prefix("//") {
+            Some(root) => format!("{}/{root}", self.base),
+            None => format!("{}/api/v1{path}", self.base),
+        };
+        let mut request = self.http.request(method, url);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let text = response.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok(ApiResponse {
+            status,
+            body,
+            headers,
+        })
+    }
+
+    pub async fn get(&self, path: &str) -> anyhow::Result<ApiResponse> {
+        self.call(Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<ApiResponse> {
+        self.call(Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: &Value) -> anyhow::Result<ApiResponse> {
+        self.call(Method::PATCH, path, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<ApiResponse> {
+        self.call(Method::DELETE, path, None).await
+    }
+}
+
+/// The login code that the development SMS provider (`log`) sent for the `otp_send` job
+/// `job_id` (what `POST /auth/send-code` returned), once it is sent: how a developer, the
+/// demo and the tests read their SMS.
+pub async fn dev_otp_code(db: &sqlx::PgPool, job_id: &str) -> anyhow::Result<Option<String>> {
+    let body: Option<String> = sqlx::query_scalar(
+        "SELECT body FROM notifications WHERE dedupe_key = $1 AND provider = 'log' AND status = 'sent'",
+    )
+    .bind(format!("otp:{job_id}"))
+    .fetch_optional(db)
+    .await?;
+    Ok(body.and_then(|b| {
+        b.split(|c: char| !c.is_ascii_digit())
+            .find(|part| part.len() == 6)
+            .map(str::to_owned)
+    }))
+}

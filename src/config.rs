@@ -1,0 +1,122 @@
+//! Configuration, read once from the environment (and `.env` in development).
+//! Every variable is documented in `.env.example`; defaults are DESIGN.md's.
+
+use anyhow::{Context, bail};
+use std::{env, path::PathBuf};
+
+/// Development generates missing keys; production refuses to start without them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Environment {
+    Development,
+    Production,
+}
+
+/// How SMS leave the system.
+#[derive(Debug, Clone)]
+pub enum SmsConfig {
+    /// Print and record (development).
+    Log,
+    /// SMS.ru: `SMSRU_API_ID`, `SMSRU_BASE_URL`, optional `SMSRU_SENDER`.
+    SmsRu {
+        api_id: String,
+        base_url: String,
+        sender: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `KRUG_ENV`: `development` (default) or `production`.
+    pub environment: Environment,
+    /// `DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/krug`.
+    pub database_url: String,
+    /// `REDIS_URL`, default `redis://127.0.0.1:6379`.
+    pub redis_url: String,
+    /// `CLICKHOUSE_URL`, default `http://127.0.0.1:8123`.
+    pub clickhouse_url: String,
+    /// `CLICKHOUSE_DB`, default `krug`.
+    pub clickhouse_db: String,
+    /// `KRUG_BIND`, default `127.0.0.1:8080`.
+    pub bind: String,
+    /// `KRUG_QUEUE_PREFIX`, default `krug`: every Redis key starts with it.
+    pub queue_prefix: String,
+    /// `KRUG_JWT_PRIVATE_KEY` / `KRUG_JWT_PUBLIC_KEY`: PEM paths (RS256).
+    pub jwt_private_key: Option<PathBuf>,
+    pub jwt_public_key: Option<PathBuf>,
+    /// `KRUG_SECRET_KEY`: 64 hex digits (AES-256-GCM key for CRM credentials and OTP codes).
+    pub secret_key: Option<String>,
+    /// `KRUG_KEY_DIR`, default `.krug`: where development keys are generated once.
+    pub key_dir: PathBuf,
+    /// `KRUG_SMS_PROVIDER`: `log` (default) or `smsru`.
+    pub sms: SmsConfig,
+    /// `KRUG_TIMEZONE`, default `Europe/Moscow`.
+    pub timezone: chrono_tz::Tz,
+    /// `DATABASE_MAX_CONNECTIONS`, default 20.
+    pub database_max_connections: u32,
+}
+
+fn var(name: &str, default: &str) -> String {
+    env::var(name)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+fn optional(name: &str) -> Option<String> {
+    env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        let environment = match var("KRUG_ENV", "development").as_str() {
+            "development" | "dev" => Environment::Development,
+            "production" | "prod" => Environment::Production,
+            other => bail!("KRUG_ENV must be `development` or `production`, not `{other}`"),
+        };
+        let sms = match var("KRUG_SMS_PROVIDER", "log").as_str() {
+            "log" => SmsConfig::Log,
+            "smsru" => SmsConfig::SmsRu {
+                api_id: optional("SMSRU_API_ID")
+                    .context("KRUG_SMS_PROVIDER=smsru needs SMSRU_API_ID")?,
+                base_url: var("SMSRU_BASE_URL", "https://sms.ru"),
+                sender: optional("SMSRU_SENDER"),
+            },
+            other => bail!("KRUG_SMS_PROVIDER must be `log` or `smsru`, not `{other}`"),
+        };
+        if environment == Environment::Production && matches!(sms, SmsConfig::Log) {
+            bail!("KRUG_ENV=production needs a real SMS provider (KRUG_SMS_PROVIDER=smsru)");
+        }
+        let queue_prefix = var("KRUG_QUEUE_PREFIX", "krug");
+        if queue_prefix.is_empty()
+            || !queue_prefix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
+            bail!(
+                "KRUG_QUEUE_PREFIX may contain only letters, digits, `_` and `-` (it is part of Redis keys and channel names)"
+            );
+        }
+        let timezone_name = var("KRUG_TIMEZONE", "Europe/Moscow");
+        let timezone = timezone_name.parse().map_err(|_| {
+            anyhow::anyhow!("KRUG_TIMEZONE `{timezone_name}` is not an IANA time zone")
+        })?;
+        Ok(Self {
+            environment,
+            database_url: var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/krug"),
+            redis_url: var("REDIS_URL", "redis://127.0.0.1:6379"),
+            clickhouse_url: var("CLICKHOUSE_URL", "http://127.0.0.1:8123"),
+            clickhouse_db: var("CLICKHOUSE_DB", "krug"),
+            bind: var("KRUG_BIND", "127.0.0.1:8080"),
+            queue_prefix,
+            jwt_private_key: optional("KRUG_JWT_PRIVATE_KEY").map(PathBuf::from),
+            jwt_public_key: optional("KRUG_JWT_PUBLIC_KEY").map(PathBuf::from),
+            secret_key: optional("KRUG_SECRET_KEY"),
+            key_dir: PathBuf::from(var("KRUG_KEY_DIR", ".krug")),
+            sms,
+            timezone,
+            database_max_connections: var("DATABASE_MAX_CONNECTIONS", "20")
+                .parse()
+                .context("DATABASE_MAX_CONNECTIONS must be a number")?,
+        })
+    }
+}

@@ -1,0 +1,109 @@
+//! The process's keys: the RS256 pair that signs access tokens and the AES key that seals
+//! CRM credentials. In development they are generated once under `KRUG_KEY_DIR` (`.krug/`)
+//! and reused by every process; in production they must be given.
+
+use crate::config::{Config, Environment};
+use anyhow::{Context, bail};
+use rsa::{
+    RsaPrivateKey,
+    pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding},
+};
+use std::{fs, io::Write, path::Path};
+
+/// Key material as read or generated.
+pub struct Keys {
+    pub jwt_private_pem: Vec<u8>,
+    pub jwt_public_pem: Vec<u8>,
+    pub secret_key_hex: String,
+}
+
+pub fn load(config: &Config) -> anyhow::Result<Keys> {
+    let (jwt_private_pem, jwt_public_pem) = match (&config.jwt_private_key, &config.jwt_public_key)
+    {
+        (Some(private), Some(public)) => (
+            fs::read(private).with_context(|| {
+                format!("Failed to read KRUG_JWT_PRIVATE_KEY {}", private.display())
+            })?,
+            fs::read(public).with_context(|| {
+                format!("Failed to read KRUG_JWT_PUBLIC_KEY {}", public.display())
+            })?,
+        ),
+        (None, None) if config.environment == Environment::Development => {
+            dev_jwt_pair(&config.key_dir)?
+        }
+        (None, None) => {
+            bail!("KRUG_ENV=production needs KRUG_JWT_PRIVATE_KEY and KRUG_JWT_PUBLIC_KEY")
+        }
+        _ => bail!("set both KRUG_JWT_PRIVATE_KEY and KRUG_JWT_PUBLIC_KEY, or neither"),
+    };
+    let secret_key_hex = match &config.secret_key {
+        Some(hex) => hex.clone(),
+        None if config.environment == Environment::Development => dev_secret_key(&config.key_dir)?,
+        None => bail!("KRUG_ENV=production needs KRUG_SECRET_KEY (64 hex digits)"),
+    };
+    Ok(Keys {
+        jwt_private_pem,
+        jwt_public_pem,
+        secret_key_hex,
+    })
+}
+
+/// The development key pair, generated on first use. Several processes may start at once:
+/// each writes its own pair to a temporary directory and moves it into place; the loser of
+/// that race throws its pair away and reads the winner's.
+fn dev_jwt_pair(dir: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
+    let pair_dir = dir.join("jwt");
+    if !pair_dir.join("public.pem").exists() {
+        fs::create_dir_all(dir).with_context(|| format!("Failed to create {}", dir.display()))?;
+        let tmp = dir.join(format!("jwt.tmp-{}", std::process::id()));
+        fs::create_dir_all(&tmp)?;
+        let private = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
+            .context("Failed to generate an RSA key")?;
+        write_private(
+            &tmp.join("private.pem"),
+            private.to_pkcs8_pem(LineEnding::LF)?.as_bytes(),
+        )?;
+        fs::write(
+            tmp.join("public.pem"),
+            private.to_public_key().to_public_key_pem(LineEnding::LF)?,
+        )?;
+        if fs::rename(&tmp, &pair_dir).is_err() {
+            let _ = fs::remove_dir_all(&tmp);
+        } else {
+            tracing::info!(dir = %pair_dir.display(), "generated a development JWT key pair");
+        }
+    }
+    Ok((
+        fs::read(pair_dir.join("private.pem"))?,
+        fs::read(pair_dir.join("public.pem"))?,
+    ))
+}
+
+fn dev_secret_key(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join("secret_key.hex");
+    if !path.exists() {
+        fs::create_dir_all(dir)?;
+        let mut key = [0u8; 32];
+        rand::Rng::fill(&mut rand::rng(), &mut key);
+        let tmp = dir.join(format!("secret_key.tmp-{}", std::process::id()));
+        write_private(&tmp, hex::encode(key).as_bytes())?;
+        // hard_link fails if another process got there first; then theirs is the key.
+        if fs::hard_link(&tmp, &path).is_ok() {
+            tracing::info!(path = %path.display(), "generated a development secret key");
+        }
+        let _ = fs::remove_file(&tmp);
+    }
+    Ok(fs::read_to_string(&path)?.trim().to_owned())
+}
+
+fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("Failed to create {}", path.display()))?;
+    file.write_all(contents)?;
+    Ok(())
+}
