@@ -74,6 +74,7 @@ impl Services {
             queue: self.queue.clone(),
             secrets: self.secrets.clone(),
             sms: self.sms.clone(),
+            reconcile: Default::default(),
         })
     }
 }

@@ -1,9 +1,11 @@
 //! A small HTTP client of our own API, for `krug demo` and the black-box tests: they drive
 //! the system exactly as the mobile app and operators do.
 
+use crate::app::Services;
+use anyhow::{Context, bail};
 use reqwest::Method;
-use serde_json::Value;
-use std::time::Duration;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
 
 /// An API response: status, JSON body (the envelope) and headers.
 #[derive(Debug, Clone)]
@@ -113,4 +115,83 @@ pub async fn dev_otp_code(db: &sqlx::PgPool, job_id: &str) -> anyhow::Result<Opt
             .find(|part| part.len() == 6)
             .map(str::to_owned)
     }))
+}
+
+/// Fails unless the response has `status`; the error shows the body.
+pub fn expect(response: ApiResponse, status: u16) -> anyhow::Result<ApiResponse> {
+    if response.status != status {
+        bail!(
+            "expected HTTP {status}, got {}: {}",
+            response.status,
+            response.body
+        );
+    }
+    Ok(response)
+}
+
+/// Signs in by SMS as the app does: asks for a code, reads it from the development SMS
+/// record, verifies it. Lifts the phone's one-code-a-minute limit first, so that a demo or
+/// test may sign the same phone in again.
+pub async fn sign_in(
+    services: &Services,
+    api: &ApiClient,
+    phone: &str,
+) -> anyhow::Result<ApiClient> {
+    services.cache.release_otp_send(phone).await?;
+    let sent = expect(
+        api.post("/auth/send-code", &json!({"phone": phone}))
+            .await?,
+        202,
+    )?;
+    let job_id = sent.data()["job_id"]
+        .as_str()
+        .context("no job id")?
+        .to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let code = loop {
+        if let Some(code) = dev_otp_code(&services.db, &job_id).await? {
+            break code;
+        }
+        if Instant::now() > deadline {
+            bail!("no login code reached {phone} within 10 s: is the otp_send worker running?");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let session = expect(
+        api.post("/auth/verify-code", &json!({"phone": phone, "code": code}))
+            .await?,
+        200,
+    )?;
+    let token = session.data()["access_token"]
+        .as_str()
+        .context("no access token")?;
+    Ok(api.signed_in(token))
+}
+
+/// Polls a scan until it is `done` or `failed` and returns its status object.
+pub async fn wait_for_scan(member: &ApiClient, job_id: &str) -> anyhow::Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let status = expect(
+            member.get(&format!("/transactions/scan/{job_id}")).await?,
+            200,
+        )?;
+        if matches!(status.data()["state"].as_str(), Some("done" | "failed")) {
+            return Ok(status.data().clone());
+        }
+        if Instant::now() > deadline {
+            bail!("scan {job_id} not processed within 15 s: is the qr_scan worker running?");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Scans (`POST /transactions/scan` with `body`) and waits for the outcome.
+pub async fn scan_and_wait(member: &ApiClient, body: &Value) -> anyhow::Result<Value> {
+    let accepted = expect(member.post("/transactions/scan", body).await?, 202)?;
+    let job_id = accepted.data()["job_id"]
+        .as_str()
+        .context("no job id")?
+        .to_owned();
+    wait_for_scan(member, &job_id).await
 }

@@ -3,14 +3,13 @@
 
 use crate::{
     app::{Services, migrate},
-    client::{ApiClient, ApiResponse, dev_otp_code},
+    client::{ApiClient, expect, scan_and_wait, sign_in},
     seed,
 };
-use anyhow::{Context, bail};
+use anyhow::Context;
 use jobs::{QueueName, runtime::WorkerOptions};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use serde_json::{Value, json};
-use std::time::{Duration, Instant};
 use storage::businesses::Business;
 use tokio_util::sync::CancellationToken;
 
@@ -208,63 +207,6 @@ fn section(title: &str) {
     println!("\n== {title} ==");
 }
 
-/// Signs in by SMS: asks for a code, reads it from the development SMS log, verifies it.
-async fn sign_in(services: &Services, api: &ApiClient, phone: &str) -> anyhow::Result<ApiClient> {
-    // The demo may run again within a minute: it lifts its own phones' resend limit.
-    services.cache.release_otp_send(phone).await?;
-    let sent = expect(
-        api.post("/auth/send-code", &json!({"phone": phone}))
-            .await?,
-        202,
-    )?;
-    let job_id = sent.data()["job_id"]
-        .as_str()
-        .context("no job id")?
-        .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let code = loop {
-        if let Some(code) = dev_otp_code(&services.db, &job_id).await? {
-            break code;
-        }
-        if Instant::now() > deadline {
-            bail!("no login code reached {phone} within 10 s: is the otp_send worker running?");
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let session = expect(
-        api.post("/auth/verify-code", &json!({"phone": phone, "code": code}))
-            .await?,
-        200,
-    )?;
-    let token = session.data()["access_token"]
-        .as_str()
-        .context("no access token")?;
-    Ok(api.signed_in(token))
-}
-
-/// Scans and polls the scan until it is done or failed.
-async fn scan_and_wait(member: &ApiClient, body: &Value) -> anyhow::Result<Value> {
-    let accepted = expect(member.post("/transactions/scan", body).await?, 202)?;
-    let job_id = accepted.data()["job_id"]
-        .as_str()
-        .context("no job id")?
-        .to_owned();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let status = expect(
-            member.get(&format!("/transactions/scan/{job_id}")).await?,
-            200,
-        )?;
-        if matches!(status.data()["state"].as_str(), Some("done" | "failed")) {
-            return Ok(status.data().clone());
-        }
-        if Instant::now() > deadline {
-            bail!("scan {job_id} not processed within 10 s: is the qr_scan worker running?");
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 fn describe(what: &str, outcome: &Value) {
     let r = &outcome["result"];
     if outcome["state"] == "done" {
@@ -282,15 +224,4 @@ fn describe(what: &str, outcome: &Value) {
             outcome["error"]["code"].as_str().unwrap_or_default()
         );
     }
-}
-
-fn expect(response: ApiResponse, status: u16) -> anyhow::Result<ApiResponse> {
-    if response.status != status {
-        bail!(
-            "expected HTTP {status}, got {}: {}",
-            response.status,
-            response.body
-        );
-    }
-    Ok(response)
 }

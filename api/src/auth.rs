@@ -59,10 +59,20 @@ impl JwtKeys {
     }
 
     pub fn issue(&self, user_id: Uuid, roles: Vec<String>) -> String {
+        self.issue_with_lifetime(user_id, roles, ACCESS_TTL_S)
+    }
+
+    /// A token valid `lifetime_s` seconds from now (negative: already expired, for tests).
+    pub fn issue_with_lifetime(
+        &self,
+        user_id: Uuid,
+        roles: Vec<String>,
+        lifetime_s: i64,
+    ) -> String {
         let now = OffsetDateTime::now_utc().unix_timestamp();
         let claims = Claims {
             sub: user_id,
-            exp: now + ACCESS_TTL_S,
+            exp: now + lifetime_s,
             iat: now,
             roles,
             typ: "access".to_owned(),

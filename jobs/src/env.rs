@@ -13,4 +13,24 @@ pub struct Env {
     pub queue: JobQueue,
     pub secrets: SecretBox,
     pub sms: Arc<dyn SmsSender>,
+    pub reconcile: ReconcilePolicy,
+}
+
+/// When `reconcile` steps in (seconds).
+#[derive(Debug, Clone, Copy)]
+pub struct ReconcilePolicy {
+    /// A job never relayed gets this long for its own relay to happen first.
+    pub unrelayed_grace_s: i64,
+    /// A relayed job not finished after this long is pushed again (a no-op if Redis still
+    /// holds it). Longer than any job should take.
+    pub lost_after_s: i64,
+}
+
+impl Default for ReconcilePolicy {
+    fn default() -> Self {
+        Self {
+            unrelayed_grace_s: 10,
+            lost_after_s: 120,
+        }
+    }
 }

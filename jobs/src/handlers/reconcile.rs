@@ -10,11 +10,6 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Reconcile {}
 
-/// Rows never relayed get this long for their own relay to happen first.
-pub const UNRELAYED_GRACE_S: i64 = 10;
-/// A relayed job that has not finished after this long is pushed again (a no-op if Redis
-/// still holds it). Longer than any job should take.
-pub const LOST_AFTER_S: i64 = 120;
 const BATCH: i64 = 1000;
 
 impl Job for Reconcile {
@@ -24,9 +19,13 @@ impl Job for Reconcile {
         let env = &ctx.env;
         let mut total = 0;
         loop {
-            let due =
-                storage::outbox::due_for_relay(&env.db, UNRELAYED_GRACE_S, LOST_AFTER_S, BATCH)
-                    .await?;
+            let due = storage::outbox::due_for_relay(
+                &env.db,
+                env.reconcile.unrelayed_grace_s,
+                env.reconcile.lost_after_s,
+                BATCH,
+            )
+            .await?;
             if due.is_empty() {
                 break;
             }

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite: starts (installing if needed) PostgreSQL, Redis and ClickHouse,
+# then runs every unit and black-box test against them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/services.sh
+
+# Leftovers of interrupted runs: per-test databases and Redis keys (prefix kt-).
+clean() {
+    psql -h 127.0.0.1 -U postgres -d postgres -Atc \
+        "SELECT datname FROM pg_database WHERE datname LIKE 'krug\_test\_%' AND datname <> 'krug_test_template'" \
+        | while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
+    redis-cli -h 127.0.0.1 --scan --pattern '*kt-*' | xargs -r -n 500 redis-cli -h 127.0.0.1 DEL >/dev/null
+}
+clean
+
+# The tests wait on I/O far more than on CPU: more threads than cores keeps the run short.
+export RUST_TEST_THREADS="${RUST_TEST_THREADS:-6}"
+cargo test --workspace --locked "$@"
+
+clean

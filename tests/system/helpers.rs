@@ -1,0 +1,290 @@
+//! `TestApp`: the real API on a free port and a real worker, against real Postgres and
+//! Redis, each test with its own database and Redis key prefix.
+
+use krug::{
+    Config, Services,
+    client::{ApiClient, expect, sign_in},
+    config::SmsConfig,
+};
+use serde_json::{Value, json};
+use sqlx::{Connection, Executor, PgConnection, PgPool};
+use std::{path::PathBuf, sync::Arc, time::Duration};
+use tokio::sync::{Mutex, OnceCell};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+const TEMPLATE: &str = "krug_test_template";
+
+/// Databases are copied from a template migrated once per test run: much faster than
+/// migrating each one. Copies are made one at a time (Postgres refuses concurrent copies of
+/// the same template).
+static TEMPLATE_READY: OnceCell<()> = OnceCell::const_new();
+static COPY_LOCK: Mutex<()> = Mutex::const_new(());
+
+async fn template() {
+    TEMPLATE_READY
+        .get_or_init(|| async {
+            let mut admin = PgConnection::connect(ADMIN_URL)
+                .await
+                .expect("Postgres is up (scripts/services.sh)");
+            // Another test binary may hold an older template: always rebuild it from migrations.
+            let _ = admin
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)"
+                )))
+                .await;
+            admin
+                .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {TEMPLATE}")))
+                .await
+                .unwrap();
+            let pool = PgPool::connect(&database_url(TEMPLATE)).await.unwrap();
+            storage::migrate(&pool).await.expect("migrations apply");
+            pool.close().await;
+        })
+        .await;
+}
+
+fn database_url(name: &str) -> String {
+    format!("postgres://postgres@127.0.0.1:5432/{name}")
+}
+
+/// A fresh, migrated database for one test.
+pub async fn fresh_database() -> String {
+    template().await;
+    let name = format!("krug_test_{}", Uuid::new_v4().simple());
+    let _guard = COPY_LOCK.lock().await;
+    let mut admin = PgConnection::connect(ADMIN_URL).await.unwrap();
+    admin
+        .execute(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {name} TEMPLATE {TEMPLATE}"
+        )))
+        .await
+        .unwrap();
+    database_url(&name)
+}
+
+/// How a test wants its app.
+#[derive(Default)]
+pub struct Options {
+    /// SMS.ru base URL; the `log` provider otherwise.
+    pub smsru_url: Option<String>,
+    /// No worker is started (tests that drive jobs themselves).
+    pub no_worker: bool,
+    /// Another Redis (a dead address, to see the API without its queue).
+    pub redis_url: Option<String>,
+    /// When `reconcile` steps in.
+    pub reconcile: Option<jobs::env::ReconcilePolicy>,
+}
+
+pub struct TestApp {
+    /// What the worker's jobs see.
+    pub env: Arc<jobs::Env>,
+    pub api: ApiClient,
+    pub services: Services,
+    pub db: PgPool,
+    pub prefix: String,
+    shutdown: CancellationToken,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(options: Options) -> TestApp {
+        init_logs();
+        let mut config = Config::from_env().expect("default configuration");
+        config.database_url = fresh_database().await;
+        config.queue_prefix = format!("kt-{}", &Uuid::new_v4().simple().to_string()[..12]);
+        config.key_dir = test_key_dir();
+        config.database_max_connections = 10;
+        if let Some(url) = options.redis_url {
+            config.redis_url = url;
+        }
+        if let Some(url) = options.smsru_url {
+            config.sms = SmsConfig::SmsRu {
+                api_id: "test-api-id".to_owned(),
+                base_url: url,
+                sender: None,
+            };
+        }
+        let services = Services::connect(config).expect("services configure");
+        let env = {
+            let mut env = Arc::into_inner(services.job_env()).expect("a fresh Env");
+            env.reconcile = options.reconcile.unwrap_or_default();
+            Arc::new(env)
+        };
+        let shutdown = CancellationToken::new();
+        let acceptor = poem::listener::Listener::into_acceptor(poem::listener::TcpListener::bind(
+            "127.0.0.1:0",
+        ))
+        .await
+        .unwrap();
+        let addr = poem::listener::Acceptor::local_addr(&acceptor)[0]
+            .as_socket_addr()
+            .copied()
+            .unwrap();
+        tokio::spawn({
+            let state = services.app_state();
+            let shutdown = shutdown.clone();
+            async move { api::serve(acceptor, state, async move { shutdown.cancelled().await }).await }
+        });
+        if !options.no_worker {
+            tokio::spawn(jobs::runtime::run(
+                env.clone(),
+                worker_options(&services),
+                shutdown.clone(),
+            ));
+        }
+        TestApp {
+            env,
+            api: ApiClient::new(format!("http://{addr}")),
+            db: services.db.clone(),
+            prefix: services.config.queue_prefix.clone(),
+            services,
+            shutdown,
+        }
+    }
+
+    /// Signs `phone` in by SMS.
+    pub async fn sign_in(&self, phone: &str) -> ApiClient {
+        sign_in(&self.services, &self.api, phone)
+            .await
+            .expect("sign in")
+    }
+
+    /// An operator (superadmin), signed in.
+    pub async fn operator(&self) -> ApiClient {
+        let phone = "+79000000001";
+        krug::commands::grant(self.services.clone(), phone, "superadmin", None)
+            .await
+            .unwrap();
+        self.sign_in(phone).await
+    }
+
+    /// Creates a business through the admin API and returns its JSON.
+    pub async fn create_business(&self, operator: &ApiClient, body: Value) -> Value {
+        expect(
+            operator.post("/admin/businesses", &body).await.unwrap(),
+            201,
+        )
+        .unwrap()
+        .data()
+        .clone()
+    }
+
+    /// A business (`name`, `category`, `cashback`%) with one staff member, signed in.
+    pub async fn business_with_staff(
+        &self,
+        operator: &ApiClient,
+        name: &str,
+        category: &str,
+        cashback: &str,
+        staff_phone: &str,
+    ) -> (String, ApiClient) {
+        let business = self
+            .create_business(
+                operator,
+                json!({"name": name, "category": category, "cashback_percent": cashback}),
+            )
+            .await;
+        let id = business["id"].as_str().unwrap().to_owned();
+        expect(
+            operator
+                .post(
+                    &format!("/admin/businesses/{id}/staff"),
+                    &json!({"phone": staff_phone, "role": "staff"}),
+                )
+                .await
+                .unwrap(),
+            201,
+        )
+        .unwrap();
+        (id, self.sign_in(staff_phone).await)
+    }
+
+    /// Issues a QR code for `amount` as `staff`.
+    pub async fn issue_qr(&self, staff: &ApiClient, amount: &str) -> String {
+        let qr = expect(
+            staff
+                .post("/business/qr", &json!({"amount": amount}))
+                .await
+                .unwrap(),
+            200,
+        )
+        .unwrap();
+        qr.data()["code"].as_str().unwrap().to_owned()
+    }
+
+    /// Asserts the ledger invariant for every member: balance = Σ ledger, and the lifetime
+    /// totals match the entries.
+    pub async fn assert_ledger_consistent(&self) {
+        let broken: Vec<(Uuid, rust_decimal::Decimal, rust_decimal::Decimal)> = sqlx::query_as(
+            "SELECT b.user_id, b.balance, COALESCE(SUM(l.amount), 0)
+             FROM bonus_balances b LEFT JOIN bonus_ledger l ON l.user_id = b.user_id
+             GROUP BY b.user_id, b.balance HAVING b.balance <> COALESCE(SUM(l.amount), 0)",
+        )
+        .fetch_all(&self.db)
+        .await
+        .unwrap();
+        assert!(
+            broken.is_empty(),
+            "balance differs from the sum of the ledger: {broken:?}"
+        );
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Quick heartbeats and polls: tests wait on them.
+pub fn worker_options(services: &Services) -> jobs::runtime::WorkerOptions {
+    let mut options = jobs::runtime::WorkerOptions::new(
+        services.config.redis_url.clone(),
+        jobs::QueueName::ALL.to_vec(),
+    );
+    options.heartbeat = Duration::from_secs(2);
+    options.missed_heartbeats = 5;
+    options.idle_poll = Duration::from_millis(100);
+    options
+}
+
+/// Development keys for tests, generated once per machine.
+pub fn test_key_dir() -> PathBuf {
+    std::env::temp_dir().join("krug-test-keys")
+}
+
+/// Logs stay quiet unless TEST_LOG is set.
+fn init_logs() {
+    if std::env::var("TEST_LOG").is_ok() {
+        krug::telemetry::init();
+    }
+}
+
+/// A random member phone.
+pub fn member_phone() -> String {
+    format!("+7999{:07}", rand::random_range(0..10_000_000u32))
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, failing the test after `seconds`.
+pub async fn eventually<T, F, Fut>(seconds: u64, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = std::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out after {seconds} s waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

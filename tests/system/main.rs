@@ -1,0 +1,11 @@
+//! Black-box tests of the whole system: the real API and worker on real Postgres and Redis,
+//! with third-party HTTP services replaced by fake servers speaking their documented format.
+
+mod fakes;
+mod helpers;
+
+mod admin;
+mod auth;
+mod http;
+mod reliability;
+mod scans;

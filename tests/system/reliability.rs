@@ -1,0 +1,189 @@
+//! Nothing is lost between Postgres and Redis: the job outbox and `reconcile`.
+
+use crate::helpers::{Options, TestApp, eventually, member_phone};
+use jobs::{env::ReconcilePolicy, handlers::scan::ScanQr, outbox};
+use krug::client::{expect, wait_for_scan};
+use serde_json::json;
+use std::time::{Duration, Instant};
+use storage::scans::{self, NewScan};
+use uuid::Uuid;
+
+fn eager_reconcile() -> Option<ReconcilePolicy> {
+    Some(ReconcilePolicy {
+        unrelayed_grace_s: 0,
+        lost_after_s: 1,
+    })
+}
+
+/// A scan recorded in Postgres whose push to Redis never happened (the API process died
+/// between commit and push) is found and processed by `reconcile`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_whose_enqueue_was_lost_is_processed_after_reconcile() {
+    let app = TestApp::spawn_with(Options {
+        reconcile: eager_reconcile(),
+        ..Default::default()
+    })
+    .await;
+    let operator = app.operator().await;
+    let (_, staff) = app
+        .business_with_staff(&operator, "Миндаль", "beauty", "5", "+79000000100")
+        .await;
+    let phone = member_phone();
+    let member = app.sign_in(&phone).await;
+    let code = app.issue_qr(&staff, "1000").await;
+    let qr = app.services.cache.get_qr(&code).await.unwrap().unwrap();
+    let user_id: Uuid = sqlx::query_scalar("SELECT id FROM users WHERE phone = $1")
+        .bind(&phone)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+
+    // What POST /transactions/scan commits, without the push that follows it.
+    let scan_id = Uuid::now_v7();
+    let mut tx = app.db.begin().await.unwrap();
+    scans::insert(
+        &mut tx,
+        &NewScan {
+            id: scan_id,
+            user_id,
+            code,
+            qr: Some(serde_json::to_value(qr).unwrap()),
+            redeem_bonus: Default::default(),
+            coupon_id: None,
+        },
+    )
+    .await
+    .unwrap();
+    outbox::record(&mut tx, scan_id, &ScanQr { scan_id }, None)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pending = expect(
+        member
+            .get(&format!("/transactions/scan/{scan_id}"))
+            .await
+            .unwrap(),
+        200,
+    )
+    .unwrap();
+    assert_eq!(
+        pending.data()["state"],
+        "pending",
+        "nothing picked it up on its own"
+    );
+
+    jobs::schedule::trigger(&app.env, "reconcile")
+        .await
+        .unwrap();
+
+    let outcome = wait_for_scan(&member, &scan_id.to_string()).await.unwrap();
+    assert_eq!(outcome["state"], "done", "{outcome}");
+    assert_eq!(outcome["result"]["bonus_accrued"], "50.00");
+    app.assert_ledger_consistent().await;
+}
+
+/// Redis forgot a job it had accepted (a restart without persistence): the outbox still
+/// shows it unfinished, and `reconcile` pushes it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_redis_lost_is_pushed_again_by_reconcile() {
+    let app = TestApp::spawn_with(Options {
+        reconcile: eager_reconcile(),
+        no_worker: true,
+        ..Default::default()
+    })
+    .await;
+    let sent = expect(
+        app.api
+            .post("/auth/send-code", &json!({"phone": member_phone()}))
+            .await
+            .unwrap(),
+        202,
+    )
+    .unwrap();
+    let job_id: Uuid = sent.data()["job_id"].as_str().unwrap().parse().unwrap();
+    let mut redis = app.services.cache.connection();
+    let pattern = format!("{{{}.otp_send}}*", app.prefix);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(&pattern)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty(), "the job was pushed");
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // Now a worker comes up and reconcile runs.
+    tokio::spawn(jobs::runtime::run(
+        app.env.clone(),
+        crate::helpers::worker_options(&app.services),
+        tokio_util::sync::CancellationToken::new(),
+    ));
+    jobs::schedule::trigger(&app.env, "reconcile")
+        .await
+        .unwrap();
+
+    let outcome: String = eventually(10, "the lost job to finish", || async {
+        sqlx::query_scalar(
+            "SELECT outcome FROM job_outbox WHERE job_id = $1 AND outcome IS NOT NULL",
+        )
+        .bind(job_id)
+        .fetch_optional(&app.db)
+        .await
+        .unwrap()
+    })
+    .await;
+    assert_eq!(outcome, "done");
+    let sent: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications WHERE status = 'sent'")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(sent, 1);
+}
+
+/// With Redis unreachable the API says so at once (503 `queue_unavailable`) and leaves
+/// nothing behind that would run later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_redis_the_api_answers_503_quickly_and_records_nothing() {
+    let app = TestApp::spawn_with(Options {
+        redis_url: Some("redis://127.0.0.1:1".to_owned()),
+        no_worker: true,
+        ..Default::default()
+    })
+    .await;
+
+    let started = Instant::now();
+    let response = app
+        .api
+        .post("/auth/send-code", &json!({"phone": member_phone()}))
+        .await
+        .unwrap();
+
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        (response.status, response.error_code()),
+        (503, Some("queue_unavailable"))
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM job_outbox")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+    let ready = app.api.get("//ready").await.unwrap();
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.error_code(), Some("not_ready"));
+    assert!(
+        ready.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("redis")
+    );
+}

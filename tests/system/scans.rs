@@ -1,0 +1,423 @@
+//! Staff QR codes, member scans and the bonuses they move.
+
+use crate::helpers::{TestApp, member_phone};
+use krug::client::{expect, scan_and_wait, wait_for_scan};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use std::str::FromStr;
+
+fn dec(value: &Value) -> Decimal {
+    Decimal::from_str(
+        value
+            .as_str()
+            .unwrap_or_else(|| panic!("{value} is not a decimal string")),
+    )
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_records_the_purchase_and_accrues_cashback() {
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let (business_id, staff) = app
+        .business_with_staff(&operator, "Миндаль", "beauty", "5", "+79000000100")
+        .await;
+    let member = app.sign_in(&member_phone()).await;
+
+    let code = app.issue_qr(&staff, "4500.00").await;
+    let outcome = scan_and_wait(&member, &json!({"code": code}))
+        .await
+        .unwrap();
+
+    assert_eq!(outcome["state"], "done", "{outcome}");
+    let result = &outcome["result"];
+    assert_eq!(result["business_id"], business_id.as_str());
+    assert_eq!(result["amount"], "4500.00");
+    assert_eq!(result["bonus_accrued"], "225.00");
+    assert_eq!(result["bonus_redeemed"], "0.00");
+    assert_eq!(result["coupon_discount"], "0.00");
+    assert_eq!(result["balance"], "225.00");
+    assert_eq!(result["status_tier"], "Insider");
+    let balance = expect(member.get("/loyalty/balance").await.unwrap(), 200).unwrap();
+    assert_eq!(balance.data()["balance"], "225.00");
+    assert_eq!(balance.data()["lifetime_earned"], "225.00");
+    assert_eq!(balance.data()["next_tier"]["name"], "VIP");
+    assert_eq!(balance.data()["next_tier"]["spend_needed"], "95500.00");
+    assert_eq!(balance.data()["next_tier"]["categories_needed"], 1);
+    let transactions = expect(member.get("/transactions").await.unwrap(), 200).unwrap();
+    let items = transactions.data()["items"].as_array().unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["transaction_type"], "purchase");
+    assert_eq!(items[0]["bonus_accrued"], "225.00");
+    assert_eq!(items[0]["id"], result["transaction_id"]);
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redemption_is_capped_by_the_business_and_by_the_balance() {
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let (_, staff) = app
+        .business_with_staff(&operator, "Лисичкино", "gastronomy", "10", "+79000000101")
+        .await;
+    let member = app.sign_in(&member_phone()).await;
+    let first = scan_and_wait(
+        &member,
+        &json!({"code": app.issue_qr(&staff, "3000").await}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(first["result"]["balance"], "300.00");
+
+    // 30 % of 500 is 150: asking 150.01 is over the cap.
+    let code = app.issue_qr(&staff, "500").await;
+    let over_cap = scan_and_wait(&member, &json!({"code": code, "redeem_bonus": "150.01"}))
+        .await
+        .unwrap();
+    assert_eq!(over_cap["state"], "failed");
+    assert_eq!(over_cap["error"]["code"], "redeem_limit_exceeded");
+
+    // The refused scan used nothing up: the same code works within the cap.
+    let within = scan_and_wait(&member, &json!({"code": code, "redeem_bonus": "150"}))
+        .await
+        .unwrap();
+    assert_eq!(within["state"], "done", "{within}");
+    assert_eq!(within["result"]["bonus_redeemed"], "150.00");
+    assert_eq!(
+        within["result"]["bonus_accrued"], "35.00",
+        "accrual on the 350 paid in money"
+    );
+    assert_eq!(within["result"]["balance"], "185.00");
+
+    let big = app.issue_qr(&staff, "10000").await;
+    let too_much = scan_and_wait(&member, &json!({"code": big, "redeem_bonus": "185.01"}))
+        .await
+        .unwrap();
+    assert_eq!(too_much["error"]["code"], "insufficient_balance");
+    assert!(
+        too_much["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("185.00")
+    );
+
+    let ledger = expect(member.get("/loyalty/ledger").await.unwrap(), 200).unwrap();
+    let kinds: Vec<(&str, &str)> = ledger.data()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["amount"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("accrual", "35.00"),
+            ("redemption", "-150.00"),
+            ("accrual", "300.00")
+        ]
+    );
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_code_is_single_use_even_when_scanned_concurrently() {
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let (_, staff) = app
+        .business_with_staff(&operator, "Стим Центр", "wellness", "5", "+79000000102")
+        .await;
+    let member = app.sign_in(&member_phone()).await;
+    let other = app.sign_in(&member_phone()).await;
+    let code = app.issue_qr(&staff, "1000").await;
+
+    let scans: Vec<_> = (0..6)
+        .map(|i| {
+            let who = if i % 2 == 0 {
+                member.clone()
+            } else {
+                other.clone()
+            };
+            let body = json!({"code": code});
+            tokio::spawn(async move { scan_and_wait(&who, &body).await.unwrap() })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for scan in scans {
+        outcomes.push(scan.await.unwrap());
+    }
+
+    let done = outcomes.iter().filter(|o| o["state"] == "done").count();
+    assert_eq!(
+        done, 1,
+        "exactly one scan records the purchase: {outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .filter(|o| o["state"] == "failed")
+            .all(|o| o["error"]["code"] == "code_already_used")
+    );
+    let purchases: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let accruals: i64 = sqlx::query_scalar("SELECT count(*) FROM bonus_ledger")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!((purchases, accruals), (1, 1));
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_and_expired_codes_fail_with_a_reason() {
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let (_, staff) = app
+        .business_with_staff(&operator, "Skinerica", "beauty", "7", "+79000000103")
+        .await;
+    let member = app.sign_in(&member_phone()).await;
+
+    let unknown = scan_and_wait(&member, &json!({"code": "ABCDEFGHJKMN"}))
+        .await
+        .unwrap();
+    assert_eq!(unknown["state"], "failed");
+    assert_eq!(unknown["error"]["code"], "code_expired");
+
+    // A code whose five minutes are over (its Redis entry outlives it a little).
+    let code = app.issue_qr(&staff, "700").await;
+    let key = format!("{}:qr:{code}", app.prefix);
+    let mut redis = app.services.cache.connection();
+    let raw: String = redis::cmd("GET")
+        .arg(&key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut qr: Value = serde_json::from_str(&raw).unwrap();
+    qr["expires_at"] = json!("2020-01-01T00:00:00Z");
+    let _: () = redis::cmd("SET")
+        .arg(&key)
+        .arg(qr.to_string())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let expired = scan_and_wait(&member, &json!({"code": code}))
+        .await
+        .unwrap();
+    assert_eq!(expired["state"], "failed");
+    assert_eq!(expired["error"]["code"], "code_expired");
+
+    for bad in ["", "short", "0OIL1ABCDEFG", "ABCDEFGHJKMNP"] {
+        let response = member
+            .post("/transactions/scan", &json!({"code": bad}))
+            .await
+            .unwrap();
+        assert_eq!(
+            (response.status, response.error_code()),
+            (422, Some("invalid_code")),
+            "{bad:?}"
+        );
+    }
+    let negative = member
+        .post(
+            "/transactions/scan",
+            &json!({"code": "ABCDEFGHJKMN", "redeem_bonus": "-1"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (negative.status, negative.error_code()),
+        (422, Some("invalid_amount"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossing_the_vip_threshold_upgrades_at_once_and_raises_the_multiplier() {
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let (_, salon) = app
+        .business_with_staff(&operator, "Миндаль", "beauty", "5", "+79000000100")
+        .await;
+    let (_, spa) = app
+        .business_with_staff(&operator, "Стим Центр", "wellness", "5", "+79000000102")
+        .await;
+    let member = app.sign_in(&member_phone()).await;
+
+    let first = scan_and_wait(
+        &member,
+        &json!({"code": app.issue_qr(&salon, "99999.99").await}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        first["result"]["status_tier"], "Insider",
+        "one category is not enough"
+    );
+    let second = scan_and_wait(&member, &json!({"code": app.issue_qr(&spa, "100").await}))
+        .await
+        .unwrap();
+    assert_eq!(second["result"]["status_tier"], "VIP");
+    assert_eq!(
+        second["result"]["bonus_accrued"], "5.00",
+        "accrued at the tier held when buying"
+    );
+    let third = scan_and_wait(&member, &json!({"code": app.issue_qr(&spa, "100").await}))
+        .await
+        .unwrap();
+    assert_eq!(
+        third["result"]["bonus_accrued"], "7.50",
+        "VIP multiplies by 1.5"
+    );
+    let me = expect(member.get("/users/me").await.unwrap(), 200).unwrap();
+    assert_eq!(me.data()["status_tier"], "VIP");
+    assert_eq!(
+        dec(&third["result"]["balance"]),
+        Decimal::from_str("5012.49").unwrap()
+    );
+    app.assert_ledger_consistent().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_staff_issue_codes_and_only_for_their_business() {
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let (salon_id, salon_staff) = app
+        .business_with_staff(&operator, "Миндаль", "beauty", "5", "+79000000100")
+        .await;
+    let (market_id, _) = app
+        .business_with_staff(&operator, "Лисичкино", "gastronomy", "3", "+79000000101")
+        .await;
+    let member = app.sign_in(&member_phone()).await;
+
+    let by_member = member
+        .post("/business/qr", &json!({"amount": "100"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (by_member.status, by_member.error_code()),
+        (403, Some("forbidden"))
+    );
+    let other_business = salon_staff
+        .post(
+            "/business/qr",
+            &json!({"amount": "100", "business_id": market_id}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(other_business.status, 403);
+    let own = salon_staff
+        .post(
+            "/business/qr",
+            &json!({"amount": "100", "business_id": salon_id}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(own.status, 200);
+    assert_eq!(own.data()["code"].as_str().unwrap().len(), 12);
+    for amount in [
+        json!("0"),
+        json!("-5"),
+        json!("1.001"),
+        json!("abc"),
+        json!("10000000.01"),
+    ] {
+        let response = salon_staff
+            .post("/business/qr", &json!({"amount": amount}))
+            .await
+            .unwrap();
+        assert!(
+            matches!(response.status, 400 | 422),
+            "{amount}: {}",
+            response.body
+        );
+    }
+    let anonymous = app
+        .api
+        .post("/business/qr", &json!({"amount": "100"}))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status, 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cannot_see_another_members_scan() {
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let (_, staff) = app
+        .business_with_staff(&operator, "Миндаль", "beauty", "5", "+79000000100")
+        .await;
+    let member = app.sign_in(&member_phone()).await;
+    let stranger = app.sign_in(&member_phone()).await;
+    let accepted = expect(
+        member
+            .post(
+                "/transactions/scan",
+                &json!({"code": app.issue_qr(&staff, "100").await}),
+            )
+            .await
+            .unwrap(),
+        202,
+    )
+    .unwrap();
+    let job_id = accepted.data()["job_id"].as_str().unwrap().to_owned();
+    wait_for_scan(&member, &job_id).await.unwrap();
+
+    let peek = stranger
+        .get(&format!("/transactions/scan/{job_id}"))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        (peek.status, peek.error_code()),
+        (404, Some("scan_not_found"))
+    );
+    let ledger = expect(stranger.get("/loyalty/ledger").await.unwrap(), 200).unwrap();
+    assert_eq!(ledger.data()["items"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ledger_and_transactions_page_with_cursors() {
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let (_, staff) = app
+        .business_with_staff(&operator, "Миндаль", "beauty", "5", "+79000000100")
+        .await;
+    let member = app.sign_in(&member_phone()).await;
+    for amount in ["100", "200", "300", "400", "500"] {
+        scan_and_wait(
+            &member,
+            &json!({"code": app.issue_qr(&staff, amount).await}),
+        )
+        .await
+        .unwrap();
+    }
+
+    let mut seen = Vec::new();
+    let mut path = "/transactions?limit=2".to_owned();
+    loop {
+        let page = expect(member.get(&path).await.unwrap(), 200).unwrap();
+        for item in page.data()["items"].as_array().unwrap() {
+            seen.push(item["amount"].as_str().unwrap().to_owned());
+        }
+        match page.data()["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/transactions?limit=2&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ["500.00", "400.00", "300.00", "200.00", "100.00"],
+        "newest first, each once"
+    );
+
+    let bad = member.get("/loyalty/ledger?cursor=garbage").await.unwrap();
+    assert_eq!(
+        (bad.status, bad.error_code()),
+        (400, Some("invalid_cursor"))
+    );
+    let too_big = member.get("/loyalty/ledger?limit=1000").await.unwrap();
+    assert_eq!(
+        (too_big.status, too_big.error_code()),
+        (422, Some("invalid_limit"))
+    );
+}
