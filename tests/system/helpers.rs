@@ -288,3 +288,8 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A plain HTTP client (rustls set up as the app sets it up).
+pub fn http() -> reqwest::Client {
+    adapters::http_client(Duration::from_secs(30))
+}

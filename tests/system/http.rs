@@ -30,7 +30,7 @@ async fn errors_outside_handlers_use_the_envelope_too() {
         ..Default::default()
     })
     .await;
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http();
     let base = &app.api.base;
 
     let not_found = app.api.get("/no/such/route").await.unwrap();
@@ -92,7 +92,7 @@ async fn every_response_carries_its_request_id() {
         ..Default::default()
     })
     .await;
-    let http = reqwest::Client::new();
+    let http = crate::helpers::http();
 
     let ok = app.api.get("//health").await.unwrap();
     let header = ok.headers["x-request-id"].to_str().unwrap();
@@ -131,7 +131,9 @@ async fn system_endpoints_answer() {
     ] {
         assert!(spec.body["paths"][path].is_object(), "spec has {path}");
     }
-    let docs = reqwest::get(format!("{}/docs", app.api.base))
+    let docs = crate::helpers::http()
+        .get(format!("{}/docs", app.api.base))
+        .send()
         .await
         .unwrap();
     assert_eq!(docs.status(), 200);
@@ -148,7 +150,9 @@ async fn system_endpoints_answer() {
         .await
         .unwrap();
     assert_eq!(scans_done(&app).await, before + 1.0);
-    let text = reqwest::get(format!("{}/metrics", app.api.base))
+    let text = crate::helpers::http()
+        .get(format!("{}/metrics", app.api.base))
+        .send()
         .await
         .unwrap()
         .text()
@@ -165,7 +169,9 @@ async fn system_endpoints_answer() {
 }
 
 async fn scans_done(app: &TestApp) -> f64 {
-    let text = reqwest::get(format!("{}/metrics", app.api.base))
+    let text = crate::helpers::http()
+        .get(format!("{}/metrics", app.api.base))
+        .send()
         .await
         .unwrap()
         .text()
