@@ -1,5 +1,7 @@
 #![doc = include_str!("../README.md")]
 
+pub mod crm;
+pub mod http;
 pub mod sms;
 
 use std::{sync::Once, time::Duration};

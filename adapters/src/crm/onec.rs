@@ -1,0 +1,11 @@
+//! onec: not implemented yet.
+
+use super::{ConfigError, CrmClient};
+
+/// Builds the onec client.
+pub fn client(
+    _base_url: &str,
+    _credentials: &serde_json::Value,
+) -> Result<Box<dyn CrmClient>, ConfigError> {
+    Err(ConfigError("the onec client is not built yet".to_owned()))
+}
