@@ -37,12 +37,12 @@ pub static QR_SCANS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-/// Bonus roubles accrued (kopecks are in the fraction), by business category.
+/// Bonus roubles accrued (kopecks are in the fraction), by source (`qr`, `crm`).
 pub static BONUS_ACCRUED: LazyLock<prometheus::CounterVec> = LazyLock::new(|| {
     prometheus::register_counter_vec!(
         "bonus_accrued_total",
-        "Bonus roubles accrued",
-        &["category"]
+        "Bonus roubles accrued, by source",
+        &["source"]
     )
     .expect("metric registers once")
 });

@@ -10,7 +10,7 @@
 
 use crate::{
     env::Env,
-    handlers::{otp::SendOtp, reconcile::Reconcile, scan::ScanQr},
+    handlers::{bonus::CalcBonus, crm::PollCrm, otp::SendOtp, reconcile::Reconcile, scan::ScanQr},
     metrics::{JOB_DURATION, JOBS_PROCESSED},
     queue::{Job, JobCtx, JobError, QueueName},
     signals::{self, Wakeup},
@@ -97,6 +97,12 @@ async fn supervise(
             }
             QueueName::QrScan => {
                 run_queue::<ScanQr>(&env, &wakeup, &options, name, &shutdown).await
+            }
+            QueueName::CrmPoll => {
+                run_queue::<PollCrm>(&env, &wakeup, &options, name, &shutdown).await
+            }
+            QueueName::BonusCalc => {
+                run_queue::<CalcBonus>(&env, &wakeup, &options, name, &shutdown).await
             }
             QueueName::Reconcile => {
                 run_queue::<Reconcile>(&env, &wakeup, &options, name, &shutdown).await

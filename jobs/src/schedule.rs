@@ -7,7 +7,7 @@
 use crate::{
     client::RawJob,
     env::Env,
-    handlers::reconcile::Reconcile,
+    handlers::{crm::PollCrm, reconcile::Reconcile},
     queue::{Job, QueueName},
 };
 use apalis_cron::CronScheduler;
@@ -71,10 +71,13 @@ impl Schedule {
     }
 }
 
-/// The schedules this build runs. (`crm_poll`, `rfm_snapshot`, `tier_review` and `expire`
-/// join as their jobs are built; see the README.)
+/// The schedules this build runs. (`rfm_snapshot`, `tier_review` and `expire` join as their
+/// jobs are built; see the README.)
 pub fn schedules() -> Vec<Schedule> {
-    vec![Schedule::of::<Reconcile>("reconcile", "0 * * * * *")]
+    vec![
+        Schedule::of::<PollCrm>("crm_poll", "0 */5 * * * *"),
+        Schedule::of::<Reconcile>("reconcile", "0 * * * * *"),
+    ]
 }
 
 /// Enqueues a schedule's job now (operators' "run now").

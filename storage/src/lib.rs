@@ -1,8 +1,10 @@
 #![doc = include_str!("../README.md")]
 
 pub mod analytics;
+pub mod bonus;
 pub mod businesses;
 pub mod cache;
+pub mod crm;
 pub mod loyalty;
 pub mod notifications;
 pub mod otp;

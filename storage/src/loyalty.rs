@@ -11,9 +11,7 @@ use crate::{
 };
 use domain::{
     Tier, TierRule, TierRules,
-    loyalty::{
-        BusinessTerms, PricedPurchase, RedemptionError, accrual, price_purchase, refund_reversal,
-    },
+    loyalty::{BusinessTerms, PricedPurchase, RedemptionError, price_purchase},
 };
 use rust_decimal::Decimal;
 use sqlx::{FromRow, PgExecutor, PgPool, Postgres, Transaction};
@@ -85,7 +83,7 @@ pub async fn member_stats(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Resul
 
 /// Locks the member's balance row (creating it at zero) and returns the balance.
 /// Every write that may change a balance takes this lock first, so they serialize per member.
-async fn lock_balance(tx: &mut Tx<'_>, user_id: Uuid) -> sqlx::Result<Decimal> {
+pub(crate) async fn lock_balance(tx: &mut Tx<'_>, user_id: Uuid) -> sqlx::Result<Decimal> {
     sqlx::query("INSERT INTO bonus_balances (user_id) VALUES ($1) ON CONFLICT DO NOTHING")
         .bind(user_id)
         .execute(&mut **tx)
@@ -121,7 +119,7 @@ impl EntryKind {
 /// Appends one ledger entry and moves the balance by its amount, once per `key`.
 /// Returns `false` (and changes nothing) if the key was used before. Zero amounts write nothing.
 /// The caller must hold the member's balance lock.
-async fn append_entry(
+pub(crate) async fn append_entry(
     tx: &mut Tx<'_>,
     user_id: Uuid,
     kind: EntryKind,
@@ -194,172 +192,6 @@ macro_rules! transaction_columns {
     };
 }
 
-/// What applying the bonus rules to one transaction did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BonusOutcome {
-    pub transaction_id: Uuid,
-    pub user_id: Uuid,
-    /// Accrued (positive) or reversed (negative) by this call; zero on a repeat.
-    pub bonus_change: Decimal,
-    /// False when the bonus had been applied before (a retried job).
-    pub newly_applied: bool,
-    pub balance: Decimal,
-    pub tier: Tier,
-    /// Set when this purchase lifted the member to a higher tier.
-    pub upgraded_from: Option<Tier>,
-}
-
-/// Applies the bonus rules to one recorded transaction: accrual for a purchase (tier
-/// multiplier, then an immediate upgrade if the rolling thresholds are met), proportional
-/// reversal for a refund. Idempotent: a transaction is applied once, however often this runs.
-/// The one implementation behind both the QR path and `bonus_calc`.
-pub async fn apply_bonus(
-    tx: &mut Tx<'_>,
-    transaction_id: Uuid,
-    rules: &TierRules,
-) -> sqlx::Result<BonusOutcome> {
-    // The balance lock comes first, as on every path, so that no two paths lock in opposite order.
-    let user_id: Uuid = sqlx::query_scalar("SELECT user_id FROM transactions WHERE id = $1")
-        .bind(transaction_id)
-        .fetch_one(&mut **tx)
-        .await?;
-    lock_balance(tx, user_id).await?;
-    apply_bonus_locked(tx, transaction_id, rules).await
-}
-
-async fn apply_bonus_locked(
-    tx: &mut Tx<'_>,
-    transaction_id: Uuid,
-    rules: &TierRules,
-) -> sqlx::Result<BonusOutcome> {
-    let row: TransactionRow = sqlx::query_as(concat!(
-        "SELECT ",
-        transaction_columns!(),
-        " FROM transactions WHERE id = $1 FOR UPDATE"
-    ))
-    .bind(transaction_id)
-    .fetch_one(&mut **tx)
-    .await?;
-    let (tier_name,): (String,) =
-        sqlx::query_as("SELECT status_tier FROM users WHERE id = $1 FOR UPDATE")
-            .bind(row.user_id)
-            .fetch_one(&mut **tx)
-            .await?;
-    let tier: Tier = tier_name.parse().unwrap_or(Tier::Insider);
-
-    if row.bonus_applied {
-        return Ok(BonusOutcome {
-            transaction_id,
-            user_id: row.user_id,
-            bonus_change: Decimal::ZERO,
-            newly_applied: false,
-            balance: balance(&mut **tx, row.user_id).await?.balance,
-            tier,
-            upgraded_from: None,
-        });
-    }
-
-    let (change, new_tier) = if row.transaction_type == "refund" {
-        (-refund_reversal_for(tx, &row, rules).await?, tier)
-    } else {
-        let terms = terms_of(tx, row.business_id).await?;
-        let paid = row.amount - row.coupon_discount - row.bonus_redeemed;
-        let accrued = accrual(paid, terms.cashback_percent, rules.multiplier(tier));
-        append_entry(
-            tx,
-            row.user_id,
-            EntryKind::Accrual,
-            accrued,
-            Some(row.id),
-            &format!("accrual:{}", row.id),
-        )
-        .await?;
-        let stats = member_stats(&mut **tx, row.user_id).await?;
-        (
-            accrued,
-            rules.after_purchase(tier, stats.spend, stats.categories),
-        )
-    };
-    if row.transaction_type == "refund" {
-        append_entry(
-            tx,
-            row.user_id,
-            EntryKind::Reversal,
-            change,
-            Some(row.id),
-            &format!("reversal:{}", row.id),
-        )
-        .await?;
-    }
-
-    sqlx::query("UPDATE transactions SET bonus_accrued = $2, bonus_applied = true WHERE id = $1")
-        .bind(row.id)
-        .bind(change.abs())
-        .execute(&mut **tx)
-        .await?;
-    if new_tier != tier {
-        sqlx::query("UPDATE users SET status_tier = $2, tier_changed_at = now(), updated_at = now() WHERE id = $1")
-            .bind(row.user_id)
-            .bind(new_tier.as_str())
-            .execute(&mut **tx)
-            .await?;
-    }
-    Ok(BonusOutcome {
-        transaction_id,
-        user_id: row.user_id,
-        bonus_change: change,
-        newly_applied: true,
-        balance: balance(&mut **tx, row.user_id).await?.balance,
-        tier: new_tier,
-        upgraded_from: (new_tier != tier).then_some(tier),
-    })
-}
-
-/// The reversal a refund calls for; applies the original purchase first if it was not yet.
-async fn refund_reversal_for(
-    tx: &mut Tx<'_>,
-    refund: &TransactionRow,
-    rules: &TierRules,
-) -> sqlx::Result<Decimal> {
-    let Some(original_id) = refund.original_transaction_id else {
-        // A refund we cannot tie to a purchase reverses nothing (it still counts against spend).
-        return Ok(Decimal::ZERO);
-    };
-    let original = Box::pin(apply_bonus_locked(tx, original_id, rules)).await?;
-    let (amount, accrued): (Decimal, Decimal) =
-        sqlx::query_as("SELECT amount, bonus_accrued FROM transactions WHERE id = $1")
-            .bind(original.transaction_id)
-            .fetch_one(&mut **tx)
-            .await?;
-    let (already_refunded, already_reversed): (Decimal, Decimal) = sqlx::query_as(
-        "SELECT COALESCE(SUM(amount), 0), COALESCE(SUM(bonus_accrued), 0) FROM transactions
-         WHERE original_transaction_id = $1 AND bonus_applied AND id <> $2",
-    )
-    .bind(original_id)
-    .bind(refund.id)
-    .fetch_one(&mut **tx)
-    .await?;
-    Ok(refund_reversal(
-        amount,
-        accrued,
-        already_refunded,
-        already_reversed,
-        refund.amount,
-    ))
-}
-
-async fn terms_of(tx: &mut Tx<'_>, business_id: Uuid) -> sqlx::Result<BusinessTerms> {
-    let (cashback_percent, max_redeem_percent): (Decimal, Decimal) =
-        sqlx::query_as("SELECT cashback_percent, max_redeem_percent FROM businesses WHERE id = $1")
-            .bind(business_id)
-            .fetch_one(&mut **tx)
-            .await?;
-    Ok(BusinessTerms {
-        cashback_percent,
-        max_redeem_percent,
-    })
-}
-
 /// A purchase made by scanning a staff member's QR code.
 #[derive(Debug, Clone)]
 pub struct QrPurchase<'a> {
@@ -388,7 +220,7 @@ pub enum QrPurchaseError {
 #[derive(Debug, Clone)]
 pub struct RecordedPurchase {
     pub priced: PricedPurchase,
-    pub bonus: BonusOutcome,
+    pub bonus: crate::bonus::BonusOutcome,
 }
 
 /// Records a QR purchase in the caller's transaction: the purchase row (unique per business
@@ -445,7 +277,10 @@ pub async fn record_qr_purchase(
         &format!("redemption:{transaction_id}"),
     )
     .await?;
-    let bonus = apply_bonus_locked(tx, transaction_id, rules).await?;
+    let bonus = crate::bonus::apply(tx, &[transaction_id], rules)
+        .await?
+        .pop()
+        .expect("apply returns one outcome per transaction");
     Ok(RecordedPurchase { priced, bonus })
 }
 

@@ -7,6 +7,7 @@ mod helpers;
 mod admin;
 mod auth;
 mod cli;
+mod crm;
 mod http;
 mod reliability;
 mod scans;

@@ -9,6 +9,7 @@ use crate::{
     state::AppState,
 };
 use domain::PhoneNumber;
+use jobs::handlers::crm::PollCrm;
 use poem_openapi::{
     ApiResponse, Enum, Object, OpenApi, Tags, param::Path, payload::Json, types::MaybeUndefined,
 };
@@ -135,6 +136,19 @@ pub struct UpdateBusiness {
 pub enum CreatedBusiness {
     #[oai(status = 201)]
     Created(Json<Envelope<BusinessView>>),
+}
+
+#[derive(Debug, Object)]
+pub struct PollQueued {
+    /// The `crm_poll` job.
+    pub job_id: Uuid,
+}
+
+#[derive(ApiResponse)]
+pub enum PollAccepted {
+    /// The poll is queued.
+    #[oai(status = 202)]
+    Accepted(Json<Envelope<PollQueued>>),
 }
 
 #[derive(Debug, Object)]
@@ -356,6 +370,34 @@ impl AdminApi {
             user_id: user.id,
             phone: user.phone,
             role: role.to_owned(),
+        }))))
+    }
+
+    /// Poll this business's CRM now (also when its integration is marked failing).
+    #[oai(path = "/businesses/:id/poll", method = "post")]
+    async fn poll_now(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<PollAccepted> {
+        auth.require_operator()?;
+        let state = &self.state;
+        let business = businesses::get(&state.db, id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found("business_not_found", "No such business."))?;
+        if business.crm_type.is_none() {
+            return Err(ApiError::conflict(
+                "no_crm",
+                "This business has no CRM to poll.",
+            ));
+        }
+        let job_id = Uuid::now_v7();
+        let job = PollCrm {
+            business_id: Some(business.id),
+            force: true,
+        };
+        state.queue.push(job_id, &job).await.map_err(|e| {
+            tracing::warn!(error = %e, "could not enqueue crm_poll");
+            ApiError::queue_unavailable()
+        })?;
+        Ok(PollAccepted::Accepted(Json(Envelope::new(PollQueued {
+            job_id,
         }))))
     }
 }

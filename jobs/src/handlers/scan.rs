@@ -102,7 +102,7 @@ impl Job for ScanQr {
                             tx.commit().await?;
                             QR_SCANS.with_label_values(&["done"]).inc();
                             BONUS_ACCRUED
-                                .with_label_values(&[business.category.as_str()])
+                                .with_label_values(&["qr"])
                                 .inc_by(f64::try_from(result.bonus_accrued).unwrap_or(0.0));
                             if let Some(from) = recorded.bonus.upgraded_from {
                                 tracing::info!(from = %from, to = %recorded.bonus.tier, "member upgraded");
