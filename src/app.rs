@@ -64,6 +64,7 @@ impl Services {
             secrets: self.secrets.clone(),
             jwt: self.jwt.clone(),
             clickhouse: self.clickhouse.clone(),
+            timezone: self.config.timezone,
         })
     }
 

@@ -3,7 +3,7 @@
 use crate::app::{Services, shutdown_signal};
 use anyhow::{Context, bail};
 use domain::PhoneNumber;
-use jobs::{QueueName, runtime::WorkerOptions};
+use jobs::{QueueName, inspect, runtime::WorkerOptions};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use storage::{businesses, users};
 use uuid::Uuid;
@@ -50,7 +50,7 @@ pub async fn scheduler(services: Services) -> anyhow::Result<()> {
 
 /// `krug schedule trigger NAME`.
 pub async fn trigger(services: Services, name: &str) -> anyhow::Result<()> {
-    let id = jobs::schedule::trigger(&services.job_env(), name).await?;
+    let id = jobs::schedule::trigger(&services.queue, &services.db, name).await?;
     println!("enqueued {name} as job {id}");
     Ok(())
 }
@@ -90,4 +90,107 @@ pub async fn grant(
         business.map(|b| format!(" of {b}")).unwrap_or_default()
     );
     Ok(())
+}
+
+/// `krug jobs list [--queue Q] [--state S] [--limit N]`: a table of jobs, newest states first.
+pub async fn jobs_list(
+    services: Services,
+    queue: Option<String>,
+    state: Option<String>,
+    limit: usize,
+) -> anyhow::Result<()> {
+    let queues = match queue {
+        Some(q) => vec![q.parse::<QueueName>()?],
+        None => QueueName::ALL.to_vec(),
+    };
+    let state = state
+        .map(|s| s.parse::<inspect::JobState>())
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    println!(
+        "{:<12} {:<36} {:<9} {:>8}  {:<20} {}",
+        "QUEUE", "ID", "STATE", "ATTEMPTS", "ENQUEUED", "LAST ERROR"
+    );
+    let mut shown = 0;
+    for name in queues {
+        let (jobs, _) = inspect::list(&services.queue, name, state, None, limit).await?;
+        for job in jobs {
+            shown += 1;
+            println!(
+                "{:<12} {:<36} {:<9} {:>8}  {:<20} {}",
+                name.as_str(),
+                job.id,
+                job.state.as_str(),
+                format!("{}/{}", job.attempts, job.max_attempts),
+                job.enqueued_at.map(short_time).unwrap_or_default(),
+                job.last_error
+                    .as_deref()
+                    .map(|e| e.chars().take(60).collect::<String>())
+                    .unwrap_or_default()
+            );
+        }
+    }
+    if shown == 0 {
+        println!("(no jobs)");
+    }
+    Ok(())
+}
+
+/// `krug jobs show Q ID`.
+pub async fn jobs_show(services: Services, queue: &str, id: Uuid) -> anyhow::Result<()> {
+    let name: QueueName = queue.parse()?;
+    let job = inspect::job(&services.queue, name, id)
+        .await?
+        .with_context(|| format!("queue {name} holds no job {id}"))?;
+    println!("id           {}", job.id);
+    println!("queue        {}", name);
+    println!("state        {}", job.state.as_str());
+    println!("attempts     {}/{}", job.attempts, job.max_attempts);
+    println!(
+        "enqueued     {}",
+        job.enqueued_at.map(short_time).unwrap_or_default()
+    );
+    println!(
+        "started      {}",
+        job.started_at.map(short_time).unwrap_or_default()
+    );
+    println!(
+        "finished     {}",
+        job.finished_at.map(short_time).unwrap_or_default()
+    );
+    println!("last error   {}", job.last_error.unwrap_or_default());
+    println!(
+        "payload      {}",
+        serde_json::to_string_pretty(&job.payload)?
+    );
+    Ok(())
+}
+
+/// `krug jobs retry Q ID` and `krug jobs discard Q ID`.
+pub async fn jobs_act(
+    services: Services,
+    queue: &str,
+    id: Uuid,
+    retry: bool,
+) -> anyhow::Result<()> {
+    let name: QueueName = queue.parse()?;
+    let action = if retry {
+        inspect::retry(&services.queue, &services.db, name, id).await?
+    } else {
+        inspect::discard(&services.queue, &services.db, name, id).await?
+    };
+    let verb = if retry { "retried" } else { "discarded" };
+    match action {
+        inspect::Action::Done => {
+            println!("{name} job {id} {verb}");
+            Ok(())
+        }
+        inspect::Action::NotFound => bail!("queue {name} holds no job {id}"),
+        inspect::Action::NotAllowed(state) => bail!("a {} job cannot be {verb}", state.as_str()),
+    }
+}
+
+fn short_time(at: time::OffsetDateTime) -> String {
+    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second]");
+    at.format(&f).unwrap_or_default()
 }

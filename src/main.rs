@@ -41,6 +41,32 @@ enum Command {
         #[command(subcommand)]
         command: ScheduleCommand,
     },
+    /// Inspect, retry and discard jobs.
+    Jobs {
+        #[command(subcommand)]
+        command: JobsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum JobsCommand {
+    /// A table of jobs.
+    List {
+        #[arg(long)]
+        queue: Option<String>,
+        /// pending, scheduled, running, done, failed or dead.
+        #[arg(long)]
+        state: Option<String>,
+        /// Jobs per queue.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One job in full.
+    Show { queue: String, id: Uuid },
+    /// Run a failed or dead job again.
+    Retry { queue: String, id: Uuid },
+    /// Take a pending, scheduled or failed job out for good.
+    Discard { queue: String, id: Uuid },
 }
 
 #[derive(Subcommand)]
@@ -94,6 +120,25 @@ fn main() -> anyhow::Result<()> {
                         business,
                     },
             } => commands::grant(Services::connect(config)?, &phone, &role, business).await,
+            Command::Jobs { command } => {
+                let services = Services::connect(config)?;
+                match command {
+                    JobsCommand::List {
+                        queue,
+                        state,
+                        limit,
+                    } => commands::jobs_list(services, queue, state, limit).await,
+                    JobsCommand::Show { queue, id } => {
+                        commands::jobs_show(services, &queue, id).await
+                    }
+                    JobsCommand::Retry { queue, id } => {
+                        commands::jobs_act(services, &queue, id, true).await
+                    }
+                    JobsCommand::Discard { queue, id } => {
+                        commands::jobs_act(services, &queue, id, false).await
+                    }
+                }
+            }
             Command::Schedule {
                 command: ScheduleCommand::Trigger { name },
             } => commands::trigger(Services::connect(config)?, &name).await,

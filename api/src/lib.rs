@@ -17,7 +17,8 @@ use poem::{
 use poem_openapi::{Object, OpenApiService, payload::Json};
 use prometheus::{HistogramVec, register_histogram_vec};
 use routes::{
-    admin::AdminApi, auth::AuthApi, business::BusinessApi, loyalty::LoyaltyApi, users::UserApi,
+    admin::AdminApi, auth::AuthApi, business::BusinessApi, loyalty::LoyaltyApi,
+    operations::OperationsApi, users::UserApi,
 };
 use state::AppState;
 use std::{
@@ -46,7 +47,17 @@ static HTTP_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
 /// The OpenAPI service of `/api/v1`.
 pub fn api_service(
     state: &Arc<AppState>,
-) -> OpenApiService<(AuthApi, UserApi, LoyaltyApi, BusinessApi, AdminApi), ()> {
+) -> OpenApiService<
+    (
+        AuthApi,
+        UserApi,
+        LoyaltyApi,
+        BusinessApi,
+        AdminApi,
+        OperationsApi,
+    ),
+    (),
+> {
     OpenApiService::new(
         (
             AuthApi {
@@ -62,6 +73,9 @@ pub fn api_service(
                 state: state.clone(),
             },
             AdminApi {
+                state: state.clone(),
+            },
+            OperationsApi {
                 state: state.clone(),
             },
         ),

@@ -12,4 +12,6 @@ pub struct AppState {
     pub secrets: SecretBox,
     pub jwt: JwtKeys,
     pub clickhouse: clickhouse::Client,
+    /// `KRUG_TIMEZONE`: schedules' next fire times.
+    pub timezone: chrono_tz::Tz,
 }

@@ -1,11 +1,15 @@
 //! Pushing jobs to Redis.
 
 use crate::queue::{Job, QueueName};
-use apalis_core::task::{builder::TaskBuilder, task_id::TaskId};
+use apalis_core::task::{builder::TaskBuilder, metadata::MetadataStore, task_id::TaskId};
 use apalis_redis::{Config, RedisTask};
 use redis::aio::ConnectionManager;
+use std::collections::HashMap;
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+/// The meta field with the push time (unix seconds).
+pub const ENQUEUED_AT: &str = "enqueued_at";
 
 /// Pushes larger than this are split: one huge Lua call blocks Redis and times out
 /// (APALIS.md #9b).
@@ -96,8 +100,14 @@ impl JobQueue {
 }
 
 fn to_task(job: &RawJob) -> RedisTask {
+    // Kept in the job's meta hash, for operators (apalis-redis records no enqueue time).
+    let meta = MetadataStore::from_map(HashMap::from([(
+        ENQUEUED_AT.to_owned(),
+        OffsetDateTime::now_utc().unix_timestamp().to_string(),
+    )]));
     let mut builder = TaskBuilder::new(job.payload.clone())
         .task_id(TaskId::from_uuid(job.id))
+        .with_metadata(meta)
         .max_attempts(job.max_attempts as usize);
     if let Some(run_at) = job.run_at {
         builder = builder.run_at_timestamp(run_at.unix_timestamp().max(0) as u64);

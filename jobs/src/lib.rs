@@ -3,6 +3,7 @@
 pub mod client;
 pub mod env;
 pub mod handlers;
+pub mod inspect;
 pub mod metrics;
 pub mod outbox;
 pub mod queue;

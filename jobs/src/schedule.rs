@@ -5,7 +5,7 @@
 //! key, so however many schedulers run, a tick is enqueued once (APALIS.md #3).
 
 use crate::{
-    client::RawJob,
+    client::{JobQueue, RawJob},
     env::Env,
     handlers::{crm::PollCrm, reconcile::Reconcile},
     queue::{Job, QueueName},
@@ -13,7 +13,9 @@ use crate::{
 use apalis_cron::CronScheduler;
 use chrono_tz::Tz;
 use futures::StreamExt;
+use sqlx::PgPool;
 use std::{str::FromStr, sync::Arc};
+use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -80,17 +82,92 @@ pub fn schedules() -> Vec<Schedule> {
     ]
 }
 
-/// Enqueues a schedule's job now (operators' "run now").
-pub async fn trigger(env: &Env, name: &str) -> anyhow::Result<Uuid> {
+/// A schedule name that is not one of ours.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown schedule `{0}`")]
+pub struct UnknownSchedule(pub String);
+
+/// Enqueues a schedule's job now (operators' "run now") and records the run.
+pub async fn trigger(queue: &JobQueue, db: &PgPool, name: &str) -> anyhow::Result<Uuid> {
     let schedule = schedules()
         .into_iter()
         .find(|s| s.name == name)
-        .ok_or_else(|| anyhow::anyhow!("unknown schedule `{name}`"))?;
+        .ok_or_else(|| UnknownSchedule(name.to_owned()))?;
     let job = schedule.job_now();
-    env.queue
+    queue
         .push_raw(schedule.queue, std::slice::from_ref(&job))
         .await?;
+    record_run(db, schedule.name, OffsetDateTime::now_utc(), job.id).await?;
     Ok(job.id)
+}
+
+async fn record_run(
+    db: &PgPool,
+    name: &str,
+    tick_at: OffsetDateTime,
+    job_id: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query("INSERT INTO schedule_runs (schedule, tick_at, job_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        .bind(name)
+        .bind(tick_at)
+        .bind(job_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// A schedule as operators see it.
+#[derive(Debug, Clone)]
+pub struct ScheduleInfo {
+    pub name: &'static str,
+    pub cron: String,
+    pub queue: QueueName,
+    pub next_fire_at: Option<OffsetDateTime>,
+    pub last_run_at: Option<OffsetDateTime>,
+    pub last_job_id: Option<Uuid>,
+    /// The state of the last run's job (`done`, `dead`, `running`, …), `unknown` once the
+    /// queue no longer holds it.
+    pub last_outcome: Option<String>,
+}
+
+/// Every schedule with its next fire time and its last run.
+pub async fn list(
+    queue: &JobQueue,
+    db: &PgPool,
+    timezone: Tz,
+) -> anyhow::Result<Vec<ScheduleInfo>> {
+    let mut out = Vec::new();
+    for schedule in schedules() {
+        let next_fire_at = schedule
+            .parsed()
+            .ok()
+            .and_then(|cron| cron.upcoming(timezone).next())
+            .and_then(|next| OffsetDateTime::from_unix_timestamp(next.timestamp()).ok());
+        let last: Option<(OffsetDateTime, Uuid)> = sqlx::query_as(
+            "SELECT tick_at, job_id FROM schedule_runs WHERE schedule = $1 ORDER BY tick_at DESC LIMIT 1",
+        )
+        .bind(schedule.name)
+        .fetch_optional(db)
+        .await?;
+        let last_outcome = match last {
+            Some((_, job_id)) => Some(
+                crate::inspect::job(queue, schedule.queue, job_id)
+                    .await?
+                    .map_or_else(|| "unknown".to_owned(), |job| job.state.as_str().to_owned()),
+            ),
+            None => None,
+        };
+        out.push(ScheduleInfo {
+            name: schedule.name,
+            cron: schedule.cron.clone(),
+            queue: schedule.queue,
+            next_fire_at,
+            last_run_at: last.map(|(at, _)| at),
+            last_job_id: last.map(|(_, id)| id),
+            last_outcome,
+        });
+    }
+    Ok(out)
 }
 
 /// Fires every schedule until `shutdown`.
@@ -128,12 +205,18 @@ pub async fn run(env: Arc<Env>, timezone: Tz, shutdown: CancellationToken) -> an
 
 async fn fire(env: &Env, schedule: &Schedule, tick_unix: u64) {
     let job = schedule.job_for_tick(env.queue.prefix(), tick_unix);
-    match env
+    if let Err(e) = env
         .queue
         .push_raw(schedule.queue, std::slice::from_ref(&job))
         .await
     {
-        Ok(()) => tracing::debug!(schedule = schedule.name, tick = tick_unix, "tick enqueued"),
-        Err(e) => tracing::warn!(schedule = schedule.name, error = %e, "could not enqueue a tick"),
+        tracing::warn!(schedule = schedule.name, error = %e, "could not enqueue a tick");
+        return;
+    }
+    tracing::debug!(schedule = schedule.name, tick = tick_unix, "tick enqueued");
+    let tick_at = OffsetDateTime::from_unix_timestamp(tick_unix as i64)
+        .unwrap_or_else(|_| OffsetDateTime::now_utc());
+    if let Err(e) = record_run(&env.db, schedule.name, tick_at, job.id).await {
+        tracing::warn!(schedule = schedule.name, error = %e, "could not record a tick");
     }
 }

@@ -33,10 +33,11 @@ pub struct SentSms {
 pub struct FakeSmsRu {
     pub server: MockServer,
     sent: Arc<Mutex<Vec<SentSms>>>,
+    mode: Arc<Mutex<SmsRuMode>>,
 }
 
 struct SmsRuResponder {
-    mode: SmsRuMode,
+    mode: Arc<Mutex<SmsRuMode>>,
     calls: AtomicUsize,
     sent: Arc<Mutex<Vec<SentSms>>>,
 }
@@ -54,7 +55,8 @@ impl Respond for SmsRuResponder {
                 .unwrap_or_default()
         };
         let to = field("to");
-        if let SmsRuMode::UnavailableFirst(n) = self.mode {
+        let mode = *self.mode.lock().unwrap();
+        if let SmsRuMode::UnavailableFirst(n) = mode {
             if call < n {
                 return ResponseTemplate::new(503).set_body_string("Service Unavailable");
             }
@@ -62,7 +64,7 @@ impl Respond for SmsRuResponder {
         if field("json") != "1" {
             return ResponseTemplate::new(200).set_body_string("100\n000000-1\nbalance=1");
         }
-        let number = match self.mode {
+        let number = match mode {
             SmsRuMode::BadNumber => serde_json::json!({
                 "status": "ERROR", "status_code": 202,
                 "status_text": "Неправильно указан номер телефона получателя, либо на него нет маршрута"
@@ -86,16 +88,22 @@ impl FakeSmsRu {
     pub async fn start(mode: SmsRuMode) -> Self {
         let server = MockServer::start().await;
         let sent = Arc::new(Mutex::new(Vec::new()));
+        let mode = Arc::new(Mutex::new(mode));
         Mock::given(method("POST"))
             .and(path("/sms/send"))
             .respond_with(SmsRuResponder {
-                mode,
+                mode: mode.clone(),
                 calls: AtomicUsize::new(0),
                 sent: sent.clone(),
             })
             .mount(&server)
             .await;
-        Self { server, sent }
+        Self { server, sent, mode }
+    }
+
+    /// Changes how the fake answers from now on.
+    pub fn set_mode(&self, mode: SmsRuMode) {
+        *self.mode.lock().unwrap() = mode;
     }
 
     pub fn url(&self) -> String {

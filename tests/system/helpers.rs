@@ -293,3 +293,36 @@ where
 pub fn http() -> reqwest::Client {
     adapters::http_client(Duration::from_secs(30))
 }
+
+impl TestApp {
+    /// Signs in when the app sends SMS through the fake SMS.ru: the code is read from the
+    /// message the fake received.
+    pub async fn sign_in_via_smsru(&self, sms: &crate::fakes::FakeSmsRu, phone: &str) -> ApiClient {
+        self.services.cache.release_otp_send(phone).await.unwrap();
+        let before = sms.sent().len();
+        expect(
+            self.api
+                .post("/auth/send-code", &json!({"phone": phone}))
+                .await
+                .unwrap(),
+            202,
+        )
+        .unwrap();
+        let digits = phone.trim_start_matches('+').to_owned();
+        let message = eventually(10, "the login SMS", || async {
+            sms.sent().into_iter().skip(before).find(|m| m.to == digits)
+        })
+        .await;
+        let code: String = message.msg.chars().filter(char::is_ascii_digit).collect();
+        let session = expect(
+            self.api
+                .post("/auth/verify-code", &json!({"phone": phone, "code": code}))
+                .await
+                .unwrap(),
+            200,
+        )
+        .unwrap();
+        self.api
+            .signed_in(session.data()["access_token"].as_str().unwrap())
+    }
+}

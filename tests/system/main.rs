@@ -9,5 +9,6 @@ mod auth;
 mod cli;
 mod crm;
 mod http;
+mod operations;
 mod reliability;
 mod scans;

@@ -73,7 +73,7 @@ async fn a_scan_whose_enqueue_was_lost_is_processed_after_reconcile() {
         "nothing picked it up on its own"
     );
 
-    jobs::schedule::trigger(&app.env, "reconcile")
+    jobs::schedule::trigger(&app.env.queue, &app.env.db, "reconcile")
         .await
         .unwrap();
 
@@ -123,7 +123,7 @@ async fn a_job_redis_lost_is_pushed_again_by_reconcile() {
         crate::helpers::worker_options(&app.services),
         tokio_util::sync::CancellationToken::new(),
     ));
-    jobs::schedule::trigger(&app.env, "reconcile")
+    jobs::schedule::trigger(&app.env.queue, &app.env.db, "reconcile")
         .await
         .unwrap();
 

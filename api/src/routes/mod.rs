@@ -4,6 +4,7 @@ pub mod admin;
 pub mod auth;
 pub mod business;
 pub mod loyalty;
+pub mod operations;
 pub mod users;
 
 use crate::error::ApiError;
