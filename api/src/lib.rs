@@ -256,9 +256,35 @@ async fn ready(state: Data<&Arc<AppState>>) -> Response {
     }
 }
 
-/// Prometheus metrics of this process.
+/// Jobs per queue and state, read from Redis at each scrape (so every `web` process reports
+/// the same numbers; Prometheus keeps one series per queue and state).
+static QUEUE_DEPTH: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!("queue_depth", "Jobs per queue and state", &["queue", "state"])
+        .expect("metric registers once")
+});
+
+/// Prometheus metrics of this process, with the queue depths of the whole system.
 #[handler]
-fn metrics() -> Response {
+async fn metrics(state: Data<&Arc<AppState>>) -> Response {
+    for queue in jobs::QueueName::ALL {
+        match jobs::inspect::queue_counts(&state.queue, queue).await {
+            Ok(c) => {
+                for (name, value) in [
+                    ("pending", c.pending),
+                    ("scheduled", c.scheduled),
+                    ("running", c.running),
+                    ("failed", c.failed),
+                    ("dead", c.dead),
+                ] {
+                    QUEUE_DEPTH.with_label_values(&[queue.as_str(), name]).set(value as i64);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "queue depths unavailable for /metrics");
+                break;
+            }
+        }
+    }
     let text = prometheus::TextEncoder::new()
         .encode_to_string(&prometheus::gather())
         .unwrap_or_default();

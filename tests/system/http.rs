@@ -166,6 +166,14 @@ async fn system_endpoints_answer() {
         text.contains("jobs_processed_total{outcome=\"done\",queue=\"qr_scan\"}"),
         "{text}"
     );
+    for series in [
+        "queue_depth{queue=\"qr_scan\",state=\"pending\"} 0",
+        "job_duration_seconds_bucket{queue=\"qr_scan\"",
+        "bonus_accrued_total{source=\"qr\"}",
+        "qr_scans_total{result=\"done\"}",
+    ] {
+        assert!(text.contains(series), "{series} in {text}");
+    }
 }
 
 async fn scans_done(app: &TestApp) -> f64 {
