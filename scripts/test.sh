@@ -6,6 +6,17 @@ cd "$(dirname "$0")/.."
 
 scripts/services.sh
 
+# The board test drives Debian's Chromium with playwright-core (never a downloaded browser).
+if [ ! -x /usr/bin/chromium ]; then
+    echo "[test] installing chromium"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y -q --no-install-recommends chromium >/tmp/krug-apt.log 2>&1 \
+        || { $SUDO apt-get update -q >>/tmp/krug-apt.log 2>&1 \
+             && $SUDO apt-get install -y -q --no-install-recommends chromium >>/tmp/krug-apt.log 2>&1; }
+fi
+[ -d tests/browser/node_modules ] || npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
+
 # Leftovers of interrupted runs: per-test databases and Redis keys (prefix kt-).
 clean() {
     psql -h 127.0.0.1 -U postgres -d postgres -Atc \

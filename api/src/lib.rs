@@ -97,6 +97,7 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
         .at("/health", get(health))
         .at("/ready", get(ready))
         .at("/metrics", get(metrics))
+        .at("/board", get(board))
         .data(state)
         .around(limit_body)
         .around(error::envelope_errors)
@@ -256,11 +257,22 @@ async fn ready(state: Data<&Arc<AppState>>) -> Response {
     }
 }
 
+/// The operations board: a static page over the admin API. The page holds no data; every
+/// number on it comes from operator-only routes, after an operator's SMS sign-in.
+#[handler]
+fn board() -> poem::web::Html<&'static str> {
+    poem::web::Html(include_str!("../assets/board.html"))
+}
+
 /// Jobs per queue and state, read from Redis at each scrape (so every `web` process reports
 /// the same numbers; Prometheus keeps one series per queue and state).
 static QUEUE_DEPTH: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
-    prometheus::register_int_gauge_vec!("queue_depth", "Jobs per queue and state", &["queue", "state"])
-        .expect("metric registers once")
+    prometheus::register_int_gauge_vec!(
+        "queue_depth",
+        "Jobs per queue and state",
+        &["queue", "state"]
+    )
+    .expect("metric registers once")
 });
 
 /// Prometheus metrics of this process, with the queue depths of the whole system.
@@ -276,7 +288,9 @@ async fn metrics(state: Data<&Arc<AppState>>) -> Response {
                     ("failed", c.failed),
                     ("dead", c.dead),
                 ] {
-                    QUEUE_DEPTH.with_label_values(&[queue.as_str(), name]).set(value as i64);
+                    QUEUE_DEPTH
+                        .with_label_values(&[queue.as_str(), name])
+                        .set(value as i64);
                 }
             }
             Err(e) => {

@@ -209,7 +209,7 @@ async fn describe(
     let last_error = meta
         .get("result")
         .and_then(|r| serde_json::from_str::<Value>(r).ok())
-        .and_then(|r| r.get("Err").and_then(Value::as_str).map(str::to_owned));
+        .and_then(|r| r.get("Err").and_then(Value::as_str).map(without_wrapper));
     let payload = serde_json::from_slice(&data).unwrap_or(Value::Null);
     Ok(Some(JobInfo {
         id,
@@ -484,6 +484,14 @@ pub fn mask_personal_data(value: Value) -> Value {
         }
     }
     mask(None, value)
+}
+
+/// apalis prefixes permanent failures with `AbortError: `; operators want the reason.
+fn without_wrapper(error: &str) -> String {
+    error
+        .strip_prefix("AbortError: ")
+        .unwrap_or(error)
+        .to_owned()
 }
 
 fn looks_like_phone(s: &str) -> bool {

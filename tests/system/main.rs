@@ -6,6 +6,7 @@ mod helpers;
 
 mod admin;
 mod auth;
+mod board;
 mod cli;
 mod crm;
 mod http;
