@@ -6,11 +6,15 @@ use crate::{
     client::{ApiClient, expect, scan_and_wait, sign_in},
     seed,
 };
-use anyhow::Context;
+use anyhow::{Context, bail};
 use jobs::{QueueName, runtime::WorkerOptions};
 use poem::listener::{Acceptor, Listener, TcpListener};
+use rust_decimal::Decimal;
 use serde_json::{Value, json};
+use simulators::{Fault, Sale, Simulator, Vendor};
+use std::time::{Duration, Instant};
 use storage::businesses::Business;
+use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 const OPERATOR: &str = "+79000000001";
@@ -170,7 +174,9 @@ async fn day(services: &Services, api: &ApiClient, partners: &[Business]) -> any
     let again = scan_and_wait(&anna, &json!({"code": codes[0]})).await?;
     describe("Миндаль: the first code scanned a second time", &again);
 
-    section("6. Where Анна stands");
+    crm_day(services, &operator, partners, &member_phone).await?;
+
+    section("7. Where Анна stands");
     let balance = expect(anna.get("/loyalty/balance").await?, 200)?;
     let b = balance.data();
     println!(
@@ -224,4 +230,134 @@ fn describe(what: &str, outcome: &Value) {
             outcome["error"]["code"].as_str().unwrap_or_default()
         );
     }
+}
+
+/// The partners' own systems: each business's CRM is a local simulator speaking its vendor's
+/// API; `crm_poll` pulls the day's sales into Postgres and `bonus_calc` accrues them.
+async fn crm_day(
+    services: &Services,
+    operator: &ApiClient,
+    partners: &[Business],
+    anna: &str,
+) -> anyhow::Result<()> {
+    section("6. The partners' CRMs report the rest of the day's sales");
+    let national = &anna[2..];
+    let vendors = [
+        ("Миндаль", Vendor::Yclients),
+        ("Лисичкино", Vendor::Iiko),
+        ("Skinerica", Vendor::OneC),
+        ("Стим Центр", Vendor::AmoCrm),
+        ("Миллениум", Vendor::Renovatio),
+    ];
+    let now = OffsetDateTime::now_utc();
+    let mut simulators = Vec::new();
+    for (i, (name, vendor)) in vendors.into_iter().enumerate() {
+        let business = partners
+            .iter()
+            .find(|b| b.name == name)
+            .context("seeded partner")?;
+        let sim = Simulator::start(vendor).await?;
+        expect(
+            operator
+                .patch(
+                    &format!("/admin/businesses/{}", business.id),
+                    &json!({"crm_type": vendor.crm_type(), "crm_base_url": sim.url, "crm_credentials": vendor.credentials()}),
+                )
+                .await?,
+            200,
+        )?;
+        // Анна's visit, written the way this vendor's staff write phones, and two other members.
+        let at = now - time::Duration::minutes(50 - 5 * i as i64);
+        let forms = [
+            format!("8{national}"),
+            format!(
+                "+7 ({}) {}-{}-{}",
+                &national[..3],
+                &national[3..6],
+                &national[6..8],
+                &national[8..]
+            ),
+            format!("7{national}"),
+        ];
+        let mut sales = vec![Sale::purchase(
+            format!("{}-A", vendor.crm_type()),
+            dec(1500 + 500 * i as i64),
+            at,
+            &forms[i % 3],
+        )];
+        for j in 0..2 {
+            let phone = format!("+7916{:07}", rand::random_range(0..10_000_000u32));
+            sales.push(Sale::purchase(
+                format!("{}-{j}", vendor.crm_type()),
+                dec(800 + 250 * j),
+                at + time::Duration::minutes(j),
+                &phone,
+            ));
+        }
+        sim.add_sales(sales);
+        println!(
+            "  {name:<11} → {} simulator at {}",
+            vendor.crm_type(),
+            sim.url
+        );
+        simulators.push((name, business.id, sim));
+    }
+    // A bad moment at the gastromarket's POS: rate limited, then a server error. The poll
+    // waits as told and retries; nothing is lost.
+    simulators[1]
+        .2
+        .inject([Fault::RateLimited { retry_after_s: 1 }, Fault::ServerError]);
+    // The salon's YCLIENTS delivers every record twice.
+    simulators[0]
+        .2
+        .state
+        .duplicate
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+
+    let before: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions WHERE source = 'crm'")
+        .fetch_one(&services.db)
+        .await?;
+    expect(
+        operator
+            .post("/admin/schedules/crm_poll/trigger", &json!({}))
+            .await?,
+        202,
+    )?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (stored, pending): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(*) FILTER (WHERE NOT bonus_applied) FROM transactions WHERE source = 'crm'",
+        )
+        .fetch_one(&services.db)
+        .await?;
+        if stored - before >= 15 && pending == 0 {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the CRM polls did not finish within 30 s ({} of 15 sales stored)",
+                stored - before
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (name, id, sim) in &simulators {
+        let (count, accrued, medical): (i64, Decimal, bool) = sqlx::query_as(
+            "SELECT count(*), COALESCE(SUM(bonus_accrued), 0), bool_or(is_medical) FROM transactions
+             WHERE business_id = $1 AND source = 'crm'",
+        )
+        .bind(id)
+        .fetch_one(&services.db)
+        .await?;
+        println!(
+            "  {name:<11} {count} sales stored once each ({} HTTP requests to its CRM), {accrued} bonuses accrued{}",
+            sim.requests(),
+            if medical { ", marked medical" } else { "" }
+        );
+    }
+    Ok(())
+}
+
+fn dec(value: i64) -> Decimal {
+    Decimal::from(value)
 }

@@ -137,3 +137,309 @@ async fn ingest_and_bonus_calc_record_each_purchase_once_and_reverse_refunds() {
     assert_eq!(rows, 5);
     app.assert_ledger_consistent().await;
 }
+
+mod pipeline {
+    use crate::helpers::{TestApp, eventually, member_phone};
+    use krug::client::expect;
+    use rust_decimal::Decimal;
+    use serde_json::{Value, json};
+    use simulators::{Fault, Sale, Simulator, Vendor};
+    use std::str::FromStr;
+    use time::{Duration, OffsetDateTime};
+    use uuid::Uuid;
+
+    async fn connect(
+        app: &TestApp,
+        operator: &krug::client::ApiClient,
+        name: &str,
+        sim: &Simulator,
+        cashback: &str,
+    ) -> Uuid {
+        let business = app
+            .create_business(
+                operator,
+                json!({
+                    "name": name, "category": "beauty", "cashback_percent": cashback,
+                    "crm_type": sim.vendor.crm_type(), "crm_base_url": sim.url,
+                    "crm_credentials": sim.vendor.credentials(),
+                }),
+            )
+            .await;
+        business["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    async fn count(app: &TestApp, sql: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+    }
+
+    async fn poll_all(operator: &krug::client::ApiClient) {
+        expect(
+            operator
+                .post("/admin/schedules/crm_poll/trigger", &json!({}))
+                .await
+                .unwrap(),
+            202,
+        )
+        .unwrap();
+    }
+
+    /// Two businesses polled by one tick, then again over an overlapping window with one new
+    /// sale each: every purchase is stored once, with its bonus, and the cursors move on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_crms_polled_twice_store_each_purchase_once_with_its_bonus() {
+        let app = TestApp::spawn().await;
+        let operator = app.operator().await;
+        let salon = Simulator::start(Vendor::Yclients).await.unwrap();
+        let clinic = Simulator::start(Vendor::OneC).await.unwrap();
+        *salon.state.page_size.lock().unwrap() = Some(2);
+        *clinic.state.page_size.lock().unwrap() = Some(2);
+        let salon_id = connect(&app, &operator, "Миндаль", &salon, "5").await;
+        let clinic_id = connect(&app, &operator, "Skinerica", &clinic, "10").await;
+        let anna = member_phone();
+        let boris = member_phone();
+        let earlier = OffsetDateTime::now_utc() - Duration::minutes(30);
+        salon.add_sales([
+            Sale::purchase("y-1", Decimal::from(1000), earlier, &anna),
+            Sale::purchase(
+                "y-2",
+                Decimal::from(2000),
+                earlier + Duration::minutes(1),
+                &boris,
+            ),
+            Sale::purchase(
+                "y-3",
+                Decimal::from(3000),
+                earlier + Duration::minutes(2),
+                &anna,
+            ),
+        ]);
+        clinic.add_sales([
+            Sale::purchase("c-1", Decimal::from(500), earlier, &anna),
+            Sale::purchase(
+                "c-2",
+                Decimal::from(700),
+                earlier + Duration::minutes(3),
+                &boris,
+            ),
+        ]);
+
+        poll_all(&operator).await;
+        eventually(20, "five purchases with their bonuses", || async {
+            (count(
+                &app,
+                "SELECT count(*) FROM transactions WHERE bonus_applied",
+            )
+            .await
+                == 5)
+                .then_some(())
+        })
+        .await;
+
+        // The overlap re-reads the same records; one new sale each.
+        salon.add_sales([Sale::purchase(
+            "y-4",
+            Decimal::from(400),
+            OffsetDateTime::now_utc() - Duration::minutes(1),
+            &boris,
+        )]);
+        clinic.add_sales([Sale::purchase(
+            "c-3",
+            Decimal::from(300),
+            OffsetDateTime::now_utc() - Duration::minutes(1),
+            &anna,
+        )]);
+        salon
+            .state
+            .duplicate
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        poll_all(&operator).await;
+        eventually(20, "the two new purchases", || async {
+            (count(
+                &app,
+                "SELECT count(*) FROM transactions WHERE bonus_applied",
+            )
+            .await
+                == 7)
+                .then_some(())
+        })
+        .await;
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+        assert_eq!(
+            count(&app, "SELECT count(*) FROM transactions").await,
+            7,
+            "each purchase once"
+        );
+        assert_eq!(
+            count(&app, "SELECT count(*) FROM bonus_ledger").await,
+            7,
+            "one accrual each"
+        );
+        let anna_balance = balance_of(&app, &anna).await;
+        // 5 % of 1000 + 3000 at the salon, 10 % of 500 + 300 at the clinic.
+        assert_eq!(anna_balance, Decimal::from_str("280.00").unwrap());
+        let boris_balance = balance_of(&app, &boris).await;
+        assert_eq!(boris_balance, Decimal::from_str("190.00").unwrap());
+        for business in [salon_id, clinic_id] {
+            let (polled_until, error): (OffsetDateTime, Option<String>) = sqlx::query_as(
+                "SELECT polled_until, last_error FROM crm_cursors WHERE business_id = $1",
+            )
+            .bind(business)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+            assert!(
+                OffsetDateTime::now_utc() - polled_until < Duration::minutes(1),
+                "cursor advanced to the last poll"
+            );
+            assert_eq!(error, None);
+        }
+        app.assert_ledger_consistent().await;
+    }
+
+    async fn balance_of(app: &TestApp, phone: &str) -> Decimal {
+        sqlx::query_scalar("SELECT b.balance FROM bonus_balances b JOIN users u ON u.id = b.user_id WHERE u.phone = $1")
+            .bind(phone)
+            .fetch_one(&app.db)
+            .await
+            .unwrap()
+    }
+
+    /// 401 marks the integration failing (operators see it; polling stops until they act); a
+    /// malformed reply fails the poll with the vendor's excerpt and keeps the cursor; a 429
+    /// and a 500 are waited out and the window is stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn vendor_failures_stop_retry_or_wait_as_they_deserve() {
+        let app = TestApp::spawn().await;
+        let operator = app.operator().await;
+        let refusing = Simulator::start(Vendor::AmoCrm).await.unwrap();
+        let garbled = Simulator::start(Vendor::Renovatio).await.unwrap();
+        let busy = Simulator::start(Vendor::Iiko).await.unwrap();
+        let refusing_id = connect(&app, &operator, "Стим Центр", &refusing, "5").await;
+        let garbled_id = connect(&app, &operator, "Миллениум", &garbled, "4").await;
+        let busy_id = connect(&app, &operator, "Лисичкино", &busy, "3").await;
+        let at = OffsetDateTime::now_utc() - Duration::minutes(20);
+        for sim in [&refusing, &garbled, &busy] {
+            sim.add_sales([Sale::purchase(
+                format!("{:?}-1", sim.vendor),
+                Decimal::from(1000),
+                at,
+                &member_phone(),
+            )]);
+        }
+        refusing.inject([Fault::Unauthorized]);
+        garbled.inject([Fault::Malformed]);
+        busy.inject([Fault::RateLimited { retry_after_s: 1 }, Fault::ServerError]);
+
+        poll_all(&operator).await;
+
+        let busy_stored = eventually(20, "the busy vendor's window", || async {
+            (count(
+                &app,
+                &format!("SELECT count(*) FROM transactions WHERE business_id = '{busy_id}'"),
+            )
+            .await
+                == 1)
+                .then_some(())
+        })
+        .await;
+        let _ = busy_stored;
+        let status: (String, Option<String>) =
+            eventually(20, "the refusing CRM to be marked failing", || async {
+                let row: (String, Option<String>) = sqlx::query_as(
+                    "SELECT integration_status, integration_error FROM businesses WHERE id = $1",
+                )
+                .bind(refusing_id)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+                (row.0 == "failing").then_some(row)
+            })
+            .await;
+        assert!(status.1.unwrap().contains("401"));
+        let garbled_error: String =
+            eventually(20, "the malformed reply to be recorded", || async {
+                let row: Option<(Option<String>,)> =
+                    sqlx::query_as("SELECT last_error FROM crm_cursors WHERE business_id = $1")
+                        .bind(garbled_id)
+                        .fetch_optional(&app.db)
+                        .await
+                        .unwrap();
+                row.and_then(|r| r.0)
+            })
+            .await;
+        assert!(
+            garbled_error.contains("unexpected reply"),
+            "{garbled_error}"
+        );
+        let garbled_cursor: Option<OffsetDateTime> =
+            sqlx::query_scalar("SELECT last_success_at FROM crm_cursors WHERE business_id = $1")
+                .bind(garbled_id)
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        assert_eq!(
+            garbled_cursor, None,
+            "a malformed reply does not advance the cursor"
+        );
+        assert_eq!(
+            count(
+                &app,
+                &format!("SELECT count(*) FROM transactions WHERE business_id = '{garbled_id}'")
+            )
+            .await,
+            0
+        );
+
+        // The next tick skips the failing integration; an operator's poll-now tries it, and
+        // once the vendor answers again it is back to ok.
+        let refused_requests = refusing.requests();
+        poll_all(&operator).await;
+        eventually(
+            20,
+            "the garbled vendor's window on the next tick",
+            || async {
+                (count(
+                    &app,
+                    &format!(
+                        "SELECT count(*) FROM transactions WHERE business_id = '{garbled_id}'"
+                    ),
+                )
+                .await
+                    == 1)
+                    .then_some(())
+            },
+        )
+        .await;
+        assert_eq!(
+            refusing.requests(),
+            refused_requests,
+            "a failing integration is not polled by the schedule"
+        );
+        let queued: Value = expect(
+            operator
+                .post(&format!("/admin/businesses/{refusing_id}/poll"), &json!({}))
+                .await
+                .unwrap(),
+            202,
+        )
+        .unwrap()
+        .data()
+        .clone();
+        assert!(queued["job_id"].is_string());
+        eventually(20, "the integration to recover", || async {
+            let status: String =
+                sqlx::query_scalar("SELECT integration_status FROM businesses WHERE id = $1")
+                    .bind(refusing_id)
+                    .fetch_one(&app.db)
+                    .await
+                    .unwrap();
+            (status == "ok").then_some(())
+        })
+        .await;
+        app.assert_ledger_consistent().await;
+    }
+}
