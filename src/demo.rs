@@ -204,7 +204,7 @@ async fn day(services: &Services, api: &ApiClient, partners: &[Business]) -> any
         );
     }
     println!(
-        "\nDone. Everything above went through the HTTP API and the qr_scan / otp_send workers."
+        "\nDone. Everything above went through the HTTP API and the otp_send, qr_scan, crm_poll and bonus_calc workers."
     );
     Ok(())
 }
