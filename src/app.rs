@@ -75,6 +75,8 @@ impl Services {
             queue: self.queue.clone(),
             secrets: self.secrets.clone(),
             sms: self.sms.clone(),
+            clickhouse: self.clickhouse.clone(),
+            timezone: self.config.timezone,
             reconcile: Default::default(),
         })
     }

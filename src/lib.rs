@@ -2,6 +2,7 @@
 //! black-box tests in `tests/` start exactly what production starts.
 
 pub mod app;
+pub mod bench;
 pub mod client;
 pub mod commands;
 pub mod config;

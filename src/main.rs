@@ -41,6 +41,21 @@ enum Command {
         #[command(subcommand)]
         command: ScheduleCommand,
     },
+    /// Measure the speed figures of DESIGN.md (use a release build: scripts/bench.sh).
+    Bench {
+        /// Parts to run: jobs, scan, ingest, rfm, balance (all by default).
+        #[arg(long = "only")]
+        only: Vec<String>,
+        /// Jobs in the throughput backlog.
+        #[arg(long, default_value_t = 100_000)]
+        jobs: usize,
+    },
+    /// The bare poem handler `krug bench` compares the API with.
+    #[command(hide = true)]
+    BenchBare {
+        #[arg(long)]
+        bind: String,
+    },
     /// Inspect, retry and discard jobs.
     Jobs {
         #[command(subcommand)]
@@ -120,6 +135,14 @@ fn main() -> anyhow::Result<()> {
                         business,
                     },
             } => commands::grant(Services::connect(config)?, &phone, &role, business).await,
+            Command::Bench { only, jobs } => {
+                krug::bench::run(
+                    Services::connect(config)?,
+                    krug::bench::BenchOptions { only, jobs },
+                )
+                .await
+            }
+            Command::BenchBare { bind } => krug::bench::bare_server(&bind).await,
             Command::Jobs { command } => {
                 let services = Services::connect(config)?;
                 match command {

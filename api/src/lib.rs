@@ -17,8 +17,8 @@ use poem::{
 use poem_openapi::{Object, OpenApiService, payload::Json};
 use prometheus::{HistogramVec, register_histogram_vec};
 use routes::{
-    admin::AdminApi, auth::AuthApi, business::BusinessApi, loyalty::LoyaltyApi,
-    operations::OperationsApi, users::UserApi,
+    admin::AdminApi, analytics::AnalyticsApi, auth::AuthApi, business::BusinessApi,
+    loyalty::LoyaltyApi, operations::OperationsApi, users::UserApi,
 };
 use state::AppState;
 use std::{
@@ -55,6 +55,7 @@ pub fn api_service(
         BusinessApi,
         AdminApi,
         OperationsApi,
+        AnalyticsApi,
     ),
     (),
 > {
@@ -76,6 +77,9 @@ pub fn api_service(
                 state: state.clone(),
             },
             OperationsApi {
+                state: state.clone(),
+            },
+            AnalyticsApi {
                 state: state.clone(),
             },
         ),

@@ -4,6 +4,7 @@ pub mod codes;
 pub mod loyalty;
 pub mod money;
 pub mod phone;
+pub mod rfm;
 
 pub use loyalty::{Category, Tier, TierRule, TierRules};
 pub use money::Money;

@@ -10,6 +10,9 @@ use uuid::Uuid;
 
 /// The meta field with the push time (unix seconds).
 pub const ENQUEUED_AT: &str = "enqueued_at";
+/// The meta field that marks a job relayed from the Postgres outbox: its outcome is written
+/// back there (other jobs skip that round trip).
+pub const FROM_OUTBOX: &str = "outbox";
 
 /// Pushes larger than this are split: one huge Lua call blocks Redis and times out
 /// (APALIS.md #9b).
@@ -29,6 +32,8 @@ pub struct RawJob {
     pub run_at: Option<OffsetDateTime>,
     /// Pushing twice with the same key enqueues once (scheduler ticks).
     pub idempotency_key: Option<String>,
+    /// Relayed from the outbox (see [`FROM_OUTBOX`]).
+    pub from_outbox: bool,
 }
 
 /// The producer side of every queue.
@@ -66,6 +71,10 @@ impl JobQueue {
         Config::default()
             .queue(Self::namespace(&self.prefix, queue))
             .batch_size(queue.concurrency())
+            // fetch_next (patched) records who runs a task and since when; a lease round trip
+            // per batch would only repeat that. Per-task pub/sub events have no listener.
+            .lock_tasks(false)
+            .emit_events(false)
             // Keys of retried tasks expire: a tick key only has to outlive the tick.
             .idempotency_ttl(Some(std::time::Duration::from_secs(7 * 24 * 3600)))
     }
@@ -81,6 +90,7 @@ impl JobQueue {
                 max_attempts: J::QUEUE.max_attempts(),
                 run_at: None,
                 idempotency_key: None,
+                from_outbox: false,
             }],
         )
         .await
@@ -101,10 +111,14 @@ impl JobQueue {
 
 fn to_task(job: &RawJob) -> RedisTask {
     // Kept in the job's meta hash, for operators (apalis-redis records no enqueue time).
-    let meta = MetadataStore::from_map(HashMap::from([(
+    let mut fields = HashMap::from([(
         ENQUEUED_AT.to_owned(),
         OffsetDateTime::now_utc().unix_timestamp().to_string(),
-    )]));
+    )]);
+    if job.from_outbox {
+        fields.insert(FROM_OUTBOX.to_owned(), "1".to_owned());
+    }
+    let meta = MetadataStore::from_map(fields);
     let mut builder = TaskBuilder::new(job.payload.clone())
         .task_id(TaskId::from_uuid(job.id))
         .with_metadata(meta)

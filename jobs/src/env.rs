@@ -13,6 +13,9 @@ pub struct Env {
     pub queue: JobQueue,
     pub secrets: SecretBox,
     pub sms: Arc<dyn SmsSender>,
+    pub clickhouse: clickhouse::Client,
+    /// `KRUG_TIMEZONE`: what "today" means for daily jobs.
+    pub timezone: chrono_tz::Tz,
     pub reconcile: ReconcilePolicy,
 }
 

@@ -52,6 +52,7 @@ pub async fn relay(db: &PgPool, queue: &JobQueue, rows: &[OutboxJob]) -> Result<
             max_attempts: row.max_attempts.max(1) as u32,
             run_at: row.run_at,
             idempotency_key: None,
+            from_outbox: true,
         });
         ids.push(row.job_id);
     }

@@ -10,7 +10,10 @@
 
 use crate::{
     env::Env,
-    handlers::{bonus::CalcBonus, crm::PollCrm, otp::SendOtp, reconcile::Reconcile, scan::ScanQr},
+    handlers::{
+        analytics::RfmSnapshot, bonus::CalcBonus, crm::PollCrm, expire::Expire, otp::SendOtp,
+        reconcile::Reconcile, scan::ScanQr, tiers::ReviewTiers,
+    },
     metrics::{JOB_DURATION, JOBS_PROCESSED},
     queue::{Job, JobCtx, JobError, QueueName},
     signals::{self, Wakeup},
@@ -19,7 +22,7 @@ use apalis::layers::WorkerBuilderExt;
 use apalis_core::{
     backend::ext::poll_strategy::{PollWith, Strategy},
     error::{AbortError, BoxDynError, WorkerError},
-    task::{attempt::Attempt, data::Data, task_id::TaskId},
+    task::{attempt::Attempt, data::Data, metadata::MetadataStore, task_id::TaskId},
     worker::{builder::WorkerBuilder, ext::parallelize::ParallelizeExt},
 };
 use apalis_redis::{ConnectionManager, RedisStorage};
@@ -40,6 +43,8 @@ pub struct WorkerOptions {
     pub missed_heartbeats: usize,
     /// How often an idle worker polls when no push notification arrives.
     pub idle_poll: Duration,
+    /// Jobs run at once per queue, instead of each queue's own setting.
+    pub concurrency: Option<usize>,
 }
 
 impl WorkerOptions {
@@ -50,6 +55,7 @@ impl WorkerOptions {
             heartbeat: Duration::from_secs(5),
             missed_heartbeats: 6,
             idle_poll: Duration::from_millis(500),
+            concurrency: None,
         }
     }
 }
@@ -91,27 +97,24 @@ async fn supervise(
     loop {
         incarnation += 1;
         let name = worker_name(queue, incarnation);
-        let result = match queue {
-            QueueName::OtpSend => {
-                run_queue::<SendOtp>(&env, &wakeup, &options, name, &shutdown).await
+        let (env, wakeup, options, shutdown) = (&env, &wakeup, &options, &shutdown);
+        let worker = match queue {
+            QueueName::OtpSend => run_queue::<SendOtp>(env, wakeup, options, name, shutdown),
+            QueueName::QrScan => run_queue::<ScanQr>(env, wakeup, options, name, shutdown),
+            QueueName::CrmPoll => run_queue::<PollCrm>(env, wakeup, options, name, shutdown),
+            QueueName::BonusCalc => run_queue::<CalcBonus>(env, wakeup, options, name, shutdown),
+            QueueName::RfmSnapshot => {
+                run_queue::<RfmSnapshot>(env, wakeup, options, name, shutdown)
             }
-            QueueName::QrScan => {
-                run_queue::<ScanQr>(&env, &wakeup, &options, name, &shutdown).await
-            }
-            QueueName::CrmPoll => {
-                run_queue::<PollCrm>(&env, &wakeup, &options, name, &shutdown).await
-            }
-            QueueName::BonusCalc => {
-                run_queue::<CalcBonus>(&env, &wakeup, &options, name, &shutdown).await
-            }
-            QueueName::Reconcile => {
-                run_queue::<Reconcile>(&env, &wakeup, &options, name, &shutdown).await
-            }
-            other => {
-                tracing::debug!(queue = %other, "no handler for this queue in this build");
+            QueueName::TierReview => run_queue::<ReviewTiers>(env, wakeup, options, name, shutdown),
+            QueueName::Expire => run_queue::<Expire>(env, wakeup, options, name, shutdown),
+            QueueName::Reconcile => run_queue::<Reconcile>(env, wakeup, options, name, shutdown),
+            QueueName::CrossPromo | QueueName::Notify => {
+                tracing::debug!(queue = %queue, "no handler for this queue in this build");
                 return;
             }
         };
+        let result = worker.await;
         if shutdown.is_cancelled() {
             return;
         }
@@ -136,6 +139,25 @@ fn worker_name(queue: QueueName, incarnation: u32) -> String {
     format!("{queue}@{host}-{}-{incarnation}-{tag}", std::process::id())
 }
 
+/// Runs the worker of job type `J` alone (the benchmark's no-op jobs), until `shutdown`.
+pub async fn run_single<J: Job>(
+    env: Arc<Env>,
+    options: WorkerOptions,
+    shutdown: CancellationToken,
+) {
+    let wakeup = Wakeup::default();
+    let namespace = crate::JobQueue::namespace(env.queue.prefix(), J::QUEUE);
+    let listener = signals::spawn_listener(
+        options.redis_url.clone(),
+        HashMap::from([(namespace, wakeup.clone())]),
+    );
+    let name = worker_name(J::QUEUE, 1);
+    if let Err(e) = run_queue::<J>(&env, &wakeup, &options, name, &shutdown).await {
+        tracing::warn!(error = %e, "worker failed");
+    }
+    listener.abort();
+}
+
 /// Builds the worker of one queue. Not an `async fn`: the worker's future is boxed here,
 /// where its types are concrete, because the compiler cannot prove `Send` for it through
 /// the higher-ranked closures of apalis layers inside another async body.
@@ -146,9 +168,11 @@ fn run_queue<J: Job>(
     name: String,
     shutdown: &CancellationToken,
 ) -> BoxFuture<'static, Result<(), WorkerError>> {
+    let concurrency = options.concurrency.unwrap_or(J::QUEUE.concurrency()).max(1);
     let config = env
         .queue
         .config(J::QUEUE)
+        .batch_size(concurrency)
         .heartbeat_interval(options.heartbeat)
         .missed_heartbeats(options.missed_heartbeats);
     let storage =
@@ -161,7 +185,7 @@ fn run_queue<J: Job>(
         .backend(backend)
         .data(env.clone())
         .catch_panic()
-        .concurrency(J::QUEUE.concurrency())
+        .concurrency(concurrency)
         .parallelize(tokio::spawn)
         .build(execute::<J>);
     let shutdown = shutdown.clone();
@@ -177,6 +201,7 @@ async fn execute<J: Job>(
     env: Data<Arc<Env>>,
     id: TaskId,
     attempt: Attempt,
+    meta: MetadataStore,
 ) -> Result<(), BoxDynError> {
     let queue = J::QUEUE;
     let job_id = id.to_uuid();
@@ -203,7 +228,7 @@ async fn execute<J: Job>(
     JOBS_PROCESSED
         .with_label_values(&[queue.as_str(), final_outcome.unwrap_or("retry")])
         .inc();
-    if let Some(outcome) = final_outcome {
+    if let Some(outcome) = final_outcome.filter(|_| meta.contains_key(crate::client::FROM_OUTBOX)) {
         // Best effort: if this write fails, reconcile re-relays the job later and the
         // idempotent handler finds its work done.
         if let Err(e) = storage::outbox::finish(&env.db, job_id, outcome).await {

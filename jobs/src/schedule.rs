@@ -7,7 +7,10 @@
 use crate::{
     client::{JobQueue, RawJob},
     env::Env,
-    handlers::{crm::PollCrm, reconcile::Reconcile},
+    handlers::{
+        analytics::RfmSnapshot, crm::PollCrm, expire::Expire, reconcile::Reconcile,
+        tiers::ReviewTiers,
+    },
     queue::{Job, QueueName},
 };
 use apalis_cron::CronScheduler;
@@ -58,6 +61,7 @@ impl Schedule {
             max_attempts: self.queue.max_attempts(),
             run_at: None,
             idempotency_key: Some(format!("tick:{}:{tick_unix}", self.name)),
+            from_outbox: false,
         }
     }
 
@@ -69,15 +73,18 @@ impl Schedule {
             max_attempts: self.queue.max_attempts(),
             run_at: None,
             idempotency_key: None,
+            from_outbox: false,
         }
     }
 }
 
-/// The schedules this build runs. (`rfm_snapshot`, `tier_review` and `expire` join as their
-/// jobs are built; see the README.)
+/// The schedules of DESIGN.md.
 pub fn schedules() -> Vec<Schedule> {
     vec![
         Schedule::of::<PollCrm>("crm_poll", "0 */5 * * * *"),
+        Schedule::of::<RfmSnapshot>("rfm_snapshot", "0 0 3 * * *"),
+        Schedule::of::<ReviewTiers>("tier_review", "0 0 4 * * *"),
+        Schedule::of::<Expire>("expire", "0 30 2 * * *"),
         Schedule::of::<Reconcile>("reconcile", "0 * * * * *"),
     ]
 }
@@ -175,6 +182,7 @@ pub async fn run(env: Arc<Env>, timezone: Tz, shutdown: CancellationToken) -> an
     let mut tasks = tokio::task::JoinSet::new();
     for schedule in schedules() {
         let cron = schedule.parsed()?;
+        catch_up(&env, &schedule, &cron, timezone).await;
         let env = env.clone();
         let shutdown = shutdown.clone();
         tracing::info!(schedule = schedule.name, cron = %schedule.cron, "schedule armed");
@@ -201,6 +209,38 @@ pub async fn run(env: Arc<Env>, timezone: Tz, shutdown: CancellationToken) -> an
     }
     while tasks.join_next().await.is_some() {}
     Ok(())
+}
+
+/// How far back a restarted scheduler looks for a missed tick.
+const CATCH_UP_LOOKBACK_HOURS: i64 = 24;
+
+/// A scheduler that was down fires the last tick it missed, once (not every tick it
+/// missed: a storm of stale polls and snapshots helps nobody). The tick's job id is the
+/// same in every scheduler, so several starting together still enqueue it once.
+async fn catch_up(env: &Env, schedule: &Schedule, cron: &cron::Schedule, timezone: Tz) {
+    let now = chrono::Utc::now().with_timezone(&timezone);
+    let since = now - chrono::Duration::hours(CATCH_UP_LOOKBACK_HOURS);
+    let Some(missed) = cron.after(&since).take_while(|t| *t <= now).last() else {
+        return;
+    };
+    let last_run: Option<OffsetDateTime> = match sqlx::query_scalar(
+        "SELECT max(tick_at) FROM schedule_runs WHERE schedule = $1",
+    )
+    .bind(schedule.name)
+    .fetch_one(&env.db)
+    .await
+    {
+        Ok(last) => last,
+        Err(e) => {
+            tracing::warn!(schedule = schedule.name, error = %e, "could not read the last run; no catch-up");
+            return;
+        }
+    };
+    if last_run.is_some_and(|last| last.unix_timestamp() >= missed.timestamp()) {
+        return;
+    }
+    tracing::info!(schedule = schedule.name, tick = %missed, "catching up the last missed tick");
+    fire(env, schedule, missed.timestamp().max(0) as u64).await;
 }
 
 async fn fire(env: &Env, schedule: &Schedule, tick_unix: u64) {

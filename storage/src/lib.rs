@@ -10,6 +10,7 @@ pub mod notifications;
 pub mod otp;
 pub mod outbox;
 pub mod page;
+pub mod rfm;
 pub mod scans;
 pub mod secret;
 pub mod tokens;

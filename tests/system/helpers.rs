@@ -96,6 +96,11 @@ impl TestApp {
         init_logs();
         let mut config = Config::from_env().expect("default configuration");
         config.database_url = fresh_database().await;
+        // A ClickHouse database of the test's own, named like its Postgres one.
+        config.clickhouse_db = config.database_url.rsplit('/').next().unwrap().to_owned();
+        storage::analytics::migrate(&config.clickhouse_url, &config.clickhouse_db)
+            .await
+            .expect("ClickHouse is up (scripts/services.sh)");
         config.queue_prefix = format!("kt-{}", &Uuid::new_v4().simple().to_string()[..12]);
         config.key_dir = test_key_dir();
         config.database_max_connections = 10;

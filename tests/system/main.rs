@@ -5,7 +5,9 @@ mod fakes;
 mod helpers;
 
 mod admin;
+mod analytics;
 mod auth;
+mod backlog;
 mod board;
 mod cli;
 mod crm;

@@ -141,6 +141,7 @@ async fn discard_and_the_rules_of_operator_actions() {
         max_attempts: 2,
         run_at: Some(time::OffsetDateTime::now_utc() + time::Duration::hours(1)),
         idempotency_key: None,
+        from_outbox: false,
     };
     app.services
         .queue

@@ -1,6 +1,7 @@
 //! One `#[OpenApi]` struct per area of DESIGN.md.
 
 pub mod admin;
+pub mod analytics;
 pub mod auth;
 pub mod business;
 pub mod loyalty;

@@ -72,6 +72,7 @@ async fn fan_out(ctx: &JobCtx) -> Result<(), JobError> {
             max_attempts: QueueName::CrmPoll.max_attempts(),
             run_at: None,
             idempotency_key: None,
+            from_outbox: false,
         })
         .collect();
     env.queue

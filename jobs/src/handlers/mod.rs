@@ -1,7 +1,10 @@
 //! One module per job type.
 
+pub mod analytics;
 pub mod bonus;
 pub mod crm;
+pub mod expire;
 pub mod otp;
 pub mod reconcile;
 pub mod scan;
+pub mod tiers;

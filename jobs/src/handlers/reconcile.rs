@@ -1,4 +1,6 @@
-//! `reconcile`: re-enqueues work whose enqueue was lost (see `crate::outbox`).
+//! `reconcile` (every minute): makes Redis and ClickHouse agree with Postgres. It
+//! re-enqueues work whose enqueue was lost (see `crate::outbox`) and exports the facts
+//! ClickHouse does not have yet (see `storage::analytics`).
 
 use crate::{
     outbox,
@@ -40,6 +42,15 @@ impl Job for Reconcile {
         if total > 0 {
             tracing::info!(relayed = total, "reconcile re-enqueued jobs");
         }
+        // ClickHouse too must agree with Postgres: facts not exported yet (ClickHouse was
+        // down, or a crash came between insert and mark) go now.
+        storage::analytics::export_facts(
+            &env.db,
+            &env.clickhouse,
+            crate::handlers::analytics::EXPORT_BATCH,
+        )
+        .await
+        .map_err(JobError::Retry)?;
         Ok(())
     }
 }

@@ -67,6 +67,12 @@ if count > 0 then
     -- Mark jobs as inflight
     redis.call("sadd", worker_inflight_set, unpack(task_ids))
 
+    -- PATCH(krug): record who runs each task and since when here, in the fetch itself, so
+    -- that workers need not take leases in a second round trip per batch (lock_tasks off).
+    for _, task_id in ipairs(task_ids) do
+        redis.call("hset", KEYS[6] .. ":" .. task_id, "status", "Running", "locked_at", ARGV[1], "locked_by", worker_name)
+    end
+
     -- Remove fetched jobs from the active queue
     redis.call("ltrim", KEYS[2], count, -1)
 

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The benchmark: a release build of krug measures the speed figures of DESIGN.md against
+# real Postgres, Redis and ClickHouse, prints a table and writes bench/results.md.
+#   scripts/bench.sh                 # everything
+#   scripts/bench.sh --only jobs     # one part: jobs, scan, ingest, rfm, balance
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/services.sh
+cargo build --release --locked --quiet
+RUST_LOG="${RUST_LOG:-warn}" exec target/release/krug bench "$@"
