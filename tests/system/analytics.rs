@@ -236,7 +236,7 @@ async fn the_rfm_snapshot_matches_the_rules_over_a_generated_population() {
     };
     let first = expect(
         operator
-            .get(&format!("/admin/analytics/rfm?date={today}&limit=150"))
+            .get(&format!("/admin/analytics/rfm?date={today}&limit=100"))
             .await
             .unwrap(),
         200,
@@ -254,14 +254,14 @@ async fn the_rfm_snapshot_matches_the_rules_over_a_generated_population() {
     let second = expect(
         operator
             .get(&format!(
-                "/admin/analytics/rfm?date={today}&limit=150&cursor={cursor}"
+                "/admin/analytics/rfm?date={today}&limit=100&cursor={cursor}"
             ))
             .await
             .unwrap(),
         200,
     )
     .unwrap();
-    assert_eq!(second.data()["items"].as_array().unwrap().len(), 50);
+    assert_eq!(second.data()["items"].as_array().unwrap().len(), 100);
     assert!(second.data()["next_cursor"].is_null());
 }
 
