@@ -1,10 +1,13 @@
 //! Wiring: connections and keys from the configuration, shared by every subcommand.
 
 use crate::{
-    config::{Config, SmsConfig},
+    config::{Config, PushConfig, SmsConfig},
     keys,
 };
-use adapters::sms::{HttpSmsRu, LogSms, SmsSender};
+use adapters::{
+    push::{HttpFcm, LogPush, PushSender},
+    sms::{HttpSmsRu, LogSms, SmsSender},
+};
 use anyhow::Context;
 use api::{State as AppState, auth::JwtKeys};
 use jobs::{Env, JobQueue};
@@ -25,6 +28,7 @@ pub struct Services {
     pub jwt: JwtKeys,
     pub clickhouse: clickhouse::Client,
     pub sms: Arc<dyn SmsSender>,
+    pub push: Arc<dyn PushSender>,
 }
 
 impl Services {
@@ -42,7 +46,16 @@ impl Services {
                 sender,
             } => Arc::new(HttpSmsRu::new(base_url, api_id.clone(), sender.clone())),
         };
+        let push: Arc<dyn PushSender> = match &config.push {
+            PushConfig::Log => Arc::new(LogPush),
+            PushConfig::Fcm {
+                base_url,
+                project_id,
+                token,
+            } => Arc::new(HttpFcm::new(base_url, project_id, token.clone())),
+        };
         Ok(Self {
+            push,
             db,
             cache: Cache::new(redis.clone(), config.queue_prefix.clone()),
             queue: JobQueue::new(redis, config.queue_prefix.clone()),
@@ -75,6 +88,7 @@ impl Services {
             queue: self.queue.clone(),
             secrets: self.secrets.clone(),
             sms: self.sms.clone(),
+            push: self.push.clone(),
             clickhouse: self.clickhouse.clone(),
             timezone: self.config.timezone,
             reconcile: Default::default(),

@@ -11,6 +11,20 @@ pub enum Environment {
     Production,
 }
 
+/// How pushes leave the system.
+#[derive(Debug, Clone)]
+pub enum PushConfig {
+    /// Print and record (development).
+    Log,
+    /// FCM HTTP v1: `FCM_BASE_URL` (default `https://fcm.googleapis.com`), `FCM_PROJECT_ID`,
+    /// `FCM_TOKEN` (an OAuth access token).
+    Fcm {
+        base_url: String,
+        project_id: String,
+        token: String,
+    },
+}
+
 /// How SMS leave the system.
 #[derive(Debug, Clone)]
 pub enum SmsConfig {
@@ -49,6 +63,8 @@ pub struct Config {
     pub key_dir: PathBuf,
     /// `KRUG_SMS_PROVIDER`: `log` (default) or `smsru`.
     pub sms: SmsConfig,
+    /// `KRUG_PUSH_PROVIDER`: `log` (default) or `fcm`.
+    pub push: PushConfig,
     /// `KRUG_TIMEZONE`, default `Europe/Moscow`.
     pub timezone: chrono_tz::Tz,
     /// `DATABASE_MAX_CONNECTIONS`, default 20.
@@ -83,6 +99,16 @@ impl Config {
             },
             other => bail!("KRUG_SMS_PROVIDER must be `log` or `smsru`, not `{other}`"),
         };
+        let push = match var("KRUG_PUSH_PROVIDER", "log").as_str() {
+            "log" => PushConfig::Log,
+            "fcm" => PushConfig::Fcm {
+                base_url: var("FCM_BASE_URL", "https://fcm.googleapis.com"),
+                project_id: optional("FCM_PROJECT_ID")
+                    .context("KRUG_PUSH_PROVIDER=fcm needs FCM_PROJECT_ID")?,
+                token: optional("FCM_TOKEN").context("KRUG_PUSH_PROVIDER=fcm needs FCM_TOKEN")?,
+            },
+            other => bail!("KRUG_PUSH_PROVIDER must be `log` or `fcm`, not `{other}`"),
+        };
         if environment == Environment::Production && matches!(sms, SmsConfig::Log) {
             bail!("KRUG_ENV=production needs a real SMS provider (KRUG_SMS_PROVIDER=smsru)");
         }
@@ -113,6 +139,7 @@ impl Config {
             secret_key: optional("KRUG_SECRET_KEY"),
             key_dir: PathBuf::from(var("KRUG_KEY_DIR", ".krug")),
             sms,
+            push,
             timezone,
             database_max_connections: var("DATABASE_MAX_CONNECTIONS", "20")
                 .parse()

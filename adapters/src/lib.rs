@@ -2,6 +2,7 @@
 
 pub mod crm;
 pub mod http;
+pub mod push;
 pub mod sms;
 
 use std::{sync::Once, time::Duration};

@@ -2,6 +2,7 @@
 
 pub mod codes;
 pub mod loyalty;
+pub mod messages;
 pub mod money;
 pub mod phone;
 pub mod rfm;

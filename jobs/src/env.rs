@@ -1,7 +1,7 @@
 //! What every job handler can reach: the database, Redis, the queues and the vendors.
 
 use crate::client::JobQueue;
-use adapters::sms::SmsSender;
+use adapters::{push::PushSender, sms::SmsSender};
 use sqlx::PgPool;
 use std::sync::Arc;
 use storage::{cache::Cache, secret::SecretBox};
@@ -13,6 +13,7 @@ pub struct Env {
     pub queue: JobQueue,
     pub secrets: SecretBox,
     pub sms: Arc<dyn SmsSender>,
+    pub push: Arc<dyn PushSender>,
     pub clickhouse: clickhouse::Client,
     /// `KRUG_TIMEZONE`: what "today" means for daily jobs.
     pub timezone: chrono_tz::Tz,

@@ -11,8 +11,8 @@
 use crate::{
     env::Env,
     handlers::{
-        analytics::RfmSnapshot, bonus::CalcBonus, crm::PollCrm, expire::Expire, otp::SendOtp,
-        reconcile::Reconcile, scan::ScanQr, tiers::ReviewTiers,
+        analytics::RfmSnapshot, bonus::CalcBonus, crm::PollCrm, expire::Expire, notify::Notify,
+        otp::SendOtp, reconcile::Reconcile, scan::ScanQr, tiers::ReviewTiers,
     },
     metrics::{JOB_DURATION, JOBS_PROCESSED},
     queue::{Job, JobCtx, JobError, QueueName},
@@ -109,7 +109,8 @@ async fn supervise(
             QueueName::TierReview => run_queue::<ReviewTiers>(env, wakeup, options, name, shutdown),
             QueueName::Expire => run_queue::<Expire>(env, wakeup, options, name, shutdown),
             QueueName::Reconcile => run_queue::<Reconcile>(env, wakeup, options, name, shutdown),
-            QueueName::CrossPromo | QueueName::Notify => {
+            QueueName::Notify => run_queue::<Notify>(env, wakeup, options, name, shutdown),
+            QueueName::CrossPromo => {
                 tracing::debug!(queue = %queue, "no handler for this queue in this build");
                 return;
             }

@@ -5,6 +5,7 @@ pub mod bonus;
 pub mod businesses;
 pub mod cache;
 pub mod crm;
+pub mod devices;
 pub mod loyalty;
 pub mod notifications;
 pub mod otp;

@@ -67,6 +67,20 @@ pub async fn mark_sent(db: &PgPool, id: Uuid, provider_reply: &str) -> sqlx::Res
     Ok(())
 }
 
+/// Records that a marketing message waits for the end of quiet hours.
+pub async fn mark_scheduled(
+    db: &PgPool,
+    id: Uuid,
+    send_after: time::OffsetDateTime,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE notifications SET status = 'scheduled', send_after = $2 WHERE id = $1")
+        .bind(id)
+        .bind(send_after)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
 pub async fn mark_failed(db: &PgPool, id: Uuid, error: &str) -> sqlx::Result<()> {
     sqlx::query("UPDATE notifications SET status = 'failed', error = $2 WHERE id = $1")
         .bind(id)

@@ -6,7 +6,9 @@ use crate::{
     error::{ApiError, ApiResult},
     state::AppState,
 };
-use poem_openapi::{Object, OpenApi, Tags, payload::Json, types::MaybeUndefined};
+use poem_openapi::{
+    ApiResponse, Enum, Object, OpenApi, Tags, payload::Json, types::MaybeUndefined,
+};
 use std::sync::Arc;
 use storage::users::{self, ProfilePatch, Role, User};
 use uuid::Uuid;
@@ -77,6 +79,33 @@ pub struct ProfileChange {
     pub email: MaybeUndefined<String>,
 }
 
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum Platform {
+    Ios,
+    Android,
+}
+
+#[derive(Debug, Object)]
+pub struct DeviceRegistration {
+    /// The push token FCM gave the app.
+    #[oai(validator(min_length = 1, max_length = 4096))]
+    pub token: String,
+    pub platform: Platform,
+}
+
+#[derive(Debug, Object)]
+pub struct DeviceView {
+    pub id: Uuid,
+    pub platform: String,
+}
+
+#[derive(ApiResponse)]
+pub enum DeviceRegistered {
+    #[oai(status = 201)]
+    Created(Json<Envelope<DeviceView>>),
+}
+
 fn field(value: &MaybeUndefined<String>) -> Option<Option<String>> {
     match value {
         MaybeUndefined::Undefined => None,
@@ -137,5 +166,25 @@ impl UserApi {
             })?;
         let roles = users::roles(db, user.id).await?;
         Ok(Json(Envelope::new(user_view(user, &roles))))
+    }
+
+    /// Register a device for push notifications (a token already known moves to this account).
+    #[oai(path = "/me/devices", method = "post")]
+    async fn register_device(
+        &self,
+        auth: Auth,
+        body: Json<DeviceRegistration>,
+    ) -> ApiResult<DeviceRegistered> {
+        let platform = match body.platform {
+            Platform::Ios => "ios",
+            Platform::Android => "android",
+        };
+        let device =
+            storage::devices::register(&self.state.db, auth.user_id(), body.token.trim(), platform)
+                .await?;
+        Ok(DeviceRegistered::Created(Json(Envelope::new(DeviceView {
+            id: device.id,
+            platform: device.platform,
+        }))))
     }
 }

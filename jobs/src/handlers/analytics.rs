@@ -32,9 +32,14 @@ impl Job for RfmSnapshot {
 
 /// Today's date where the coalition lives.
 pub fn today(timezone: chrono_tz::Tz) -> Date {
+    OffsetDateTime::now_utc()
+        .to_offset(utc_offset(timezone))
+        .date()
+}
+
+/// The zone's offset from UTC right now (Europe/Moscow: +03:00).
+pub fn utc_offset(timezone: chrono_tz::Tz) -> time::UtcOffset {
     let now = chrono::Utc::now().with_timezone(&timezone);
-    let offset =
-        time::UtcOffset::from_whole_seconds(chrono::Offset::fix(now.offset()).local_minus_utc())
-            .unwrap_or(time::UtcOffset::UTC);
-    OffsetDateTime::now_utc().to_offset(offset).date()
+    time::UtcOffset::from_whole_seconds(chrono::Offset::fix(now.offset()).local_minus_utc())
+        .unwrap_or(time::UtcOffset::UTC)
 }

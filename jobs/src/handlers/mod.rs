@@ -4,6 +4,7 @@ pub mod analytics;
 pub mod bonus;
 pub mod crm;
 pub mod expire;
+pub mod notify;
 pub mod otp;
 pub mod reconcile;
 pub mod scan;

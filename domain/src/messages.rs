@@ -1,0 +1,158 @@
+//! What we tell members, in Russian, and when we may tell them.
+
+use crate::Tier;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use time::{Duration, PrimitiveDateTime, Time};
+
+/// A message to a member.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Message {
+    BonusAccrued {
+        amount: Decimal,
+        business: String,
+        balance: Decimal,
+    },
+    TierUpgraded {
+        tier: Tier,
+    },
+    TierDowngraded {
+        tier: Tier,
+    },
+    /// `discount` as the member reads it: `15 %`, `500 ₽`, `300 бонусов`.
+    CouponIssued {
+        business: String,
+        discount: String,
+        code: String,
+        expires: String,
+    },
+    EventReminder {
+        title: String,
+        when: String,
+        location: String,
+    },
+}
+
+impl Message {
+    /// The template name recorded with each send.
+    pub fn template(&self) -> &'static str {
+        match self {
+            Self::BonusAccrued { .. } => "bonus_accrued",
+            Self::TierUpgraded { .. } => "tier_upgraded",
+            Self::TierDowngraded { .. } => "tier_downgraded",
+            Self::CouponIssued { .. } => "coupon_issued",
+            Self::EventReminder { .. } => "event_reminder",
+        }
+    }
+
+    /// Marketing waits for the end of quiet hours; news about the member's own account does not.
+    pub fn is_marketing(&self) -> bool {
+        matches!(self, Self::CouponIssued { .. } | Self::EventReminder { .. })
+    }
+
+    /// Title and body.
+    pub fn render(&self) -> (String, String) {
+        match self {
+            Self::BonusAccrued {
+                amount,
+                business,
+                balance,
+            } => (
+                "Бонусы начислены".to_owned(),
+                format!("+{amount} бонусов за покупку в «{business}». На счёте {balance}."),
+            ),
+            Self::TierUpgraded { tier } => (
+                "Новый статус".to_owned(),
+                format!(
+                    "Поздравляем! Ваш статус теперь {tier}: бонусы начисляются с повышенным коэффициентом."
+                ),
+            ),
+            Self::TierDowngraded { tier } => (
+                "Статус изменён".to_owned(),
+                format!(
+                    "Ваш статус теперь {tier}. Покупки у партнёров Своего Круга вернут прежний."
+                ),
+            ),
+            Self::CouponIssued {
+                business,
+                discount,
+                code,
+                expires,
+            } => (
+                "Купон для вас".to_owned(),
+                format!("{discount} в «{business}» по купону {code}. Действует до {expires}."),
+            ),
+            Self::EventReminder {
+                title,
+                when,
+                location,
+            } => (
+                "Завтра: событие Своего Круга".to_owned(),
+                format!("«{title}» — {when}, {location}. Ждём вас!"),
+            ),
+        }
+    }
+}
+
+/// Quiet hours for marketing: 22:00 to 09:00 local time.
+pub const QUIET_FROM: Time = time::macros::time!(22:00);
+pub const QUIET_UNTIL: Time = time::macros::time!(09:00);
+
+/// When quiet hours end, if `local` falls inside them.
+pub fn quiet_hours_end(local: PrimitiveDateTime) -> Option<PrimitiveDateTime> {
+    let time = local.time();
+    if time >= QUIET_FROM {
+        Some(PrimitiveDateTime::new(
+            local.date() + Duration::days(1),
+            QUIET_UNTIL,
+        ))
+    } else if time < QUIET_UNTIL {
+        Some(PrimitiveDateTime::new(local.date(), QUIET_UNTIL))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::datetime;
+
+    #[test]
+    fn quiet_hours_run_from_ten_at_night_to_nine_in_the_morning() {
+        assert_eq!(quiet_hours_end(datetime!(2026-11-25 21:59:59)), None);
+        assert_eq!(
+            quiet_hours_end(datetime!(2026-11-25 22:00)),
+            Some(datetime!(2026-11-26 09:00))
+        );
+        assert_eq!(
+            quiet_hours_end(datetime!(2026-11-25 23:30)),
+            Some(datetime!(2026-11-26 09:00))
+        );
+        assert_eq!(
+            quiet_hours_end(datetime!(2026-11-26 03:00)),
+            Some(datetime!(2026-11-26 09:00))
+        );
+        assert_eq!(quiet_hours_end(datetime!(2026-11-26 09:00)), None);
+    }
+
+    #[test]
+    fn marketing_is_told_apart_and_rendered_in_russian() {
+        let coupon = Message::CouponIssued {
+            business: "Лисичкино".into(),
+            discount: "15 %".into(),
+            code: "K7M2Q9".into(),
+            expires: "10.12.2026".into(),
+        };
+        assert!(coupon.is_marketing());
+        assert_eq!(coupon.template(), "coupon_issued");
+        let (title, body) = coupon.render();
+        assert_eq!(title, "Купон для вас");
+        assert!(
+            body.contains("15 % в «Лисичкино» по купону K7M2Q9"),
+            "{body}"
+        );
+        assert!(!Message::TierUpgraded { tier: Tier::Vip }.is_marketing());
+    }
+}

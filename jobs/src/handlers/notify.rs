@@ -1,0 +1,213 @@
+//! `notify`: a message to a member, by push to each of their devices or, without one, by SMS.
+//!
+//! Marketing (coupons, event reminders) waits out quiet hours (22:00–09:00 `KRUG_TIMEZONE`):
+//! the job schedules a copy of itself for 09:00 instead of sending, so nothing is dropped.
+//! Every send is a `notifications` row keyed by the message's dedupe key (per device for
+//! pushes), so a retried or duplicated job never sends twice. A token FCM calls dead is
+//! forgotten; transient provider failures retry with backoff.
+
+use crate::{
+    client::RawJob,
+    outbox,
+    queue::{Job, JobCtx, JobError, QueueName},
+};
+use adapters::{
+    push::{PushError, PushMessage},
+    sms::SmsError,
+};
+use domain::messages::{Message, quiet_hours_end};
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, Transaction};
+use std::collections::BTreeMap;
+use storage::{
+    devices,
+    notifications::{self, Begun, NewNotification},
+    outbox::OutboxJob,
+};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// Tell `user_id` the `message`; `dedupe_key` names this message once and for all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Notify {
+    pub user_id: Uuid,
+    pub message: Message,
+    pub dedupe_key: String,
+}
+
+impl Notify {
+    /// Records the notification in the caller's transaction (the job outbox), with an id
+    /// derived from the dedupe key, so that recording it twice enqueues it once.
+    pub async fn record(self, tx: &mut Transaction<'_, Postgres>) -> sqlx::Result<OutboxJob> {
+        let id = Uuid::new_v5(
+            &Uuid::NAMESPACE_OID,
+            format!("notify:{}", self.dedupe_key).as_bytes(),
+        );
+        outbox::record(tx, id, &self, None).await
+    }
+}
+
+impl Job for Notify {
+    const QUEUE: QueueName = QueueName::Notify;
+
+    async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
+        let env = &ctx.env;
+        if self.message.is_marketing() {
+            if let Some(until) = quiet_until(env.timezone) {
+                return postpone(&ctx, &self, until).await;
+            }
+        }
+        let (title, body) = self.message.render();
+        let template = self.message.template();
+        let devices = devices::of_user(&env.db, self.user_id).await?;
+        if devices.is_empty() {
+            return send_sms(&ctx, &self, template, &body).await;
+        }
+        let mut retry = None;
+        for device in devices {
+            let key = format!("{}:push:{}", self.dedupe_key, device.id);
+            let begun = notifications::begin(
+                &env.db,
+                &NewNotification {
+                    user_id: Some(self.user_id),
+                    phone: None,
+                    channel: "push",
+                    template,
+                    title: Some(&title),
+                    body: &body,
+                    dedupe_key: &key,
+                    provider: env.push.name(),
+                },
+            )
+            .await?;
+            let Begun::Send(id) = begun else { continue };
+            let message = PushMessage {
+                token: &device.token,
+                title: &title,
+                body: &body,
+                data: BTreeMap::from([("template".to_owned(), template.to_owned())]),
+            };
+            match env.push.send(&message).await {
+                Ok(receipt) => notifications::mark_sent(&env.db, id, &receipt.reply).await?,
+                Err(e @ PushError::TokenInvalid(_)) => {
+                    notifications::mark_failed(&env.db, id, &e.to_string()).await?;
+                    devices::forget(&env.db, device.id).await?;
+                    tracing::info!(device_id = %device.id, "push token is dead; device forgotten");
+                }
+                Err(e @ PushError::Transient(_)) => {
+                    notifications::mark_failed(&env.db, id, &e.to_string()).await?;
+                    retry = Some(e);
+                }
+                Err(e) => {
+                    notifications::mark_failed(&env.db, id, &e.to_string()).await?;
+                    tracing::warn!(error = %e, "push refused");
+                }
+            }
+        }
+        match retry {
+            // The devices that got it are recorded as sent and skipped on the retry.
+            Some(e) => Err(JobError::Retry(e.into())),
+            None => Ok(()),
+        }
+    }
+}
+
+async fn send_sms(
+    ctx: &JobCtx,
+    notify: &Notify,
+    template: &str,
+    body: &str,
+) -> Result<(), JobError> {
+    let env = &ctx.env;
+    let Some(user) = storage::users::get(&env.db, notify.user_id).await? else {
+        return Ok(());
+    };
+    let key = format!("{}:sms", notify.dedupe_key);
+    let begun = notifications::begin(
+        &env.db,
+        &NewNotification {
+            user_id: Some(user.id),
+            phone: Some(&user.phone),
+            channel: "sms",
+            template,
+            title: None,
+            body,
+            dedupe_key: &key,
+            provider: env.sms.name(),
+        },
+    )
+    .await?;
+    let Begun::Send(id) = begun else {
+        return Ok(());
+    };
+    match env.sms.send(user.phone.trim_start_matches('+'), body).await {
+        Ok(receipt) => {
+            notifications::mark_sent(&env.db, id, &receipt.reply).await?;
+            Ok(())
+        }
+        Err(e @ SmsError::Transient(_)) => {
+            notifications::mark_failed(&env.db, id, &e.to_string()).await?;
+            Err(JobError::Retry(e.into()))
+        }
+        Err(e) => {
+            notifications::mark_failed(&env.db, id, &e.to_string()).await?;
+            Err(JobError::Permanent(e.into()))
+        }
+    }
+}
+
+/// When quiet hours end, if they are on now (in `timezone`).
+fn quiet_until(timezone: chrono_tz::Tz) -> Option<OffsetDateTime> {
+    let offset = crate::handlers::analytics::utc_offset(timezone);
+    let now = OffsetDateTime::now_utc().to_offset(offset);
+    let end = quiet_hours_end(time::PrimitiveDateTime::new(now.date(), now.time()))?;
+    Some(end.assume_offset(offset).to_offset(time::UtcOffset::UTC))
+}
+
+/// Schedules this message again for the end of quiet hours (a delayed job with an id of its
+/// own, the same for every copy of this message) and records that it waits.
+async fn postpone(ctx: &JobCtx, notify: &Notify, until: OffsetDateTime) -> Result<(), JobError> {
+    let env = &ctx.env;
+    let (title, body) = notify.message.render();
+    let key = format!("{}:quiet", notify.dedupe_key);
+    if let Begun::Send(id) = notifications::begin(
+        &env.db,
+        &NewNotification {
+            user_id: Some(notify.user_id),
+            phone: None,
+            channel: "push",
+            template: notify.message.template(),
+            title: Some(&title),
+            body: &body,
+            dedupe_key: &key,
+            provider: env.push.name(),
+        },
+    )
+    .await?
+    {
+        notifications::mark_scheduled(&env.db, id, until).await?;
+    }
+    // The delayed copy runs after quiet hours, when `quiet_until` is None.
+    let job = RawJob {
+        id: Uuid::new_v5(
+            &Uuid::NAMESPACE_OID,
+            format!(
+                "notify-after-quiet:{}:{}",
+                notify.dedupe_key,
+                until.unix_timestamp()
+            )
+            .as_bytes(),
+        ),
+        payload: serde_json::to_vec(notify).expect("job payloads serialize"),
+        max_attempts: QueueName::Notify.max_attempts(),
+        run_at: Some(until),
+        idempotency_key: None,
+        from_outbox: false,
+    };
+    env.queue
+        .push_raw(QueueName::Notify, &[job])
+        .await
+        .map_err(|e| JobError::Retry(e.into()))?;
+    tracing::info!(until = %until, template = notify.message.template(), "quiet hours: message postponed");
+    Ok(())
+}

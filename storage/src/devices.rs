@@ -1,0 +1,50 @@
+//! Members' devices for push notifications.
+
+use sqlx::{FromRow, PgExecutor};
+use uuid::Uuid;
+
+#[derive(Debug, Clone, FromRow)]
+pub struct Device {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub token: String,
+    pub platform: String,
+}
+
+/// Registers a token for `user_id`. A token is one device: if another account had it (the
+/// phone changed hands), it moves to this one.
+pub async fn register(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    token: &str,
+    platform: &str,
+) -> sqlx::Result<Device> {
+    sqlx::query_as(
+        "INSERT INTO devices (user_id, token, platform) VALUES ($1, $2, $3)
+         ON CONFLICT (token) DO UPDATE SET user_id = EXCLUDED.user_id, platform = EXCLUDED.platform, last_seen_at = now()
+         RETURNING id, user_id, token, platform",
+    )
+    .bind(user_id)
+    .bind(token)
+    .bind(platform)
+    .fetch_one(db)
+    .await
+}
+
+pub async fn of_user(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<Device>> {
+    sqlx::query_as(
+        "SELECT id, user_id, token, platform FROM devices WHERE user_id = $1 ORDER BY created_at",
+    )
+    .bind(user_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Forgets a token the push provider called dead.
+pub async fn forget(db: impl PgExecutor<'_>, device_id: Uuid) -> sqlx::Result<()> {
+    sqlx::query("DELETE FROM devices WHERE id = $1")
+        .bind(device_id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
