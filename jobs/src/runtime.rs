@@ -11,7 +11,7 @@
 use crate::{
     env::Env,
     handlers::{
-        analytics::RfmSnapshot, bonus::CalcBonus, crm::PollCrm, expire::Expire, notify::Notify,
+        analytics::RfmSnapshot, bonus::CalcBonus, crm::PollCrm, expire::Expire, notify::NotifyJob,
         otp::SendOtp, reconcile::Reconcile, scan::ScanQr, tiers::ReviewTiers,
     },
     metrics::{JOB_DURATION, JOBS_PROCESSED},
@@ -109,7 +109,7 @@ async fn supervise(
             QueueName::TierReview => run_queue::<ReviewTiers>(env, wakeup, options, name, shutdown),
             QueueName::Expire => run_queue::<Expire>(env, wakeup, options, name, shutdown),
             QueueName::Reconcile => run_queue::<Reconcile>(env, wakeup, options, name, shutdown),
-            QueueName::Notify => run_queue::<Notify>(env, wakeup, options, name, shutdown),
+            QueueName::Notify => run_queue::<NotifyJob>(env, wakeup, options, name, shutdown),
             QueueName::CrossPromo => {
                 tracing::debug!(queue = %queue, "no handler for this queue in this build");
                 return;

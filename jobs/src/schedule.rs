@@ -8,8 +8,8 @@ use crate::{
     client::{JobQueue, RawJob},
     env::Env,
     handlers::{
-        analytics::RfmSnapshot, crm::PollCrm, expire::Expire, reconcile::Reconcile,
-        tiers::ReviewTiers,
+        analytics::RfmSnapshot, crm::PollCrm, expire::Expire, notify::NotifyJob,
+        reconcile::Reconcile, tiers::ReviewTiers,
     },
     queue::{Job, QueueName},
 };
@@ -85,6 +85,7 @@ pub fn schedules() -> Vec<Schedule> {
         Schedule::of::<RfmSnapshot>("rfm_snapshot", "0 0 3 * * *"),
         Schedule::of::<ReviewTiers>("tier_review", "0 0 4 * * *"),
         Schedule::of::<Expire>("expire", "0 30 2 * * *"),
+        Schedule::of::<NotifyJob>("event_reminders", "0 0 12 * * *"),
         Schedule::of::<Reconcile>("reconcile", "0 * * * * *"),
     ]
 }

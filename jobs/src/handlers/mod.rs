@@ -3,6 +3,7 @@
 pub mod analytics;
 pub mod bonus;
 pub mod crm;
+pub mod events;
 pub mod expire;
 pub mod notify;
 pub mod otp;

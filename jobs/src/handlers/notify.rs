@@ -27,6 +27,34 @@ use storage::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+/// The jobs of the `notify` queue: a message to send, or the day's event reminders to fan
+/// out as messages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "snake_case")]
+pub enum NotifyJob {
+    Send(Notify),
+    /// The schedule `event_reminders`: reminders for events of the next day.
+    RemindEvents(crate::handlers::events::RemindEvents),
+}
+
+impl Default for NotifyJob {
+    /// What the schedule enqueues.
+    fn default() -> Self {
+        Self::RemindEvents(Default::default())
+    }
+}
+
+impl Job for NotifyJob {
+    const QUEUE: QueueName = QueueName::Notify;
+
+    async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
+        match self {
+            Self::Send(notify) => notify.send(ctx).await,
+            Self::RemindEvents(remind) => remind.run(ctx).await,
+        }
+    }
+}
+
 /// Tell `user_id` the `message`; `dedupe_key` names this message once and for all.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Notify {
@@ -43,14 +71,10 @@ impl Notify {
             &Uuid::NAMESPACE_OID,
             format!("notify:{}", self.dedupe_key).as_bytes(),
         );
-        outbox::record(tx, id, &self, None).await
+        outbox::record(tx, id, &NotifyJob::Send(self), None).await
     }
-}
 
-impl Job for Notify {
-    const QUEUE: QueueName = QueueName::Notify;
-
-    async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
+    async fn send(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
         if self.message.is_marketing() {
             if let Some(until) = quiet_until(env.timezone) {
@@ -198,7 +222,8 @@ async fn postpone(ctx: &JobCtx, notify: &Notify, until: OffsetDateTime) -> Resul
             )
             .as_bytes(),
         ),
-        payload: serde_json::to_vec(notify).expect("job payloads serialize"),
+        payload: serde_json::to_vec(&NotifyJob::Send(notify.clone()))
+            .expect("job payloads serialize"),
         max_attempts: QueueName::Notify.max_attempts(),
         run_at: Some(until),
         idempotency_key: None,
