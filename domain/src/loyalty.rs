@@ -257,6 +257,57 @@ pub fn price_purchase(
     })
 }
 
+/// What a coupon gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscountType {
+    /// `value` % off the check.
+    Percent,
+    /// `value` roubles off the check (never more than the check).
+    Fixed,
+    /// `value` bonuses credited when the coupon is used; the check is not reduced.
+    Bonus,
+}
+
+impl DiscountType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Percent => "percent",
+            Self::Fixed => "fixed",
+            Self::Bonus => "bonus",
+        }
+    }
+}
+
+impl FromStr for DiscountType {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Percent, Self::Fixed, Self::Bonus]
+            .into_iter()
+            .find(|d| d.as_str() == s)
+            .ok_or_else(|| UnknownName(s.to_owned()))
+    }
+}
+
+/// The roubles a coupon takes off a check of `amount`, floored to the kopeck.
+pub fn coupon_discount(kind: DiscountType, value: Decimal, amount: Decimal) -> Decimal {
+    floor_to_kopeck(match kind {
+        DiscountType::Percent => amount * value.min(Decimal::ONE_HUNDRED) / Decimal::ONE_HUNDRED,
+        DiscountType::Fixed => value.min(amount),
+        DiscountType::Bonus => Decimal::ZERO,
+    })
+}
+
+/// How a member reads a coupon's value: `15 %`, `500 ₽`, `300 бонусов`.
+pub fn discount_label(kind: DiscountType, value: Decimal) -> String {
+    let value = value.normalize();
+    match kind {
+        DiscountType::Percent => format!("{value} %"),
+        DiscountType::Fixed => format!("{value} ₽"),
+        DiscountType::Bonus => format!("{value} бонусов"),
+    }
+}
+
 /// The accrual to take back for a refund of `refunded` out of a purchase of `original_amount`
 /// that accrued `original_accrued`, of which `already_reversed` was taken back before.
 /// Proportional and floored; a refund of the whole remainder takes back exactly what is left,
@@ -481,6 +532,35 @@ mod tests {
         assert_eq!(
             refund_reversal(dec!(100), dec!(5), dec!(0), dec!(0), dec!(500)),
             dec!(5.00)
+        );
+    }
+
+    #[test]
+    fn coupons_discount_by_their_type_and_never_beyond_the_check() {
+        assert_eq!(
+            coupon_discount(DiscountType::Percent, dec!(15), dec!(999.99)),
+            dec!(149.99)
+        );
+        assert_eq!(
+            coupon_discount(DiscountType::Fixed, dec!(500), dec!(1200)),
+            dec!(500.00)
+        );
+        assert_eq!(
+            coupon_discount(DiscountType::Fixed, dec!(500), dec!(300)),
+            dec!(300.00)
+        );
+        assert_eq!(
+            coupon_discount(DiscountType::Bonus, dec!(300), dec!(1200)),
+            dec!(0.00)
+        );
+        assert_eq!(
+            coupon_discount(DiscountType::Percent, dec!(150), dec!(100)),
+            dec!(100.00)
+        );
+        assert_eq!(discount_label(DiscountType::Percent, dec!(15.00)), "15 %");
+        assert_eq!(
+            discount_label(DiscountType::Bonus, dec!(300)),
+            "300 бонусов"
         );
     }
 

@@ -46,3 +46,12 @@ pub static BONUS_ACCRUED: LazyLock<prometheus::CounterVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+/// Coupons issued by cross-promo chains.
+pub static CROSS_PROMO_TRIGGERED: LazyLock<prometheus::IntCounter> = LazyLock::new(|| {
+    prometheus::register_int_counter!(
+        "cross_promo_triggered_total",
+        "Coupons issued by cross-promo chains"
+    )
+    .expect("metric registers once")
+});

@@ -12,7 +12,7 @@ use crate::{
     env::Env,
     handlers::{
         analytics::RfmSnapshot, bonus::CalcBonus, crm::PollCrm, expire::Expire, notify::NotifyJob,
-        otp::SendOtp, reconcile::Reconcile, scan::ScanQr, tiers::ReviewTiers,
+        otp::SendOtp, promo::IssueCoupons, reconcile::Reconcile, scan::ScanQr, tiers::ReviewTiers,
     },
     metrics::{JOB_DURATION, JOBS_PROCESSED},
     queue::{Job, JobCtx, JobError, QueueName},
@@ -111,8 +111,7 @@ async fn supervise(
             QueueName::Reconcile => run_queue::<Reconcile>(env, wakeup, options, name, shutdown),
             QueueName::Notify => run_queue::<NotifyJob>(env, wakeup, options, name, shutdown),
             QueueName::CrossPromo => {
-                tracing::debug!(queue = %queue, "no handler for this queue in this build");
-                return;
+                run_queue::<IssueCoupons>(env, wakeup, options, name, shutdown)
             }
         };
         let result = worker.await;

@@ -4,6 +4,7 @@ pub mod analytics;
 pub mod bonus;
 pub mod businesses;
 pub mod cache;
+pub mod coupons;
 pub mod crm;
 pub mod devices;
 pub mod loyalty;

@@ -192,6 +192,22 @@ macro_rules! transaction_columns {
     };
 }
 
+/// Credits (or debits) a member outside a purchase's accrual — a bonus coupon, an
+/// operator's adjustment — once per `key`, and returns the balance. Takes the member's
+/// balance lock itself.
+pub async fn credit(
+    tx: &mut Tx<'_>,
+    user_id: Uuid,
+    kind: EntryKind,
+    amount: Decimal,
+    transaction_id: Uuid,
+    key: &str,
+) -> sqlx::Result<Decimal> {
+    lock_balance(tx, user_id).await?;
+    append_entry(tx, user_id, kind, amount, Some(transaction_id), key).await?;
+    Ok(balance(&mut **tx, user_id).await?.balance)
+}
+
 /// A purchase made by scanning a staff member's QR code.
 #[derive(Debug, Clone)]
 pub struct QrPurchase<'a> {

@@ -75,6 +75,10 @@ pub struct Options {
     pub redis_url: Option<String>,
     /// When `reconcile` steps in.
     pub reconcile: Option<jobs::env::ReconcilePolicy>,
+    /// `KRUG_TIMEZONE` (to put "now" inside or outside quiet hours).
+    pub timezone: Option<chrono_tz::Tz>,
+    /// FCM base URL; the `log` push provider otherwise.
+    pub fcm_url: Option<String>,
 }
 
 pub struct TestApp {
@@ -106,6 +110,16 @@ impl TestApp {
         config.database_max_connections = 10;
         if let Some(url) = options.redis_url {
             config.redis_url = url;
+        }
+        if let Some(timezone) = options.timezone {
+            config.timezone = timezone;
+        }
+        if let Some(url) = options.fcm_url {
+            config.push = krug::config::PushConfig::Fcm {
+                base_url: url,
+                project_id: "krug-test".to_owned(),
+                token: "test-oauth-token".to_owned(),
+            };
         }
         if let Some(url) = options.smsru_url {
             config.sms = SmsConfig::SmsRu {
@@ -330,4 +344,21 @@ impl TestApp {
         self.api
             .signed_in(session.data()["access_token"].as_str().unwrap())
     }
+}
+
+/// A fixed-offset zone whose local time is now `hour` o'clock (give or take the minutes), to
+/// put a test inside or outside quiet hours whatever the real clock says.
+pub fn zone_where_it_is(hour: i64) -> chrono_tz::Tz {
+    let utc_hour = time::OffsetDateTime::now_utc().hour() as i64;
+    // Etc/GMT-N is N hours *ahead* of UTC; the names run from -14 to +12.
+    let mut ahead = (hour - utc_hour).rem_euclid(24);
+    if ahead > 14 {
+        ahead -= 24;
+    }
+    let name = if ahead >= 0 {
+        format!("Etc/GMT-{ahead}")
+    } else {
+        format!("Etc/GMT+{}", -ahead)
+    };
+    name.parse().unwrap()
 }

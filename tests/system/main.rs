@@ -13,5 +13,6 @@ mod cli;
 mod crm;
 mod http;
 mod operations;
+mod promo;
 mod reliability;
 mod scans;

@@ -138,6 +138,52 @@ pub enum CreatedBusiness {
     Created(Json<Envelope<BusinessView>>),
 }
 
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum DiscountTypeName {
+    Percent,
+    Fixed,
+    Bonus,
+}
+
+/// A cross-promo rule: a purchase matching the trigger issues a coupon at the target.
+#[derive(Debug, Object)]
+pub struct CreatePromoChain {
+    /// The trigger: one business, or (instead) every business of a category.
+    pub trigger_business_id: Option<Uuid>,
+    pub trigger_category: Option<CategoryName>,
+    /// Smallest purchase that triggers it. Default 0.
+    pub min_amount: Option<Amount>,
+    pub target_business_id: Uuid,
+    pub discount_type: DiscountTypeName,
+    /// Percent (1–100), roubles, or bonuses.
+    pub discount_value: Amount,
+    /// How long a coupon is valid, days (1–365).
+    pub valid_days: i32,
+    /// No new coupon of this chain for the same member within this many days. Default 0.
+    pub cooldown_days: Option<i32>,
+}
+
+#[derive(Debug, Object)]
+pub struct PromoChainView {
+    pub id: Uuid,
+    pub trigger_business_id: Option<Uuid>,
+    pub trigger_category: Option<String>,
+    pub min_amount: Amount,
+    pub target_business_id: Uuid,
+    pub discount_type: String,
+    pub discount_value: Amount,
+    pub valid_days: i32,
+    pub cooldown_days: i32,
+    pub is_active: bool,
+}
+
+#[derive(ApiResponse)]
+pub enum CreatedPromoChain {
+    #[oai(status = 201)]
+    Created(Json<Envelope<PromoChainView>>),
+}
+
 #[derive(Debug, Object)]
 pub struct PollQueued {
     /// The `crm_poll` job.
@@ -399,5 +445,90 @@ impl AdminApi {
         Ok(PollAccepted::Accepted(Json(Envelope::new(PollQueued {
             job_id,
         }))))
+    }
+
+    /// Add a cross-promo chain.
+    #[oai(path = "/promo-chains", method = "post")]
+    async fn create_promo_chain(
+        &self,
+        auth: Auth,
+        body: Json<CreatePromoChain>,
+    ) -> ApiResult<CreatedPromoChain> {
+        auth.require_operator()?;
+        let body = body.0;
+        let state = &self.state;
+        if body.trigger_business_id.is_some() == body.trigger_category.is_some() {
+            return Err(ApiError::unprocessable(
+                "invalid_trigger",
+                "give either trigger_business_id or trigger_category, not both",
+            ));
+        }
+        for id in body
+            .trigger_business_id
+            .iter()
+            .chain([&body.target_business_id])
+        {
+            businesses::get(&state.db, *id).await?.ok_or_else(|| {
+                ApiError::unprocessable("business_not_found", format!("no business {id}"))
+            })?;
+        }
+        let min_amount = crate::routes::non_negative_money(
+            body.min_amount.map_or(Decimal::ZERO, Amount::value),
+            "min_amount",
+        )?;
+        let value =
+            crate::routes::positive_money(body.discount_value.value(), "discount_value")?.amount();
+        let discount_type = match body.discount_type {
+            DiscountTypeName::Percent if value > Decimal::ONE_HUNDRED => {
+                return Err(ApiError::unprocessable(
+                    "invalid_amount",
+                    "a percent discount is at most 100",
+                ));
+            }
+            DiscountTypeName::Percent => "percent",
+            DiscountTypeName::Fixed => "fixed",
+            DiscountTypeName::Bonus => "bonus",
+        };
+        if !(1..=365).contains(&body.valid_days) {
+            return Err(ApiError::unprocessable(
+                "invalid_valid_days",
+                "valid_days must be between 1 and 365",
+            ));
+        }
+        let cooldown_days = body.cooldown_days.unwrap_or(0);
+        if !(0..=365).contains(&cooldown_days) {
+            return Err(ApiError::unprocessable(
+                "invalid_cooldown",
+                "cooldown_days must be between 0 and 365",
+            ));
+        }
+        let chain = storage::coupons::create_chain(
+            &state.db,
+            &storage::coupons::NewChain {
+                trigger_business_id: body.trigger_business_id,
+                trigger_category: body.trigger_category.map(|c| c.as_str().to_owned()),
+                min_amount,
+                target_business_id: body.target_business_id,
+                discount_type: discount_type.to_owned(),
+                discount_value: value,
+                valid_days: body.valid_days,
+                cooldown_days,
+            },
+        )
+        .await?;
+        Ok(CreatedPromoChain::Created(Json(Envelope::new(
+            PromoChainView {
+                id: chain.id,
+                trigger_business_id: chain.trigger_business_id,
+                trigger_category: chain.trigger_category,
+                min_amount: chain.min_amount.into(),
+                target_business_id: chain.target_business_id,
+                discount_type: chain.discount_type,
+                discount_value: chain.discount_value.into(),
+                valid_days: chain.valid_days,
+                cooldown_days: chain.cooldown_days,
+                is_active: chain.is_active,
+            },
+        ))))
     }
 }

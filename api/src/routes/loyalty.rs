@@ -138,8 +138,51 @@ pub struct ScanStatus {
     pub error: Option<ScanError>,
 }
 
+#[derive(Debug, Object)]
+pub struct CouponView {
+    pub id: Uuid,
+    /// What to name at the counter (or the app sends as `coupon_id` with a scan).
+    pub code: String,
+    /// Where it can be used.
+    pub business_id: Uuid,
+    /// `percent`, `fixed` (roubles off) or `bonus` (bonuses credited on use).
+    pub discount_type: String,
+    pub discount_value: Amount,
+    pub expires_at: OffsetDateTime,
+    /// Always absent here: used coupons are not listed.
+    pub redeemed_at: Option<OffsetDateTime>,
+    /// The cross-promo chain that issued it.
+    pub source_chain_id: Option<Uuid>,
+}
+
+#[derive(Debug, Object)]
+pub struct CouponList {
+    pub items: Vec<CouponView>,
+}
+
 #[OpenApi(tag = "Tag::Loyalty")]
 impl LoyaltyApi {
+    /// My coupons that can still be used, soonest to expire first.
+    #[oai(path = "/coupons", method = "get")]
+    async fn coupons(&self, auth: Auth) -> ApiResult<Json<Envelope<CouponList>>> {
+        let coupons = storage::coupons::active_for_user(&self.state.db, auth.user_id()).await?;
+        Ok(Json(Envelope::new(CouponList {
+            items: coupons
+                .into_iter()
+                .map(|c| CouponView {
+                    id: c.id,
+                    code: c.code,
+                    business_id: c.business_id,
+                    discount_type: c.discount_type,
+                    discount_value: c.discount_value.into(),
+                    expires_at: c.expires_at,
+                    redeemed_at: c.redeemed_at,
+                    source_chain_id: c.source_chain_id,
+                })
+                .collect(),
+        })))
+    }
+
     /// Bonus balance, lifetime totals and progress to the next tier.
     #[oai(path = "/loyalty/balance", method = "get")]
     async fn balance(&self, auth: Auth) -> ApiResult<Json<Envelope<BalanceView>>> {

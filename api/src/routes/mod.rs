@@ -4,6 +4,7 @@ pub mod admin;
 pub mod analytics;
 pub mod auth;
 pub mod business;
+pub mod events;
 pub mod loyalty;
 pub mod operations;
 pub mod users;
@@ -32,6 +33,13 @@ pub(crate) fn page_limit(limit: Option<u32>) -> Result<usize, ApiError> {
             "limit must be between 1 and 100",
         )),
     }
+}
+
+/// Parses an amount of money that may be zero.
+pub(crate) fn non_negative_money(value: Decimal, field: &str) -> Result<Decimal, ApiError> {
+    Money::parse(value)
+        .map(Money::amount)
+        .map_err(|e| ApiError::unprocessable("invalid_amount", format!("{field}: {e}")))
 }
 
 /// Parses an amount of money that must be more than zero.

@@ -1,11 +1,15 @@
 //! `bonus_calc`: applies the bonus rules to transactions that CRM polling recorded.
 
 use crate::{
+    handlers::{notify::Notify, promo::IssueCoupons},
     metrics::BONUS_ACCRUED,
+    outbox,
     queue::{Job, JobCtx, JobError, QueueName},
 };
+use domain::messages::Message;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use std::collections::HashSet;
 use storage::{bonus, loyalty};
 use uuid::Uuid;
 
@@ -19,12 +23,47 @@ impl Job for CalcBonus {
     const QUEUE: QueueName = QueueName::BonusCalc;
 
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
-        let db = &ctx.env.db;
-        let rules = loyalty::tier_rules(db).await?;
-        let mut tx = db.begin().await?;
+        let env = &ctx.env;
+        let rules = loyalty::tier_rules(&env.db).await?;
+        let mut tx = env.db.begin().await?;
         let outcomes = bonus::apply(&mut tx, &self.transaction_ids, &rules).await?;
-        tx.commit().await?;
         let applied: Vec<_> = outcomes.iter().filter(|o| o.newly_applied).collect();
+        // Follow-ups, recorded in the same transaction as the bonuses they follow.
+        let mut follow_ups = Vec::new();
+        let promo: Vec<Uuid> = applied
+            .iter()
+            .filter(|o| !o.is_medical && !o.is_refund)
+            .map(|o| o.transaction_id)
+            .collect();
+        if !promo.is_empty() {
+            let id = Uuid::new_v5(&ctx.job_id, b"cross-promo");
+            follow_ups.push(
+                outbox::record(
+                    &mut tx,
+                    id,
+                    &IssueCoupons {
+                        transaction_ids: promo,
+                    },
+                    None,
+                )
+                .await?,
+            );
+        }
+        let mut upgraded = HashSet::new();
+        for outcome in applied.iter().filter(|o| o.upgraded_from.is_some()) {
+            if upgraded.insert(outcome.user_id) {
+                let notify = Notify {
+                    user_id: outcome.user_id,
+                    message: Message::TierUpgraded { tier: outcome.tier },
+                    dedupe_key: format!("tier-up:{}", outcome.transaction_id),
+                };
+                follow_ups.push(notify.record(&mut tx).await?);
+            }
+        }
+        tx.commit().await?;
+        if let Err(e) = outbox::relay(&env.db, &env.queue, &follow_ups).await {
+            tracing::warn!(error = %e, "bonus follow-ups recorded but not relayed");
+        }
         let accrued: Decimal = applied
             .iter()
             .map(|o| o.bonus_change.max(Decimal::ZERO))
@@ -32,12 +71,10 @@ impl Job for CalcBonus {
         BONUS_ACCRUED
             .with_label_values(&["crm"])
             .inc_by(f64::try_from(accrued).unwrap_or(0.0));
-        for upgrade in outcomes.iter().filter(|o| o.upgraded_from.is_some()) {
-            tracing::info!(user_id = %upgrade.user_id, to = %upgrade.tier, "member upgraded");
-        }
         tracing::info!(
             applied = applied.len(),
             repeated = outcomes.len() - applied.len(),
+            upgraded = upgraded.len(),
             "bonuses applied"
         );
         Ok(())

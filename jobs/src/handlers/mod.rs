@@ -7,6 +7,7 @@ pub mod events;
 pub mod expire;
 pub mod notify;
 pub mod otp;
+pub mod promo;
 pub mod reconcile;
 pub mod scan;
 pub mod tiers;

@@ -1,8 +1,13 @@
 //! `tier_review` (04:00): the yearly re-evaluation. Members below their tier's thresholds
 //! over the rolling 365 days move down to the tier they earn (upgrades happen at purchase).
 
-use crate::queue::{Job, JobCtx, JobError, QueueName};
+use crate::{
+    handlers::notify::Notify,
+    outbox,
+    queue::{Job, JobCtx, JobError, QueueName},
+};
 use domain::Tier;
+use domain::messages::Message;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use storage::loyalty;
@@ -40,14 +45,30 @@ impl Job for ReviewTiers {
         }
         if !down.is_empty() {
             let (users, tiers): (Vec<Uuid>, Vec<&str>) = down.iter().copied().unzip();
+            let mut tx = db.begin().await?;
             sqlx::query(
                 "UPDATE users u SET status_tier = n.tier, tier_changed_at = now(), updated_at = now()
                  FROM UNNEST($1::uuid[], $2::text[]) AS n(id, tier) WHERE u.id = n.id",
             )
             .bind(&users)
             .bind(&tiers)
-            .execute(db)
+            .execute(&mut *tx)
             .await?;
+            let mut follow_ups = Vec::new();
+            for (user, tier) in &down {
+                let notify = Notify {
+                    user_id: *user,
+                    message: Message::TierDowngraded {
+                        tier: tier.parse().unwrap_or(Tier::Insider),
+                    },
+                    dedupe_key: format!("tier-down:{}:{user}", ctx.job_id),
+                };
+                follow_ups.push(notify.record(&mut tx).await?);
+            }
+            tx.commit().await?;
+            if let Err(e) = outbox::relay(db, &ctx.env.queue, &follow_ups).await {
+                tracing::warn!(error = %e, "downgrade notices recorded but not relayed");
+            }
         }
         tracing::info!(
             reviewed = members.len(),

@@ -1,0 +1,116 @@
+//! `cross_promo`: a purchase at one partner earns a coupon at another.
+//!
+//! After `bonus_calc` (or a QR scan) settles non-medical purchases, the chains they match
+//! (by business or category, and minimum amount) issue coupons for the chains' target
+//! businesses, with a push or SMS about each. Medical purchases never trigger a chain.
+//! Idempotent: a coupon is keyed by (chain, purchase), so a retried job issues nothing twice.
+
+use crate::{
+    handlers::notify::Notify,
+    metrics::CROSS_PROMO_TRIGGERED,
+    outbox,
+    queue::{Job, JobCtx, JobError, QueueName},
+};
+use domain::{
+    codes::human_code,
+    loyalty::{DiscountType, discount_label},
+    messages::Message,
+};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use storage::coupons::{self, Issued};
+use uuid::Uuid;
+
+/// Length of coupon codes: 31^10 codes, so a collision is all but impossible.
+pub const COUPON_CODE_LEN: usize = 10;
+
+/// Issue the coupons these settled transactions earn.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct IssueCoupons {
+    pub transaction_ids: Vec<Uuid>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Purchase {
+    id: Uuid,
+    user_id: Uuid,
+    business_id: Uuid,
+    category: String,
+    amount: Decimal,
+}
+
+impl Job for IssueCoupons {
+    const QUEUE: QueueName = QueueName::CrossPromo;
+
+    async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
+        let env = &ctx.env;
+        let purchases: Vec<Purchase> = sqlx::query_as(
+            "SELECT t.id, t.user_id, t.business_id, b.category, t.amount
+             FROM transactions t JOIN businesses b ON b.id = t.business_id
+             WHERE t.id = ANY($1) AND t.transaction_type = 'purchase' AND NOT t.is_medical AND NOT b.is_medical",
+        )
+        .bind(&self.transaction_ids)
+        .fetch_all(&env.db)
+        .await?;
+        let mut tx = env.db.begin().await?;
+        let mut follow_ups = Vec::new();
+        let mut issued = 0;
+        for purchase in &purchases {
+            let chains = coupons::matching_chains(
+                &mut *tx,
+                purchase.business_id,
+                &purchase.category,
+                purchase.amount,
+            )
+            .await?;
+            for chain in chains {
+                let issue_key = format!("{}:{}", chain.id, purchase.id);
+                let code = human_code(&mut rand::rng(), COUPON_CODE_LEN);
+                let Issued::New(coupon) =
+                    coupons::issue(&mut tx, &chain, purchase.user_id, &code, &issue_key).await?
+                else {
+                    continue;
+                };
+                issued += 1;
+                CROSS_PROMO_TRIGGERED.inc();
+                let business: String =
+                    sqlx::query_scalar("SELECT name FROM businesses WHERE id = $1")
+                        .bind(coupon.business_id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                let kind: DiscountType = coupon
+                    .discount_type
+                    .parse()
+                    .unwrap_or(DiscountType::Percent);
+                let offset = crate::handlers::analytics::utc_offset(env.timezone);
+                let expires = coupon.expires_at.to_offset(offset).date();
+                let notify = Notify {
+                    user_id: purchase.user_id,
+                    message: Message::CouponIssued {
+                        business,
+                        discount: discount_label(kind, coupon.discount_value),
+                        code: coupon.code.clone(),
+                        expires: format!(
+                            "{:02}.{:02}.{}",
+                            expires.day(),
+                            expires.month() as u8,
+                            expires.year()
+                        ),
+                    },
+                    dedupe_key: format!("coupon:{}", coupon.id),
+                };
+                follow_ups.push(notify.record(&mut tx).await?);
+            }
+        }
+        tx.commit().await?;
+        if let Err(e) = outbox::relay(&env.db, &env.queue, &follow_ups).await {
+            tracing::warn!(error = %e, "coupon notifications recorded but not relayed");
+        }
+        tracing::info!(
+            purchases = purchases.len(),
+            coupons = issued,
+            "cross-promo done"
+        );
+        Ok(())
+    }
+}

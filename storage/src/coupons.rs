@@ -1,0 +1,200 @@
+//! Cross-promo chains and the coupons they issue.
+
+use rust_decimal::Decimal;
+use sqlx::{FromRow, PgExecutor, PgPool, Postgres, Transaction};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+macro_rules! coupon_columns {
+    () => {
+        "id, code, user_id, business_id, discount_type, discount_value, expires_at, redeemed_at, expired_at,
+         source_chain_id, created_at"
+    };
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct Coupon {
+    pub id: Uuid,
+    pub code: String,
+    pub user_id: Uuid,
+    pub business_id: Uuid,
+    pub discount_type: String,
+    pub discount_value: Decimal,
+    pub expires_at: OffsetDateTime,
+    pub redeemed_at: Option<OffsetDateTime>,
+    pub expired_at: Option<OffsetDateTime>,
+    pub source_chain_id: Option<Uuid>,
+    pub created_at: OffsetDateTime,
+}
+
+/// A member's coupons that can still be used, soonest to expire first.
+pub async fn active_for_user(db: &PgPool, user_id: Uuid) -> sqlx::Result<Vec<Coupon>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        coupon_columns!(),
+        " FROM coupons WHERE user_id = $1 AND redeemed_at IS NULL AND expired_at IS NULL AND expires_at > now()
+         ORDER BY expires_at, id"
+    ))
+    .bind(user_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Locks a coupon for use by a scan (concurrent scans with it wait here, one by one).
+pub async fn lock(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> sqlx::Result<Option<Coupon>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        coupon_columns!(),
+        " FROM coupons WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(&mut **tx)
+    .await
+}
+
+pub async fn mark_redeemed(
+    tx: &mut Transaction<'_, Postgres>,
+    id: Uuid,
+    transaction_id: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE coupons SET redeemed_at = now(), redeemed_transaction_id = $2 WHERE id = $1",
+    )
+    .bind(id)
+    .bind(transaction_id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone, FromRow)]
+pub struct PromoChain {
+    pub id: Uuid,
+    pub trigger_business_id: Option<Uuid>,
+    pub trigger_category: Option<String>,
+    pub min_amount: Decimal,
+    pub target_business_id: Uuid,
+    pub discount_type: String,
+    pub discount_value: Decimal,
+    pub valid_days: i32,
+    pub cooldown_days: i32,
+    pub is_active: bool,
+    pub created_at: OffsetDateTime,
+}
+
+macro_rules! chain_columns {
+    () => {
+        "id, trigger_business_id, trigger_category, min_amount, target_business_id, discount_type, discount_value,
+         valid_days, cooldown_days, is_active, created_at"
+    };
+}
+
+/// A chain as validated by the API.
+#[derive(Debug, Clone)]
+pub struct NewChain {
+    pub trigger_business_id: Option<Uuid>,
+    pub trigger_category: Option<String>,
+    pub min_amount: Decimal,
+    pub target_business_id: Uuid,
+    pub discount_type: String,
+    pub discount_value: Decimal,
+    pub valid_days: i32,
+    pub cooldown_days: i32,
+}
+
+pub async fn create_chain(db: &PgPool, chain: &NewChain) -> sqlx::Result<PromoChain> {
+    sqlx::query_as(concat!(
+        "INSERT INTO promo_chains (trigger_business_id, trigger_category, min_amount, target_business_id,
+                                   discount_type, discount_value, valid_days, cooldown_days)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+        chain_columns!()
+    ))
+    .bind(chain.trigger_business_id)
+    .bind(&chain.trigger_category)
+    .bind(chain.min_amount)
+    .bind(chain.target_business_id)
+    .bind(&chain.discount_type)
+    .bind(chain.discount_value)
+    .bind(chain.valid_days)
+    .bind(chain.cooldown_days)
+    .fetch_one(db)
+    .await
+}
+
+/// Active chains a purchase of `amount` at `business_id` (of `category`) triggers.
+pub async fn matching_chains(
+    db: impl PgExecutor<'_>,
+    business_id: Uuid,
+    category: &str,
+    amount: Decimal,
+) -> sqlx::Result<Vec<PromoChain>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        chain_columns!(),
+        " FROM promo_chains
+         WHERE is_active AND min_amount <= $3
+           AND (trigger_business_id = $1 OR trigger_category = $2)
+         ORDER BY created_at"
+    ))
+    .bind(business_id)
+    .bind(category)
+    .bind(amount)
+    .fetch_all(db)
+    .await
+}
+
+/// What issuing from a chain came to.
+#[derive(Debug, Clone)]
+pub enum Issued {
+    New(Coupon),
+    /// This purchase already issued from this chain (a retried job).
+    Before,
+    /// The member holds an active coupon of this chain, or got one within the cool-down.
+    NotNow,
+}
+
+/// Issues a coupon from `chain` to `user_id` for the purchase `issue_key` names: at most one
+/// active coupon per chain and member (a unique index), none within the cool-down, and
+/// never twice for the same purchase.
+pub async fn issue(
+    tx: &mut Transaction<'_, Postgres>,
+    chain: &PromoChain,
+    user_id: Uuid,
+    code: &str,
+    issue_key: &str,
+) -> sqlx::Result<Issued> {
+    let inserted: Option<Coupon> = sqlx::query_as(concat!(
+        "INSERT INTO coupons (code, user_id, business_id, discount_type, discount_value, expires_at, source_chain_id, issue_key)
+         SELECT $1, $2, $3, $4, $5, now() + make_interval(days => $6), $7, $8
+         WHERE NOT EXISTS (
+             SELECT 1 FROM coupons
+             WHERE source_chain_id = $7 AND user_id = $2 AND created_at > now() - make_interval(days => $9))
+         ON CONFLICT DO NOTHING
+         RETURNING ",
+        coupon_columns!()
+    ))
+    .bind(code)
+    .bind(user_id)
+    .bind(chain.target_business_id)
+    .bind(&chain.discount_type)
+    .bind(chain.discount_value)
+    .bind(chain.valid_days)
+    .bind(chain.id)
+    .bind(issue_key)
+    .bind(chain.cooldown_days)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if let Some(coupon) = inserted {
+        return Ok(Issued::New(coupon));
+    }
+    let before: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM coupons WHERE issue_key = $1)")
+            .bind(issue_key)
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(if before {
+        Issued::Before
+    } else {
+        Issued::NotNow
+    })
+}
