@@ -31,6 +31,7 @@ pub async fn run(services: Services) -> anyhow::Result<()> {
 
     section("2. The coalition");
     let partners = seed::partners(&services.db, &services.secrets).await?;
+    let chains = seed::promo_chains(&services.db, &partners).await?;
     for b in &partners {
         println!(
             "  {:<11} {:<10} cashback {:>5}%  up to {}% of a check in bonuses{}",
@@ -43,6 +44,12 @@ pub async fn run(services: Services) -> anyhow::Result<()> {
             } else {
                 ""
             }
+        );
+    }
+
+    if !chains.is_empty() {
+        println!(
+            "  cross-promo chains: salon → 15 % at the gastromarket; gastronomy → 300 bonuses at the spa; spa → 1 000 ₽ at Skinerica"
         );
     }
 
@@ -174,6 +181,48 @@ async fn day(services: &Services, api: &ApiClient, partners: &[Business]) -> any
     let again = scan_and_wait(&anna, &json!({"code": codes[0]})).await?;
     describe("Миндаль: the first code scanned a second time", &again);
 
+    // The salon visit earned a coupon at the gastromarket (the seeded cross-promo chain).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let coupon = loop {
+        let listed = expect(anna.get("/coupons").await?, 200)?;
+        let market = partner("Лисичкино").id.to_string();
+        if let Some(c) = listed.data()["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["business_id"] == market.as_str())
+        {
+            break c.clone();
+        }
+        if Instant::now() > deadline {
+            bail!("no cross-promo coupon within 10 s: is the cross_promo worker running?");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    println!(
+        "  the salon visit earned coupon {} at Лисичкино: {} {} off, until {}",
+        coupon["code"].as_str().unwrap_or_default(),
+        coupon["discount_value"].as_str().unwrap_or_default(),
+        if coupon["discount_type"] == "percent" {
+            "%"
+        } else {
+            "₽"
+        },
+        coupon["expires_at"].as_str().unwrap_or_default()
+    );
+    let qr = expect(
+        staff_of("Лисичкино")
+            .post("/business/qr", &json!({"amount": "3000.00"}))
+            .await?,
+        200,
+    )?;
+    let with_coupon = scan_and_wait(
+        &anna,
+        &json!({"code": qr.data()["code"], "coupon_id": coupon["id"]}),
+    )
+    .await?;
+    describe("Лисичкино: check 3000.00 ₽ with the coupon", &with_coupon);
+
     crm_day(services, &operator, partners, &member_phone).await?;
 
     section("7. Where Анна stands");
@@ -216,10 +265,14 @@ fn section(title: &str) {
 fn describe(what: &str, outcome: &Value) {
     let r = &outcome["result"];
     if outcome["state"] == "done" {
+        let coupon = r["coupon_discount"].as_str().filter(|d| *d != "0.00");
         println!(
-            "  {what} → +{} bonuses (redeemed {}), balance {}, tier {}",
+            "  {what} → +{} bonuses (redeemed {}{}), balance {}, tier {}",
             r["bonus_accrued"].as_str().unwrap_or_default(),
             r["bonus_redeemed"].as_str().unwrap_or_default(),
+            coupon
+                .map(|d| format!(", coupon took {d} off"))
+                .unwrap_or_default(),
             r["balance"].as_str().unwrap_or_default(),
             r["status_tier"].as_str().unwrap_or_default()
         );

@@ -78,3 +78,84 @@ pub async fn partners(db: &PgPool, secrets: &SecretBox) -> anyhow::Result<Vec<Bu
     }
     Ok(out)
 }
+
+/// The cross-promo chains the coalition starts with (created once).
+pub async fn promo_chains(
+    db: &PgPool,
+    partners: &[Business],
+) -> anyhow::Result<Vec<storage::coupons::PromoChain>> {
+    let existing: i64 = sqlx::query_scalar("SELECT count(*) FROM promo_chains")
+        .fetch_one(db)
+        .await?;
+    if existing > 0 {
+        return Ok(Vec::new());
+    }
+    let id = |name: &str| {
+        partners
+            .iter()
+            .find(|b| b.name == name)
+            .map(|b| b.id)
+            .expect("seeded partner")
+    };
+    let chains = [
+        // After the salon, 15 % at the gastromarket for a week.
+        (
+            Some(id("Миндаль")),
+            None,
+            dec!(3000),
+            id("Лисичкино"),
+            "percent",
+            dec!(15),
+            7,
+        ),
+        // Any gastronomy purchase of 2 000 ₽: 300 bonuses at the wellness centre.
+        (
+            None,
+            Some("gastronomy"),
+            dec!(2000),
+            id("Стим Центр"),
+            "bonus",
+            dec!(300),
+            14,
+        ),
+        // After the wellness centre, 1 000 ₽ off at the cosmetology clinic.
+        (
+            Some(id("Стим Центр")),
+            None,
+            dec!(5000),
+            id("Skinerica"),
+            "fixed",
+            dec!(1000),
+            30,
+        ),
+    ];
+    let mut out = Vec::new();
+    for (
+        trigger_business_id,
+        trigger_category,
+        min_amount,
+        target_business_id,
+        discount_type,
+        discount_value,
+        valid_days,
+    ) in chains
+    {
+        out.push(
+            storage::coupons::create_chain(
+                db,
+                &storage::coupons::NewChain {
+                    trigger_business_id,
+                    trigger_category: trigger_category.map(str::to_owned),
+                    min_amount,
+                    target_business_id,
+                    discount_type: discount_type.to_owned(),
+                    discount_value,
+                    valid_days,
+                    cooldown_days: 0,
+                },
+            )
+            .await?,
+        );
+    }
+    Ok(out)
+}
