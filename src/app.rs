@@ -91,7 +91,10 @@ impl Services {
             push: self.push.clone(),
             clickhouse: self.clickhouse.clone(),
             timezone: self.config.timezone,
-            reconcile: Default::default(),
+            reconcile: jobs::env::ReconcilePolicy {
+                lost_after_s: self.config.reconcile_lost_after_s,
+                ..Default::default()
+            },
         })
     }
 }

@@ -33,7 +33,9 @@ pub async fn worker(services: Services, queues: Vec<String>) -> anyhow::Result<(
             .map(|q| q.parse::<QueueName>())
             .collect::<Result<Vec<_>, _>>()?
     };
-    let options = WorkerOptions::new(services.config.redis_url.clone(), queues);
+    let mut options = WorkerOptions::new(services.config.redis_url.clone(), queues);
+    options.heartbeat = std::time::Duration::from_secs(services.config.worker_heartbeat_s.max(1));
+    options.missed_heartbeats = services.config.worker_missed_heartbeats.max(2);
     jobs::runtime::run(services.job_env(), options, shutdown_signal()).await;
     Ok(())
 }

@@ -69,6 +69,13 @@ pub struct Config {
     pub timezone: chrono_tz::Tz,
     /// `DATABASE_MAX_CONNECTIONS`, default 20.
     pub database_max_connections: u32,
+    /// `KRUG_WORKER_HEARTBEAT_S` (default 5) and `KRUG_WORKER_MISSED_HEARTBEATS` (default 6):
+    /// a worker silent for heartbeat × missed seconds is dead and its jobs go back to the queue.
+    pub worker_heartbeat_s: u64,
+    pub worker_missed_heartbeats: usize,
+    /// `KRUG_RECONCILE_LOST_AFTER_S` (default 120): a relayed job not finished after this long
+    /// is pushed again by `reconcile` (a no-op if Redis still holds it).
+    pub reconcile_lost_after_s: i64,
 }
 
 fn var(name: &str, default: &str) -> String {
@@ -144,6 +151,15 @@ impl Config {
             database_max_connections: var("DATABASE_MAX_CONNECTIONS", "20")
                 .parse()
                 .context("DATABASE_MAX_CONNECTIONS must be a number")?,
+            worker_heartbeat_s: var("KRUG_WORKER_HEARTBEAT_S", "5")
+                .parse()
+                .context("KRUG_WORKER_HEARTBEAT_S must be a number of seconds")?,
+            worker_missed_heartbeats: var("KRUG_WORKER_MISSED_HEARTBEATS", "6")
+                .parse()
+                .context("KRUG_WORKER_MISSED_HEARTBEATS must be a number")?,
+            reconcile_lost_after_s: var("KRUG_RECONCILE_LOST_AFTER_S", "120")
+                .parse()
+                .context("KRUG_RECONCILE_LOST_AFTER_S must be a number of seconds")?,
         })
     }
 }

@@ -89,5 +89,6 @@ impl ErrorEnvelope {
 pub struct Page<T: ParseFromJSON + ToJSON> {
     pub items: Vec<T>,
     /// Pass as `cursor` for the next page; absent on the last page.
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }

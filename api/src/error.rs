@@ -27,6 +27,9 @@ pub enum ApiError {
     /// The body is larger than the API accepts.
     #[oai(status = 413)]
     PayloadTooLarge(Json<ErrorEnvelope>),
+    /// The body is not JSON (`Content-Type: application/json`).
+    #[oai(status = 415)]
+    UnsupportedMediaType(Json<ErrorEnvelope>),
     /// Well-formed, but a value is not acceptable.
     #[oai(status = 422)]
     Unprocessable(Json<ErrorEnvelope>),
@@ -99,18 +102,83 @@ impl From<sqlx::Error> for ApiError {
 /// The result of every operation.
 pub type ApiResult<T> = Result<T, ApiError>;
 
-/// Puts every error response that did not come from an `ApiError` (poem's 404, 405, 413,
-/// request parse failures, the auth checker) into the error envelope.
-pub async fn envelope_errors<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
-    match next.call(req).await {
-        Ok(response) => Ok(enveloped(response.into_response(), None)),
-        Err(error) => {
-            let message = error.to_string();
-            Ok(enveloped(error.into_response(), Some(message)))
-        }
+/// The methods each route of the spec answers, for the `Allow` header of a 405.
+#[derive(Debug, Default)]
+pub struct Methods {
+    /// (path template split at `/`, methods), e.g. (["", "admin", "jobs", "{queue}", "{id}"], "GET").
+    routes: Vec<(Vec<String>, Vec<String>)>,
+}
+
+impl Methods {
+    /// Reads the paths of an OpenAPI document served under `prefix`.
+    pub fn from_spec(spec: &str, prefix: &str) -> Self {
+        let spec: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+        let routes = spec["paths"]
+            .as_object()
+            .map(|paths| {
+                paths
+                    .iter()
+                    .map(|(path, ops)| {
+                        let template = format!("{prefix}{path}")
+                            .split('/')
+                            .map(str::to_owned)
+                            .collect();
+                        let mut methods: Vec<String> = ops
+                            .as_object()
+                            .map(|o| o.keys().map(|m| m.to_ascii_uppercase()).collect())
+                            .unwrap_or_default();
+                        methods.sort();
+                        (template, methods)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self { routes }
+    }
+
+    fn allowed(&self, path: &str) -> Option<String> {
+        let segments: Vec<&str> = path.split('/').collect();
+        self.routes
+            .iter()
+            .find(|(template, _)| {
+                template.len() == segments.len()
+                    && template
+                        .iter()
+                        .zip(&segments)
+                        .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
+            })
+            .map(|(_, methods)| methods.join(", "))
     }
 }
 
+/// Puts every error response that did not come from an `ApiError` (poem's 404, 405, 413,
+/// request parse failures, the auth checker) into the error envelope; a 405 says which
+/// methods the route does take (`Allow`).
+pub async fn envelope_errors<E: Endpoint>(
+    methods: &Methods,
+    next: E,
+    req: Request,
+) -> poem::Result<Response> {
+    let path = req.uri().path().to_owned();
+    let mut response = match next.call(req).await {
+        Ok(response) => enveloped(response.into_response(), None),
+        Err(error) => {
+            let message = error.to_string();
+            enveloped(error.into_response(), Some(message))
+        }
+    };
+    if response.status() == StatusCode::METHOD_NOT_ALLOWED
+        && !response.headers().contains_key("allow")
+    {
+        if let Some(allow) = methods
+            .allowed(&path)
+            .and_then(|a| poem::http::HeaderValue::from_str(&a).ok())
+        {
+            response.headers_mut().insert("allow", allow);
+        }
+    }
+    Ok(response)
+}
 fn enveloped(response: Response, message: Option<String>) -> Response {
     let status = response.status();
     let is_json = response

@@ -3,9 +3,9 @@
 pub mod auth;
 pub mod envelope;
 pub mod error;
-pub mod money;
 pub mod routes;
 pub mod state;
+pub mod wire;
 
 use envelope::{Envelope, ErrorEnvelope, REQUEST_ID};
 use poem::{
@@ -17,8 +17,14 @@ use poem::{
 use poem_openapi::{Object, OpenApiService, payload::Json};
 use prometheus::{HistogramVec, register_histogram_vec};
 use routes::{
-    admin::AdminApi, analytics::AnalyticsApi, auth::AuthApi, business::BusinessApi,
-    loyalty::LoyaltyApi, operations::OperationsApi, users::UserApi,
+    admin::AdminApi,
+    analytics::AnalyticsApi,
+    auth::AuthApi,
+    business::BusinessApi,
+    events::{AdminEventsApi, EventsApi},
+    loyalty::LoyaltyApi,
+    operations::OperationsApi,
+    users::UserApi,
 };
 use state::AppState;
 use std::{
@@ -56,6 +62,8 @@ pub fn api_service(
         AdminApi,
         OperationsApi,
         AnalyticsApi,
+        EventsApi,
+        AdminEventsApi,
     ),
     (),
 > {
@@ -82,6 +90,12 @@ pub fn api_service(
             AnalyticsApi {
                 state: state.clone(),
             },
+            EventsApi {
+                state: state.clone(),
+            },
+            AdminEventsApi {
+                state: state.clone(),
+            },
         ),
         "Свой Круг API",
         env!("CARGO_PKG_VERSION"),
@@ -92,6 +106,7 @@ pub fn api_service(
 /// The whole HTTP application.
 pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
     let api = api_service(&state);
+    let methods = Arc::new(error::Methods::from_spec(&api.spec(), "/api/v1"));
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     Route::new()
@@ -104,7 +119,10 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
         .at("/board", get(board))
         .data(state)
         .around(limit_body)
-        .around(error::envelope_errors)
+        .around(move |next, req| {
+            let methods = methods.clone();
+            async move { error::envelope_errors(&methods, next, req).await }
+        })
         .around(request_context)
 }
 

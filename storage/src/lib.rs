@@ -7,6 +7,7 @@ pub mod cache;
 pub mod coupons;
 pub mod crm;
 pub mod devices;
+pub mod events;
 pub mod loyalty;
 pub mod notifications;
 pub mod otp;

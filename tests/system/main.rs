@@ -11,6 +11,7 @@ mod backlog;
 mod board;
 mod cli;
 mod crm;
+mod events;
 mod http;
 mod operations;
 mod promo;

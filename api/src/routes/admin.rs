@@ -4,9 +4,10 @@ use crate::{
     auth::Auth,
     envelope::Envelope,
     error::{ApiError, ApiResult},
-    money::Amount,
     routes::business::{BusinessView, business_view},
     state::AppState,
+    wire::Amount,
+    wire::Text,
 };
 use domain::PhoneNumber;
 use jobs::handlers::crm::PollCrm;
@@ -100,35 +101,46 @@ pub enum StaffRole {
 #[derive(Debug, Object)]
 pub struct CreateBusiness {
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: String,
+    pub name: Text,
     pub category: CategoryName,
     pub cashback_percent: Amount,
     /// Default 30.
+    #[oai(nullable)]
     pub max_redeem_percent: Option<Amount>,
     /// Medical businesses never reach analytics or cross-promo. Default false.
+    #[oai(nullable)]
     pub is_medical: Option<bool>,
+    #[oai(nullable)]
     pub crm_type: Option<CrmType>,
     #[oai(validator(max_length = 500))]
-    pub crm_base_url: Option<String>,
+    #[oai(nullable)]
+    pub crm_base_url: Option<Text>,
     /// By `crm_type` — yclients: `partner_token`, `user_token`, `company_id`; iiko:
     /// `api_login`, `organization_id`; 1c: `username`, `password`, `document`; amo_crm:
     /// `access_token`; renovatio: `api_key`, `clinic_id`. Stored encrypted, never returned.
+    #[oai(nullable)]
     pub crm_credentials: Option<Value>,
 }
 
 #[derive(Debug, Object)]
 pub struct UpdateBusiness {
     #[oai(validator(min_length = 1, max_length = 200))]
-    pub name: Option<String>,
+    #[oai(nullable)]
+    pub name: Option<Text>,
+    #[oai(nullable)]
     pub category: Option<CategoryName>,
+    #[oai(nullable)]
     pub cashback_percent: Option<Amount>,
+    #[oai(nullable)]
     pub max_redeem_percent: Option<Amount>,
+    #[oai(nullable)]
     pub is_medical: Option<bool>,
+    #[oai(nullable)]
     pub is_active: Option<bool>,
     /// `null` disconnects the CRM.
     pub crm_type: MaybeUndefined<CrmType>,
     #[oai(validator(max_length = 500))]
-    pub crm_base_url: MaybeUndefined<String>,
+    pub crm_base_url: MaybeUndefined<Text>,
     pub crm_credentials: MaybeUndefined<Value>,
 }
 
@@ -150,9 +162,12 @@ pub enum DiscountTypeName {
 #[derive(Debug, Object)]
 pub struct CreatePromoChain {
     /// The trigger: one business, or (instead) every business of a category.
+    #[oai(nullable)]
     pub trigger_business_id: Option<Uuid>,
+    #[oai(nullable)]
     pub trigger_category: Option<CategoryName>,
     /// Smallest purchase that triggers it. Default 0.
+    #[oai(nullable)]
     pub min_amount: Option<Amount>,
     pub target_business_id: Uuid,
     pub discount_type: DiscountTypeName,
@@ -161,13 +176,16 @@ pub struct CreatePromoChain {
     /// How long a coupon is valid, days (1–365).
     pub valid_days: i32,
     /// No new coupon of this chain for the same member within this many days. Default 0.
+    #[oai(nullable)]
     pub cooldown_days: Option<i32>,
 }
 
 #[derive(Debug, Object)]
 pub struct PromoChainView {
     pub id: Uuid,
+    #[oai(nullable)]
     pub trigger_business_id: Option<Uuid>,
+    #[oai(nullable)]
     pub trigger_category: Option<String>,
     pub min_amount: Amount,
     pub target_business_id: Uuid,
@@ -200,7 +218,7 @@ pub enum PollAccepted {
 #[derive(Debug, Object)]
 pub struct AddStaff {
     #[oai(validator(max_length = 32))]
-    pub phone: String,
+    pub phone: Text,
     pub role: StaffRole,
 }
 

@@ -4,9 +4,9 @@ use crate::{
     auth::Auth,
     envelope::Envelope,
     error::{ApiError, ApiResult},
-    money::Amount,
     routes::page_limit,
     state::AppState,
+    wire::Amount,
 };
 use poem_openapi::{Object, OpenApi, Tags, param::Query, payload::Json};
 use rust_decimal::Decimal;
@@ -51,6 +51,7 @@ pub struct RfmReport {
     pub segments: Vec<SegmentCount>,
     /// Members' scores, by user id; pass `next_cursor` as `cursor` for more.
     pub items: Vec<MemberRfm>,
+    #[oai(nullable)]
     pub next_cursor: Option<String>,
 }
 

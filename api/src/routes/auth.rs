@@ -6,6 +6,7 @@ use crate::{
     error::{ApiError, ApiResult},
     routes::users::{UserView, user_view},
     state::AppState,
+    wire::Text,
 };
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use domain::{PhoneNumber, codes::otp_code};
@@ -41,7 +42,7 @@ pub struct AuthApi {
 pub struct SendCodeRequest {
     /// Any common Russian form: `+7 999 123-45-67`, `89991234567`.
     #[oai(validator(max_length = 32))]
-    pub phone: String,
+    pub phone: Text,
 }
 
 #[derive(Debug, Object)]
@@ -62,10 +63,10 @@ pub enum SendCodeResponse {
 #[derive(Debug, Object)]
 pub struct VerifyCodeRequest {
     #[oai(validator(max_length = 32))]
-    pub phone: String,
+    pub phone: Text,
     /// The six digits from the SMS.
     #[oai(validator(max_length = 16))]
-    pub code: String,
+    pub code: Text,
 }
 
 #[derive(Debug, Object)]
@@ -89,7 +90,7 @@ pub struct TokenPair {
 #[derive(Debug, Object)]
 pub struct RefreshRequest {
     #[oai(validator(max_length = 128))]
-    pub refresh_token: String,
+    pub refresh_token: Text,
 }
 
 #[derive(Debug, Object)]

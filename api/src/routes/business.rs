@@ -4,9 +4,9 @@ use crate::{
     auth::Auth,
     envelope::Envelope,
     error::{ApiError, ApiResult},
-    money::Amount,
     routes::{loyalty::QR_CODE_LEN, positive_money},
     state::AppState,
+    wire::Amount,
 };
 use domain::codes::human_code;
 use poem_openapi::{Object, OpenApi, Tags, param::Path, payload::Json};
@@ -46,12 +46,15 @@ pub struct BusinessView {
     pub is_medical: bool,
     pub is_active: bool,
     /// `yclients`, `iiko`, `1c`, `amo_crm`, `renovatio`, or absent.
+    #[oai(nullable)]
     pub crm_type: Option<String>,
+    #[oai(nullable)]
     pub crm_base_url: Option<String>,
     /// Whether CRM credentials are stored (they are never returned).
     pub has_crm_credentials: bool,
     /// `ok`, or `failing` when the CRM refused our credentials.
     pub integration_status: String,
+    #[oai(nullable)]
     pub integration_error: Option<String>,
     pub created_at: OffsetDateTime,
 }
@@ -104,6 +107,7 @@ pub struct IssueQrRequest {
     /// The check, roubles.
     pub amount: Amount,
     /// Needed only by people on the staff of several businesses.
+    #[oai(nullable)]
     pub business_id: Option<Uuid>,
 }
 

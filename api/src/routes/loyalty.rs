@@ -4,9 +4,10 @@ use crate::{
     auth::Auth,
     envelope::{Envelope, Page},
     error::{ApiError, ApiResult},
-    money::Amount,
     routes::{page_limit, parse_cursor},
     state::AppState,
+    wire::Amount,
+    wire::Text,
 };
 use domain::{Money, Tier, codes::is_human_code};
 use jobs::{handlers::scan::ScanQr, outbox};
@@ -51,6 +52,7 @@ pub struct BalanceView {
     pub lifetime_spent: Amount,
     pub status_tier: String,
     /// Absent at the top tier.
+    #[oai(nullable)]
     pub next_tier: Option<NextTierView>,
 }
 
@@ -61,6 +63,7 @@ pub struct LedgerEntryView {
     pub kind: String,
     /// Signed: negative for redemptions, reversals and expiries.
     pub amount: Amount,
+    #[oai(nullable)]
     pub transaction_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
 }
@@ -81,10 +84,12 @@ pub struct TransactionView {
 pub struct ScanRequestBody {
     /// The code on the staff member's screen.
     #[oai(validator(max_length = 64))]
-    pub code: String,
+    pub code: Text,
     /// Bonuses to spend on this check (1 bonus = 1 ₽).
+    #[oai(nullable)]
     pub redeem_bonus: Option<Amount>,
     /// One of `GET /coupons`.
+    #[oai(nullable)]
     pub coupon_id: Option<Uuid>,
 }
 
@@ -134,7 +139,9 @@ pub struct ScanError {
 #[derive(Debug, Object)]
 pub struct ScanStatus {
     pub state: ScanState,
+    #[oai(nullable)]
     pub result: Option<ScanResultView>,
+    #[oai(nullable)]
     pub error: Option<ScanError>,
 }
 
@@ -150,8 +157,10 @@ pub struct CouponView {
     pub discount_value: Amount,
     pub expires_at: OffsetDateTime,
     /// Always absent here: used coupons are not listed.
+    #[oai(nullable)]
     pub redeemed_at: Option<OffsetDateTime>,
     /// The cross-promo chain that issued it.
+    #[oai(nullable)]
     pub source_chain_id: Option<Uuid>,
 }
 

@@ -42,6 +42,7 @@ pub struct QueueView {
     pub failed: u64,
     pub dead: u64,
     /// How long the oldest pending job has waited, seconds.
+    #[oai(nullable)]
     pub oldest_pending_age_s: Option<u64>,
 }
 
@@ -58,11 +59,15 @@ pub struct JobView {
     pub state: String,
     pub attempts: u32,
     pub max_attempts: u32,
+    #[oai(nullable)]
     pub last_error: Option<String>,
     /// Personal data masked.
     pub payload: Value,
+    #[oai(nullable)]
     pub enqueued_at: Option<OffsetDateTime>,
+    #[oai(nullable)]
     pub started_at: Option<OffsetDateTime>,
+    #[oai(nullable)]
     pub finished_at: Option<OffsetDateTime>,
 }
 
@@ -87,10 +92,14 @@ pub struct ScheduleView {
     /// Seconds field first.
     pub cron: String,
     pub queue: String,
+    #[oai(nullable)]
     pub next_fire_at: Option<OffsetDateTime>,
+    #[oai(nullable)]
     pub last_run_at: Option<OffsetDateTime>,
+    #[oai(nullable)]
     pub last_job_id: Option<Uuid>,
     /// The last run's job state; `unknown` once the queue no longer holds it.
+    #[oai(nullable)]
     pub last_outcome: Option<String>,
 }
 

@@ -5,6 +5,7 @@ use crate::{
     envelope::Envelope,
     error::{ApiError, ApiResult},
     state::AppState,
+    wire::Text,
 };
 use poem_openapi::{
     ApiResponse, Enum, Object, OpenApi, Tags, payload::Json, types::MaybeUndefined,
@@ -28,6 +29,7 @@ pub struct UserApi {
 pub struct RoleView {
     pub role: String,
     /// Set for business roles.
+    #[oai(nullable)]
     pub business_id: Option<Uuid>,
 }
 
@@ -36,8 +38,11 @@ pub struct UserView {
     pub id: Uuid,
     /// E.164.
     pub phone: String,
+    #[oai(nullable)]
     pub first_name: Option<String>,
+    #[oai(nullable)]
     pub last_name: Option<String>,
+    #[oai(nullable)]
     pub email: Option<String>,
     /// `Insider`, `VIP` or `Elite`.
     pub status_tier: String,
@@ -72,11 +77,11 @@ pub(crate) fn user_view(user: User, roles: &[Role]) -> UserView {
 #[derive(Debug, Object)]
 pub struct ProfileChange {
     #[oai(validator(max_length = 100))]
-    pub first_name: MaybeUndefined<String>,
+    pub first_name: MaybeUndefined<Text>,
     #[oai(validator(max_length = 100))]
-    pub last_name: MaybeUndefined<String>,
+    pub last_name: MaybeUndefined<Text>,
     #[oai(validator(max_length = 254))]
-    pub email: MaybeUndefined<String>,
+    pub email: MaybeUndefined<Text>,
 }
 
 #[derive(Debug, Clone, Copy, Enum)]
@@ -90,7 +95,7 @@ pub enum Platform {
 pub struct DeviceRegistration {
     /// The push token FCM gave the app.
     #[oai(validator(min_length = 1, max_length = 4096))]
-    pub token: String,
+    pub token: Text,
     pub platform: Platform,
 }
 
@@ -106,7 +111,7 @@ pub enum DeviceRegistered {
     Created(Json<Envelope<DeviceView>>),
 }
 
-fn field(value: &MaybeUndefined<String>) -> Option<Option<String>> {
+fn field(value: &MaybeUndefined<Text>) -> Option<Option<String>> {
     match value {
         MaybeUndefined::Undefined => None,
         MaybeUndefined::Null => Some(None),

@@ -1,0 +1,410 @@
+//! Members-only events: the list, registration with a tier gate and a seat limit, proposals
+//! by VIP and Elite members, and operators' approval (`PATCH /admin/events/{id}`).
+
+use crate::{
+    auth::Auth,
+    envelope::{Envelope, ErrorEnvelope, Page},
+    error::{ApiError, ApiResult},
+    routes::{page_limit, parse_cursor},
+    state::AppState,
+    wire::Text,
+};
+use domain::Tier;
+use jobs::handlers::events::start_of_day;
+use poem_openapi::{
+    ApiResponse, Object, OpenApi, Tags,
+    param::{Path, Query},
+    payload::Json,
+};
+use std::sync::Arc;
+use storage::{
+    events::{
+        self, Cancellation, Event, EventFilter, EventStatus, NewEvent, Registration, StatusChange,
+        Viewer,
+    },
+    users,
+};
+use time::{Date, OffsetDateTime};
+use uuid::Uuid;
+
+/// Title length, in characters: long enough for "Дегустация сыров с шеф-поваром
+/// Лисичкино", short enough for a push notification's title line.
+const TITLE_CHARS: std::ops::RangeInclusive<usize> = 3..=200;
+const DESCRIPTION_MAX_CHARS: usize = 5_000;
+const LOCATION_MAX_CHARS: usize = 300;
+/// Seats: at least one; the largest venue of the coalition seats far fewer than this.
+const PARTICIPANTS: std::ops::RangeInclusive<i64> = 1..=10_000;
+
+#[derive(Tags)]
+enum Tag {
+    /// Members-only events.
+    Events,
+    /// Operators: approving and closing events.
+    EventModeration,
+}
+
+/// Member routes: `/events…`.
+pub struct EventsApi {
+    pub state: Arc<AppState>,
+}
+
+/// Operator routes: `PATCH /admin/events/{id}`.
+pub struct AdminEventsApi {
+    pub state: Arc<AppState>,
+}
+
+/// An event, as the signed-in user sees it.
+#[derive(Debug, Object)]
+pub struct EventView {
+    pub id: Uuid,
+    pub title: String,
+    pub description: String,
+    /// When it starts (RFC 3339).
+    pub date: OffsetDateTime,
+    pub location: String,
+    pub max_participants: u32,
+    /// The lowest status that may register: `Insider`, `VIP` or `Elite`.
+    pub min_status_tier: String,
+    /// `proposed`, `approved`, `active`, `completed` or `cancelled`.
+    pub status: String,
+    /// Seats taken.
+    pub registered_count: u32,
+    /// Whether the signed-in user holds a seat.
+    pub is_registered: bool,
+}
+
+fn event_view(e: Event) -> EventView {
+    EventView {
+        id: e.id,
+        title: e.title,
+        description: e.description,
+        date: e.date,
+        location: e.location,
+        max_participants: e.max_participants.max(0) as u32,
+        min_status_tier: e.min_status_tier,
+        status: e.status,
+        registered_count: e.registered_count.max(0) as u32,
+        is_registered: e.is_registered,
+    }
+}
+
+/// A proposal for an event (VIP and Elite members).
+#[derive(Debug, Object)]
+pub struct ProposeEvent {
+    /// 3 to 200 characters.
+    pub title: Text,
+    /// Up to 5 000 characters.
+    #[oai(nullable)]
+    pub description: Option<Text>,
+    /// When it starts (RFC 3339); must be in the future.
+    pub date: OffsetDateTime,
+    /// Up to 300 characters.
+    #[oai(nullable)]
+    pub location: Option<Text>,
+    /// 1 to 10 000.
+    pub max_participants: i64,
+    /// `Insider` (the default), `VIP` or `Elite`.
+    #[oai(nullable)]
+    pub min_status_tier: Option<Text>,
+}
+
+/// An operator's decision about an event.
+#[derive(Debug, Object)]
+pub struct UpdateEventStatus {
+    /// `approved`, `active`, `completed` or `cancelled`. Proposals are approved or
+    /// cancelled; approved events become active, completed or cancelled; active events
+    /// completed or cancelled. Completed and cancelled are final.
+    pub status: Text,
+}
+
+#[derive(ApiResponse)]
+pub enum ProposeResponse {
+    /// The proposal waits for an operator (status `proposed`).
+    #[oai(status = 201)]
+    Created(Json<Envelope<EventView>>),
+}
+
+#[derive(ApiResponse)]
+pub enum RegisterResponse {
+    /// A seat is yours.
+    #[oai(status = 201)]
+    Registered(Json<Envelope<EventView>>),
+    /// You already had a seat; nothing changed.
+    #[oai(status = 200)]
+    AlreadyRegistered(Json<Envelope<EventView>>),
+}
+
+fn invalid(code: &str, message: impl Into<String>) -> ApiError {
+    ApiError::unprocessable(code, message)
+}
+
+fn event_not_found() -> ApiError {
+    ApiError::not_found("event_not_found", "No such event.")
+}
+
+fn tier_too_low(message: impl Into<String>) -> ApiError {
+    ApiError::Forbidden(Json(ErrorEnvelope::new("tier_too_low", message)))
+}
+
+fn parse_status(value: &str, field: &str) -> Result<EventStatus, ApiError> {
+    value
+        .parse()
+        .map_err(|e| invalid("invalid_status", format!("{field}: {e}")))
+}
+
+fn parse_tier(value: &str) -> Result<Tier, ApiError> {
+    value.parse().map_err(|_| {
+        invalid(
+            "invalid_tier",
+            "min_status_tier must be Insider, VIP or Elite",
+        )
+    })
+}
+
+/// Checks a proposal and puts it in the shape it is stored in.
+fn new_event(body: ProposeEvent, proposed_by: Uuid) -> Result<NewEvent, ApiError> {
+    let title = body.title.trim().to_owned();
+    if !TITLE_CHARS.contains(&title.chars().count()) {
+        return Err(invalid(
+            "invalid_title",
+            format!(
+                "title must be {} to {} characters",
+                TITLE_CHARS.start(),
+                TITLE_CHARS.end()
+            ),
+        ));
+    }
+    let description = body.description.unwrap_or_default().trim().to_owned();
+    if description.chars().count() > DESCRIPTION_MAX_CHARS {
+        return Err(invalid(
+            "invalid_description",
+            format!("description must be at most {DESCRIPTION_MAX_CHARS} characters"),
+        ));
+    }
+    let location = body.location.unwrap_or_default().trim().to_owned();
+    if location.chars().count() > LOCATION_MAX_CHARS {
+        return Err(invalid(
+            "invalid_location",
+            format!("location must be at most {LOCATION_MAX_CHARS} characters"),
+        ));
+    }
+    if body.date <= OffsetDateTime::now_utc() {
+        return Err(invalid("invalid_date", "date must be in the future"));
+    }
+    if !PARTICIPANTS.contains(&body.max_participants) {
+        return Err(invalid(
+            "invalid_max_participants",
+            format!(
+                "max_participants must be between {} and {}",
+                PARTICIPANTS.start(),
+                PARTICIPANTS.end()
+            ),
+        ));
+    }
+    let tier = match body.min_status_tier.as_deref() {
+        None => Tier::Insider,
+        Some(name) => parse_tier(name.trim())?,
+    };
+    Ok(NewEvent {
+        title,
+        description,
+        date: body.date,
+        location,
+        max_participants: body.max_participants as i32,
+        min_status_tier: tier.as_str().to_owned(),
+        proposed_by,
+    })
+}
+
+impl EventsApi {
+    fn viewer(auth: &Auth) -> Viewer {
+        Viewer {
+            user_id: auth.user_id(),
+            operator: auth.0.is_operator(),
+        }
+    }
+
+    /// The member's tier as stored now: access tokens do not carry it, and it changes
+    /// with purchases and the nightly tier review.
+    async fn tier(&self, user_id: Uuid) -> ApiResult<Tier> {
+        let user = users::get(&self.state.db, user_id).await?.ok_or_else(|| {
+            ApiError::not_found("user_not_found", "This account no longer exists.")
+        })?;
+        Ok(user.tier())
+    }
+}
+
+#[OpenApi(tag = "Tag::Events")]
+impl EventsApi {
+    /// Events, soonest first. Members see approved, active and completed events, their
+    /// own proposals and the events they registered for; operators see all.
+    ///
+    /// `from` and `to` are local dates (`KRUG_TIMEZONE`), both included.
+    #[oai(path = "/events", method = "get")]
+    async fn list(
+        &self,
+        auth: Auth,
+        status: Query<Option<String>>,
+        from: Query<Option<Date>>,
+        to: Query<Option<Date>>,
+        cursor: Query<Option<String>>,
+        limit: Query<Option<u32>>,
+    ) -> ApiResult<Json<Envelope<Page<EventView>>>> {
+        let tz = self.state.timezone;
+        let status = status
+            .0
+            .as_deref()
+            .filter(|s| !s.is_empty())
+            .map(|s| parse_status(s, "status"))
+            .transpose()?;
+        if let (Some(from), Some(to)) = (from.0, to.0)
+            && from > to
+        {
+            return Err(invalid("invalid_range", "from must not be after to"));
+        }
+        let filter = EventFilter {
+            status,
+            from: from.0.map(|d| start_of_day(tz, d)),
+            // `to` is included: the window ends where the next day begins.
+            until: to
+                .0
+                .and_then(Date::next_day)
+                .map(|next| start_of_day(tz, next)),
+        };
+        let page = events::list(
+            &self.state.db,
+            Self::viewer(&auth),
+            filter,
+            parse_cursor(cursor.0.as_deref())?,
+            page_limit(limit.0)?,
+        )
+        .await?;
+        Ok(Json(Envelope::new(Page {
+            items: page.items.into_iter().map(event_view).collect(),
+            next_cursor: page.next_cursor,
+        })))
+    }
+
+    /// One event.
+    #[oai(path = "/events/:id", method = "get")]
+    async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<Envelope<EventView>>> {
+        let event = events::get_visible(&self.state.db, id.0, Self::viewer(&auth))
+            .await?
+            .ok_or_else(event_not_found)?;
+        Ok(Json(Envelope::new(event_view(event))))
+    }
+
+    /// Propose an event (VIP and Elite members). It is published once an operator
+    /// approves it.
+    #[oai(path = "/events", method = "post")]
+    async fn propose(&self, auth: Auth, body: Json<ProposeEvent>) -> ApiResult<ProposeResponse> {
+        let user_id = auth.user_id();
+        if !auth.0.is_operator() && self.tier(user_id).await? < Tier::Vip {
+            return Err(tier_too_low("Proposing events needs VIP or Elite status."));
+        }
+        let new = new_event(body.0, user_id)?;
+        let event = events::create(&self.state.db, &new).await?;
+        tracing::info!(event_id = %event.id, "event proposed");
+        Ok(ProposeResponse::Created(Json(Envelope::new(event_view(
+            event,
+        )))))
+    }
+
+    /// Take a seat. Idempotent: a second call answers 200 and changes nothing. A full
+    /// event answers 409 `event_full`; one that does not take registrations (proposed,
+    /// completed, cancelled) 409 `registration_closed`; a member below the event's
+    /// `min_status_tier` 403 `tier_too_low`.
+    #[oai(path = "/events/:id/register", method = "post")]
+    async fn register(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<RegisterResponse> {
+        let db = &self.state.db;
+        let user_id = auth.user_id();
+        let event = events::get_visible(db, id.0, Self::viewer(&auth))
+            .await?
+            .ok_or_else(event_not_found)?;
+        if !event.status().takes_registrations() {
+            return Err(registration_closed(event.status()));
+        }
+        if event.is_registered {
+            return Ok(RegisterResponse::AlreadyRegistered(Json(Envelope::new(
+                event_view(event),
+            ))));
+        }
+        let required = event.min_status_tier.parse().unwrap_or(Tier::Elite);
+        if self.tier(user_id).await? < required {
+            return Err(tier_too_low(format!(
+                "This event is for {required} members and above."
+            )));
+        }
+        match events::register(db, event.id, user_id).await? {
+            Registration::Registered(event) => Ok(RegisterResponse::Registered(Json(
+                Envelope::new(event_view(event)),
+            ))),
+            Registration::AlreadyRegistered(event) => Ok(RegisterResponse::AlreadyRegistered(
+                Json(Envelope::new(event_view(event))),
+            )),
+            Registration::Full => Err(ApiError::conflict(
+                "event_full",
+                "Every seat at this event is taken.",
+            )),
+            Registration::Closed(status) => Err(registration_closed(status)),
+        }
+    }
+
+    /// Give your seat back. Idempotent: without a seat it answers 200 and changes
+    /// nothing. A completed event answers 409 `event_completed`.
+    #[oai(path = "/events/:id/register", method = "delete")]
+    async fn unregister(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<Envelope<EventView>>> {
+        let db = &self.state.db;
+        let event = events::get_visible(db, id.0, Self::viewer(&auth))
+            .await?
+            .ok_or_else(event_not_found)?;
+        match events::unregister(db, event.id, auth.user_id()).await? {
+            Cancellation::Cancelled(event) | Cancellation::NotRegistered(event) => {
+                Ok(Json(Envelope::new(event_view(event))))
+            }
+            Cancellation::Completed => Err(ApiError::conflict(
+                "event_completed",
+                "This event is over; its registrations are kept.",
+            )),
+        }
+    }
+}
+
+fn registration_closed(status: EventStatus) -> ApiError {
+    ApiError::conflict(
+        "registration_closed",
+        format!("This event does not take registrations: it is {status}."),
+    )
+}
+
+#[OpenApi(prefix_path = "/admin", tag = "Tag::EventModeration")]
+impl AdminEventsApi {
+    /// Approve, start, complete or cancel an event. Setting the status it already has
+    /// changes nothing; a move its status does not allow answers 422 `invalid_transition`.
+    #[oai(path = "/events/:id", method = "patch")]
+    async fn update_status(
+        &self,
+        auth: Auth,
+        id: Path<Uuid>,
+        body: Json<UpdateEventStatus>,
+    ) -> ApiResult<Json<Envelope<EventView>>> {
+        auth.require_operator()?;
+        let to = parse_status(body.status.trim(), "status")?;
+        let viewer = Viewer {
+            user_id: auth.user_id(),
+            operator: true,
+        };
+        match events::set_status(&self.state.db, id.0, to, viewer).await? {
+            StatusChange::Changed(event) => {
+                tracing::info!(event_id = %event.id, status = %to, "event status changed");
+                Ok(Json(Envelope::new(event_view(event))))
+            }
+            StatusChange::Unchanged(event) => Ok(Json(Envelope::new(event_view(event)))),
+            StatusChange::NotAllowed(from) => Err(invalid(
+                "invalid_transition",
+                format!("status: a {from} event cannot become {to}"),
+            )),
+            StatusChange::NotFound => Err(event_not_found()),
+        }
+    }
+}
