@@ -17,6 +17,13 @@ if [ ! -x /usr/bin/chromium ]; then
 fi
 [ -d tests/browser/node_modules ] || npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
+# The API fuzz test runs schemathesis (PyPI), pinned.
+SCHEMATHESIS_VERSION=4.32.5
+if ! schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+    echo "[test] installing schemathesis $SCHEMATHESIS_VERSION"
+    python3 -m pip install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
+fi
+
 # Leftovers of interrupted runs: per-test databases and Redis keys (prefix kt-).
 clean() {
     psql -h 127.0.0.1 -U postgres -d postgres -Atc \

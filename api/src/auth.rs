@@ -116,6 +116,27 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Claims> {
     state.jwt.verify(&bearer.token).map_err(Into::into)
 }
 
+/// An operator (superadmin or moderator): any other valid token gets 403 before the request
+/// is even read.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", bearer_format = "JWT", checker = "check_operator")]
+pub struct Operator(pub Claims);
+
+async fn check_operator(req: &Request, bearer: Bearer) -> poem::Result<Claims> {
+    let claims = check_bearer(req, bearer).await?;
+    if claims.is_operator() {
+        Ok(claims)
+    } else {
+        Err(ApiError::forbidden("This needs the superadmin or moderator role.").into())
+    }
+}
+
+impl Operator {
+    pub fn user_id(&self) -> Uuid {
+        self.0.user_id()
+    }
+}
+
 impl Auth {
     pub fn user_id(&self) -> Uuid {
         self.0.user_id()

@@ -12,6 +12,7 @@ mod board;
 mod cli;
 mod crm;
 mod events;
+mod fuzz;
 mod http;
 mod operations;
 mod promo;

@@ -1,7 +1,7 @@
 //! `/admin`: operators (superadmin, moderator) manage partner businesses and their staff.
 
 use crate::{
-    auth::Auth,
+    auth::Operator,
     envelope::Envelope,
     error::{ApiError, ApiResult},
     routes::business::{BusinessView, business_view},
@@ -138,9 +138,12 @@ pub struct UpdateBusiness {
     #[oai(nullable)]
     pub is_active: Option<bool>,
     /// `null` disconnects the CRM.
+    #[oai(nullable)]
     pub crm_type: MaybeUndefined<CrmType>,
     #[oai(validator(max_length = 500))]
+    #[oai(nullable)]
     pub crm_base_url: MaybeUndefined<Text>,
+    #[oai(nullable)]
     pub crm_credentials: MaybeUndefined<Value>,
 }
 
@@ -292,10 +295,9 @@ impl AdminApi {
     #[oai(path = "/businesses", method = "post")]
     async fn create_business(
         &self,
-        auth: Auth,
+        _operator: Operator,
         body: Json<CreateBusiness>,
     ) -> ApiResult<CreatedBusiness> {
-        auth.require_operator()?;
         let body = body.0;
         let (crm_base_url, crm_credentials) = match body.crm_type {
             None => (None, None),
@@ -337,11 +339,10 @@ impl AdminApi {
     #[oai(path = "/businesses/:id", method = "patch")]
     async fn update_business(
         &self,
-        auth: Auth,
+        _operator: Operator,
         id: Path<Uuid>,
         body: Json<UpdateBusiness>,
     ) -> ApiResult<Json<Envelope<BusinessView>>> {
-        auth.require_operator()?;
         let state = &self.state;
         let current = businesses::get(&state.db, id.0)
             .await?
@@ -409,11 +410,10 @@ impl AdminApi {
     #[oai(path = "/businesses/:id/staff", method = "post")]
     async fn add_staff(
         &self,
-        auth: Auth,
+        _operator: Operator,
         id: Path<Uuid>,
         body: Json<AddStaff>,
     ) -> ApiResult<AddedStaff> {
-        auth.require_operator()?;
         let state = &self.state;
         let phone = PhoneNumber::parse(&body.phone)
             .map_err(|e| ApiError::unprocessable("invalid_phone", e.to_string()))?;
@@ -439,8 +439,7 @@ impl AdminApi {
 
     /// Poll this business's CRM now (also when its integration is marked failing).
     #[oai(path = "/businesses/:id/poll", method = "post")]
-    async fn poll_now(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<PollAccepted> {
-        auth.require_operator()?;
+    async fn poll_now(&self, _operator: Operator, id: Path<Uuid>) -> ApiResult<PollAccepted> {
         let state = &self.state;
         let business = businesses::get(&state.db, id.0)
             .await?
@@ -469,10 +468,9 @@ impl AdminApi {
     #[oai(path = "/promo-chains", method = "post")]
     async fn create_promo_chain(
         &self,
-        auth: Auth,
+        _operator: Operator,
         body: Json<CreatePromoChain>,
     ) -> ApiResult<CreatedPromoChain> {
-        auth.require_operator()?;
         let body = body.0;
         let state = &self.state;
         if body.trigger_business_id.is_some() == body.trigger_category.is_some() {

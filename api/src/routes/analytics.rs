@@ -1,7 +1,7 @@
 //! `/admin/analytics/rfm`: the RFM snapshot of a day, for operators.
 
 use crate::{
-    auth::Auth,
+    auth::Operator,
     envelope::Envelope,
     error::{ApiError, ApiResult},
     routes::page_limit,
@@ -61,12 +61,11 @@ impl AnalyticsApi {
     #[oai(path = "/rfm", method = "get")]
     async fn rfm(
         &self,
-        auth: Auth,
+        _operator: Operator,
         date: Query<Date>,
         cursor: Query<Option<Uuid>>,
         limit: Query<Option<u32>>,
     ) -> ApiResult<Json<Envelope<RfmReport>>> {
-        auth.require_operator()?;
         let limit = page_limit(limit.0)?;
         let ch = &self.state.clickhouse;
         let unavailable = |e: anyhow::Error| {

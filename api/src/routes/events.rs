@@ -2,7 +2,7 @@
 //! by VIP and Elite members, and operators' approval (`PATCH /admin/events/{id}`).
 
 use crate::{
-    auth::Auth,
+    auth::{Auth, Operator},
     envelope::{Envelope, ErrorEnvelope, Page},
     error::{ApiError, ApiResult},
     routes::{page_limit, parse_cursor},
@@ -384,14 +384,13 @@ impl AdminEventsApi {
     #[oai(path = "/events/:id", method = "patch")]
     async fn update_status(
         &self,
-        auth: Auth,
+        operator: Operator,
         id: Path<Uuid>,
         body: Json<UpdateEventStatus>,
     ) -> ApiResult<Json<Envelope<EventView>>> {
-        auth.require_operator()?;
         let to = parse_status(body.status.trim(), "status")?;
         let viewer = Viewer {
-            user_id: auth.user_id(),
+            user_id: operator.user_id(),
             operator: true,
         };
         match events::set_status(&self.state.db, id.0, to, viewer).await? {

@@ -2,7 +2,7 @@
 //! jobs and fire schedules. The same functions serve `krug jobs` and `krug schedule`.
 
 use crate::{
-    auth::Auth,
+    auth::Operator,
     envelope::{Envelope, Page},
     error::{ApiError, ApiResult},
     state::AppState,
@@ -149,8 +149,7 @@ fn action_result(action: Action, what: &str) -> Result<(), ApiError> {
 impl OperationsApi {
     /// Every queue with its jobs counted by state.
     #[oai(path = "/queues", method = "get")]
-    async fn queues(&self, auth: Auth) -> ApiResult<Json<Envelope<QueueList>>> {
-        auth.require_operator()?;
+    async fn queues(&self, _operator: Operator) -> ApiResult<Json<Envelope<QueueList>>> {
         let mut items = Vec::new();
         for name in QueueName::ALL {
             let c = inspect::queue_counts(&self.state.queue, name)
@@ -174,13 +173,12 @@ impl OperationsApi {
     #[oai(path = "/jobs", method = "get")]
     async fn jobs(
         &self,
-        auth: Auth,
+        _operator: Operator,
         queue: Query<String>,
         state: Query<Option<String>>,
         cursor: Query<Option<String>>,
         limit: Query<Option<u32>>,
     ) -> ApiResult<Json<Envelope<Page<JobView>>>> {
-        auth.require_operator()?;
         let name = queue_name(&queue.0)?;
         let state: Option<JobState> = state
             .0
@@ -213,11 +211,10 @@ impl OperationsApi {
     #[oai(path = "/jobs/:queue/:id", method = "get")]
     async fn job(
         &self,
-        auth: Auth,
+        _operator: Operator,
         queue: Path<String>,
         id: Path<Uuid>,
     ) -> ApiResult<Json<Envelope<JobView>>> {
-        auth.require_operator()?;
         let name = queue_name(&queue.0)?;
         let job = inspect::job(&self.state.queue, name, id.0)
             .await
@@ -232,11 +229,10 @@ impl OperationsApi {
     #[oai(path = "/jobs/:queue/:id/retry", method = "post")]
     async fn retry(
         &self,
-        auth: Auth,
+        auth: Operator,
         queue: Path<String>,
         id: Path<Uuid>,
     ) -> ApiResult<Json<Envelope<JobView>>> {
-        auth.require_operator()?;
         let name = queue_name(&queue.0)?;
         let action = inspect::retry(&self.state.queue, &self.state.db, name, id.0)
             .await
@@ -249,11 +245,10 @@ impl OperationsApi {
     #[oai(path = "/jobs/:queue/:id/discard", method = "post")]
     async fn discard(
         &self,
-        auth: Auth,
+        auth: Operator,
         queue: Path<String>,
         id: Path<Uuid>,
     ) -> ApiResult<Json<Envelope<JobView>>> {
-        auth.require_operator()?;
         let name = queue_name(&queue.0)?;
         let action = inspect::discard(&self.state.queue, &self.state.db, name, id.0)
             .await
@@ -264,8 +259,7 @@ impl OperationsApi {
 
     /// The schedules: cron, next fire time, last run and its outcome.
     #[oai(path = "/schedules", method = "get")]
-    async fn schedules(&self, auth: Auth) -> ApiResult<Json<Envelope<ScheduleList>>> {
-        auth.require_operator()?;
+    async fn schedules(&self, _operator: Operator) -> ApiResult<Json<Envelope<ScheduleList>>> {
         let items = schedule::list(&self.state.queue, &self.state.db, self.state.timezone)
             .await
             .map_err(redis_down)?
@@ -285,8 +279,7 @@ impl OperationsApi {
 
     /// Enqueue a schedule's job now.
     #[oai(path = "/schedules/:name/trigger", method = "post")]
-    async fn trigger(&self, auth: Auth, name: Path<String>) -> ApiResult<TriggerResponse> {
-        auth.require_operator()?;
+    async fn trigger(&self, _operator: Operator, name: Path<String>) -> ApiResult<TriggerResponse> {
         match schedule::trigger(&self.state.queue, &self.state.db, &name.0).await {
             Ok(job_id) => Ok(TriggerResponse::Accepted(Json(Envelope::new(Triggered {
                 job_id,

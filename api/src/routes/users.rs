@@ -77,10 +77,13 @@ pub(crate) fn user_view(user: User, roles: &[Role]) -> UserView {
 #[derive(Debug, Object)]
 pub struct ProfileChange {
     #[oai(validator(max_length = 100))]
+    #[oai(nullable)]
     pub first_name: MaybeUndefined<Text>,
     #[oai(validator(max_length = 100))]
+    #[oai(nullable)]
     pub last_name: MaybeUndefined<Text>,
     #[oai(validator(max_length = 254))]
+    #[oai(nullable)]
     pub email: MaybeUndefined<Text>,
 }
 
