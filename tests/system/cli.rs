@@ -176,3 +176,65 @@ async fn the_binary_migrates_grants_serves_and_stops_on_sigterm() {
         .send()
         .await;
 }
+
+/// The worker's logs (JSON, at debug level) never carry a login code, with a real SMS
+/// gateway; only the gateway receives it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn login_codes_never_reach_the_logs() {
+    use crate::fakes::{FakeSmsRu, SmsRuMode};
+    let sms = FakeSmsRu::start(SmsRuMode::Accept).await;
+    let app = crate::helpers::TestApp::spawn_with(crate::helpers::Options {
+        no_worker: true,
+        ..Default::default()
+    })
+    .await;
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_krug"))
+        .arg("worker")
+        .env("DATABASE_URL", &app.services.config.database_url)
+        .env("CLICKHOUSE_DB", &app.services.config.clickhouse_db)
+        .env("KRUG_QUEUE_PREFIX", &app.prefix)
+        .env("KRUG_KEY_DIR", test_key_dir())
+        .env("KRUG_SMS_PROVIDER", "smsru")
+        .env("SMSRU_API_ID", "test-api-id")
+        .env("SMSRU_BASE_URL", sms.url())
+        .env("LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let phone = member_phone();
+    let sent = app
+        .api
+        .post("/auth/send-code", &serde_json::json!({"phone": phone}))
+        .await
+        .unwrap();
+    assert_eq!(sent.status, 202);
+    assert!(
+        !sent
+            .body
+            .to_string()
+            .chars()
+            .collect::<String>()
+            .contains("code\":\"")
+    );
+    let message =
+        crate::helpers::eventually(10, "the SMS", || async { sms.sent().into_iter().next() }).await;
+    let code: String = message.msg.chars().filter(char::is_ascii_digit).collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    sigterm(&worker);
+    assert!(wait_exit(&mut worker, Duration::from_secs(15)).success());
+    let mut logs = String::new();
+    std::io::Read::read_to_string(&mut worker.stdout.take().unwrap(), &mut logs).unwrap();
+    std::io::Read::read_to_string(&mut worker.stderr.take().unwrap(), &mut logs).unwrap();
+    assert!(
+        logs.contains("otp_send"),
+        "the worker logged its work: {logs}"
+    );
+    assert!(!logs.contains(&code), "the code {code} appears in the logs");
+    let stored: Vec<String> = sqlx::query_scalar("SELECT body FROM notifications")
+        .fetch_all(&app.db)
+        .await
+        .unwrap();
+    assert!(stored.iter().all(|b| !b.contains(&code)), "{stored:?}");
+}

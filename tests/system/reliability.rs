@@ -187,3 +187,118 @@ async fn without_redis_the_api_answers_503_quickly_and_records_nothing() {
             .contains("redis")
     );
 }
+
+/// At-least-once delivery means a job may run again after its effect: pushed again with a
+/// new id, every job type finds its work done and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_delivered_again_after_their_effect_change_nothing() {
+    use jobs::handlers::{bonus::CalcBonus, promo::IssueCoupons};
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let (salon_id, staff) = app
+        .business_with_staff(&operator, "Миндаль", "beauty", "5", "+79000000100")
+        .await;
+    let (market_id, _) = app
+        .business_with_staff(&operator, "Лисичкино", "gastronomy", "3", "+79000000101")
+        .await;
+    expect(
+        operator
+            .post(
+                "/admin/promo-chains",
+                &json!({"trigger_business_id": salon_id, "target_business_id": market_id, "discount_type": "fixed",
+                        "discount_value": "200", "valid_days": 7}),
+            )
+            .await
+            .unwrap(),
+        201,
+    )
+    .unwrap();
+    let member = app.sign_in(&member_phone()).await;
+    let accepted = expect(
+        member
+            .post(
+                "/transactions/scan",
+                &json!({"code": app.issue_qr(&staff, "1000").await}),
+            )
+            .await
+            .unwrap(),
+        202,
+    )
+    .unwrap();
+    let scan_id: Uuid = accepted.data()["job_id"].as_str().unwrap().parse().unwrap();
+    let done = wait_for_scan(&member, &scan_id.to_string()).await.unwrap();
+    let transaction_id: Uuid = done["result"]["transaction_id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    eventually(10, "the coupon", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM coupons")
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        (n == 1).then_some(())
+    })
+    .await;
+    let effects = || async {
+        sqlx::query_as::<_, (i64, i64, i64, i64)>(
+            "SELECT (SELECT count(*) FROM transactions), (SELECT count(*) FROM bonus_ledger),
+                    (SELECT count(*) FROM coupons), (SELECT count(*) FROM notifications WHERE template <> 'otp')",
+        )
+        .fetch_one(&app.db)
+        .await
+        .unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = effects().await;
+
+    let queue = &app.services.queue;
+    queue
+        .push(Uuid::now_v7(), &ScanQr { scan_id })
+        .await
+        .unwrap();
+    queue
+        .push(
+            Uuid::now_v7(),
+            &CalcBonus {
+                transaction_ids: vec![transaction_id],
+            },
+        )
+        .await
+        .unwrap();
+    queue
+        .push(
+            Uuid::now_v7(),
+            &IssueCoupons {
+                transaction_ids: vec![transaction_id],
+            },
+        )
+        .await
+        .unwrap();
+    jobs::schedule::trigger(queue, &app.db, "reconcile")
+        .await
+        .unwrap();
+    eventually(10, "the repeated jobs to finish", || async {
+        let mut busy = 0;
+        for q in [
+            jobs::QueueName::QrScan,
+            jobs::QueueName::BonusCalc,
+            jobs::QueueName::CrossPromo,
+            jobs::QueueName::Notify,
+        ] {
+            let c = jobs::inspect::queue_counts(queue, q).await.unwrap();
+            busy += c.pending + c.running + c.failed;
+        }
+        (busy == 0).then_some(())
+    })
+    .await;
+
+    assert_eq!(
+        effects().await,
+        before,
+        "(transactions, ledger entries, coupons, messages) unchanged"
+    );
+    let again = wait_for_scan(&member, &scan_id.to_string()).await.unwrap();
+    assert_eq!(again, done, "the scan's result is the same");
+    app.assert_ledger_consistent().await;
+}
