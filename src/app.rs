@@ -91,6 +91,7 @@ impl Services {
             push: self.push.clone(),
             clickhouse: self.clickhouse.clone(),
             timezone: self.config.timezone,
+            tier_rules: Default::default(),
             reconcile: jobs::env::ReconcilePolicy {
                 lost_after_s: self.config.reconcile_lost_after_s,
                 ..Default::default()

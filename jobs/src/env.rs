@@ -18,7 +18,34 @@ pub struct Env {
     /// `KRUG_TIMEZONE`: what "today" means for daily jobs.
     pub timezone: chrono_tz::Tz,
     pub reconcile: ReconcilePolicy,
+    /// The tier rules, read at most once a minute (every purchase needs them).
+    pub tier_rules: RulesCache,
 }
+
+impl Env {
+    /// The tier rules as stored, at most a minute old.
+    pub async fn tier_rules(&self) -> sqlx::Result<domain::TierRules> {
+        {
+            let cached = self.tier_rules.0.lock().expect("rules cache lock");
+            if let Some((at, rules)) = cached.as_ref() {
+                if at.elapsed() < RULES_TTL {
+                    return Ok(rules.clone());
+                }
+            }
+        }
+        let rules = storage::loyalty::tier_rules(&self.db).await?;
+        *self.tier_rules.0.lock().expect("rules cache lock") =
+            Some((std::time::Instant::now(), rules.clone()));
+        Ok(rules)
+    }
+}
+
+/// Edits to `tier_rules` reach every worker within this long.
+const RULES_TTL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// See [`Env::tier_rules`].
+#[derive(Debug, Default)]
+pub struct RulesCache(std::sync::Mutex<Option<(std::time::Instant, domain::TierRules)>>);
 
 /// When `reconcile` steps in (seconds).
 #[derive(Debug, Clone, Copy)]

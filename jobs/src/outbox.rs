@@ -36,11 +36,12 @@ pub async fn record<J: Job>(
     Ok(row)
 }
 
-/// Pushes recorded jobs to Redis and marks them relayed. Jobs of an unknown queue (a row
-/// written by a newer version) are left for a process that knows them.
+/// Pushes recorded jobs to Redis. Rows are recorded as relayed (see
+/// `storage::outbox::insert`); when the push fails their mark is cleared so that `reconcile`
+/// relays them soon. Jobs of an unknown queue (a row written by a newer version) are left
+/// for a process that knows them.
 pub async fn relay(db: &PgPool, queue: &JobQueue, rows: &[OutboxJob]) -> Result<usize, RelayError> {
     let mut by_queue: BTreeMap<QueueName, Vec<RawJob>> = BTreeMap::new();
-    let mut ids = Vec::with_capacity(rows.len());
     for row in rows {
         let Ok(name) = row.queue.parse::<QueueName>() else {
             tracing::warn!(queue = %row.queue, job_id = %row.job_id, "outbox row for an unknown queue");
@@ -54,13 +55,29 @@ pub async fn relay(db: &PgPool, queue: &JobQueue, rows: &[OutboxJob]) -> Result<
             idempotency_key: None,
             from_outbox: true,
         });
-        ids.push(row.job_id);
     }
+    let mut relayed = 0;
     for (name, jobs) in &by_queue {
-        queue.push_raw(*name, jobs).await?;
+        if let Err(e) = queue.push_raw(*name, jobs).await {
+            let ids: Vec<_> = by_queue.values().flatten().map(|j| j.id).collect();
+            let _ = outbox::mark_unrelayed(db, &ids).await;
+            return Err(e.into());
+        }
+        relayed += jobs.len();
     }
+    Ok(relayed)
+}
+
+/// Re-pushes jobs `reconcile` found, and marks them relayed again.
+pub async fn relay_again(
+    db: &PgPool,
+    queue: &JobQueue,
+    rows: &[OutboxJob],
+) -> Result<usize, RelayError> {
+    let count = relay(db, queue, rows).await?;
+    let ids: Vec<_> = rows.iter().map(|r| r.job_id).collect();
     outbox::mark_relayed(db, &ids).await?;
-    Ok(ids.len())
+    Ok(count)
 }
 
 /// Relaying failed: the rows stay in the outbox for `reconcile`.

@@ -60,6 +60,7 @@ struct Row {
     bonus_applied: bool,
     occurred_at: OffsetDateTime,
     cashback_percent: Decimal,
+    status_tier: String,
 }
 
 /// Applies the rules to `transaction_ids` (and to the purchases their refunds refund, if
@@ -73,23 +74,26 @@ pub async fn apply(
     if transaction_ids.is_empty() {
         return Ok(Vec::new());
     }
-    // Which members and which purchases are involved (unlocked read, to learn what to lock).
-    let mut ids: BTreeSet<Uuid> = transaction_ids.iter().copied().collect();
-    let originals: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT DISTINCT original_transaction_id FROM transactions
-         WHERE id = ANY($1) AND original_transaction_id IS NOT NULL",
+    // Which purchases (these and the ones their refunds refund) and which members are
+    // involved: an unlocked read, to learn what to lock.
+    let involved: Vec<(Uuid, Uuid, Option<Uuid>, Option<Uuid>)> = sqlx::query_as(
+        "SELECT t.id, t.user_id, o.id, o.user_id FROM transactions t
+         LEFT JOIN transactions o ON o.id = t.original_transaction_id
+         WHERE t.id = ANY($1)",
     )
-    .bind(ids.iter().copied().collect::<Vec<_>>())
+    .bind(transaction_ids)
     .fetch_all(&mut **tx)
     .await?;
-    ids.extend(originals);
+    let mut ids = BTreeSet::new();
+    let mut users = BTreeSet::new();
+    for (id, user, original, original_user) in involved {
+        ids.insert(id);
+        users.insert(user);
+        ids.extend(original);
+        users.extend(original_user);
+    }
     let ids: Vec<Uuid> = ids.into_iter().collect();
-    let users: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT DISTINCT user_id FROM transactions WHERE id = ANY($1) ORDER BY 1",
-    )
-    .bind(&ids)
-    .fetch_all(&mut **tx)
-    .await?;
+    let users: Vec<Uuid> = users.into_iter().collect();
 
     // Locks: balances by user id, then transactions by id.
     sqlx::query(
@@ -98,33 +102,37 @@ pub async fn apply(
     .bind(&users)
     .execute(&mut **tx)
     .await?;
-    sqlx::query("SELECT 1 FROM bonus_balances WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE")
-        .bind(&users)
-        .execute(&mut **tx)
-        .await?;
+    let mut balances: HashMap<Uuid, Decimal> = sqlx::query_as::<_, (Uuid, Decimal)>(
+        "SELECT user_id, balance FROM bonus_balances WHERE user_id = ANY($1) ORDER BY user_id FOR UPDATE",
+    )
+    .bind(&users)
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT t.id, t.user_id, t.business_id, t.transaction_type, t.amount, t.coupon_discount, t.bonus_redeemed,
                 t.bonus_accrued, t.original_transaction_id, t.is_medical, t.bonus_applied, t.occurred_at,
-                b.cashback_percent
-         FROM transactions t JOIN businesses b ON b.id = t.business_id
+                b.cashback_percent, u.status_tier
+         FROM transactions t JOIN businesses b ON b.id = t.business_id JOIN users u ON u.id = t.user_id
          WHERE t.id = ANY($1) ORDER BY t.id FOR UPDATE OF t",
     )
     .bind(&ids)
     .fetch_all(&mut **tx)
     .await?;
-    let tiers: HashMap<Uuid, Tier> =
-        sqlx::query_as::<_, (Uuid, String)>("SELECT id, status_tier FROM users WHERE id = ANY($1)")
-            .bind(&users)
-            .fetch_all(&mut **tx)
-            .await?
-            .into_iter()
-            .map(|(id, tier)| (id, tier.parse().unwrap_or(Tier::Insider)))
-            .collect();
-    // What earlier refunds already took back from each purchase.
-    let mut refunded: HashMap<Uuid, (Decimal, Decimal)> =
-        sqlx::query_as::<_, (Uuid, Decimal, Decimal)>(
+    let tiers: HashMap<Uuid, Tier> = rows
+        .iter()
+        .map(|r| (r.user_id, r.status_tier.parse().unwrap_or(Tier::Insider)))
+        .collect();
+    // What earlier refunds already took back from each purchase (only refunds need it).
+    let mut refunded: HashMap<Uuid, (Decimal, Decimal)> = HashMap::new();
+    if rows
+        .iter()
+        .any(|r| r.transaction_type == "refund" && !r.bonus_applied)
+    {
+        refunded = sqlx::query_as::<_, (Uuid, Decimal, Decimal)>(
             "SELECT original_transaction_id, SUM(amount), SUM(bonus_accrued) FROM transactions
-         WHERE original_transaction_id = ANY($1) AND bonus_applied GROUP BY 1",
+             WHERE original_transaction_id = ANY($1) AND bonus_applied GROUP BY 1",
         )
         .bind(&ids)
         .fetch_all(&mut **tx)
@@ -132,6 +140,7 @@ pub async fn apply(
         .into_iter()
         .map(|(id, amount, reversed)| (id, (amount, reversed)))
         .collect();
+    }
 
     // Purchases first (oldest first), then refunds: a refund needs its purchase's accrual.
     let mut pending: Vec<&Row> = rows.iter().filter(|r| !r.bonus_applied).collect();
@@ -190,51 +199,39 @@ pub async fn apply(
         changes.insert(row.id, change);
     }
 
-    // Ledger entries, then the balances they move, then the transactions they settle.
-    let written: Vec<(Uuid, String, Decimal)> = sqlx::query_as(
-        "INSERT INTO bonus_ledger (user_id, kind, amount, transaction_id, idempotency_key)
-         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::numeric[], $4::uuid[], $5::text[])
-         ON CONFLICT (idempotency_key) DO NOTHING
-         RETURNING user_id, kind, amount",
+    // Ledger entries, the balances they move and the transactions they settle, in one
+    // statement (data-modifying CTEs): a batch costs one round trip whatever its size.
+    let (settled, settled_amounts): (Vec<Uuid>, Vec<Decimal>) =
+        changes.iter().map(|(id, c)| (*id, c.abs())).unzip();
+    let moved: Vec<(Uuid, Decimal)> = sqlx::query_as(
+        "WITH ledger AS (
+             INSERT INTO bonus_ledger (user_id, kind, amount, transaction_id, idempotency_key)
+             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::numeric[], $4::uuid[], $5::text[])
+             ON CONFLICT (idempotency_key) DO NOTHING
+             RETURNING user_id, kind, amount
+         ), moved AS (
+             SELECT user_id, SUM(amount) AS delta,
+                    COALESCE(SUM(amount) FILTER (WHERE kind = 'accrual'), 0) AS earned
+             FROM ledger GROUP BY user_id
+         ), settled AS (
+             UPDATE transactions t SET bonus_accrued = s.amount, bonus_applied = true
+             FROM UNNEST($6::uuid[], $7::numeric[]) AS s(id, amount) WHERE t.id = s.id
+         )
+         UPDATE bonus_balances b SET balance = b.balance + m.delta, lifetime_earned = b.lifetime_earned + m.earned,
+                updated_at = now()
+         FROM moved m WHERE b.user_id = m.user_id
+         RETURNING b.user_id, b.balance",
     )
     .bind(&entries.users)
     .bind(&entries.kinds)
     .bind(&entries.amounts)
     .bind(&entries.transactions)
     .bind(&entries.keys)
-    .fetch_all(&mut **tx)
-    .await?;
-    let mut per_user: HashMap<Uuid, (Decimal, Decimal)> = HashMap::new();
-    for (user, kind, amount) in written {
-        let sums = per_user.entry(user).or_default();
-        sums.0 += amount;
-        if kind == EntryKind::Accrual.as_str() {
-            sums.1 += amount;
-        }
-    }
-    let (balance_users, (deltas, earned)): (Vec<Uuid>, (Vec<Decimal>, Vec<Decimal>)) =
-        per_user.into_iter().map(|(u, (d, e))| (u, (d, e))).unzip();
-    sqlx::query(
-        "UPDATE bonus_balances b SET balance = b.balance + d.delta, lifetime_earned = b.lifetime_earned + d.earned,
-                updated_at = now()
-         FROM UNNEST($1::uuid[], $2::numeric[], $3::numeric[]) AS d(user_id, delta, earned)
-         WHERE b.user_id = d.user_id",
-    )
-    .bind(&balance_users)
-    .bind(&deltas)
-    .bind(&earned)
-    .execute(&mut **tx)
-    .await?;
-    let (settled, settled_amounts): (Vec<Uuid>, Vec<Decimal>) =
-        changes.iter().map(|(id, c)| (*id, c.abs())).unzip();
-    sqlx::query(
-        "UPDATE transactions t SET bonus_accrued = s.amount, bonus_applied = true
-         FROM UNNEST($1::uuid[], $2::numeric[]) AS s(id, amount) WHERE t.id = s.id",
-    )
     .bind(&settled)
     .bind(&settled_amounts)
-    .execute(&mut **tx)
+    .fetch_all(&mut **tx)
     .await?;
+    balances.extend(moved);
 
     // Upgrades happen at once; downgrades only at tier_review.
     let buyers: Vec<Uuid> = rows
@@ -267,15 +264,6 @@ pub async fn apply(
         .execute(&mut **tx)
         .await?;
     }
-    let balances: HashMap<Uuid, Decimal> = sqlx::query_as::<_, (Uuid, Decimal)>(
-        "SELECT user_id, balance FROM bonus_balances WHERE user_id = ANY($1)",
-    )
-    .bind(&users)
-    .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .collect();
-
     Ok(transaction_ids
         .iter()
         .filter_map(|id| rows.iter().find(|r| r.id == *id))

@@ -15,9 +15,14 @@ pub struct OutboxJob {
     pub run_at: Option<OffsetDateTime>,
 }
 
+/// Records a job. It is marked relayed at once: the push follows the commit, and a failed
+/// push clears the mark (`mark_unrelayed`); if the process dies in between, the job counts
+/// as relayed-but-unfinished and `reconcile` pushes it after `lost_after_s`. This saves an
+/// UPDATE per job on the normal path.
 pub async fn insert(tx: &mut Transaction<'_, Postgres>, job: &OutboxJob) -> sqlx::Result<()> {
     sqlx::query(
-        "INSERT INTO job_outbox (job_id, queue, payload, max_attempts, run_at) VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO job_outbox (job_id, queue, payload, max_attempts, run_at, relayed_at)
+         VALUES ($1, $2, $3, $4, $5, now())
          ON CONFLICT (job_id) DO NOTHING",
     )
     .bind(job.job_id)
@@ -35,6 +40,17 @@ pub async fn mark_relayed(db: impl PgExecutor<'_>, job_ids: &[Uuid]) -> sqlx::Re
         .bind(job_ids)
         .execute(db)
         .await?;
+    Ok(())
+}
+
+/// Clears the relayed mark of jobs whose push failed, so that `reconcile` relays them soon.
+pub async fn mark_unrelayed(db: impl PgExecutor<'_>, job_ids: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE job_outbox SET relayed_at = NULL WHERE job_id = ANY($1) AND finished_at IS NULL",
+    )
+    .bind(job_ids)
+    .execute(db)
+    .await?;
     Ok(())
 }
 

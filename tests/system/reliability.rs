@@ -58,7 +58,9 @@ async fn a_scan_whose_enqueue_was_lost_is_processed_after_reconcile() {
         .await
         .unwrap();
     tx.commit().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Recorded jobs count as relayed (the push follows the commit); one whose push never
+    // came is found once it is older than `lost_after_s` (1 s here).
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     let pending = expect(
         member
             .get(&format!("/transactions/scan/{scan_id}"))

@@ -10,7 +10,7 @@ use domain::messages::Message;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use storage::{bonus, loyalty};
+use storage::bonus;
 use uuid::Uuid;
 
 /// Apply the rules to these transactions (a batch from one poll).
@@ -24,7 +24,7 @@ impl Job for CalcBonus {
 
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
-        let rules = loyalty::tier_rules(&env.db).await?;
+        let rules = env.tier_rules().await?;
         let mut tx = env.db.begin().await?;
         let outcomes = bonus::apply(&mut tx, &self.transaction_ids, &rules).await?;
         let applied: Vec<_> = outcomes.iter().filter(|o| o.newly_applied).collect();

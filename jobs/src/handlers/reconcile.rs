@@ -31,7 +31,7 @@ impl Job for Reconcile {
             if due.is_empty() {
                 break;
             }
-            let count = outbox::relay(&env.db, &env.queue, &due)
+            let count = outbox::relay_again(&env.db, &env.queue, &due)
                 .await
                 .map_err(|e| JobError::Retry(e.into()))?;
             total += count;

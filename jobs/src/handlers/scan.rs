@@ -66,7 +66,7 @@ impl Job for ScanQr {
 
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
-        let rules = loyalty::tier_rules(&env.db).await?;
+        let rules = env.tier_rules().await?;
         let mut tx = env.db.begin().await?;
         let Some(scan) = scans::start(&mut tx, self.scan_id).await? else {
             // Finished by an earlier delivery of this job.

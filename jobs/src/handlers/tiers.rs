@@ -10,7 +10,6 @@ use domain::Tier;
 use domain::messages::Message;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use storage::loyalty;
 use uuid::Uuid;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -21,7 +20,7 @@ impl Job for ReviewTiers {
 
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let db = &ctx.env.db;
-        let rules = loyalty::tier_rules(db).await?;
+        let rules = ctx.env.tier_rules().await?;
         // Every member above Insider, with the year's spend and categories.
         let members: Vec<(Uuid, String, Decimal, i64)> = sqlx::query_as(
             "SELECT u.id, u.status_tier,
