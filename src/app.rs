@@ -92,6 +92,7 @@ impl Services {
             clickhouse: self.clickhouse.clone(),
             timezone: self.config.timezone,
             tier_rules: Default::default(),
+            finisher: jobs::finisher::Finisher::start(self.db.clone()),
             reconcile: jobs::env::ReconcilePolicy {
                 lost_after_s: self.config.reconcile_lost_after_s,
                 ..Default::default()

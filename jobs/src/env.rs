@@ -20,6 +20,8 @@ pub struct Env {
     pub reconcile: ReconcilePolicy,
     /// The tier rules, read at most once a minute (every purchase needs them).
     pub tier_rules: RulesCache,
+    /// Writes jobs' outcomes to the outbox in batches.
+    pub finisher: crate::finisher::Finisher,
 }
 
 impl Env {

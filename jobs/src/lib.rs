@@ -2,6 +2,7 @@
 
 pub mod client;
 pub mod env;
+pub mod finisher;
 pub mod handlers;
 pub mod inspect;
 pub mod metrics;

@@ -83,6 +83,7 @@ pub async fn run(env: Arc<Env>, options: WorkerOptions, shutdown: CancellationTo
     tracing::info!(queues = ?options.queues.iter().map(|q| q.as_str()).collect::<Vec<_>>(), "worker started");
     while supervisors.join_next().await.is_some() {}
     listener.abort();
+    env.finisher.flush().await;
     tracing::info!("worker stopped");
 }
 
@@ -229,11 +230,7 @@ async fn execute<J: Job>(
         .with_label_values(&[queue.as_str(), final_outcome.unwrap_or("retry")])
         .inc();
     if let Some(outcome) = final_outcome.filter(|_| meta.contains_key(crate::client::FROM_OUTBOX)) {
-        // Best effort: if this write fails, reconcile re-relays the job later and the
-        // idempotent handler finds its work done.
-        if let Err(e) = storage::outbox::finish(&env.db, job_id, outcome).await {
-            tracing::warn!(error = %e, "could not record the job's outcome in the outbox");
-        }
+        env.finisher.finished(job_id, outcome);
     }
     match result {
         Ok(()) => Ok(()),

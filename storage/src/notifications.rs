@@ -1,7 +1,12 @@
 //! The record of every SMS and push: who, what, through whom, and what the provider said.
-//! The dedupe key makes a retried send find its earlier attempt instead of sending twice.
+//!
+//! A message is checked before it is sent (`sent_before`: a retried or duplicated job finds
+//! it and sends nothing) and recorded once its outcome is known (`record`), in one commit.
+//! That record is written with `synchronous_commit = off`: losing it in a crash costs at most
+//! one repeated message, never money, and it saves a WAL flush per message.
 
 use sqlx::PgPool;
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -17,20 +22,54 @@ pub struct NewNotification<'a> {
     pub provider: &'a str,
 }
 
-/// What to do about a message.
+/// How a send attempt ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Begun {
-    /// Send it: the row `id` records the attempt.
-    Send(Uuid),
-    /// It was sent before: do nothing.
-    AlreadySent,
+pub enum Outcome<'a> {
+    Sent {
+        reply: &'a str,
+    },
+    Failed {
+        error: &'a str,
+    },
+    /// Waiting for the end of quiet hours.
+    Scheduled {
+        send_after: OffsetDateTime,
+    },
 }
 
-pub async fn begin(db: &PgPool, new: &NewNotification<'_>) -> sqlx::Result<Begun> {
-    let inserted: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO notifications (user_id, phone, channel, template, title, body, dedupe_key, status, provider)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 'sending', $8)
-         ON CONFLICT (dedupe_key) DO NOTHING RETURNING id",
+/// True if this message (by its dedupe key) was sent already.
+pub async fn sent_before(db: &PgPool, dedupe_key: &str) -> sqlx::Result<bool> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM notifications WHERE dedupe_key = $1 AND status IN ('sent', 'skipped'))")
+        .bind(dedupe_key)
+        .fetch_one(db)
+        .await
+}
+
+/// Records the outcome of an attempt (the latest attempt wins: a retry that succeeds turns a
+/// `failed` into `sent`).
+pub async fn record(
+    db: &PgPool,
+    new: &NewNotification<'_>,
+    outcome: Outcome<'_>,
+) -> sqlx::Result<Uuid> {
+    let (status, reply, error, send_after) = match outcome {
+        Outcome::Sent { reply } => ("sent", Some(reply), None, None),
+        Outcome::Failed { error } => ("failed", None, Some(error), None),
+        Outcome::Scheduled { send_after } => ("scheduled", None, None, Some(send_after)),
+    };
+    let mut tx = db.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    let id = sqlx::query_scalar(
+        "INSERT INTO notifications (user_id, phone, channel, template, title, body, dedupe_key, status, provider,
+                                    provider_reply, error, send_after, sent_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CASE WHEN $8 = 'sent' THEN now() END)
+         ON CONFLICT (dedupe_key) DO UPDATE SET
+             status = EXCLUDED.status, provider = EXCLUDED.provider, provider_reply = EXCLUDED.provider_reply,
+             error = EXCLUDED.error, send_after = EXCLUDED.send_after, sent_at = EXCLUDED.sent_at
+         WHERE notifications.status NOT IN ('sent', 'skipped')
+         RETURNING id",
     )
     .bind(new.user_id)
     .bind(new.phone)
@@ -39,53 +78,13 @@ pub async fn begin(db: &PgPool, new: &NewNotification<'_>) -> sqlx::Result<Begun
     .bind(new.title)
     .bind(new.body)
     .bind(new.dedupe_key)
+    .bind(status)
     .bind(new.provider)
-    .fetch_optional(db)
+    .bind(reply)
+    .bind(error)
+    .bind(send_after)
+    .fetch_optional(&mut *tx)
     .await?;
-    if let Some(id) = inserted {
-        return Ok(Begun::Send(id));
-    }
-    let (id, status): (Uuid, String) =
-        sqlx::query_as("SELECT id, status FROM notifications WHERE dedupe_key = $1")
-            .bind(new.dedupe_key)
-            .fetch_one(db)
-            .await?;
-    Ok(match status.as_str() {
-        "sent" | "skipped" => Begun::AlreadySent,
-        _ => Begun::Send(id),
-    })
-}
-
-pub async fn mark_sent(db: &PgPool, id: Uuid, provider_reply: &str) -> sqlx::Result<()> {
-    sqlx::query(
-        "UPDATE notifications SET status = 'sent', provider_reply = $2, error = NULL, sent_at = now() WHERE id = $1",
-    )
-    .bind(id)
-    .bind(provider_reply)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// Records that a marketing message waits for the end of quiet hours.
-pub async fn mark_scheduled(
-    db: &PgPool,
-    id: Uuid,
-    send_after: time::OffsetDateTime,
-) -> sqlx::Result<()> {
-    sqlx::query("UPDATE notifications SET status = 'scheduled', send_after = $2 WHERE id = $1")
-        .bind(id)
-        .bind(send_after)
-        .execute(db)
-        .await?;
-    Ok(())
-}
-
-pub async fn mark_failed(db: &PgPool, id: Uuid, error: &str) -> sqlx::Result<()> {
-    sqlx::query("UPDATE notifications SET status = 'failed', error = $2 WHERE id = $1")
-        .bind(id)
-        .bind(error)
-        .execute(db)
-        .await?;
-    Ok(())
+    tx.commit().await?;
+    Ok(id.unwrap_or_default())
 }

@@ -21,7 +21,7 @@ use sqlx::{Postgres, Transaction};
 use std::collections::BTreeMap;
 use storage::{
     devices,
-    notifications::{self, Begun, NewNotification},
+    notifications::{self, NewNotification, Outcome},
     outbox::OutboxJob,
 };
 use time::OffsetDateTime;
@@ -90,21 +90,19 @@ impl Notify {
         let mut retry = None;
         for device in devices {
             let key = format!("{}:push:{}", self.dedupe_key, device.id);
-            let begun = notifications::begin(
-                &env.db,
-                &NewNotification {
-                    user_id: Some(self.user_id),
-                    phone: None,
-                    channel: "push",
-                    template,
-                    title: Some(&title),
-                    body: &body,
-                    dedupe_key: &key,
-                    provider: env.push.name(),
-                },
-            )
-            .await?;
-            let Begun::Send(id) = begun else { continue };
+            if notifications::sent_before(&env.db, &key).await? {
+                continue;
+            }
+            let record = NewNotification {
+                user_id: Some(self.user_id),
+                phone: None,
+                channel: "push",
+                template,
+                title: Some(&title),
+                body: &body,
+                dedupe_key: &key,
+                provider: env.push.name(),
+            };
             let message = PushMessage {
                 token: &device.token,
                 title: &title,
@@ -112,19 +110,33 @@ impl Notify {
                 data: BTreeMap::from([("template".to_owned(), template.to_owned())]),
             };
             match env.push.send(&message).await {
-                Ok(receipt) => notifications::mark_sent(&env.db, id, &receipt.reply).await?,
-                Err(e @ PushError::TokenInvalid(_)) => {
-                    notifications::mark_failed(&env.db, id, &e.to_string()).await?;
-                    devices::forget(&env.db, device.id).await?;
-                    tracing::info!(device_id = %device.id, "push token is dead; device forgotten");
-                }
-                Err(e @ PushError::Transient(_)) => {
-                    notifications::mark_failed(&env.db, id, &e.to_string()).await?;
-                    retry = Some(e);
+                Ok(receipt) => {
+                    notifications::record(
+                        &env.db,
+                        &record,
+                        Outcome::Sent {
+                            reply: &receipt.reply,
+                        },
+                    )
+                    .await?;
                 }
                 Err(e) => {
-                    notifications::mark_failed(&env.db, id, &e.to_string()).await?;
-                    tracing::warn!(error = %e, "push refused");
+                    notifications::record(
+                        &env.db,
+                        &record,
+                        Outcome::Failed {
+                            error: &e.to_string(),
+                        },
+                    )
+                    .await?;
+                    match e {
+                        PushError::TokenInvalid(_) => {
+                            devices::forget(&env.db, device.id).await?;
+                            tracing::info!(device_id = %device.id, "push token is dead; device forgotten");
+                        }
+                        PushError::Transient(_) => retry = Some(e),
+                        _ => tracing::warn!(error = %e, "push refused"),
+                    }
                 }
             }
         }
@@ -147,35 +159,44 @@ async fn send_sms(
         return Ok(());
     };
     let key = format!("{}:sms", notify.dedupe_key);
-    let begun = notifications::begin(
-        &env.db,
-        &NewNotification {
-            user_id: Some(user.id),
-            phone: Some(&user.phone),
-            channel: "sms",
-            template,
-            title: None,
-            body,
-            dedupe_key: &key,
-            provider: env.sms.name(),
-        },
-    )
-    .await?;
-    let Begun::Send(id) = begun else {
+    if notifications::sent_before(&env.db, &key).await? {
         return Ok(());
+    }
+    let record = NewNotification {
+        user_id: Some(user.id),
+        phone: Some(&user.phone),
+        channel: "sms",
+        template,
+        title: None,
+        body,
+        dedupe_key: &key,
+        provider: env.sms.name(),
     };
     match env.sms.send(user.phone.trim_start_matches('+'), body).await {
         Ok(receipt) => {
-            notifications::mark_sent(&env.db, id, &receipt.reply).await?;
+            notifications::record(
+                &env.db,
+                &record,
+                Outcome::Sent {
+                    reply: &receipt.reply,
+                },
+            )
+            .await?;
             Ok(())
         }
-        Err(e @ SmsError::Transient(_)) => {
-            notifications::mark_failed(&env.db, id, &e.to_string()).await?;
-            Err(JobError::Retry(e.into()))
-        }
         Err(e) => {
-            notifications::mark_failed(&env.db, id, &e.to_string()).await?;
-            Err(JobError::Permanent(e.into()))
+            notifications::record(
+                &env.db,
+                &record,
+                Outcome::Failed {
+                    error: &e.to_string(),
+                },
+            )
+            .await?;
+            Err(match e {
+                SmsError::Transient(_) => JobError::Retry(e.into()),
+                _ => JobError::Permanent(e.into()),
+            })
         }
     }
 }
@@ -194,23 +215,17 @@ async fn postpone(ctx: &JobCtx, notify: &Notify, until: OffsetDateTime) -> Resul
     let env = &ctx.env;
     let (title, body) = notify.message.render();
     let key = format!("{}:quiet", notify.dedupe_key);
-    if let Begun::Send(id) = notifications::begin(
-        &env.db,
-        &NewNotification {
-            user_id: Some(notify.user_id),
-            phone: None,
-            channel: "push",
-            template: notify.message.template(),
-            title: Some(&title),
-            body: &body,
-            dedupe_key: &key,
-            provider: env.push.name(),
-        },
-    )
-    .await?
-    {
-        notifications::mark_scheduled(&env.db, id, until).await?;
-    }
+    let record = NewNotification {
+        user_id: Some(notify.user_id),
+        phone: None,
+        channel: "push",
+        template: notify.message.template(),
+        title: Some(&title),
+        body: &body,
+        dedupe_key: &key,
+        provider: env.push.name(),
+    };
+    notifications::record(&env.db, &record, Outcome::Scheduled { send_after: until }).await?;
     // The delayed copy runs after quiet hours, when `quiet_until` is None.
     let job = RawJob {
         id: Uuid::new_v5(

@@ -4,7 +4,7 @@ use crate::queue::{Job, JobCtx, JobError, QueueName};
 use adapters::sms::SmsError;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::{Deserialize, Serialize};
-use storage::notifications::{self, Begun, NewNotification};
+use storage::notifications::{self, NewNotification, Outcome};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -70,36 +70,45 @@ impl Job for SendOtp {
             otp_text("******")
         };
         let dedupe_key = format!("otp:{}", self.otp_id);
-        let begun = notifications::begin(
-            &env.db,
-            &NewNotification {
-                user_id: None,
-                phone: Some(&self.phone),
-                channel: "sms",
-                template: "otp",
-                title: None,
-                body: &kept,
-                dedupe_key: &dedupe_key,
-                provider: env.sms.name(),
-            },
-        )
-        .await?;
-        let Begun::Send(notification_id) = begun else {
+        if notifications::sent_before(&env.db, &dedupe_key).await? {
             return Ok(());
+        }
+        let record = NewNotification {
+            user_id: None,
+            phone: Some(&self.phone),
+            channel: "sms",
+            template: "otp",
+            title: None,
+            body: &kept,
+            dedupe_key: &dedupe_key,
+            provider: env.sms.name(),
         };
         let digits = self.phone.trim_start_matches('+');
         match env.sms.send(digits, &text).await {
             Ok(receipt) => {
-                notifications::mark_sent(&env.db, notification_id, &receipt.reply).await?;
+                notifications::record(
+                    &env.db,
+                    &record,
+                    Outcome::Sent {
+                        reply: &receipt.reply,
+                    },
+                )
+                .await?;
                 Ok(())
             }
-            Err(e @ SmsError::Transient(_)) => {
-                notifications::mark_failed(&env.db, notification_id, &e.to_string()).await?;
-                Err(JobError::Retry(e.into()))
-            }
             Err(e) => {
-                notifications::mark_failed(&env.db, notification_id, &e.to_string()).await?;
-                Err(JobError::Permanent(e.into()))
+                notifications::record(
+                    &env.db,
+                    &record,
+                    Outcome::Failed {
+                        error: &e.to_string(),
+                    },
+                )
+                .await?;
+                Err(match e {
+                    SmsError::Transient(_) => JobError::Retry(e.into()),
+                    _ => JobError::Permanent(e.into()),
+                })
             }
         }
     }
