@@ -39,7 +39,7 @@ pub struct NewScan {
     pub coupon_id: Option<Uuid>,
 }
 
-pub async fn insert(tx: &mut Transaction<'_, Postgres>, scan: &NewScan) -> sqlx::Result<()> {
+pub async fn insert(db: impl PgExecutor<'_>, scan: &NewScan) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO scan_requests (id, user_id, code, qr, redeem_bonus, coupon_id) VALUES ($1, $2, $3, $4, $5, $6)",
     )
@@ -49,9 +49,27 @@ pub async fn insert(tx: &mut Transaction<'_, Postgres>, scan: &NewScan) -> sqlx:
     .bind(&scan.qr)
     .bind(scan.redeem_bonus)
     .bind(scan.coupon_id)
-    .execute(&mut **tx)
+    .execute(db)
     .await?;
     Ok(())
+}
+
+/// Scans still waiting after `older_than_s` seconds: their job was lost (a crash between the
+/// insert and the push, or Redis forgot it), or is still retrying.
+pub async fn stuck(
+    db: impl PgExecutor<'_>,
+    older_than_s: i64,
+    limit: i64,
+) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT id FROM scan_requests
+         WHERE state IN ('pending', 'processing') AND updated_at < now() - make_interval(secs => $1)
+         ORDER BY updated_at LIMIT $2",
+    )
+    .bind(older_than_s as f64)
+    .bind(limit)
+    .fetch_all(db)
+    .await
 }
 
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<ScanRequest>> {

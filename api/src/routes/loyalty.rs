@@ -10,7 +10,7 @@ use crate::{
     wire::Text,
 };
 use domain::{Money, Tier, codes::is_human_code};
-use jobs::{handlers::scan::ScanQr, outbox};
+use jobs::handlers::scan::ScanQr;
 use poem_openapi::{
     ApiResponse, Enum, Object, OpenApi, Tags,
     param::{Path, Query},
@@ -313,10 +313,11 @@ impl LoyaltyApi {
             tracing::warn!(error = %e, "QR store unavailable");
             ApiError::queue_unavailable()
         })?;
+        // The scan request is its own record of the job: a pending scan is what `reconcile`
+        // pushes again if this push is lost (no outbox row needed on the hottest path).
         let scan_id = Uuid::now_v7();
-        let mut tx = state.db.begin().await?;
         scans::insert(
-            &mut tx,
+            &state.db,
             &scans::NewScan {
                 id: scan_id,
                 user_id: auth.user_id(),
@@ -327,25 +328,17 @@ impl LoyaltyApi {
             },
         )
         .await?;
-        let row = outbox::record(&mut tx, scan_id, &ScanQr { scan_id }, None).await?;
-        tx.commit().await?;
-        if let Err(e) = outbox::relay(&state.db, &state.queue, std::slice::from_ref(&row)).await {
-            if let outbox::RelayError::Queue(_) = e {
-                tracing::warn!(error = %e, "could not enqueue qr_scan");
-                // The member is told nothing happened, so nothing may happen later either.
-                let mut tx = state.db.begin().await?;
-                scans::fail(
-                    &mut *tx,
-                    scan_id,
-                    "queue_unavailable",
-                    "The scan could not be queued.",
-                )
-                .await?;
-                storage::outbox::delete(&mut *tx, scan_id).await?;
-                tx.commit().await?;
-                return Err(ApiError::queue_unavailable());
-            }
-            tracing::warn!(error = %e, "qr_scan enqueued but not marked relayed");
+        if let Err(e) = state.queue.push(scan_id, &ScanQr { scan_id }).await {
+            tracing::warn!(error = %e, "could not enqueue qr_scan");
+            // The member is told nothing happened, so nothing may happen later either.
+            scans::fail(
+                &state.db,
+                scan_id,
+                "queue_unavailable",
+                "The scan could not be queued.",
+            )
+            .await?;
+            return Err(ApiError::queue_unavailable());
         }
         Ok(ScanResponse::Accepted(Json(Envelope::new(ScanAccepted {
             job_id: scan_id,

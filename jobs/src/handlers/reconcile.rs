@@ -3,6 +3,8 @@
 //! ClickHouse does not have yet (see `storage::analytics`).
 
 use crate::{
+    client::RawJob,
+    handlers::scan::ScanQr,
     outbox,
     queue::{Job, JobCtx, JobError, QueueName},
 };
@@ -38,6 +40,28 @@ impl Job for Reconcile {
             if (due.len() as i64) < BATCH {
                 break;
             }
+        }
+        // Scans are their own record (no outbox row): a stuck one is pushed again under its
+        // own id, a no-op if Redis still holds it.
+        let stuck = storage::scans::stuck(&env.db, env.reconcile.lost_after_s, BATCH).await?;
+        if !stuck.is_empty() {
+            let jobs: Vec<RawJob> = stuck
+                .iter()
+                .map(|scan_id| RawJob {
+                    id: *scan_id,
+                    payload: serde_json::to_vec(&ScanQr { scan_id: *scan_id })
+                        .expect("job payloads serialize"),
+                    max_attempts: QueueName::QrScan.max_attempts(),
+                    run_at: None,
+                    idempotency_key: None,
+                    from_outbox: false,
+                })
+                .collect();
+            env.queue
+                .push_raw(QueueName::QrScan, &jobs)
+                .await
+                .map_err(|e| JobError::Retry(e.into()))?;
+            total += jobs.len();
         }
         if total > 0 {
             tracing::info!(relayed = total, "reconcile re-enqueued jobs");
