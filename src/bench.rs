@@ -398,6 +398,22 @@ async fn business_and_members(
 /// latency runs from sending the POST to the accrual's ledger entry (same machine clock).
 async fn scan_latency(system: &System) -> anyhow::Result<Vec<Figure>> {
     let (business, tokens) = business_and_members(system, 2_000).await?;
+    // Every purchase triggers a cross-promo chain, as at a real partner: the first one
+    // per member issues a coupon, the rest find the member already holds it.
+    storage::coupons::create_chain(
+        &system.services.db,
+        &storage::coupons::NewChain {
+            trigger_business_id: Some(business.id),
+            trigger_category: None,
+            min_amount: rust_decimal::Decimal::ZERO,
+            target_business_id: business.id,
+            discount_type: "percent".to_owned(),
+            discount_value: rust_decimal::Decimal::from(10),
+            valid_days: 7,
+            cooldown_days: 0,
+        },
+    )
+    .await?;
     let http = adapters::http_client(Duration::from_secs(10));
     let mut figures = Vec::new();
     let mut member = 0usize;

@@ -143,6 +143,26 @@ pub async fn matching_chains(
     .await
 }
 
+/// Whether a purchase of `amount` at `business_id` triggers any active chain: most
+/// purchases trigger none, and then no `cross_promo` job is needed.
+pub async fn any_chain_matches(
+    db: impl PgExecutor<'_>,
+    business_id: Uuid,
+    category: &str,
+    amount: Decimal,
+) -> sqlx::Result<bool> {
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM promo_chains
+         WHERE is_active AND min_amount <= $3
+           AND (trigger_business_id = $1 OR trigger_category = $2))",
+    )
+    .bind(business_id)
+    .bind(category)
+    .bind(amount)
+    .fetch_one(db)
+    .await
+}
+
 /// What issuing from a chain came to.
 #[derive(Debug, Clone)]
 pub enum Issued {

@@ -250,15 +250,23 @@ async fn usable_coupon(
     })
 }
 
-/// Cross-promo for a non-medical purchase, and the member's messages, recorded in the
-/// purchase's transaction.
+/// Cross-promo for a non-medical purchase that triggers a chain, and the member's messages,
+/// recorded in the purchase's transaction.
 async fn follow_ups(
     tx: &mut Transaction<'_, Postgres>,
     done: &Done,
 ) -> sqlx::Result<Vec<OutboxJob>> {
     let mut rows = Vec::new();
     let transaction_id = done.result.transaction_id;
-    if !done.business.is_medical {
+    let promo = !done.business.is_medical
+        && coupons::any_chain_matches(
+            &mut **tx,
+            done.business.id,
+            &done.business.category,
+            done.result.amount,
+        )
+        .await?;
+    if promo {
         let job = IssueCoupons {
             transaction_ids: vec![transaction_id],
         };
