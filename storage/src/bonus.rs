@@ -200,7 +200,8 @@ pub async fn apply(
     }
 
     // Ledger entries, the balances they move and the transactions they settle, in one
-    // statement (data-modifying CTEs): a batch costs one round trip whatever its size.
+    // statement (data-modifying CTEs): a batch costs one round trip whatever its size. The
+    // `= ANY` conditions let the planner use the primary keys (it cannot see into UNNEST).
     let (settled, settled_amounts): (Vec<Uuid>, Vec<Decimal>) =
         changes.iter().map(|(id, c)| (*id, c.abs())).unzip();
     let moved: Vec<(Uuid, Decimal)> = sqlx::query_as(
@@ -215,11 +216,11 @@ pub async fn apply(
              FROM ledger GROUP BY user_id
          ), settled AS (
              UPDATE transactions t SET bonus_accrued = s.amount, bonus_applied = true
-             FROM UNNEST($6::uuid[], $7::numeric[]) AS s(id, amount) WHERE t.id = s.id
+             FROM UNNEST($6::uuid[], $7::numeric[]) AS s(id, amount) WHERE t.id = s.id AND t.id = ANY($6)
          )
          UPDATE bonus_balances b SET balance = b.balance + m.delta, lifetime_earned = b.lifetime_earned + m.earned,
                 updated_at = now()
-         FROM moved m WHERE b.user_id = m.user_id
+         FROM moved m WHERE b.user_id = m.user_id AND b.user_id = ANY($1)
          RETURNING b.user_id, b.balance",
     )
     .bind(&entries.users)
