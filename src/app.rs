@@ -93,6 +93,7 @@ impl Services {
             timezone: self.config.timezone,
             tier_rules: Default::default(),
             finisher: jobs::finisher::Finisher::start(self.db.clone()),
+            scans: Default::default(),
             reconcile: jobs::env::ReconcilePolicy {
                 lost_after_s: self.config.reconcile_lost_after_s,
                 ..Default::default()

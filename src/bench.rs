@@ -52,10 +52,6 @@ pub async fn run(services: Services, options: BenchOptions) -> anyhow::Result<()
             figures.push(job_throughput(&services, options.jobs, concurrency).await?);
         }
     }
-    if options.wants("rfm") {
-        println!("== nightly RFM in ClickHouse");
-        figures.push(rfm_snapshot(&services, 100_000, 1_000_000).await?);
-    }
     let needs_system = ["scan", "ingest", "balance"]
         .iter()
         .any(|p| options.wants(p));
@@ -80,7 +76,15 @@ pub async fn run(services: Services, options: BenchOptions) -> anyhow::Result<()
         system.stop().await;
         result?;
     }
-    report(&figures)
+    // Last: ClickHouse goes on merging what was loaded for a while after, which would
+    // weigh on the other figures.
+    if options.wants("rfm") {
+        println!("== nightly RFM in ClickHouse");
+        // The size, then DESIGN.md's.
+        figures.push(rfm_snapshot(&services, 100_000, 1_000_000).await?);
+        figures.push(rfm_snapshot(&services, 1_000_000, 10_000_000).await?);
+    }
+    report(&figures, options.only.is_empty())
 }
 
 /// The system under load: `krug api` and `krug worker` as processes of their own (the load
@@ -134,6 +138,26 @@ impl System {
             prefix,
             database,
         })
+    }
+
+    /// Waits until no job is pending or running on any queue, so that one measurement's
+    /// follow-up jobs (coupons, pushes) do not run into the next one's figures.
+    async fn settle(&self) -> anyhow::Result<()> {
+        let started = Instant::now();
+        loop {
+            let mut busy = 0;
+            for name in jobs::queue::QueueName::ALL {
+                let counts = jobs::inspect::queue_counts(&self.services.queue, name).await?;
+                busy += counts.pending + counts.running;
+            }
+            if busy == 0 {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(300) {
+                anyhow::bail!("{busy} jobs still waiting after 5 minutes");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 
     async fn stop(mut self) {
@@ -272,7 +296,9 @@ async fn delete_keys(services: &Services, prefix: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report(figures: &[Figure]) -> anyhow::Result<()> {
+/// Prints the table; a full run also writes it to `bench/results.md` (a partial run would
+/// leave the file with only some of the figures).
+fn report(figures: &[Figure], full: bool) -> anyhow::Result<()> {
     let machine = machine();
     let mut md = String::new();
     writeln!(md, "# Benchmark results\n")?;
@@ -298,6 +324,10 @@ fn report(figures: &[Figure]) -> anyhow::Result<()> {
             "| {} | {} | {} | {met} | {} |",
             f.what, f.measured, f.target, f.comparison
         )?;
+    }
+    if !full {
+        println!("\npartial run: bench/results.md left as it was");
+        return Ok(());
     }
     std::fs::create_dir_all("bench")?;
     let path = "bench/results.md";
@@ -534,6 +564,7 @@ async fn scan_latency(system: &System) -> anyhow::Result<Vec<Figure>> {
             comparison: "one Postgres commit per purchase tops out near 2 800/s here".to_owned(),
             met: (rate == 500).then_some(p99 <= Duration::from_millis(25) && failed == 0),
         });
+        system.settle().await?;
     }
     Ok(figures)
 }
@@ -788,7 +819,10 @@ async fn rfm_snapshot(services: &Services, members: usize, facts: usize) -> anyh
         measured: format!("{:.2} s", elapsed.as_secs_f64()),
         target: "1 000 000 members / 10 000 000 facts ≤ 30 s".to_owned(),
         comparison: "ClickHouse aggregates 1M facts per member in ~35 ms here".to_owned(),
-        // The target is for ten times this population; linear scaling is the fair reading.
-        met: Some(summary.members as usize == members && elapsed.as_secs_f64() * 10.0 <= 30.0),
+        // The target is for 1 000 000 members; a smaller run is read scaled linearly.
+        met: Some(
+            summary.members as usize == members
+                && elapsed.as_secs_f64() * (1_000_000.0 / members as f64) <= 30.0,
+        ),
     })
 }

@@ -22,6 +22,8 @@ pub struct Env {
     pub tier_rules: RulesCache,
     /// Writes jobs' outcomes to the outbox in batches.
     pub finisher: crate::finisher::Finisher,
+    /// Gathers `qr_scan` jobs into batches.
+    pub scans: crate::handlers::scan::ScanBatcher,
 }
 
 impl Env {

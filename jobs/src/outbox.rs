@@ -25,15 +25,28 @@ pub async fn record<J: Job>(
     job: &J,
     run_at: Option<OffsetDateTime>,
 ) -> sqlx::Result<OutboxJob> {
-    let row = OutboxJob {
+    let row = row(id, job, run_at);
+    outbox::insert(tx, std::slice::from_ref(&row)).await?;
+    Ok(row)
+}
+
+/// The outbox row of `job`, for recording several in one statement ([`record_all`]).
+pub fn row<J: Job>(id: Uuid, job: &J, run_at: Option<OffsetDateTime>) -> OutboxJob {
+    OutboxJob {
         job_id: id,
         queue: J::QUEUE.as_str().to_owned(),
         payload: serde_json::to_value(job).expect("job payloads serialize"),
         max_attempts: J::QUEUE.max_attempts() as i32,
         run_at,
-    };
-    outbox::insert(tx, &row).await?;
-    Ok(row)
+    }
+}
+
+/// Records these rows in the caller's transaction (relay them after commit).
+pub async fn record_all(
+    tx: &mut Transaction<'_, Postgres>,
+    rows: &[OutboxJob],
+) -> sqlx::Result<()> {
+    outbox::insert(tx, rows).await
 }
 
 /// Pushes recorded jobs to Redis. Rows are recorded as relayed (see

@@ -141,6 +141,18 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Busin
     .await
 }
 
+/// Several businesses at once (those that exist).
+pub async fn get_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<Business>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        business_columns!(),
+        " FROM businesses WHERE id = ANY($1)"
+    ))
+    .bind(ids)
+    .fetch_all(db)
+    .await
+}
+
 pub async fn list_active(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Business>> {
     sqlx::query_as(concat!(
         "SELECT ",

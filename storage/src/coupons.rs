@@ -40,15 +40,16 @@ pub async fn active_for_user(db: &PgPool, user_id: Uuid) -> sqlx::Result<Vec<Cou
     .await
 }
 
-/// Locks a coupon for use by a scan (concurrent scans with it wait here, one by one).
-pub async fn lock(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> sqlx::Result<Option<Coupon>> {
+/// Locks coupons for use by scans (in id order; concurrent scans with one wait here, one by
+/// one).
+pub async fn lock(tx: &mut Transaction<'_, Postgres>, ids: &[Uuid]) -> sqlx::Result<Vec<Coupon>> {
     sqlx::query_as(concat!(
         "SELECT ",
         coupon_columns!(),
-        " FROM coupons WHERE id = $1 FOR UPDATE"
+        " FROM coupons WHERE id = ANY($1) ORDER BY id FOR UPDATE"
     ))
-    .bind(id)
-    .fetch_optional(&mut **tx)
+    .bind(ids)
+    .fetch_all(&mut **tx)
     .await
 }
 
@@ -143,23 +144,30 @@ pub async fn matching_chains(
     .await
 }
 
-/// Whether a purchase of `amount` at `business_id` triggers any active chain: most
-/// purchases trigger none, and then no `cross_promo` job is needed.
-pub async fn any_chain_matches(
-    db: impl PgExecutor<'_>,
-    business_id: Uuid,
-    category: &str,
-    amount: Decimal,
-) -> sqlx::Result<bool> {
-    sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM promo_chains
-         WHERE is_active AND min_amount <= $3
-           AND (trigger_business_id = $1 OR trigger_category = $2))",
+/// What makes a chain fire: a purchase at this business or of this category, of at least
+/// this amount.
+#[derive(Debug, Clone, FromRow)]
+pub struct Trigger {
+    pub business_id: Option<Uuid>,
+    pub category: Option<String>,
+    pub min_amount: Decimal,
+}
+
+impl Trigger {
+    pub fn fires(&self, business_id: Uuid, category: &str, amount: Decimal) -> bool {
+        amount >= self.min_amount
+            && (self.business_id == Some(business_id) || self.category.as_deref() == Some(category))
+    }
+}
+
+/// The triggers of the active chains: most purchases fire none, and then no `cross_promo`
+/// job is needed.
+pub async fn active_triggers(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Trigger>> {
+    sqlx::query_as(
+        "SELECT trigger_business_id AS business_id, trigger_category AS category, min_amount
+         FROM promo_chains WHERE is_active",
     )
-    .bind(business_id)
-    .bind(category)
-    .bind(amount)
-    .fetch_one(db)
+    .fetch_all(db)
     .await
 }
 

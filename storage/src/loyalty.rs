@@ -15,6 +15,7 @@ use domain::{
 };
 use rust_decimal::Decimal;
 use sqlx::{FromRow, PgExecutor, PgPool, Postgres, Transaction};
+use std::collections::HashMap;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -211,6 +212,8 @@ pub async fn credit(
 /// A purchase made by scanning a staff member's QR code.
 #[derive(Debug, Clone)]
 pub struct QrPurchase<'a> {
+    /// The id its transaction gets.
+    pub id: Uuid,
     pub user_id: Uuid,
     pub business: &'a Business,
     pub code: &'a str,
@@ -221,15 +224,13 @@ pub struct QrPurchase<'a> {
 }
 
 /// Why a QR purchase was not recorded.
-#[derive(Debug, thiserror::Error)]
-pub enum QrPurchaseError {
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum QrPurchaseRefusal {
     /// Another scan recorded a purchase with this code first.
     #[error("this code has already been used")]
     CodeUsed,
     #[error(transparent)]
     Redemption(#[from] RedemptionError),
-    #[error(transparent)]
-    Db(#[from] sqlx::Error),
 }
 
 /// What a recorded QR purchase came to.
@@ -239,65 +240,154 @@ pub struct RecordedPurchase {
     pub bonus: crate::bonus::BonusOutcome,
 }
 
-/// Records a QR purchase in the caller's transaction: the purchase row (unique per business
-/// and code, which makes a code single-use even under concurrent scans), the redemption and
-/// the accrual.
-pub async fn record_qr_purchase(
+/// Records QR purchases in the caller's transaction, in the order given, set-based: the
+/// purchase rows (unique per business and code, which makes a code single-use even under
+/// concurrent scans), the redemptions and the accruals. Returns one result per purchase.
+///
+/// Purchases of one member are priced one after the other against her balance as the earlier
+/// ones' redemptions left it. An earlier purchase's accrual is not counted in (it is applied
+/// with the batch), so a redemption that only that accrual would cover is refused: a
+/// refusal the member can retry, never money given away.
+pub async fn record_qr_purchases(
     tx: &mut Tx<'_>,
-    purchase: &QrPurchase<'_>,
+    purchases: &[QrPurchase<'_>],
     rules: &TierRules,
-) -> Result<RecordedPurchase, QrPurchaseError> {
-    let balance = lock_balance(tx, purchase.user_id).await?;
-    let (tier_name,): (String,) = sqlx::query_as("SELECT status_tier FROM users WHERE id = $1")
-        .bind(purchase.user_id)
-        .fetch_one(&mut **tx)
-        .await?;
-    let tier: Tier = tier_name.parse().unwrap_or(Tier::Insider);
-    let terms = BusinessTerms {
-        cashback_percent: purchase.business.cashback_percent,
-        max_redeem_percent: purchase.business.max_redeem_percent,
-    };
-    let priced = price_purchase(
-        purchase.amount,
-        purchase.coupon_discount,
-        purchase.redeem,
-        balance,
-        terms,
-        rules.multiplier(tier),
-    )?;
-    let transaction_id: Option<Uuid> = sqlx::query_scalar(
-        "INSERT INTO transactions (user_id, business_id, transaction_type, source, external_id, amount,
+) -> sqlx::Result<Vec<Result<RecordedPurchase, QrPurchaseRefusal>>> {
+    if purchases.is_empty() {
+        return Ok(Vec::new());
+    }
+    // Balance locks in user-id order, as on every path (see `bonus`).
+    let users: Vec<Uuid> = purchases
+        .iter()
+        .map(|p| p.user_id)
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    sqlx::query(
+        "INSERT INTO bonus_balances (user_id) SELECT unnest($1::uuid[]) ON CONFLICT DO NOTHING",
+    )
+    .bind(&users)
+    .execute(&mut **tx)
+    .await?;
+    let members: Vec<(Uuid, Decimal, String)> = sqlx::query_as(
+        "SELECT b.user_id, b.balance, u.status_tier FROM bonus_balances b JOIN users u ON u.id = b.user_id
+         WHERE b.user_id = ANY($1) ORDER BY b.user_id FOR UPDATE OF b",
+    )
+    .bind(&users)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut balances: HashMap<Uuid, Decimal> = HashMap::new();
+    let mut tiers: HashMap<Uuid, Tier> = HashMap::new();
+    for (user, balance, tier) in members {
+        balances.insert(user, balance);
+        tiers.insert(user, tier.parse().unwrap_or(Tier::Insider));
+    }
+
+    let mut results: Vec<Result<PricedPurchase, QrPurchaseRefusal>> =
+        Vec::with_capacity(purchases.len());
+    let mut codes = std::collections::HashSet::new();
+    for p in purchases {
+        if !codes.insert((p.business.id, p.code)) {
+            results.push(Err(QrPurchaseRefusal::CodeUsed));
+            continue;
+        }
+        let balance = balances.entry(p.user_id).or_default();
+        let terms = BusinessTerms {
+            cashback_percent: p.business.cashback_percent,
+            max_redeem_percent: p.business.max_redeem_percent,
+        };
+        let tier = tiers.get(&p.user_id).copied().unwrap_or(Tier::Insider);
+        let priced = price_purchase(
+            p.amount,
+            p.coupon_discount,
+            p.redeem,
+            *balance,
+            terms,
+            rules.multiplier(tier),
+        );
+        if let Ok(priced) = &priced {
+            *balance -= priced.bonus_redeemed;
+        }
+        results.push(priced.map_err(QrPurchaseRefusal::from));
+    }
+
+    // The purchase rows; a code another scan used first inserts nothing.
+    let priced: Vec<(&QrPurchase<'_>, &PricedPurchase)> = purchases
+        .iter()
+        .zip(&results)
+        .filter_map(|(p, r)| r.as_ref().ok().map(|priced| (p, priced)))
+        .collect();
+    let inserted: std::collections::HashSet<Uuid> = sqlx::query_scalar(
+        "INSERT INTO transactions (id, user_id, business_id, transaction_type, source, external_id, amount,
                                    coupon_discount, coupon_id, bonus_redeemed, is_medical)
-         VALUES ($1, $2, 'purchase', 'qr', $3, $4, $5, $6, $7, $8)
+         SELECT id, user_id, business_id, 'purchase', 'qr', code, amount, coupon_discount, coupon_id, redeemed, medical
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::numeric[], $6::numeric[], $7::uuid[],
+                     $8::numeric[], $9::bool[])
+              AS p(id, user_id, business_id, code, amount, coupon_discount, coupon_id, redeemed, medical)
          ON CONFLICT (business_id, source, external_id) DO NOTHING RETURNING id",
     )
-    .bind(purchase.user_id)
-    .bind(purchase.business.id)
-    .bind(purchase.code)
-    .bind(priced.amount)
-    .bind(priced.coupon_discount)
-    .bind(purchase.coupon_id)
-    .bind(priced.bonus_redeemed)
-    .bind(purchase.business.is_medical)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let Some(transaction_id) = transaction_id else {
-        return Err(QrPurchaseError::CodeUsed);
-    };
-    append_entry(
-        tx,
-        purchase.user_id,
-        EntryKind::Redemption,
-        -priced.bonus_redeemed,
-        Some(transaction_id),
-        &format!("redemption:{transaction_id}"),
-    )
-    .await?;
-    let bonus = crate::bonus::apply(tx, &[transaction_id], rules)
-        .await?
-        .pop()
-        .expect("apply returns one outcome per transaction");
-    Ok(RecordedPurchase { priced, bonus })
+    .bind(priced.iter().map(|(p, _)| p.id).collect::<Vec<_>>())
+    .bind(priced.iter().map(|(p, _)| p.user_id).collect::<Vec<_>>())
+    .bind(priced.iter().map(|(p, _)| p.business.id).collect::<Vec<_>>())
+    .bind(priced.iter().map(|(p, _)| p.code).collect::<Vec<_>>())
+    .bind(priced.iter().map(|(_, q)| q.amount).collect::<Vec<_>>())
+    .bind(priced.iter().map(|(_, q)| q.coupon_discount).collect::<Vec<_>>())
+    .bind(priced.iter().map(|(p, _)| p.coupon_id).collect::<Vec<_>>())
+    .bind(priced.iter().map(|(_, q)| q.bonus_redeemed).collect::<Vec<_>>())
+    .bind(priced.iter().map(|(p, _)| p.business.is_medical).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await?
+    .into_iter()
+    .collect();
+
+    // Redemptions: ledger entries and the balances they move, in one statement.
+    let redeemed: Vec<(&QrPurchase<'_>, &PricedPurchase)> = priced
+        .iter()
+        .filter(|(p, q)| inserted.contains(&p.id) && q.bonus_redeemed > Decimal::ZERO)
+        .copied()
+        .collect();
+    if !redeemed.is_empty() {
+        sqlx::query(
+            "WITH ledger AS (
+                 INSERT INTO bonus_ledger (user_id, kind, amount, transaction_id, idempotency_key)
+                 SELECT user_id, 'redemption', -redeemed, id, 'redemption:' || id
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::numeric[]) AS r(id, user_id, redeemed)
+                 ON CONFLICT (idempotency_key) DO NOTHING
+                 RETURNING user_id, amount
+             ), moved AS (SELECT user_id, SUM(amount) AS delta FROM ledger GROUP BY user_id)
+             UPDATE bonus_balances b SET balance = b.balance + m.delta, lifetime_spent = b.lifetime_spent - m.delta,
+                    updated_at = now()
+             FROM moved m WHERE b.user_id = m.user_id AND b.user_id = ANY($2)",
+        )
+        .bind(redeemed.iter().map(|(p, _)| p.id).collect::<Vec<_>>())
+        .bind(redeemed.iter().map(|(p, _)| p.user_id).collect::<Vec<_>>())
+        .bind(redeemed.iter().map(|(_, q)| q.bonus_redeemed).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+    }
+
+    let ids: Vec<Uuid> = priced
+        .iter()
+        .map(|(p, _)| p.id)
+        .filter(|id| inserted.contains(id))
+        .collect();
+    let mut outcomes: HashMap<Uuid, crate::bonus::BonusOutcome> =
+        crate::bonus::apply(tx, &ids, rules)
+            .await?
+            .into_iter()
+            .map(|o| (o.transaction_id, o))
+            .collect();
+    Ok(purchases
+        .iter()
+        .zip(results)
+        .map(|(p, result)| {
+            let priced = result?;
+            match outcomes.remove(&p.id) {
+                Some(bonus) => Ok(RecordedPurchase { priced, bonus }),
+                None => Err(QrPurchaseRefusal::CodeUsed),
+            }
+        })
+        .collect())
 }
 
 /// A ledger entry as members see it.

@@ -19,17 +19,22 @@ pub struct OutboxJob {
 /// push clears the mark (`mark_unrelayed`); if the process dies in between, the job counts
 /// as relayed-but-unfinished and `reconcile` pushes it after `lost_after_s`. This saves an
 /// UPDATE per job on the normal path.
-pub async fn insert(tx: &mut Transaction<'_, Postgres>, job: &OutboxJob) -> sqlx::Result<()> {
+pub async fn insert(tx: &mut Transaction<'_, Postgres>, jobs: &[OutboxJob]) -> sqlx::Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
         "INSERT INTO job_outbox (job_id, queue, payload, max_attempts, run_at, relayed_at)
-         VALUES ($1, $2, $3, $4, $5, now())
+         SELECT job_id, queue, payload, max_attempts, run_at, now()
+         FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int[], $5::timestamptz[])
+              AS j(job_id, queue, payload, max_attempts, run_at)
          ON CONFLICT (job_id) DO NOTHING",
     )
-    .bind(job.job_id)
-    .bind(&job.queue)
-    .bind(&job.payload)
-    .bind(job.max_attempts)
-    .bind(job.run_at)
+    .bind(jobs.iter().map(|j| j.job_id).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.queue.as_str()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.payload.clone()).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.max_attempts).collect::<Vec<_>>())
+    .bind(jobs.iter().map(|j| j.run_at).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -100,39 +100,73 @@ pub async fn get_for_user(
     .await
 }
 
-/// Locks a pending scan for processing; `None` if it is already finished (a retry after success).
+/// Locks unfinished scans for processing (in id order, so concurrent batches cannot
+/// deadlock); finished ones (a job delivered again after its success) are left out.
 pub async fn start(
     tx: &mut Transaction<'_, Postgres>,
-    id: Uuid,
-) -> sqlx::Result<Option<ScanRequest>> {
+    ids: &[Uuid],
+) -> sqlx::Result<Vec<ScanRequest>> {
     sqlx::query_as(concat!(
-        "UPDATE scan_requests SET state = 'processing', updated_at = now()
-         WHERE id = $1 AND state IN ('pending', 'processing')
+        "WITH locked AS (
+             SELECT id AS locked_id FROM scan_requests
+             WHERE id = ANY($1) AND state IN ('pending', 'processing')
+             ORDER BY id FOR UPDATE
+         )
+         UPDATE scan_requests s SET state = 'processing', updated_at = now()
+         FROM locked WHERE s.id = locked.locked_id
          RETURNING ",
         scan_columns!()
     ))
-    .bind(id)
-    .fetch_optional(&mut **tx)
+    .bind(ids)
+    .fetch_all(&mut **tx)
     .await
 }
 
+/// Scans done: each with its purchase and the result the member sees.
 pub async fn complete(
     tx: &mut Transaction<'_, Postgres>,
-    id: Uuid,
-    transaction_id: Uuid,
-    result: &Value,
+    done: &[(Uuid, Uuid, Value)],
 ) -> sqlx::Result<()> {
+    if done.is_empty() {
+        return Ok(());
+    }
     sqlx::query(
-        "UPDATE scan_requests SET state = 'done', transaction_id = $2, result = $3, updated_at = now() WHERE id = $1",
+        "UPDATE scan_requests s SET state = 'done', transaction_id = d.transaction_id, result = d.result,
+                updated_at = now()
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::jsonb[]) AS d(id, transaction_id, result)
+         WHERE s.id = d.id AND s.id = ANY($1)",
     )
-    .bind(id)
-    .bind(transaction_id)
-    .bind(result)
+    .bind(done.iter().map(|d| d.0).collect::<Vec<_>>())
+    .bind(done.iter().map(|d| d.1).collect::<Vec<_>>())
+    .bind(done.iter().map(|d| d.2.clone()).collect::<Vec<_>>())
     .execute(&mut **tx)
     .await?;
     Ok(())
 }
 
+/// Scans refused: each with a code and a message for the member.
+pub async fn refuse(
+    tx: &mut Transaction<'_, Postgres>,
+    refused: &[(Uuid, &str, &str)],
+) -> sqlx::Result<()> {
+    if refused.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE scan_requests s SET state = 'failed', error_code = r.code, error_message = r.message,
+                updated_at = now()
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[]) AS r(id, code, message)
+         WHERE s.id = r.id AND s.id = ANY($1) AND s.state <> 'done'",
+    )
+    .bind(refused.iter().map(|r| r.0).collect::<Vec<_>>())
+    .bind(refused.iter().map(|r| r.1).collect::<Vec<_>>())
+    .bind(refused.iter().map(|r| r.2).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A scan that could not even be queued.
 pub async fn fail(
     db: impl PgExecutor<'_>,
     id: Uuid,

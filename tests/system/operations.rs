@@ -19,6 +19,7 @@ async fn dead_otp_job(app: &TestApp, phone: &str) -> String {
     )
     .unwrap();
     let job_id = sent.data()["job_id"].as_str().unwrap().to_owned();
+    // Dead in Redis and recorded dead in the outbox (two writes, in no fixed order).
     eventually(10, "the job to go dead", || async {
         let outcome: Option<String> =
             sqlx::query_scalar("SELECT outcome FROM job_outbox WHERE job_id = $1::uuid")
@@ -26,7 +27,15 @@ async fn dead_otp_job(app: &TestApp, phone: &str) -> String {
                 .fetch_one(&app.db)
                 .await
                 .unwrap();
-        outcome.filter(|o| o == "dead")
+        let info = jobs::inspect::job(
+            &app.env.queue,
+            jobs::QueueName::OtpSend,
+            job_id.parse().unwrap(),
+        )
+        .await
+        .unwrap();
+        let dead = info.is_some_and(|i| i.state == jobs::inspect::JobState::Dead);
+        (dead && outcome.as_deref() == Some("dead")).then_some(())
     })
     .await;
     job_id

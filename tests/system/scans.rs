@@ -1,6 +1,6 @@
 //! Staff QR codes, member scans and the bonuses they move.
 
-use crate::helpers::{TestApp, member_phone};
+use crate::helpers::{Options, TestApp, member_phone, worker_options};
 use krug::client::{expect, scan_and_wait, wait_for_scan};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -166,6 +166,114 @@ async fn a_code_is_single_use_even_when_scanned_concurrently() {
         .await
         .unwrap();
     assert_eq!((purchases, accruals), (1, 1));
+    app.assert_ledger_consistent().await;
+}
+
+/// Scans waiting together are processed together (one transaction for the lot): a code
+/// scanned twice in the lot is still one purchase, a redemption without the balance for it
+/// is refused, and every accrual and balance is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scans_processed_together_keep_codes_single_use_and_balances_exact() {
+    let app = TestApp::spawn_with(Options {
+        no_worker: true,
+        ..Default::default()
+    })
+    .await;
+    // Every queue but qr_scan is worked from the start (sign-in needs otp_send).
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut others = worker_options(&app.services);
+    others.queues.retain(|q| *q != jobs::QueueName::QrScan);
+    tokio::spawn(jobs::runtime::run(
+        app.env.clone(),
+        others,
+        shutdown.clone(),
+    ));
+    let operator = app.operator().await;
+    let (_, staff) = app
+        .business_with_staff(&operator, "Лисичкино", "gastronomy", "5", "+79000000104")
+        .await;
+    let anna = app.sign_in(&member_phone()).await;
+    let boris = app.sign_in(&member_phone()).await;
+    let first = app.issue_qr(&staff, "1000").await;
+    let second = app.issue_qr(&staff, "3000").await;
+    let third = app.issue_qr(&staff, "2000").await;
+
+    // Queued while no qr_scan worker runs, so that one worker finds them all waiting.
+    let queued = [
+        (&anna, json!({"code": first})),
+        (&anna, json!({"code": second})),
+        (&anna, json!({"code": first})),
+        (&boris, json!({"code": third})),
+        (&anna, json!({"code": third})),
+        (
+            &boris,
+            json!({"code": app.issue_qr(&staff, "1000").await, "redeem_bonus": "100"}),
+        ),
+    ];
+    let mut job_ids = Vec::new();
+    for (member, body) in &queued {
+        let accepted = expect(member.post("/transactions/scan", body).await.unwrap(), 202).unwrap();
+        job_ids.push(accepted.data()["job_id"].as_str().unwrap().to_owned());
+    }
+    let mut scans = worker_options(&app.services);
+    scans.queues = vec![jobs::QueueName::QrScan];
+    tokio::spawn(jobs::runtime::run(app.env.clone(), scans, shutdown.clone()));
+    let mut outcomes = Vec::new();
+    for ((member, _), job_id) in queued.iter().zip(&job_ids) {
+        outcomes.push(wait_for_scan(member, job_id).await.unwrap());
+    }
+    shutdown.cancel();
+
+    let state = |o: &Value| match o["state"].as_str() {
+        Some("done") => "done".to_owned(),
+        _ => o["error"]["code"].as_str().unwrap_or("?").to_owned(),
+    };
+    // The first scan of a code records it, whichever scan that was.
+    let first_code: Vec<String> = [&outcomes[0], &outcomes[2]].map(state).to_vec();
+    assert!(
+        first_code.contains(&"done".to_owned())
+            && first_code.contains(&"code_already_used".to_owned()),
+        "{outcomes:?}"
+    );
+    let third_code: Vec<String> = [&outcomes[3], &outcomes[4]].map(state).to_vec();
+    assert!(
+        third_code.contains(&"done".to_owned())
+            && third_code.contains(&"code_already_used".to_owned()),
+        "{outcomes:?}"
+    );
+    assert_eq!(state(&outcomes[1]), "done", "{outcomes:?}");
+    assert_eq!(state(&outcomes[5]), "insufficient_balance", "{outcomes:?}");
+    for done in outcomes.iter().filter(|o| o["state"] == "done") {
+        let result = &done["result"];
+        assert_eq!(
+            dec(&result["bonus_accrued"]),
+            dec(&result["amount"]) * Decimal::new(5, 2),
+            "5 % of the check: {result}"
+        );
+    }
+
+    let purchases: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(purchases, 3, "three codes, three purchases");
+    let balance = |member: &krug::client::ApiClient| {
+        let member = member.clone();
+        async move {
+            let balance = expect(member.get("/loyalty/balance").await.unwrap(), 200).unwrap();
+            dec(&balance.data()["balance"])
+        }
+    };
+    let accrued_by = |member_scans: &[usize]| -> Decimal {
+        member_scans
+            .iter()
+            .map(|i| &outcomes[*i])
+            .filter(|o| o["state"] == "done")
+            .map(|o| dec(&o["result"]["bonus_accrued"]))
+            .sum()
+    };
+    assert_eq!(balance(&anna).await, accrued_by(&[0, 1, 2, 4]));
+    assert_eq!(balance(&boris).await, accrued_by(&[3, 5]));
     app.assert_ledger_consistent().await;
 }
 

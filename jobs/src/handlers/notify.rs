@@ -67,11 +67,18 @@ impl Notify {
     /// Records the notification in the caller's transaction (the job outbox), with an id
     /// derived from the dedupe key, so that recording it twice enqueues it once.
     pub async fn record(self, tx: &mut Transaction<'_, Postgres>) -> sqlx::Result<OutboxJob> {
+        let row = self.outbox_row();
+        outbox::record_all(tx, std::slice::from_ref(&row)).await?;
+        Ok(row)
+    }
+
+    /// Its outbox row (the job id follows from the dedupe key), to record with others.
+    pub fn outbox_row(self) -> OutboxJob {
         let id = Uuid::new_v5(
             &Uuid::NAMESPACE_OID,
             format!("notify:{}", self.dedupe_key).as_bytes(),
         );
-        outbox::record(tx, id, &NotifyJob::Send(self), None).await
+        outbox::row(id, &NotifyJob::Send(self), None)
     }
 
     async fn send(self, ctx: JobCtx) -> Result<(), JobError> {

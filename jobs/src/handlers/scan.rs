@@ -1,30 +1,36 @@
 //! `qr_scan`: turns a member's scan of a staff QR code into a purchase with its bonuses.
+//!
+//! Scans a worker holds at the same moment are processed together (group commit): one
+//! transaction and set-based statements for all of them, so a burst costs a few commits
+//! rather than one per scan. Alone, a scan is a batch of one and waits for nothing. Each job
+//! still succeeds or fails on its own: a batch that fails is run again scan by scan.
 
 use crate::{
+    env::Env,
     handlers::{notify::Notify, promo::IssueCoupons},
-    outbox,
-};
-use crate::{
     metrics::{BONUS_ACCRUED, QR_SCANS},
+    outbox,
     queue::{Job, JobCtx, JobError, QueueName},
 };
-use domain::loyalty::RedemptionError;
 use domain::{
-    TierRules,
-    loyalty::{DiscountType, coupon_discount},
+    loyalty::{DiscountType, RedemptionError, coupon_discount},
     messages::Message,
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use sqlx::{Postgres, Transaction};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, OnceLock, Weak},
+};
 use storage::{
     businesses::{self, Business},
     cache::QrCode,
     coupons::{self, Coupon},
-    loyalty::{self, EntryKind, QrPurchase, QrPurchaseError},
+    loyalty::{self, EntryKind, QrPurchase, QrPurchaseRefusal},
     outbox::OutboxJob,
-    scans,
+    scans::{self, ScanRequest},
 };
+use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
 /// Process scan request `scan_id` (its id is also this job's id).
@@ -46,6 +52,100 @@ pub struct ScanResult {
     pub status_tier: String,
 }
 
+impl Job for ScanQr {
+    const QUEUE: QueueName = QueueName::QrScan;
+
+    async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
+        ctx.env.scans.process(&ctx.env, self.scan_id).await
+    }
+}
+
+/// At most this many scans in one transaction.
+const MAX_BATCH: usize = 64;
+/// Batches in flight at once per worker process: one gathers while another commits.
+const RUNNERS: usize = 2;
+
+type Reply = oneshot::Sender<Result<(), JobError>>;
+
+/// Gathers the scans of one worker process into batches (see the module's comment).
+#[derive(Default)]
+pub struct ScanBatcher {
+    sender: OnceLock<mpsc::UnboundedSender<(Uuid, Reply)>>,
+}
+
+impl std::fmt::Debug for ScanBatcher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScanBatcher")
+    }
+}
+
+impl ScanBatcher {
+    /// Processes one scan with whichever others are waiting, and says how this one went.
+    pub async fn process(&self, env: &Arc<Env>, scan_id: Uuid) -> Result<(), JobError> {
+        let sender = self.sender.get_or_init(|| {
+            let (sender, receiver) = mpsc::unbounded_channel();
+            let receiver = Arc::new(Mutex::new(receiver));
+            for _ in 0..RUNNERS {
+                // A weak handle: the runners end with the environment that owns them.
+                tokio::spawn(run_batches(Arc::downgrade(env), receiver.clone()));
+            }
+            sender
+        });
+        let (reply, outcome) = oneshot::channel();
+        if sender.send((scan_id, reply)).is_err() {
+            return Err(JobError::Retry(anyhow::anyhow!(
+                "the scan batcher has stopped"
+            )));
+        }
+        outcome.await.unwrap_or_else(|_| {
+            Err(JobError::Retry(anyhow::anyhow!(
+                "the scan batcher has stopped"
+            )))
+        })
+    }
+}
+
+async fn run_batches(env: Weak<Env>, receiver: Arc<Mutex<mpsc::UnboundedReceiver<(Uuid, Reply)>>>) {
+    loop {
+        let batch = {
+            let mut receiver = receiver.lock().await;
+            let Some(first) = receiver.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        let Some(env) = env.upgrade() else {
+            return;
+        };
+        let ids: Vec<Uuid> = batch.iter().map(|(id, _)| *id).collect();
+        match process_batch(&env, &ids).await {
+            Ok(()) => {
+                for (_, reply) in batch {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(e) if batch.len() == 1 => {
+                let (_, reply) = batch.into_iter().next().expect("one scan");
+                let _ = reply.send(Err(e));
+            }
+            Err(e) => {
+                // One scan's trouble must not hold the others back: each goes alone.
+                tracing::warn!(error = %e, scans = batch.len(), "scan batch failed; running its scans one by one");
+                for (id, reply) in batch {
+                    let _ = reply.send(process_batch(&env, &[id]).await);
+                }
+            }
+        }
+    }
+}
+
 /// Why a scan was refused, in the words the member sees.
 struct Refusal {
     code: &'static str,
@@ -61,258 +161,298 @@ impl Refusal {
     }
 }
 
-impl Job for ScanQr {
-    const QUEUE: QueueName = QueueName::QrScan;
-
-    async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
-        let env = &ctx.env;
-        let rules = env.tier_rules().await?;
-        let mut tx = env.db.begin().await?;
-        let Some(scan) = scans::start(&mut tx, self.scan_id).await? else {
-            // Finished by an earlier delivery of this job.
-            return Ok(());
-        };
-        match purchase(&mut tx, &scan, &rules).await? {
-            Ok(done) => {
-                let follow_ups = follow_ups(&mut tx, &done).await?;
-                let json = serde_json::to_value(&done.result).expect("ScanResult serializes");
-                scans::complete(&mut tx, scan.id, done.result.transaction_id, &json).await?;
-                tx.commit().await?;
-                if let Err(e) = outbox::relay(&env.db, &env.queue, &follow_ups).await {
-                    // Recorded with the purchase: reconcile relays them.
-                    tracing::warn!(error = %e, "scan follow-ups recorded but not relayed");
-                }
-                QR_SCANS.with_label_values(&["done"]).inc();
-                BONUS_ACCRUED
-                    .with_label_values(&["qr"])
-                    .inc_by(f64::try_from(done.result.bonus_accrued).unwrap_or(0.0));
-                Ok(())
+impl From<QrPurchaseRefusal> for Refusal {
+    fn from(refusal: QrPurchaseRefusal) -> Self {
+        match refusal {
+            QrPurchaseRefusal::CodeUsed => {
+                Self::new("code_already_used", "This code has already been used")
             }
-            Err(refusal) => {
-                // Nothing of the attempt is kept: the failure is recorded on its own.
-                tx.rollback().await?;
-                scans::fail(&env.db, scan.id, refusal.code, &refusal.message).await?;
-                QR_SCANS.with_label_values(&["failed"]).inc();
-                tracing::info!(reason = refusal.code, "scan refused");
-                Ok(())
+            QrPurchaseRefusal::Redemption(RedemptionError::InsufficientBalance { available }) => {
+                Self::new(
+                    "insufficient_balance",
+                    format!("Not enough bonuses: {available} available"),
+                )
             }
+            QrPurchaseRefusal::Redemption(RedemptionError::OverCap { cap }) => Self::new(
+                "redeem_limit_exceeded",
+                format!("At most {cap} of this check can be paid with bonuses"),
+            ),
+            QrPurchaseRefusal::Redemption(other) => Self::new("redeem_refused", other.to_string()),
         }
     }
+}
+
+/// A scan that may become a purchase: what was checked before anything is written.
+struct Candidate<'a> {
+    scan: &'a ScanRequest,
+    business: &'a Business,
+    qr: QrCode,
+    coupon: Option<&'a Coupon>,
 }
 
 /// A recorded purchase and what it calls for.
-struct Done {
+struct Done<'a> {
+    scan: &'a ScanRequest,
+    business: &'a Business,
     result: ScanResult,
-    business: Business,
-    user_id: Uuid,
     upgraded: bool,
 }
 
-/// Records the purchase a scan stands for, or says why not.
-async fn purchase(
-    tx: &mut Transaction<'_, Postgres>,
-    scan: &scans::ScanRequest,
-    rules: &TierRules,
-) -> Result<Result<Done, Refusal>, JobError> {
-    let qr = match qr_of(scan) {
-        Ok(qr) => qr,
-        Err(refusal) => return Ok(Err(refusal)),
+/// Records the purchases these scans stand for, or why not, in one transaction.
+async fn process_batch(env: &Env, ids: &[Uuid]) -> Result<(), JobError> {
+    let rules = env.tier_rules().await?;
+    let mut tx = env.db.begin().await?;
+    let scans = scans::start(&mut tx, ids).await?;
+    if scans.is_empty() {
+        // Finished by an earlier delivery of these jobs.
+        return Ok(());
+    }
+    let qrs: Vec<Result<QrCode, Refusal>> = scans.iter().map(qr_of).collect();
+    let business_ids: Vec<Uuid> = qrs
+        .iter()
+        .filter_map(|qr| qr.as_ref().ok().map(|qr| qr.business_id))
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let businesses: HashMap<Uuid, Business> = businesses::get_many(&mut *tx, &business_ids)
+        .await?
+        .into_iter()
+        .map(|b| (b.id, b))
+        .collect();
+    let coupon_ids: Vec<Uuid> = scans.iter().filter_map(|s| s.coupon_id).collect();
+    let coupons: HashMap<Uuid, Coupon> = if coupon_ids.is_empty() {
+        HashMap::new()
+    } else {
+        coupons::lock(&mut tx, &coupon_ids)
+            .await?
+            .into_iter()
+            .map(|c| (c.id, c))
+            .collect()
     };
-    let business = match businesses::get(&mut **tx, qr.business_id).await? {
-        Some(business) if business.is_active => business,
-        Some(_) => {
-            return Ok(Err(Refusal::new(
-                "business_unavailable",
-                "This business is not accepting scans now",
-            )));
-        }
-        None => {
-            return Ok(Err(Refusal::new(
-                "business_unavailable",
-                "This business is not part of the programme",
-            )));
-        }
-    };
-    let coupon = match scan.coupon_id {
-        None => None,
-        Some(id) => match usable_coupon(tx, id, scan, &business).await? {
-            Ok(coupon) => Some(coupon),
-            Err(refusal) => return Ok(Err(refusal)),
-        },
-    };
-    let coupon_discount = coupon.as_ref().map_or(Decimal::ZERO, |c| {
-        coupon_discount(
-            c.discount_type.parse().unwrap_or(DiscountType::Percent),
-            c.discount_value,
-            qr.amount,
-        )
-    });
-    let purchase = QrPurchase {
-        user_id: scan.user_id,
-        business: &business,
-        code: &scan.code,
-        amount: qr.amount,
-        redeem: scan.redeem_bonus,
-        coupon_id: coupon.as_ref().map(|c| c.id),
-        coupon_discount,
-    };
-    let recorded = match loyalty::record_qr_purchase(tx, &purchase, rules).await {
-        Ok(recorded) => recorded,
-        Err(QrPurchaseError::CodeUsed) => {
-            return Ok(Err(Refusal::new(
-                "code_already_used",
-                "This code has already been used",
-            )));
-        }
-        Err(QrPurchaseError::Redemption(RedemptionError::InsufficientBalance { available })) => {
-            return Ok(Err(Refusal::new(
-                "insufficient_balance",
-                format!("Not enough bonuses: {available} available"),
-            )));
-        }
-        Err(QrPurchaseError::Redemption(RedemptionError::OverCap { cap })) => {
-            return Ok(Err(Refusal::new(
-                "redeem_limit_exceeded",
-                format!("At most {cap} of this check can be paid with bonuses"),
-            )));
-        }
-        Err(QrPurchaseError::Redemption(other)) => {
-            return Ok(Err(Refusal::new("redeem_refused", other.to_string())));
-        }
-        Err(QrPurchaseError::Db(e)) => return Err(e.into()),
-    };
-    let transaction_id = recorded.bonus.transaction_id;
-    let mut balance = recorded.bonus.balance;
-    if let Some(coupon) = &coupon {
-        coupons::mark_redeemed(tx, coupon.id, transaction_id).await?;
-        if coupon.discount_type == DiscountType::Bonus.as_str() {
-            // A bonus coupon pays in bonuses instead of taking money off the check.
-            balance = loyalty::credit(
-                tx,
-                scan.user_id,
-                EntryKind::Adjustment,
-                coupon.discount_value,
-                transaction_id,
-                &format!("coupon:{}", coupon.id),
-            )
-            .await?;
+
+    // What can be refused before anything is written.
+    let mut refused: Vec<(Uuid, Refusal)> = Vec::new();
+    let mut candidates: Vec<Candidate<'_>> = Vec::new();
+    let mut coupons_taken = HashSet::new();
+    for (scan, qr) in scans.iter().zip(qrs) {
+        let checked = qr.and_then(|qr| {
+            let business = match businesses.get(&qr.business_id) {
+                Some(business) if business.is_active => business,
+                Some(_) => {
+                    return Err(Refusal::new(
+                        "business_unavailable",
+                        "This business is not accepting scans now",
+                    ));
+                }
+                None => {
+                    return Err(Refusal::new(
+                        "business_unavailable",
+                        "This business is not part of the programme",
+                    ));
+                }
+            };
+            let coupon = match scan.coupon_id {
+                None => None,
+                Some(id) => Some(usable_coupon(
+                    coupons.get(&id),
+                    scan,
+                    business,
+                    &mut coupons_taken,
+                )?),
+            };
+            Ok(Candidate {
+                scan,
+                business,
+                qr,
+                coupon,
+            })
+        });
+        match checked {
+            Ok(candidate) => candidates.push(candidate),
+            Err(refusal) => refused.push((scan.id, refusal)),
         }
     }
-    Ok(Ok(Done {
-        result: ScanResult {
-            transaction_id,
-            business_id: business.id,
-            amount: recorded.priced.amount,
-            bonus_redeemed: recorded.priced.bonus_redeemed,
-            coupon_discount: recorded.priced.coupon_discount,
-            bonus_accrued: recorded.bonus.bonus_change,
-            balance,
-            status_tier: recorded.bonus.tier.as_str().to_owned(),
-        },
-        upgraded: recorded.bonus.upgraded_from.is_some(),
-        user_id: scan.user_id,
-        business,
-    }))
-}
 
-/// The member's coupon, if it can pay part of this check: theirs, for this business,
-/// unused, and scanned before it expired. Locked until the scan's transaction ends, so two
-/// scans cannot both use it.
-async fn usable_coupon(
-    tx: &mut Transaction<'_, Postgres>,
-    coupon_id: Uuid,
-    scan: &scans::ScanRequest,
-    business: &Business,
-) -> Result<Result<Coupon, Refusal>, JobError> {
-    let coupon = match coupons::lock(tx, coupon_id).await? {
-        Some(coupon) if coupon.user_id == scan.user_id => coupon,
-        _ => {
-            return Ok(Err(Refusal::new(
-                "coupon_invalid",
-                "You have no such coupon",
-            )));
+    let purchases: Vec<QrPurchase<'_>> = candidates
+        .iter()
+        .map(|c| QrPurchase {
+            id: Uuid::now_v7(),
+            user_id: c.scan.user_id,
+            business: c.business,
+            code: &c.scan.code,
+            amount: c.qr.amount,
+            redeem: c.scan.redeem_bonus,
+            coupon_id: c.coupon.map(|coupon| coupon.id),
+            coupon_discount: c.coupon.map_or(Decimal::ZERO, |coupon| {
+                coupon_discount(
+                    coupon
+                        .discount_type
+                        .parse()
+                        .unwrap_or(DiscountType::Percent),
+                    coupon.discount_value,
+                    c.qr.amount,
+                )
+            }),
+        })
+        .collect();
+    let recorded = loyalty::record_qr_purchases(&mut tx, &purchases, &rules).await?;
+
+    let mut done: Vec<Done<'_>> = Vec::new();
+    let mut balances: HashMap<Uuid, Decimal> = HashMap::new();
+    for ((candidate, purchase), recorded) in candidates.iter().zip(&purchases).zip(recorded) {
+        let recorded = match recorded {
+            Ok(recorded) => recorded,
+            Err(refusal) => {
+                refused.push((candidate.scan.id, refusal.into()));
+                continue;
+            }
+        };
+        balances.insert(candidate.scan.user_id, recorded.bonus.balance);
+        if let Some(coupon) = candidate.coupon {
+            coupons::mark_redeemed(&mut tx, coupon.id, purchase.id).await?;
+            if coupon.discount_type == DiscountType::Bonus.as_str() {
+                // A bonus coupon pays in bonuses instead of taking money off the check.
+                let balance = loyalty::credit(
+                    &mut tx,
+                    candidate.scan.user_id,
+                    EntryKind::Adjustment,
+                    coupon.discount_value,
+                    purchase.id,
+                    &format!("coupon:{}", coupon.id),
+                )
+                .await?;
+                balances.insert(candidate.scan.user_id, balance);
+            }
         }
-    };
-    Ok(if coupon.business_id != business.id {
-        Err(Refusal::new(
-            "coupon_wrong_business",
-            "This coupon is for another partner",
-        ))
-    } else if coupon.redeemed_at.is_some() {
-        Err(Refusal::new(
-            "coupon_used",
-            "This coupon has already been used",
-        ))
-    } else if coupon.expired_at.is_some() || coupon.expires_at <= scan.created_at {
-        Err(Refusal::new("coupon_expired", "This coupon has expired"))
-    } else {
-        Ok(coupon)
-    })
+        done.push(Done {
+            scan: candidate.scan,
+            business: candidate.business,
+            result: ScanResult {
+                transaction_id: purchase.id,
+                business_id: candidate.business.id,
+                amount: recorded.priced.amount,
+                bonus_redeemed: recorded.priced.bonus_redeemed,
+                coupon_discount: recorded.priced.coupon_discount,
+                bonus_accrued: recorded.bonus.bonus_change,
+                balance: Decimal::ZERO,
+                status_tier: recorded.bonus.tier.as_str().to_owned(),
+            },
+            upgraded: recorded.bonus.upgraded_from.is_some(),
+        });
+    }
+    // Each result shows the member's balance once the whole batch is in.
+    for d in &mut done {
+        d.result.balance = balances[&d.scan.user_id];
+    }
+
+    let follow_ups = follow_ups(&mut tx, &done).await?;
+    let completed: Vec<(Uuid, Uuid, serde_json::Value)> = done
+        .iter()
+        .map(|d| {
+            let json = serde_json::to_value(&d.result).expect("ScanResult serializes");
+            (d.scan.id, d.result.transaction_id, json)
+        })
+        .collect();
+    scans::complete(&mut tx, &completed).await?;
+    let refusals: Vec<(Uuid, &str, &str)> = refused
+        .iter()
+        .map(|(id, r)| (*id, r.code, r.message.as_str()))
+        .collect();
+    scans::refuse(&mut tx, &refusals).await?;
+    tx.commit().await?;
+
+    if let Err(e) = outbox::relay(&env.db, &env.queue, &follow_ups).await {
+        // Recorded with the purchases: reconcile relays them.
+        tracing::warn!(error = %e, "scan follow-ups recorded but not relayed");
+    }
+    QR_SCANS
+        .with_label_values(&["done"])
+        .inc_by(done.len() as u64);
+    QR_SCANS
+        .with_label_values(&["failed"])
+        .inc_by(refused.len() as u64);
+    let accrued: Decimal = done.iter().map(|d| d.result.bonus_accrued).sum();
+    BONUS_ACCRUED
+        .with_label_values(&["qr"])
+        .inc_by(f64::try_from(accrued).unwrap_or(0.0));
+    for (_, refusal) in &refused {
+        tracing::info!(reason = refusal.code, "scan refused");
+    }
+    Ok(())
 }
 
-/// Cross-promo for a non-medical purchase that triggers a chain, and the member's messages,
-/// recorded in the purchase's transaction.
+/// Cross-promo for the non-medical purchases that fire a chain, and the members' messages,
+/// recorded in the purchases' transaction.
 async fn follow_ups(
-    tx: &mut Transaction<'_, Postgres>,
-    done: &Done,
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    done: &[Done<'_>],
 ) -> sqlx::Result<Vec<OutboxJob>> {
     let mut rows = Vec::new();
-    let transaction_id = done.result.transaction_id;
-    let promo = !done.business.is_medical
-        && coupons::any_chain_matches(
-            &mut **tx,
-            done.business.id,
-            &done.business.category,
-            done.result.amount,
-        )
-        .await?;
-    if promo {
-        let job = IssueCoupons {
-            transaction_ids: vec![transaction_id],
-        };
-        rows.push(
-            outbox::record(
-                tx,
-                Uuid::new_v5(
-                    &Uuid::NAMESPACE_OID,
-                    format!("cross-promo:{transaction_id}").as_bytes(),
-                ),
-                &job,
+    if done.iter().any(|d| !d.business.is_medical) {
+        let triggers = coupons::active_triggers(&mut **tx).await?;
+        let promo: Vec<Uuid> = done
+            .iter()
+            .filter(|d| {
+                !d.business.is_medical
+                    && triggers
+                        .iter()
+                        .any(|t| t.fires(d.business.id, &d.business.category, d.result.amount))
+            })
+            .map(|d| d.result.transaction_id)
+            .collect();
+        if let Some(first) = promo.first() {
+            let id = Uuid::new_v5(
+                &Uuid::NAMESPACE_OID,
+                format!("cross-promo:{first}").as_bytes(),
+            );
+            rows.push(outbox::row(
+                id,
+                &IssueCoupons {
+                    transaction_ids: promo,
+                },
                 None,
-            )
-            .await?,
-        );
+            ));
+        }
     }
-    if done.result.bonus_accrued > Decimal::ZERO {
-        let notify = Notify {
-            user_id: done.user_id,
-            message: Message::BonusAccrued {
-                amount: done.result.bonus_accrued,
-                business: done.business.name.clone(),
-                balance: done.result.balance,
-            },
-            dedupe_key: format!("accrual:{transaction_id}"),
-        };
-        rows.push(notify.record(tx).await?);
+    let mut upgraded = HashSet::new();
+    for d in done {
+        let transaction_id = d.result.transaction_id;
+        if d.result.bonus_accrued > Decimal::ZERO {
+            rows.push(
+                Notify {
+                    user_id: d.scan.user_id,
+                    message: Message::BonusAccrued {
+                        amount: d.result.bonus_accrued,
+                        business: d.business.name.clone(),
+                        balance: d.result.balance,
+                    },
+                    dedupe_key: format!("accrual:{transaction_id}"),
+                }
+                .outbox_row(),
+            );
+        }
+        if d.upgraded && upgraded.insert(d.scan.user_id) {
+            let tier = d
+                .result
+                .status_tier
+                .parse()
+                .unwrap_or(domain::Tier::Insider);
+            rows.push(
+                Notify {
+                    user_id: d.scan.user_id,
+                    message: Message::TierUpgraded { tier },
+                    dedupe_key: format!("tier-up:{transaction_id}"),
+                }
+                .outbox_row(),
+            );
+        }
     }
-    if done.upgraded {
-        let tier = done
-            .result
-            .status_tier
-            .parse()
-            .unwrap_or(domain::Tier::Insider);
-        let notify = Notify {
-            user_id: done.user_id,
-            message: Message::TierUpgraded { tier },
-            dedupe_key: format!("tier-up:{transaction_id}"),
-        };
-        rows.push(notify.record(tx).await?);
-    }
+    outbox::record_all(tx, &rows).await?;
     Ok(rows)
 }
 
 /// The QR code as it was when scanned: known, and scanned before it expired.
-fn qr_of(scan: &scans::ScanRequest) -> Result<QrCode, Refusal> {
+fn qr_of(scan: &ScanRequest) -> Result<QrCode, Refusal> {
     let qr: QrCode = scan
         .qr
         .clone()
@@ -322,4 +462,35 @@ fn qr_of(scan: &scans::ScanRequest) -> Result<QrCode, Refusal> {
         return Err(Refusal::new("code_expired", "This code has expired"));
     }
     Ok(qr)
+}
+
+/// The member's coupon, if it can pay part of this check: theirs, for this business,
+/// unused (also by an earlier scan of this batch), and scanned before it expired. Locked
+/// until the batch's transaction ends, so two batches cannot both use it.
+fn usable_coupon<'a>(
+    coupon: Option<&'a Coupon>,
+    scan: &ScanRequest,
+    business: &Business,
+    taken: &mut HashSet<Uuid>,
+) -> Result<&'a Coupon, Refusal> {
+    let coupon = match coupon {
+        Some(coupon) if coupon.user_id == scan.user_id => coupon,
+        _ => return Err(Refusal::new("coupon_invalid", "You have no such coupon")),
+    };
+    if coupon.business_id != business.id {
+        Err(Refusal::new(
+            "coupon_wrong_business",
+            "This coupon is for another partner",
+        ))
+    } else if coupon.redeemed_at.is_some() || taken.contains(&coupon.id) {
+        Err(Refusal::new(
+            "coupon_used",
+            "This coupon has already been used",
+        ))
+    } else if coupon.expired_at.is_some() || coupon.expires_at <= scan.created_at {
+        Err(Refusal::new("coupon_expired", "This coupon has expired"))
+    } else {
+        taken.insert(coupon.id);
+        Ok(coupon)
+    }
 }
