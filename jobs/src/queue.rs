@@ -65,8 +65,11 @@ impl QueueName {
     /// so a worker never holds jobs it cannot start (APALIS.md #6).
     pub fn concurrency(self) -> usize {
         match self {
-            Self::QrScan | Self::BonusCalc => 32,
+            Self::QrScan => 32,
             Self::OtpSend | Self::Notify | Self::CrossPromo => 16,
+            // Each job is a set-based batch of hundreds holding its members' balance locks:
+            // more at once only wait on each other's locks and the CPU.
+            Self::BonusCalc => 4,
             Self::CrmPoll => 8,
             Self::RfmSnapshot | Self::TierReview | Self::Expire | Self::Reconcile => 1,
         }
