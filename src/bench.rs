@@ -435,6 +435,7 @@ async fn scan_latency(system: &System) -> anyhow::Result<Vec<Figure>> {
         &storage::coupons::NewChain {
             trigger_business_id: Some(business.id),
             trigger_category: None,
+            trigger_churn_risk: None,
             min_amount: rust_decimal::Decimal::ZERO,
             target_business_id: business.id,
             discount_type: "percent".to_owned(),

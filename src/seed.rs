@@ -146,6 +146,7 @@ pub async fn promo_chains(
                 &storage::coupons::NewChain {
                     trigger_business_id,
                     trigger_category: trigger_category.map(str::to_owned),
+                    trigger_churn_risk: None,
                     min_amount,
                     target_business_id,
                     discount_type: discount_type.to_owned(),

@@ -73,6 +73,9 @@ pub struct PromoChain {
     pub id: Uuid,
     pub trigger_business_id: Option<Uuid>,
     pub trigger_category: Option<String>,
+    /// A win-back chain: fired by the nightly RFM snapshot for members whose churn risk
+    /// newly reached this level, not by purchases.
+    pub trigger_churn_risk: Option<Decimal>,
     pub min_amount: Decimal,
     pub target_business_id: Uuid,
     pub discount_type: String,
@@ -85,7 +88,7 @@ pub struct PromoChain {
 
 macro_rules! chain_columns {
     () => {
-        "id, trigger_business_id, trigger_category, min_amount, target_business_id, discount_type, discount_value,
+        "id, trigger_business_id, trigger_category, trigger_churn_risk, min_amount, target_business_id, discount_type, discount_value,
          valid_days, cooldown_days, is_active, created_at"
     };
 }
@@ -95,6 +98,7 @@ macro_rules! chain_columns {
 pub struct NewChain {
     pub trigger_business_id: Option<Uuid>,
     pub trigger_category: Option<String>,
+    pub trigger_churn_risk: Option<Decimal>,
     pub min_amount: Decimal,
     pub target_business_id: Uuid,
     pub discount_type: String,
@@ -105,13 +109,14 @@ pub struct NewChain {
 
 pub async fn create_chain(db: &PgPool, chain: &NewChain) -> sqlx::Result<PromoChain> {
     sqlx::query_as(concat!(
-        "INSERT INTO promo_chains (trigger_business_id, trigger_category, min_amount, target_business_id,
-                                   discount_type, discount_value, valid_days, cooldown_days)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING ",
+        "INSERT INTO promo_chains (trigger_business_id, trigger_category, trigger_churn_risk, min_amount,
+                                   target_business_id, discount_type, discount_value, valid_days, cooldown_days)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING ",
         chain_columns!()
     ))
     .bind(chain.trigger_business_id)
     .bind(&chain.trigger_category)
+    .bind(chain.trigger_churn_risk)
     .bind(chain.min_amount)
     .bind(chain.target_business_id)
     .bind(&chain.discount_type)
@@ -140,6 +145,17 @@ pub async fn matching_chains(
     .bind(business_id)
     .bind(category)
     .bind(amount)
+    .fetch_all(db)
+    .await
+}
+
+/// The active win-back chains, which the nightly RFM snapshot fires.
+pub async fn winback_chains(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<PromoChain>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        chain_columns!(),
+        " FROM promo_chains WHERE is_active AND trigger_churn_risk IS NOT NULL ORDER BY created_at"
+    ))
     .fetch_all(db)
     .await
 }

@@ -154,3 +154,37 @@ pub async fn member_scores(
         .fetch_all::<MemberScore>()
         .await?)
 }
+
+#[derive(Debug, Clone, Row, Deserialize)]
+struct Member {
+    #[serde(with = "clickhouse::serde::uuid")]
+    user_id: Uuid,
+}
+
+/// Members whose churn risk is at least `min_risk` in the snapshot of `date` but was not in
+/// the latest snapshot before it (with no earlier snapshot, every member at that risk).
+pub async fn newly_at_risk(
+    ch: &clickhouse::Client,
+    date: Date,
+    min_risk: f64,
+) -> anyhow::Result<Vec<Uuid>> {
+    let day = date.to_string();
+    let members: Vec<Member> = ch
+        .query(
+            "SELECT user_id FROM rfm_snapshots FINAL
+             WHERE snapshot_date = toDate(?) AND churn_risk >= ?
+               AND user_id NOT IN (
+                   SELECT user_id FROM rfm_snapshots FINAL
+                   WHERE snapshot_date = (SELECT max(snapshot_date) FROM rfm_snapshots WHERE snapshot_date < toDate(?))
+                     AND churn_risk >= ?)
+             ORDER BY user_id",
+        )
+        .bind(&day)
+        .bind(min_risk)
+        .bind(&day)
+        .bind(min_risk)
+        .fetch_all()
+        .await
+        .context("Failed to read the members newly at risk")?;
+    Ok(members.into_iter().map(|m| m.user_id).collect())
+}

@@ -415,3 +415,136 @@ async fn restarted_schedulers_catch_up_the_last_missed_tick_once() {
         "one catch-up, not one per scheduler or per missed tick"
     );
 }
+
+/// A win-back chain gives its coupon, once, to the members whose churn risk newly reached
+/// its level in the night's snapshot: not to members at risk the night before too, not to
+/// members who are fine, and to no one while no such chain exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_newly_at_high_churn_risk_get_the_win_back_coupon_once() {
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let spa = app
+        .create_business(
+            &operator,
+            json!({"name": "Стим Центр", "category": "wellness", "cashback_percent": "5"}),
+        )
+        .await;
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        let member = app.sign_in(&member_phone()).await;
+        let me = expect(member.get("/users/me").await.unwrap(), 200).unwrap();
+        let id: Uuid = me.data()["id"].as_str().unwrap().parse().unwrap();
+        members.push((id, member));
+    }
+    let today = OffsetDateTime::now_utc().date();
+    let last_snapshot = today - time::Duration::days(20);
+    // Every 10 days, last 5 days ago: never at risk.
+    let steady = [5, 15, 25, 35, 45];
+    // Every 10 days, last 40 days ago: risk 0.5 at the last snapshot, 1.0 today.
+    let drifting = [40, 50, 60, 70];
+    // Once, 200 days ago: risk 1.0 at both.
+    let lapsed = [200];
+    let mut insert = app
+        .services
+        .clickhouse
+        .inserter::<Fact>("transaction_facts");
+    for ((user, _), days) in members.iter().zip([&steady[..], &drifting, &lapsed]) {
+        for days_ago in days {
+            insert
+                .write(&fact(*user, *days_ago, 3000, today))
+                .await
+                .unwrap();
+        }
+    }
+    insert.end().await.unwrap();
+    storage::rfm::compute(&app.services.clickhouse, last_snapshot)
+        .await
+        .unwrap();
+    let tonight = || async {
+        use jobs::Job;
+        jobs::handlers::analytics::RfmSnapshot { date: Some(today) }
+            .run(jobs::JobCtx {
+                env: app.env.clone(),
+                job_id: Uuid::new_v4(),
+                attempt: 1,
+            })
+            .await
+            .unwrap();
+    };
+    let coupons_of = |member: &krug::client::ApiClient| {
+        let member = member.clone();
+        async move {
+            expect(member.get("/coupons").await.unwrap(), 200)
+                .unwrap()
+                .data()["items"]
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+
+    tonight().await;
+    assert!(
+        coupons_of(&members[1].1).await.is_empty(),
+        "no win-back without a win-back chain"
+    );
+
+    for (bad, why) in [
+        (json!({"trigger_churn_risk": 1.5}), "risk above 1"),
+        (json!({"trigger_churn_risk": 0}), "risk 0"),
+        (
+            json!({"trigger_churn_risk": 0.7, "trigger_category": "beauty"}),
+            "two triggers",
+        ),
+    ] {
+        let mut body = json!({"target_business_id": spa["id"], "discount_type": "percent", "discount_value": "20", "valid_days": 14});
+        body.as_object_mut()
+            .unwrap()
+            .extend(bad.as_object().unwrap().clone());
+        let refused = operator.post("/admin/promo-chains", &body).await.unwrap();
+        assert_eq!(refused.status, 422, "{why}: {}", refused.body);
+        assert_eq!(refused.error_code(), Some("invalid_trigger"), "{why}");
+    }
+    let chain = expect(
+        operator
+            .post(
+                "/admin/promo-chains",
+                &json!({"trigger_churn_risk": 0.7, "target_business_id": spa["id"], "discount_type": "percent", "discount_value": "20", "valid_days": 14}),
+            )
+            .await
+            .unwrap(),
+        201,
+    )
+    .unwrap();
+    assert_eq!(chain.data()["trigger_churn_risk"], 0.7);
+
+    tonight().await;
+    let won_back = coupons_of(&members[1].1).await;
+    assert_eq!(won_back.len(), 1, "the drifting member: {won_back:?}");
+    assert_eq!(won_back[0]["business_id"], spa["id"]);
+    assert!(
+        coupons_of(&members[0].1).await.is_empty(),
+        "the steady member"
+    );
+    assert!(
+        coupons_of(&members[2].1).await.is_empty(),
+        "the member at risk since before"
+    );
+    let code = won_back[0]["code"].as_str().unwrap();
+    let notices: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM job_outbox WHERE queue = 'notify' AND payload::text LIKE '%' || $1 || '%'",
+    )
+    .bind(code)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(notices, 1, "one notice of the coupon");
+
+    // The same night again (a retried job) issues nothing more.
+    tonight().await;
+    let issued: i64 = sqlx::query_scalar("SELECT count(*) FROM coupons")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(issued, 1);
+}

@@ -14,7 +14,7 @@ use jobs::handlers::crm::PollCrm;
 use poem_openapi::{
     ApiResponse, Enum, Object, OpenApi, Tags, param::Path, payload::Json, types::MaybeUndefined,
 };
-use rust_decimal::Decimal;
+use rust_decimal::{Decimal, prelude::ToPrimitive};
 use serde_json::Value;
 use std::sync::Arc;
 use storage::{
@@ -161,14 +161,19 @@ pub enum DiscountTypeName {
     Bonus,
 }
 
-/// A cross-promo rule: a purchase matching the trigger issues a coupon at the target.
+/// A cross-promo rule: a purchase matching the trigger issues a coupon at the target. A
+/// win-back chain is triggered instead by the nightly RFM snapshot: members whose churn
+/// risk newly reached `trigger_churn_risk` get its coupon.
 #[derive(Debug, Object)]
 pub struct CreatePromoChain {
-    /// The trigger: one business, or (instead) every business of a category.
+    /// The trigger, one of three: one business, every business of a category, or a churn
+    /// risk (0.001–1).
     #[oai(nullable)]
     pub trigger_business_id: Option<Uuid>,
     #[oai(nullable)]
     pub trigger_category: Option<CategoryName>,
+    #[oai(nullable)]
+    pub trigger_churn_risk: Option<f64>,
     /// Smallest purchase that triggers it. Default 0.
     #[oai(nullable)]
     pub min_amount: Option<Amount>,
@@ -190,6 +195,8 @@ pub struct PromoChainView {
     pub trigger_business_id: Option<Uuid>,
     #[oai(nullable)]
     pub trigger_category: Option<String>,
+    #[oai(nullable)]
+    pub trigger_churn_risk: Option<f64>,
     pub min_amount: Amount,
     pub target_business_id: Uuid,
     pub discount_type: String,
@@ -473,12 +480,31 @@ impl AdminApi {
     ) -> ApiResult<CreatedPromoChain> {
         let body = body.0;
         let state = &self.state;
-        if body.trigger_business_id.is_some() == body.trigger_category.is_some() {
+        let triggers = [
+            body.trigger_business_id.is_some(),
+            body.trigger_category.is_some(),
+            body.trigger_churn_risk.is_some(),
+        ];
+        if triggers.iter().filter(|given| **given).count() != 1 {
             return Err(ApiError::unprocessable(
                 "invalid_trigger",
-                "give either trigger_business_id or trigger_category, not both",
+                "give one of trigger_business_id, trigger_category or trigger_churn_risk",
             ));
         }
+        let trigger_churn_risk = body
+            .trigger_churn_risk
+            .map(|risk| {
+                Decimal::from_f64_retain(risk)
+                    .map(|r| r.round_dp(3))
+                    .filter(|r| *r > Decimal::ZERO && *r <= Decimal::ONE)
+                    .ok_or_else(|| {
+                        ApiError::unprocessable(
+                            "invalid_trigger",
+                            "trigger_churn_risk must be between 0.001 and 1",
+                        )
+                    })
+            })
+            .transpose()?;
         for id in body
             .trigger_business_id
             .iter()
@@ -523,6 +549,7 @@ impl AdminApi {
             &storage::coupons::NewChain {
                 trigger_business_id: body.trigger_business_id,
                 trigger_category: body.trigger_category.map(|c| c.as_str().to_owned()),
+                trigger_churn_risk,
                 min_amount,
                 target_business_id: body.target_business_id,
                 discount_type: discount_type.to_owned(),
@@ -537,6 +564,7 @@ impl AdminApi {
                 id: chain.id,
                 trigger_business_id: chain.trigger_business_id,
                 trigger_category: chain.trigger_category,
+                trigger_churn_risk: chain.trigger_churn_risk.and_then(|r| r.to_f64()),
                 min_amount: chain.min_amount.into(),
                 target_business_id: chain.target_business_id,
                 discount_type: chain.discount_type,

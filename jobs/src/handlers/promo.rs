@@ -18,7 +18,8 @@ use domain::{
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use storage::coupons::{self, Issued};
+use sqlx::{Postgres, Transaction};
+use storage::coupons::{self, Coupon, Issued};
 use uuid::Uuid;
 
 /// Length of coupon codes: 31^10 codes, so a collision is all but impossible.
@@ -73,33 +74,8 @@ impl Job for IssueCoupons {
                 };
                 issued += 1;
                 CROSS_PROMO_TRIGGERED.inc();
-                let business: String =
-                    sqlx::query_scalar("SELECT name FROM businesses WHERE id = $1")
-                        .bind(coupon.business_id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                let kind: DiscountType = coupon
-                    .discount_type
-                    .parse()
-                    .unwrap_or(DiscountType::Percent);
-                let offset = crate::handlers::analytics::utc_offset(env.timezone);
-                let expires = coupon.expires_at.to_offset(offset).date();
-                let notify = Notify {
-                    user_id: purchase.user_id,
-                    message: Message::CouponIssued {
-                        business,
-                        discount: discount_label(kind, coupon.discount_value),
-                        code: coupon.code.clone(),
-                        expires: format!(
-                            "{:02}.{:02}.{}",
-                            expires.day(),
-                            expires.month() as u8,
-                            expires.year()
-                        ),
-                    },
-                    dedupe_key: format!("coupon:{}", coupon.id),
-                };
-                follow_ups.push(notify.record(&mut tx).await?);
+                let notice = coupon_notice(&mut tx, env.timezone, &coupon).await?;
+                follow_ups.push(notice.record(&mut tx).await?);
             }
         }
         tx.commit().await?;
@@ -113,4 +89,39 @@ impl Job for IssueCoupons {
         );
         Ok(())
     }
+}
+
+/// The member's notice of a new coupon: where, how much, the code and the last day.
+pub async fn coupon_notice(
+    tx: &mut Transaction<'_, Postgres>,
+    timezone: chrono_tz::Tz,
+    coupon: &Coupon,
+) -> sqlx::Result<Notify> {
+    let business: String = sqlx::query_scalar("SELECT name FROM businesses WHERE id = $1")
+        .bind(coupon.business_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    let kind: DiscountType = coupon
+        .discount_type
+        .parse()
+        .unwrap_or(DiscountType::Percent);
+    let expires = coupon
+        .expires_at
+        .to_offset(crate::handlers::analytics::utc_offset(timezone))
+        .date();
+    Ok(Notify {
+        user_id: coupon.user_id,
+        message: Message::CouponIssued {
+            business,
+            discount: discount_label(kind, coupon.discount_value),
+            code: coupon.code.clone(),
+            expires: format!(
+                "{:02}.{:02}.{}",
+                expires.day(),
+                expires.month() as u8,
+                expires.year()
+            ),
+        },
+        dedupe_key: format!("coupon:{}", coupon.id),
+    })
 }
