@@ -131,7 +131,7 @@ pub async fn export_facts(
 ) -> anyhow::Result<usize> {
     let mut total = 0;
     loop {
-        let mut tx = db.begin().await?;
+        let mut tx = crate::begin_batch(db).await?;
         let rows: Vec<Pending> = sqlx::query_as(
             "SELECT t.id, t.user_id, t.business_id, b.category, t.transaction_type, t.amount, t.bonus_accrued,
                     t.bonus_redeemed, t.occurred_at

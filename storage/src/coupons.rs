@@ -127,24 +127,14 @@ pub async fn create_chain(db: &PgPool, chain: &NewChain) -> sqlx::Result<PromoCh
     .await
 }
 
-/// Active chains a purchase of `amount` at `business_id` (of `category`) triggers.
-pub async fn matching_chains(
-    db: impl PgExecutor<'_>,
-    business_id: Uuid,
-    category: &str,
-    amount: Decimal,
-) -> sqlx::Result<Vec<PromoChain>> {
+/// The active chains that purchases trigger (win-back chains are fired by the RFM snapshot
+/// instead), oldest first. There are few: callers match purchases against them in memory.
+pub async fn purchase_chains(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<PromoChain>> {
     sqlx::query_as(concat!(
         "SELECT ",
         chain_columns!(),
-        " FROM promo_chains
-         WHERE is_active AND min_amount <= $3
-           AND (trigger_business_id = $1 OR trigger_category = $2)
-         ORDER BY created_at"
+        " FROM promo_chains WHERE is_active AND trigger_churn_risk IS NULL ORDER BY created_at"
     ))
-    .bind(business_id)
-    .bind(category)
-    .bind(amount)
     .fetch_all(db)
     .await
 }
@@ -160,31 +150,13 @@ pub async fn winback_chains(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<PromoCh
     .await
 }
 
-/// What makes a chain fire: a purchase at this business or of this category, of at least
-/// this amount.
-#[derive(Debug, Clone, FromRow)]
-pub struct Trigger {
-    pub business_id: Option<Uuid>,
-    pub category: Option<String>,
-    pub min_amount: Decimal,
-}
-
-impl Trigger {
+impl PromoChain {
+    /// Whether a purchase of `amount` at `business_id` (of `category`) triggers this chain.
     pub fn fires(&self, business_id: Uuid, category: &str, amount: Decimal) -> bool {
         amount >= self.min_amount
-            && (self.business_id == Some(business_id) || self.category.as_deref() == Some(category))
+            && (self.trigger_business_id == Some(business_id)
+                || self.trigger_category.as_deref() == Some(category))
     }
-}
-
-/// The triggers of the active chains: most purchases fire none, and then no `cross_promo`
-/// job is needed.
-pub async fn active_triggers(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Trigger>> {
-    sqlx::query_as(
-        "SELECT trigger_business_id AS business_id, trigger_category AS category, min_amount
-         FROM promo_chains WHERE is_active",
-    )
-    .fetch_all(db)
-    .await
 }
 
 /// What issuing from a chain came to.

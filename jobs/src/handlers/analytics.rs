@@ -59,7 +59,7 @@ async fn win_back(env: &Env, chain: &PromoChain, date: Date) -> Result<(), JobEr
     let members = storage::rfm::newly_at_risk(&env.clickhouse, date, min_risk).await?;
     let (total, mut done, mut issued) = (members.len(), 0, 0);
     for batch in members.chunks(WINBACK_BATCH) {
-        let mut tx = env.db.begin().await?;
+        let mut tx = storage::begin_batch(&env.db).await?;
         // Analytics may still know a member who has since left.
         let known: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE id = ANY($1)")
             .bind(batch)

@@ -25,14 +25,21 @@ impl Job for CalcBonus {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
         let rules = env.tier_rules().await?;
-        let mut tx = env.db.begin().await?;
+        let mut tx = storage::begin_batch(&env.db).await?;
         let outcomes = bonus::apply(&mut tx, &self.transaction_ids, &rules).await?;
         let applied: Vec<_> = outcomes.iter().filter(|o| o.newly_applied).collect();
         // Follow-ups, recorded in the same transaction as the bonuses they follow.
         let mut follow_ups = Vec::new();
+        // Only purchases some chain may fire for (`cross_promo` checks category and amount).
+        let chains = storage::coupons::purchase_chains(&mut *tx).await?;
+        let may_fire = |business: Uuid| {
+            chains
+                .iter()
+                .any(|c| c.trigger_business_id == Some(business) || c.trigger_category.is_some())
+        };
         let promo: Vec<Uuid> = applied
             .iter()
-            .filter(|o| !o.is_medical && !o.is_refund)
+            .filter(|o| !o.is_medical && !o.is_refund && may_fire(o.business_id))
             .map(|o| o.transaction_id)
             .collect();
         if !promo.is_empty() {

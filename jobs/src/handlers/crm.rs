@@ -146,7 +146,7 @@ async fn poll(ctx: &JobCtx, business_id: Uuid, force: bool) -> Result<(), JobErr
         })
         .collect();
 
-    let mut tx = env.db.begin().await?;
+    let mut tx = storage::begin_batch(&env.db).await?;
     let ingested = crm_store::ingest(&mut tx, &business, &records).await?;
     let mut follow_ups = Vec::new();
     for chunk in ingested.new_transaction_ids.chunks(BONUS_BATCH) {

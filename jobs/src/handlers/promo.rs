@@ -45,30 +45,27 @@ impl Job for IssueCoupons {
 
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
+        let mut tx = storage::begin_batch(&env.db).await?;
         let purchases: Vec<Purchase> = sqlx::query_as(
             "SELECT t.id, t.user_id, t.business_id, b.category, t.amount
              FROM transactions t JOIN businesses b ON b.id = t.business_id
              WHERE t.id = ANY($1) AND t.transaction_type = 'purchase' AND NOT t.is_medical AND NOT b.is_medical",
         )
         .bind(&self.transaction_ids)
-        .fetch_all(&env.db)
+        .fetch_all(&mut *tx)
         .await?;
-        let mut tx = env.db.begin().await?;
+        let chains = coupons::purchase_chains(&mut *tx).await?;
         let mut follow_ups = Vec::new();
         let mut issued = 0;
         for purchase in &purchases {
-            let chains = coupons::matching_chains(
-                &mut *tx,
-                purchase.business_id,
-                &purchase.category,
-                purchase.amount,
-            )
-            .await?;
-            for chain in chains {
+            let fired = chains
+                .iter()
+                .filter(|c| c.fires(purchase.business_id, &purchase.category, purchase.amount));
+            for chain in fired {
                 let issue_key = format!("{}:{}", chain.id, purchase.id);
                 let code = human_code(&mut rand::rng(), COUPON_CODE_LEN);
                 let Issued::New(coupon) =
-                    coupons::issue(&mut tx, &chain, purchase.user_id, &code, &issue_key).await?
+                    coupons::issue(&mut tx, chain, purchase.user_id, &code, &issue_key).await?
                 else {
                     continue;
                 };

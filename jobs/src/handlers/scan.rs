@@ -201,7 +201,7 @@ struct Done<'a> {
 /// Records the purchases these scans stand for, or why not, in one transaction.
 async fn process_batch(env: &Env, ids: &[Uuid]) -> Result<(), JobError> {
     let rules = env.tier_rules().await?;
-    let mut tx = env.db.begin().await?;
+    let mut tx = storage::begin_batch(&env.db).await?;
     let scans = scans::start(&mut tx, ids).await?;
     if scans.is_empty() {
         // Finished by an earlier delivery of these jobs.
@@ -389,14 +389,14 @@ async fn follow_ups(
 ) -> sqlx::Result<Vec<OutboxJob>> {
     let mut rows = Vec::new();
     if done.iter().any(|d| !d.business.is_medical) {
-        let triggers = coupons::active_triggers(&mut **tx).await?;
+        let chains = coupons::purchase_chains(&mut **tx).await?;
         let promo: Vec<Uuid> = done
             .iter()
             .filter(|d| {
                 !d.business.is_medical
-                    && triggers
+                    && chains
                         .iter()
-                        .any(|t| t.fires(d.business.id, &d.business.category, d.result.amount))
+                        .any(|c| c.fires(d.business.id, &d.business.category, d.result.amount))
             })
             .map(|d| d.result.transaction_id)
             .collect();

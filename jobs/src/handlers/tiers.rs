@@ -44,7 +44,7 @@ impl Job for ReviewTiers {
         }
         if !down.is_empty() {
             let (users, tiers): (Vec<Uuid>, Vec<&str>) = down.iter().copied().unzip();
-            let mut tx = db.begin().await?;
+            let mut tx = storage::begin_batch(db).await?;
             sqlx::query(
                 "UPDATE users u SET status_tier = n.tier, tier_changed_at = now(), updated_at = now()
                  FROM UNNEST($1::uuid[], $2::text[]) AS n(id, tier) WHERE u.id = n.id",
