@@ -1,6 +1,6 @@
 //! ClickHouse facts, the nightly RFM snapshot, tier review, and schedules that fire once.
 
-use crate::helpers::{Options, TestApp, eventually, member_phone, test_key_dir};
+use crate::helpers::{Options, TestApp, coupons, eventually, member_phone, test_key_dir};
 use domain::rfm;
 use krug::client::{expect, scan_and_wait};
 use serde_json::json;
@@ -471,21 +471,9 @@ async fn members_newly_at_high_churn_risk_get_the_win_back_coupon_once() {
             .await
             .unwrap();
     };
-    let coupons_of = |member: &krug::client::ApiClient| {
-        let member = member.clone();
-        async move {
-            expect(member.get("/coupons").await.unwrap(), 200)
-                .unwrap()
-                .data()["items"]
-                .as_array()
-                .unwrap()
-                .clone()
-        }
-    };
-
     tonight().await;
     assert!(
-        coupons_of(&members[1].1).await.is_empty(),
+        coupons(&members[1].1).await.is_empty(),
         "no win-back without a win-back chain"
     );
 
@@ -519,15 +507,12 @@ async fn members_newly_at_high_churn_risk_get_the_win_back_coupon_once() {
     assert_eq!(chain.data()["trigger_churn_risk"], 0.7);
 
     tonight().await;
-    let won_back = coupons_of(&members[1].1).await;
+    let won_back = coupons(&members[1].1).await;
     assert_eq!(won_back.len(), 1, "the drifting member: {won_back:?}");
     assert_eq!(won_back[0]["business_id"], spa["id"]);
+    assert!(coupons(&members[0].1).await.is_empty(), "the steady member");
     assert!(
-        coupons_of(&members[0].1).await.is_empty(),
-        "the steady member"
-    );
-    assert!(
-        coupons_of(&members[2].1).await.is_empty(),
+        coupons(&members[2].1).await.is_empty(),
         "the member at risk since before"
     );
     let code = won_back[0]["code"].as_str().unwrap();

@@ -362,3 +362,13 @@ pub fn zone_where_it_is(hour: i64) -> chrono_tz::Tz {
     };
     name.parse().unwrap()
 }
+
+/// The member's usable coupons, as the app lists them.
+pub async fn coupons(member: &ApiClient) -> Vec<Value> {
+    expect(member.get("/coupons").await.unwrap(), 200)
+        .unwrap()
+        .data()["items"]
+        .as_array()
+        .unwrap()
+        .clone()
+}

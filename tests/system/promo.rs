@@ -1,6 +1,6 @@
 //! Cross-promo coupons and the messages about them.
 
-use crate::helpers::{Options, TestApp, eventually, member_phone, zone_where_it_is};
+use crate::helpers::{Options, TestApp, coupons, eventually, member_phone, zone_where_it_is};
 use krug::client::{ApiClient, expect, scan_and_wait};
 use serde_json::{Value, json};
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
@@ -56,15 +56,6 @@ async fn coalition(app: &TestApp) -> Coalition {
         market,
         clinic,
     }
-}
-
-async fn coupons(member: &ApiClient) -> Vec<Value> {
-    expect(member.get("/coupons").await.unwrap(), 200)
-        .unwrap()
-        .data()["items"]
-        .as_array()
-        .unwrap()
-        .clone()
 }
 
 async fn notifications(
