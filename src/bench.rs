@@ -306,7 +306,10 @@ fn report(figures: &[Figure], full: bool) -> anyhow::Result<()> {
         md,
         "Measured by `scripts/bench.sh` (`krug bench`, release build) on {machine}.\n"
     )?;
-    writeln!(md, "| what | measured | target | met | for comparison (DESIGN.md) |")?;
+    writeln!(
+        md,
+        "| what | measured | target | met | for comparison (DESIGN.md) |"
+    )?;
     writeln!(md, "|---|---|---|---|---|")?;
     println!(
         "\n{:<70} {:<40} {:<28} {}",
