@@ -8,12 +8,18 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, erro
 use poem::Request;
 use poem_openapi::{SecurityScheme, auth::Bearer};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
+use sha2::{Digest, Sha256};
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// Access tokens live 15 minutes; the refresh token renews them.
 pub const ACCESS_TTL_S: i64 = 15 * 60;
+/// Clock skew allowed on `exp`.
+const LEEWAY_S: u64 = 5;
 /// Refresh tokens live 30 days unless used (rotated) or revoked.
 pub const REFRESH_TTL_S: i64 = 30 * 24 * 3600;
 
@@ -48,13 +54,20 @@ impl Claims {
 pub struct JwtKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
+    verified: Arc<Mutex<HashMap<[u8; 32], Claims>>>,
 }
+
+/// Tokens whose signature was checked, by SHA-256 of the token: an RS256 check costs more
+/// than the rest of a balance request. Access tokens cannot be revoked (they live 15
+/// minutes), so a checked token stays good until it expires, which is checked on each use.
+const VERIFIED_CAPACITY: usize = 100_000;
 
 impl JwtKeys {
     pub fn from_pem(private_pem: &[u8], public_pem: &[u8]) -> anyhow::Result<Self> {
         Ok(Self {
             encoding: EncodingKey::from_rsa_pem(private_pem)?,
             decoding: DecodingKey::from_rsa_pem(public_pem)?,
+            verified: Default::default(),
         })
     }
 
@@ -82,8 +95,33 @@ impl JwtKeys {
     }
 
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        {
+            let mut verified = self.verified.lock().expect("verified tokens lock");
+            match verified.get(&key) {
+                Some(claims) if claims.exp + LEEWAY_S as i64 >= now => return Ok(claims.clone()),
+                Some(_) => {
+                    verified.remove(&key);
+                }
+                None => {}
+            }
+        }
+        let claims = self.verify_signature(token)?;
+        let mut verified = self.verified.lock().expect("verified tokens lock");
+        if verified.len() >= VERIFIED_CAPACITY {
+            verified.retain(|_, c| c.exp + LEEWAY_S as i64 >= now);
+            if verified.len() >= VERIFIED_CAPACITY {
+                verified.clear();
+            }
+        }
+        verified.insert(key, claims.clone());
+        Ok(claims)
+    }
+
+    fn verify_signature(&self, token: &str) -> Result<Claims, ApiError> {
         let mut validation = Validation::new(Algorithm::RS256);
-        validation.leeway = 5;
+        validation.leeway = LEEWAY_S;
         validation.set_required_spec_claims(&["exp", "sub"]);
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
             |e| match e.kind() {
