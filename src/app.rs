@@ -78,6 +78,8 @@ impl Services {
             jwt: self.jwt.clone(),
             clickhouse: self.clickhouse.clone(),
             timezone: self.config.timezone,
+            redis_url: self.config.redis_url.clone(),
+            balances: Default::default(),
         })
     }
 

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod auth;
+pub mod balances;
 pub mod envelope;
 pub mod error;
 pub mod routes;
@@ -133,9 +134,16 @@ pub async fn serve<A: Acceptor + 'static>(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    poem::Server::new_with_acceptor(acceptor)
+    let announcements = balances::spawn_listener(
+        state.balances.clone(),
+        state.redis_url.clone(),
+        state.cache.balances_channel(),
+    );
+    let served = poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(app(state), shutdown, Some(Duration::from_secs(10)))
-        .await
+        .await;
+    announcements.abort();
+    served
 }
 
 /// Refuses bodies over [`MAX_BODY_BYTES`] with 413, whether or not they declare their length

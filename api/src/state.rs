@@ -1,8 +1,9 @@
 //! What every route can reach.
 
-use crate::auth::JwtKeys;
+use crate::{auth::JwtKeys, balances::BalanceCache};
 use jobs::JobQueue;
 use sqlx::PgPool;
+use std::sync::Arc;
 use storage::{cache::Cache, secret::SecretBox};
 
 pub struct AppState {
@@ -14,4 +15,7 @@ pub struct AppState {
     pub clickhouse: clickhouse::Client,
     /// `KRUG_TIMEZONE`: schedules' next fire times.
     pub timezone: chrono_tz::Tz,
+    /// `REDIS_URL`: the balance cache subscribes to the workers' announcements there.
+    pub redis_url: String,
+    pub balances: Arc<BalanceCache>,
 }

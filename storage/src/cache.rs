@@ -49,6 +49,32 @@ impl Cache {
         self.conn.clone()
     }
 
+    /// Where workers announce, after their commit, whose balance, tier or purchases changed
+    /// (the API's balance cache listens).
+    pub fn balances_channel(&self) -> String {
+        self.key(&["balances-changed"])
+    }
+
+    /// Announces that these members' balance views changed. Best effort: the API's cache
+    /// keeps a view at most a few seconds without news.
+    pub async fn balances_changed(&self, users: impl IntoIterator<Item = Uuid>) {
+        let payload = users
+            .into_iter()
+            .map(|u| u.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        if payload.is_empty() {
+            return;
+        }
+        let mut conn = self.conn.clone();
+        if let Err(e) = conn
+            .publish::<_, _, ()>(self.balances_channel(), payload)
+            .await
+        {
+            tracing::warn!(error = %e, "balance change not announced");
+        }
+    }
+
     fn key(&self, parts: &[&str]) -> String {
         let mut key = self.prefix.clone();
         for part in parts {

@@ -84,6 +84,8 @@ pub struct Options {
 pub struct TestApp {
     /// What the worker's jobs see.
     pub env: Arc<jobs::Env>,
+    /// What the API's routes see.
+    pub api_state: Arc<api::state::AppState>,
     pub api: ApiClient,
     pub services: Services,
     pub db: PgPool,
@@ -144,8 +146,9 @@ impl TestApp {
             .as_socket_addr()
             .copied()
             .unwrap();
+        let api_state = services.app_state();
         tokio::spawn({
-            let state = services.app_state();
+            let state = api_state.clone();
             let shutdown = shutdown.clone();
             async move { api::serve(acceptor, state, async move { shutdown.cancelled().await }).await }
         });
@@ -158,6 +161,7 @@ impl TestApp {
         }
         TestApp {
             env,
+            api_state,
             api: ApiClient::new(format!("http://{addr}")),
             db: services.db.clone(),
             prefix: services.config.queue_prefix.clone(),

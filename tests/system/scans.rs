@@ -1,6 +1,6 @@
 //! Staff QR codes, member scans and the bonuses they move.
 
-use crate::helpers::{Options, TestApp, member_phone, worker_options};
+use crate::helpers::{Options, TestApp, eventually, member_phone, worker_options};
 use krug::client::{expect, scan_and_wait, wait_for_scan};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -51,6 +51,55 @@ async fn a_scan_records_the_purchase_and_accrues_cashback() {
     assert_eq!(items[0]["bonus_accrued"], "225.00");
     assert_eq!(items[0]["id"], result["transaction_id"]);
     app.assert_ledger_consistent().await;
+}
+
+/// The API serves balances from memory; a worker's change reaches them through its
+/// announcement, long before the cached view would expire (`api::balances::FRESH_FOR`),
+/// even when the member never asks the API how her scan went.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cached_balance_is_forgotten_when_a_worker_changes_it() {
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let (_, staff) = app
+        .business_with_staff(&operator, "Миндаль", "beauty", "5", "+79000000100")
+        .await;
+    let member = app.sign_in(&member_phone()).await;
+    let me = expect(member.get("/users/me").await.unwrap(), 200).unwrap();
+    let member_id: uuid::Uuid = me.data()["id"].as_str().unwrap().parse().unwrap();
+    // Read until the view is kept (the API subscribes to the announcements at start).
+    eventually(5, "the balance view cached", || async {
+        let before = expect(member.get("/loyalty/balance").await.unwrap(), 200).unwrap();
+        assert_eq!(before.data()["balance"], "0.00");
+        app.api_state.balances.get(member_id).0
+    })
+    .await;
+
+    let code = app.issue_qr(&staff, "4500.00").await;
+    let accepted = expect(
+        member
+            .post("/transactions/scan", &json!({"code": code}))
+            .await
+            .unwrap(),
+        202,
+    )
+    .unwrap();
+    let scan_id: uuid::Uuid = accepted.data()["job_id"].as_str().unwrap().parse().unwrap();
+    // Done, as Postgres says: the API is not asked, so only the announcement can tell it.
+    eventually(10, "the scan processed", || async {
+        let state: String = sqlx::query_scalar("SELECT state FROM scan_requests WHERE id = $1")
+            .bind(scan_id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+        (state == "done").then_some(())
+    })
+    .await;
+    let fresh_for = api::balances::FRESH_FOR.as_secs();
+    eventually(fresh_for / 3, "the new balance", || async {
+        let balance = expect(member.get("/loyalty/balance").await.unwrap(), 200).unwrap();
+        (balance.data()["balance"] == "225.00").then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

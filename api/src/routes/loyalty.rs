@@ -35,7 +35,7 @@ pub struct LoyaltyApi {
     pub state: Arc<AppState>,
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Clone, Object)]
 pub struct NextTierView {
     /// `VIP` or `Elite`.
     pub name: String,
@@ -45,7 +45,7 @@ pub struct NextTierView {
     pub categories_needed: u32,
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Clone, Object)]
 pub struct BalanceView {
     pub balance: Amount,
     pub lifetime_earned: Amount,
@@ -197,6 +197,10 @@ impl LoyaltyApi {
     async fn balance(&self, auth: Auth) -> ApiResult<Json<Envelope<BalanceView>>> {
         let db = &self.state.db;
         let user_id = auth.user_id();
+        let (cached, epoch) = self.state.balances.get(user_id);
+        if let Some(view) = cached {
+            return Ok(Json(Envelope::new(view)));
+        }
         let (user, balance, stats, rules) = tokio::try_join!(
             users::get(db, user_id),
             loyalty::balance(db, user_id),
@@ -214,13 +218,15 @@ impl LoyaltyApi {
                 spend_needed: next.spend_needed.into(),
                 categories_needed: next.categories_needed,
             });
-        Ok(Json(Envelope::new(BalanceView {
+        let view = BalanceView {
             balance: balance.balance.into(),
             lifetime_earned: balance.lifetime_earned.into(),
             lifetime_spent: balance.lifetime_spent.into(),
             status_tier: tier.as_str().to_owned(),
             next_tier,
-        })))
+        };
+        self.state.balances.keep(user_id, view.clone(), epoch);
+        Ok(Json(Envelope::new(view)))
     }
 
     /// Bonus ledger, newest first.
@@ -361,7 +367,11 @@ impl LoyaltyApi {
         let state = match scan.state.as_str() {
             "pending" => ScanState::Pending,
             "processing" => ScanState::Processing,
-            "done" => ScanState::Done,
+            "done" => {
+                // She reads her balance next: not the view from before this purchase.
+                self.state.balances.forget([auth.user_id()]);
+                ScanState::Done
+            }
             _ => ScanState::Failed,
         };
         let result = scan

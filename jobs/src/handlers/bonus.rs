@@ -68,6 +68,9 @@ impl Job for CalcBonus {
             }
         }
         tx.commit().await?;
+        env.cache
+            .balances_changed(applied.iter().map(|o| o.user_id))
+            .await;
         if let Err(e) = outbox::relay(&env.db, &env.queue, &follow_ups).await {
             tracing::warn!(error = %e, "bonus follow-ups recorded but not relayed");
         }

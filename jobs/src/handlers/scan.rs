@@ -360,6 +360,9 @@ async fn process_batch(env: &Env, ids: &[Uuid]) -> Result<(), JobError> {
         .collect();
     scans::refuse(&mut tx, &refusals).await?;
     tx.commit().await?;
+    env.cache
+        .balances_changed(done.iter().map(|d| d.scan.user_id))
+        .await;
 
     if let Err(e) = outbox::relay(&env.db, &env.queue, &follow_ups).await {
         // Recorded with the purchases: reconcile relays them.

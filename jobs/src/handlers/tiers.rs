@@ -65,6 +65,7 @@ impl Job for ReviewTiers {
                 follow_ups.push(notify.record(&mut tx).await?);
             }
             tx.commit().await?;
+            ctx.env.cache.balances_changed(users.iter().copied()).await;
             if let Err(e) = outbox::relay(db, &ctx.env.queue, &follow_ups).await {
                 tracing::warn!(error = %e, "downgrade notices recorded but not relayed");
             }

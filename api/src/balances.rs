@@ -1,0 +1,122 @@
+//! Balances served from memory.
+//!
+//! `GET /loyalty/balance` is the app's most frequent read. Each API process keeps the
+//! members' balance views for [`FRESH_FOR`] and forgets a member's the moment a worker
+//! announces, after its commit, that her balance, tier or purchases changed (Redis pub/sub,
+//! `storage::cache::Cache::balances_changed`). While the subscription is down nothing is
+//! served from memory, and after each (re)subscription everything is forgotten, so a lost
+//! announcement can only come from a worker dying between its commit and its publish; then
+//! the view is at most [`FRESH_FOR`] old. A member's own finished scan forgets her view at
+//! once in the process that reports it.
+
+use crate::routes::loyalty::BalanceView;
+use futures::StreamExt;
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+use uuid::Uuid;
+
+/// How long a view is served without an announcement.
+pub const FRESH_FOR: Duration = Duration::from_secs(10);
+/// Views kept at most (then the oldest half of the work is simply redone).
+const CAPACITY: usize = 100_000;
+
+#[derive(Default)]
+pub struct BalanceCache {
+    inner: Mutex<Inner>,
+    /// Whether announcements are being received.
+    listening: AtomicBool,
+}
+
+#[derive(Default)]
+struct Inner {
+    views: HashMap<Uuid, (Instant, BalanceView)>,
+    /// Counts announcements: a view read while one arrived may predate the change it
+    /// announced, and is not kept.
+    epoch: u64,
+}
+
+impl BalanceCache {
+    /// The member's view, if fresh; and the epoch to hand back to [`Self::keep`].
+    pub fn get(&self, user_id: Uuid) -> (Option<BalanceView>, u64) {
+        let inner = self.inner.lock().expect("balance cache lock");
+        let view = self
+            .listening
+            .load(Ordering::Acquire)
+            .then(|| inner.views.get(&user_id))
+            .flatten()
+            .filter(|(at, _)| at.elapsed() < FRESH_FOR)
+            .map(|(_, view)| view.clone());
+        (view, inner.epoch)
+    }
+
+    /// Keeps a view read from Postgres, unless a change was announced since `epoch`.
+    pub fn keep(&self, user_id: Uuid, view: BalanceView, epoch: u64) {
+        let mut inner = self.inner.lock().expect("balance cache lock");
+        if inner.epoch != epoch || !self.listening.load(Ordering::Acquire) {
+            return;
+        }
+        if inner.views.len() >= CAPACITY {
+            inner.views.clear();
+        }
+        inner.views.insert(user_id, (Instant::now(), view));
+    }
+
+    /// Forgets these members' views.
+    pub fn forget(&self, users: impl IntoIterator<Item = Uuid>) {
+        let mut inner = self.inner.lock().expect("balance cache lock");
+        inner.epoch += 1;
+        for user in users {
+            inner.views.remove(&user);
+        }
+    }
+
+    fn forget_all(&self) {
+        let mut inner = self.inner.lock().expect("balance cache lock");
+        inner.epoch += 1;
+        inner.views.clear();
+    }
+}
+
+/// Receives the workers' announcements until the process ends, resubscribing after errors.
+pub fn spawn_listener(
+    cache: Arc<BalanceCache>,
+    redis_url: String,
+    channel: String,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            let outcome = listen(&cache, &redis_url, &channel).await;
+            cache.listening.store(false, Ordering::Release);
+            match outcome {
+                Ok(()) => tracing::warn!("balance announcements ended; resubscribing"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "balance announcements unavailable; balances read from Postgres meanwhile")
+                }
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    })
+}
+
+async fn listen(cache: &BalanceCache, redis_url: &str, channel: &str) -> redis::RedisResult<()> {
+    let client = redis::Client::open(redis_url)?;
+    let mut pubsub = client.get_async_pubsub().await?;
+    pubsub.subscribe(channel).await?;
+    // What changed while nobody listened is unknown: start afresh.
+    cache.forget_all();
+    cache.listening.store(true, Ordering::Release);
+    let mut messages = pubsub.on_message();
+    while let Some(message) = messages.next().await {
+        let payload: String = message.get_payload().unwrap_or_default();
+        cache.forget(payload.split(',').filter_map(|id| id.parse().ok()));
+    }
+    Ok(())
+}
