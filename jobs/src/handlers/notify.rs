@@ -7,6 +7,7 @@
 //! forgotten; transient provider failures retry with backoff.
 
 use crate::{
+    Env,
     client::RawJob,
     outbox,
     queue::{Job, JobCtx, JobError, QueueName},
@@ -179,33 +180,44 @@ async fn send_sms(
         dedupe_key: &key,
         provider: env.sms.name(),
     };
-    match env.sms.send(user.phone.trim_start_matches('+'), body).await {
+    sms_and_record(env, &user.phone, body, &record).await
+}
+
+/// Sends `text` by SMS to `phone` (E.164) and records how it went as `record`; a transient
+/// provider failure is worth a retry, any other is final.
+pub(crate) async fn sms_and_record(
+    env: &Env,
+    phone: &str,
+    text: &str,
+    record: &NewNotification<'_>,
+) -> Result<(), JobError> {
+    let outcome = env.sms.send(phone.trim_start_matches('+'), text).await;
+    match &outcome {
         Ok(receipt) => {
             notifications::record(
                 &env.db,
-                &record,
+                record,
                 Outcome::Sent {
                     reply: &receipt.reply,
                 },
             )
             .await?;
-            Ok(())
         }
         Err(e) => {
             notifications::record(
                 &env.db,
-                &record,
+                record,
                 Outcome::Failed {
                     error: &e.to_string(),
                 },
             )
             .await?;
-            Err(match e {
-                SmsError::Transient(_) => JobError::Retry(e.into()),
-                _ => JobError::Permanent(e.into()),
-            })
         }
     }
+    outcome.map(|_| ()).map_err(|e| match e {
+        SmsError::Transient(_) => JobError::Retry(e.into()),
+        _ => JobError::Permanent(e.into()),
+    })
 }
 
 /// When quiet hours end, if they are on now (in `timezone`).

@@ -1,10 +1,9 @@
 //! `otp_send`: delivers a login code by SMS.
 
 use crate::queue::{Job, JobCtx, JobError, QueueName};
-use adapters::sms::SmsError;
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::{Deserialize, Serialize};
-use storage::notifications::{self, NewNotification, Outcome};
+use storage::notifications::{self, NewNotification};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -83,33 +82,6 @@ impl Job for SendOtp {
             dedupe_key: &dedupe_key,
             provider: env.sms.name(),
         };
-        let digits = self.phone.trim_start_matches('+');
-        match env.sms.send(digits, &text).await {
-            Ok(receipt) => {
-                notifications::record(
-                    &env.db,
-                    &record,
-                    Outcome::Sent {
-                        reply: &receipt.reply,
-                    },
-                )
-                .await?;
-                Ok(())
-            }
-            Err(e) => {
-                notifications::record(
-                    &env.db,
-                    &record,
-                    Outcome::Failed {
-                        error: &e.to_string(),
-                    },
-                )
-                .await?;
-                Err(match e {
-                    SmsError::Transient(_) => JobError::Retry(e.into()),
-                    _ => JobError::Permanent(e.into()),
-                })
-            }
-        }
+        crate::handlers::notify::sms_and_record(env, &self.phone, &text, &record).await
     }
 }
