@@ -27,7 +27,7 @@ fi
 # Leftovers of interrupted runs: per-test databases and Redis keys (prefix kt-).
 clean() {
     psql -h 127.0.0.1 -U postgres -d postgres -Atc \
-        "SELECT datname FROM pg_database WHERE datname LIKE 'krug\_test\_%' AND datname <> 'krug_test_template'" \
+        "SELECT datname FROM pg_database WHERE datname LIKE 'krug\_test\_%' AND datname NOT LIKE 'krug\_test\_template%'" \
         | while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
     redis-cli -h 127.0.0.1 --scan --pattern '*kt-*' | xargs -r -n 500 redis-cli -h 127.0.0.1 DEL >/dev/null
     # (grep finds none on a clean machine: not a failure)

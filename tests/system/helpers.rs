@@ -14,7 +14,14 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const TEMPLATE: &str = "krug_test_template";
+/// The template's name carries a hash of this checkout's path: test runs of two checkouts
+/// (two branches side by side) each rebuild their own template from their own migrations.
+static TEMPLATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    env!("CARGO_MANIFEST_DIR").hash(&mut hasher);
+    format!("krug_test_template_{:012x}", hasher.finish() & 0xffff_ffff_ffff)
+});
 
 /// Databases are copied from a template migrated once per test run: much faster than
 /// migrating each one. Copies are made one at a time (Postgres refuses concurrent copies of
@@ -31,14 +38,14 @@ async fn template() {
             // Another test binary may hold an older template: always rebuild it from migrations.
             let _ = admin
                 .execute(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)"
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)", *TEMPLATE
                 )))
                 .await;
             admin
-                .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {TEMPLATE}")))
+                .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", *TEMPLATE)))
                 .await
                 .unwrap();
-            let pool = PgPool::connect(&database_url(TEMPLATE)).await.unwrap();
+            let pool = PgPool::connect(&database_url(&TEMPLATE)).await.unwrap();
             storage::migrate(&pool).await.expect("migrations apply");
             pool.close().await;
         })
@@ -57,7 +64,7 @@ pub async fn fresh_database() -> String {
     let mut admin = PgConnection::connect(ADMIN_URL).await.unwrap();
     admin
         .execute(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE {name} TEMPLATE {TEMPLATE}"
+            "CREATE DATABASE {name} TEMPLATE {}", *TEMPLATE
         )))
         .await
         .unwrap();
