@@ -20,7 +20,10 @@ static TEMPLATE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     use std::hash::{Hash, Hasher};
     let mut hasher = std::collections::hash_map::DefaultHasher::new();
     env!("CARGO_MANIFEST_DIR").hash(&mut hasher);
-    format!("krug_test_template_{:012x}", hasher.finish() & 0xffff_ffff_ffff)
+    format!(
+        "krug_test_template_{:012x}",
+        hasher.finish() & 0xffff_ffff_ffff
+    )
 });
 
 /// Databases are copied from a template migrated once per test run: much faster than
@@ -38,11 +41,15 @@ async fn template() {
             // Another test binary may hold an older template: always rebuild it from migrations.
             let _ = admin
                 .execute(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)", *TEMPLATE
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    *TEMPLATE
                 )))
                 .await;
             admin
-                .execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {}", *TEMPLATE)))
+                .execute(sqlx::AssertSqlSafe(format!(
+                    "CREATE DATABASE {}",
+                    *TEMPLATE
+                )))
                 .await
                 .unwrap();
             let pool = PgPool::connect(&database_url(&TEMPLATE)).await.unwrap();
@@ -64,7 +71,8 @@ pub async fn fresh_database() -> String {
     let mut admin = PgConnection::connect(ADMIN_URL).await.unwrap();
     admin
         .execute(sqlx::AssertSqlSafe(format!(
-            "CREATE DATABASE {name} TEMPLATE {}", *TEMPLATE
+            "CREATE DATABASE {name} TEMPLATE {}",
+            *TEMPLATE
         )))
         .await
         .unwrap();
