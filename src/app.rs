@@ -96,6 +96,7 @@ impl Services {
             tier_rules: Default::default(),
             finisher: jobs::finisher::Finisher::start(self.db.clone()),
             scans: Default::default(),
+            retention: self.config.retention,
             reconcile: jobs::env::ReconcilePolicy {
                 lost_after_s: self.config.reconcile_lost_after_s,
                 ..Default::default()

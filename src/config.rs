@@ -76,6 +76,12 @@ pub struct Config {
     /// `KRUG_RECONCILE_LOST_AFTER_S` (default 120): a relayed job not finished after this long
     /// is pushed again by `reconcile` (a no-op if Redis still holds it).
     pub reconcile_lost_after_s: i64,
+    /// How long the daily `retention` job keeps rows of passing use (days):
+    /// `KRUG_RETAIN_LOGIN_CODES_DAYS` (default 7, from a code's expiry),
+    /// `KRUG_RETAIN_REFRESH_TOKENS_DAYS` (default 30, from a session's revocation or expiry),
+    /// `KRUG_RETAIN_OUTBOX_DAYS` (default 14, from a job's end),
+    /// `KRUG_RETAIN_SCAN_REQUESTS_DAYS` (default 180, from the scan).
+    pub retention: storage::retention::RetentionPolicy,
 }
 
 fn var(name: &str, default: &str) -> String {
@@ -83,6 +89,17 @@ fn var(name: &str, default: &str) -> String {
         .ok()
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| default.to_owned())
+}
+
+/// A number from `name`, or `default`; the error names the variable.
+fn number<T: std::str::FromStr>(name: &str, default: T) -> anyhow::Result<T> {
+    match optional(name) {
+        None => Ok(default),
+        Some(raw) => raw
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("{name} must be a whole number, not `{raw}`")),
+    }
 }
 
 fn optional(name: &str) -> Option<String> {
@@ -160,6 +177,24 @@ impl Config {
             reconcile_lost_after_s: var("KRUG_RECONCILE_LOST_AFTER_S", "120")
                 .parse()
                 .context("KRUG_RECONCILE_LOST_AFTER_S must be a number of seconds")?,
+            retention: {
+                let default = storage::retention::RetentionPolicy::default();
+                storage::retention::RetentionPolicy {
+                    login_codes_days: number(
+                        "KRUG_RETAIN_LOGIN_CODES_DAYS",
+                        default.login_codes_days,
+                    )?,
+                    refresh_tokens_days: number(
+                        "KRUG_RETAIN_REFRESH_TOKENS_DAYS",
+                        default.refresh_tokens_days,
+                    )?,
+                    outbox_days: number("KRUG_RETAIN_OUTBOX_DAYS", default.outbox_days)?,
+                    scan_requests_days: number(
+                        "KRUG_RETAIN_SCAN_REQUESTS_DAYS",
+                        default.scan_requests_days,
+                    )?,
+                }
+            },
         })
     }
 }

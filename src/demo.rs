@@ -30,7 +30,7 @@ pub async fn run(services: Services) -> anyhow::Result<()> {
     );
 
     section("2. The coalition");
-    let partners = seed::partners(&services.db, &services.secrets).await?;
+    let partners = seed::partners(&services.db, &services.queue, &services.secrets).await?;
     let chains = seed::promo_chains(&services.db, &partners).await?;
     for b in &partners {
         println!(
@@ -49,7 +49,7 @@ pub async fn run(services: Services) -> anyhow::Result<()> {
 
     if !chains.is_empty() {
         println!(
-            "  cross-promo chains: salon → 15 % at the gastromarket; gastronomy → 300 bonuses at the spa; spa → 1 000 ₽ at Skinerica"
+            "  cross-promo chains: salon → 15 % at the gastromarket; gastronomy → 300 bonuses at the spa; Skinerica → 1 000 ₽ at the salon"
         );
     }
 

@@ -1,5 +1,7 @@
 //! The coalition as it starts: the five partner businesses of DESIGN.md.
 
+use anyhow::Context;
+use jobs::JobQueue;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use sqlx::PgPool;
@@ -39,7 +41,8 @@ pub const PARTNERS: [Partner; 5] = [
         name: "Стим Центр",
         category: "wellness",
         cashback_percent: dec!(5),
-        is_medical: false,
+        // A wellness centre with medical services: covered by medical secrecy (DESIGN.md).
+        is_medical: true,
     },
     Partner {
         name: "Миллениум",
@@ -49,13 +52,23 @@ pub const PARTNERS: [Partner; 5] = [
     },
 ];
 
-/// Creates the partners that do not exist yet (by name) and returns all five.
-pub async fn partners(db: &PgPool, secrets: &SecretBox) -> anyhow::Result<Vec<Business>> {
+/// Creates the partners that do not exist yet (by name) and returns all five. A partner
+/// seeded by an older version without its medical flag gets it (and its analytics facts
+/// are purged), as an operator setting the flag would.
+pub async fn partners(
+    db: &PgPool,
+    queue: &JobQueue,
+    secrets: &SecretBox,
+) -> anyhow::Result<Vec<Business>> {
     let existing = businesses::list_active(db).await?;
     let mut out = Vec::new();
     for partner in &PARTNERS {
         if let Some(found) = existing.iter().find(|b| b.name == partner.name) {
-            out.push(found.clone());
+            if partner.is_medical && !found.is_medical {
+                out.push(flag_medical(db, queue, secrets, found.id).await?);
+            } else {
+                out.push(found.clone());
+            }
             continue;
         }
         out.push(
@@ -77,6 +90,26 @@ pub async fn partners(db: &PgPool, secrets: &SecretBox) -> anyhow::Result<Vec<Bu
         );
     }
     Ok(out)
+}
+
+async fn flag_medical(
+    db: &PgPool,
+    queue: &JobQueue,
+    secrets: &SecretBox,
+    id: uuid::Uuid,
+) -> anyhow::Result<Business> {
+    let mut tx = db.begin().await?;
+    let patch = businesses::BusinessPatch {
+        is_medical: Some(true),
+        ..Default::default()
+    };
+    let business = businesses::update(&mut *tx, secrets, id, &patch)
+        .await?
+        .context("the seeded partner disappeared")?;
+    let purge = jobs::handlers::retention::business_became_medical(&mut tx, id).await?;
+    tx.commit().await?;
+    jobs::outbox::relay(db, queue, &[purge]).await?;
+    Ok(business)
 }
 
 /// The cross-promo chains the coalition starts with (created once).
@@ -118,12 +151,13 @@ pub async fn promo_chains(
             dec!(300),
             14,
         ),
-        // After the wellness centre, 1 000 ₽ off at the cosmetology clinic.
+        // After the cosmetology clinic, 1 000 ₽ off at the salon. (Never after the wellness
+        // centre or the medical centre: a medical visit triggers no cross-promo.)
         (
-            Some(id("Стим Центр")),
+            Some(id("Skinerica")),
             None,
             dec!(5000),
-            id("Skinerica"),
+            id("Миндаль"),
             "fixed",
             dec!(1000),
             30,

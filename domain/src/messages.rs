@@ -11,7 +11,10 @@ use time::{Duration, PrimitiveDateTime, Time};
 pub enum Message {
     BonusAccrued {
         amount: Decimal,
-        business: String,
+        /// The business's name; absent for a medical business (medical secrecy: a push or an
+        /// SMS is read by whoever holds the phone, so it never says where she was treated).
+        #[serde(default)]
+        business: Option<String>,
         balance: Decimal,
     },
     TierUpgraded {
@@ -60,7 +63,12 @@ impl Message {
                 balance,
             } => (
                 "Бонусы начислены".to_owned(),
-                format!("+{amount} бонусов за покупку в «{business}». На счёте {balance}."),
+                match business {
+                    Some(business) => {
+                        format!("+{amount} бонусов за покупку в «{business}». На счёте {balance}.")
+                    }
+                    None => format!("+{amount} бонусов начислено. На счёте {balance}."),
+                },
             ),
             Self::TierUpgraded { tier } => (
                 "Новый статус".to_owned(),
@@ -154,5 +162,26 @@ mod tests {
             "{body}"
         );
         assert!(!Message::TierUpgraded { tier: Tier::Vip }.is_marketing());
+    }
+
+    #[test]
+    fn an_accrual_without_a_business_name_says_only_the_bonuses() {
+        let (_, named) = Message::BonusAccrued {
+            amount: Decimal::new(12000, 2),
+            business: Some("Миндаль".into()),
+            balance: Decimal::new(50000, 2),
+        }
+        .render();
+        assert_eq!(
+            named,
+            "+120.00 бонусов за покупку в «Миндаль». На счёте 500.00."
+        );
+        let (_, anonymous) = Message::BonusAccrued {
+            amount: Decimal::new(12000, 2),
+            business: None,
+            balance: Decimal::new(50000, 2),
+        }
+        .render();
+        assert_eq!(anonymous, "+120.00 бонусов начислено. На счёте 500.00.");
     }
 }

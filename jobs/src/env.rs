@@ -18,6 +18,8 @@ pub struct Env {
     /// `KRUG_TIMEZONE`: what "today" means for daily jobs.
     pub timezone: chrono_tz::Tz,
     pub reconcile: ReconcilePolicy,
+    /// How long `retention` keeps what is kept only for a while (`KRUG_RETAIN_*`).
+    pub retention: storage::retention::RetentionPolicy,
     /// The tier rules, read at most once a minute (every purchase needs them).
     pub tier_rules: RulesCache,
     /// Writes jobs' outcomes to the outbox in batches.

@@ -18,10 +18,11 @@ pub enum QueueName {
     TierReview,
     Expire,
     Reconcile,
+    Retention,
 }
 
 impl QueueName {
-    pub const ALL: [QueueName; 10] = [
+    pub const ALL: [QueueName; 11] = [
         Self::OtpSend,
         Self::QrScan,
         Self::CrmPoll,
@@ -32,6 +33,7 @@ impl QueueName {
         Self::TierReview,
         Self::Expire,
         Self::Reconcile,
+        Self::Retention,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -46,6 +48,7 @@ impl QueueName {
             Self::TierReview => "tier_review",
             Self::Expire => "expire",
             Self::Reconcile => "reconcile",
+            Self::Retention => "retention",
         }
     }
 
@@ -56,7 +59,7 @@ impl QueueName {
             Self::OtpSend => 4,
             Self::QrScan | Self::BonusCalc | Self::CrossPromo => 10,
             Self::CrmPoll | Self::Notify => 8,
-            Self::RfmSnapshot | Self::TierReview | Self::Expire => 5,
+            Self::RfmSnapshot | Self::TierReview | Self::Expire | Self::Retention => 5,
             Self::Reconcile => 2,
         }
     }
@@ -71,7 +74,11 @@ impl QueueName {
             // more at once only wait on each other's locks and the CPU.
             Self::BonusCalc => 4,
             Self::CrmPoll => 8,
-            Self::RfmSnapshot | Self::TierReview | Self::Expire | Self::Reconcile => 1,
+            Self::RfmSnapshot
+            | Self::TierReview
+            | Self::Expire
+            | Self::Reconcile
+            | Self::Retention => 1,
         }
     }
 }
@@ -85,7 +92,7 @@ impl fmt::Display for QueueName {
 /// A name that is not one of our queues.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "unknown queue `{0}`; queues are: otp_send, qr_scan, crm_poll, bonus_calc, cross_promo, notify, rfm_snapshot, tier_review, expire, reconcile"
+    "unknown queue `{0}`; queues are: otp_send, qr_scan, crm_poll, bonus_calc, cross_promo, notify, rfm_snapshot, tier_review, expire, reconcile, retention"
 )]
 pub struct UnknownQueue(pub String);
 

@@ -12,7 +12,8 @@ use crate::{
     env::Env,
     handlers::{
         analytics::RfmSnapshot, bonus::CalcBonus, crm::PollCrm, expire::Expire, notify::NotifyJob,
-        otp::SendOtp, promo::IssueCoupons, reconcile::Reconcile, scan::ScanQr, tiers::ReviewTiers,
+        otp::SendOtp, promo::IssueCoupons, reconcile::Reconcile, retention::Purge, scan::ScanQr,
+        tiers::ReviewTiers,
     },
     metrics::{JOB_DURATION, JOBS_PROCESSED},
     queue::{Job, JobCtx, JobError, QueueName},
@@ -110,6 +111,7 @@ async fn supervise(
             QueueName::TierReview => run_queue::<ReviewTiers>(env, wakeup, options, name, shutdown),
             QueueName::Expire => run_queue::<Expire>(env, wakeup, options, name, shutdown),
             QueueName::Reconcile => run_queue::<Reconcile>(env, wakeup, options, name, shutdown),
+            QueueName::Retention => run_queue::<Purge>(env, wakeup, options, name, shutdown),
             QueueName::Notify => run_queue::<NotifyJob>(env, wakeup, options, name, shutdown),
             QueueName::CrossPromo => {
                 run_queue::<IssueCoupons>(env, wakeup, options, name, shutdown)

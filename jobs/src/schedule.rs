@@ -9,7 +9,7 @@ use crate::{
     env::Env,
     handlers::{
         analytics::RfmSnapshot, crm::PollCrm, expire::Expire, notify::NotifyJob,
-        reconcile::Reconcile, tiers::ReviewTiers,
+        reconcile::Reconcile, retention::Purge, tiers::ReviewTiers,
     },
     queue::{Job, QueueName},
 };
@@ -87,6 +87,7 @@ pub fn schedules() -> Vec<Schedule> {
         Schedule::of::<Expire>("expire", "0 30 2 * * *"),
         Schedule::of::<NotifyJob>("event_reminders", "0 0 12 * * *"),
         Schedule::of::<Reconcile>("reconcile", "0 * * * * *"),
+        Schedule::of::<Purge>("retention", "0 15 4 * * *"),
     ]
 }
 

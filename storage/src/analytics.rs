@@ -123,6 +123,31 @@ struct Pending {
     occurred_at: OffsetDateTime,
 }
 
+/// Deletes every fact of `business_id` from ClickHouse: the business was flagged medical
+/// and its history leaves analytics. ClickHouse runs the deletion as a mutation in the
+/// background; it covers every fact stored before this call (the caller made sure no export
+/// of this business can still be writing).
+pub async fn delete_business_facts(
+    ch: &clickhouse::Client,
+    business_id: Uuid,
+) -> clickhouse::error::Result<()> {
+    ch.query("ALTER TABLE transaction_facts DELETE WHERE toString(business_id) = ?")
+        .bind(business_id.to_string())
+        .execute()
+        .await
+}
+
+/// Facts of `business_id` in ClickHouse (for tests and operators checking a purge).
+pub async fn business_fact_count(
+    ch: &clickhouse::Client,
+    business_id: Uuid,
+) -> clickhouse::error::Result<u64> {
+    ch.query("SELECT count() FROM transaction_facts WHERE toString(business_id) = ?")
+        .bind(business_id.to_string())
+        .fetch_one::<u64>()
+        .await
+}
+
 /// Exports every pending fact, `batch` at a time; returns how many were exported.
 pub async fn export_facts(
     db: &PgPool,
@@ -137,6 +162,9 @@ pub async fn export_facts(
                     t.bonus_redeemed, t.occurred_at
              FROM transactions t JOIN businesses b ON b.id = t.business_id
              WHERE t.facts_exported_at IS NULL AND t.bonus_applied AND NOT t.is_medical
+               -- The business's flag as it is now, too: one set medical since this purchase
+               -- was recorded keeps the rest of its history out of analytics.
+               AND NOT b.is_medical
              ORDER BY t.created_at LIMIT $1
              FOR UPDATE OF t SKIP LOCKED",
         )

@@ -45,7 +45,11 @@ pub struct NewBusiness {
     pub crm_credentials: Option<serde_json::Value>,
 }
 
-pub async fn create(db: &PgPool, secrets: &SecretBox, new: &NewBusiness) -> sqlx::Result<Business> {
+pub async fn create(
+    db: impl PgExecutor<'_>,
+    secrets: &SecretBox,
+    new: &NewBusiness,
+) -> sqlx::Result<Business> {
     let sealed = new
         .crm_credentials
         .as_ref()
@@ -85,7 +89,7 @@ pub struct BusinessPatch {
 }
 
 pub async fn update(
-    db: &PgPool,
+    db: impl PgExecutor<'_>,
     secrets: &SecretBox,
     id: Uuid,
     patch: &BusinessPatch,
@@ -126,6 +130,32 @@ pub async fn update(
     .bind(patch.crm_base_url.clone().flatten())
     .bind(sealed.is_some())
     .bind(sealed.flatten())
+    .fetch_optional(db)
+    .await
+}
+
+/// Every purchase of `id` recorded so far counts as medical from now on (the business was
+/// just flagged medical): none reaches analytics or triggers cross-promo any more. Waits for
+/// an analytics export holding some of them, so that once this commits no export of the
+/// business can still be writing to ClickHouse.
+pub async fn mark_history_medical(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE transactions SET is_medical = true WHERE business_id = $1 AND NOT is_medical",
+    )
+    .bind(id)
+    .execute(db)
+    .await?
+    .rows_affected())
+}
+
+/// The business, locked until the caller's transaction ends (a change reads what it changes).
+pub async fn get_for_update(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Business>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        business_columns!(),
+        " FROM businesses WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
     .fetch_optional(db)
     .await
 }

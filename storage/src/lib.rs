@@ -13,6 +13,7 @@ pub mod notifications;
 pub mod otp;
 pub mod outbox;
 pub mod page;
+pub mod retention;
 pub mod rfm;
 pub mod scans;
 pub mod secret;

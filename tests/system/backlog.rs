@@ -45,9 +45,11 @@ noop_jobs! {
     TierReviewNoop => QueueName::TierReview,
     ExpireNoop => QueueName::Expire,
     ReconcileNoop => QueueName::Reconcile,
+    RetentionNoop => QueueName::Retention,
 }
 
-static COUNTERS: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
+static COUNTERS: [AtomicU64; QueueName::ALL.len()] =
+    [const { AtomicU64::new(0) }; QueueName::ALL.len()];
 
 fn static_counter(queue: QueueName) -> &'static AtomicU64 {
     &COUNTERS[QueueName::ALL.iter().position(|q| *q == queue).unwrap()]
@@ -180,4 +182,5 @@ async fn a_100k_backlog_of_due_jobs_drains_on_every_queue() {
     drain::<TierReviewNoop>(&app).await;
     drain::<ExpireNoop>(&app).await;
     drain::<ReconcileNoop>(&app).await;
+    drain::<RetentionNoop>(&app).await;
 }

@@ -18,3 +18,4 @@ mod operations;
 mod promo;
 mod reliability;
 mod scans;
+mod security;

@@ -10,7 +10,10 @@ use crate::{
     wire::Text,
 };
 use domain::PhoneNumber;
-use jobs::handlers::crm::PollCrm;
+use jobs::{
+    handlers::{crm::PollCrm, retention::business_became_medical},
+    outbox,
+};
 use poem_openapi::{
     ApiResponse, Enum, Object, OpenApi, Tags, param::Path, payload::Json, types::MaybeUndefined,
 };
@@ -351,10 +354,18 @@ impl AdminApi {
         body: Json<UpdateBusiness>,
     ) -> ApiResult<Json<Envelope<BusinessView>>> {
         let state = &self.state;
-        let current = businesses::get(&state.db, id.0)
+        let mut tx = state.db.begin().await?;
+        let current = businesses::get_for_update(&mut *tx, id.0)
             .await?
             .ok_or_else(|| ApiError::not_found("business_not_found", "No such business."))?;
         let body = body.0;
+        if current.is_medical && body.is_medical == Some(false) {
+            // Medical secrecy covers the visits already made: no operator may lift it.
+            return Err(ApiError::unprocessable(
+                "medical_flag_permanent",
+                "A medical business stays medical: the flag cannot be cleared.",
+            ));
+        }
         let crm_type = match &body.crm_type {
             MaybeUndefined::Undefined => None,
             MaybeUndefined::Null => Some(None),
@@ -407,9 +418,17 @@ impl AdminApi {
             crm_base_url,
             crm_credentials,
         };
-        let business = businesses::update(&state.db, &state.secrets, id.0, &patch)
+        let business = businesses::update(&mut *tx, &state.secrets, id.0, &patch)
             .await?
             .ok_or_else(|| ApiError::not_found("business_not_found", "No such business."))?;
+        let mut follow_ups = Vec::new();
+        if business.is_medical && !current.is_medical {
+            follow_ups.push(business_became_medical(&mut tx, business.id).await?);
+        }
+        tx.commit().await?;
+        if let Err(e) = outbox::relay(&state.db, &state.queue, &follow_ups).await {
+            tracing::warn!(error = %e, "medical facts purge recorded but not relayed");
+        }
         Ok(Json(Envelope::new(business_view(business))))
     }
 
@@ -505,15 +524,20 @@ impl AdminApi {
                     })
             })
             .transpose()?;
-        for id in body
-            .trigger_business_id
-            .iter()
-            .chain([&body.target_business_id])
-        {
-            businesses::get(&state.db, *id).await?.ok_or_else(|| {
+        let known = |id: Uuid| async move {
+            businesses::get(&state.db, id).await?.ok_or_else(|| {
                 ApiError::unprocessable("business_not_found", format!("no business {id}"))
-            })?;
+            })
+        };
+        if let Some(trigger) = body.trigger_business_id {
+            if known(trigger).await?.is_medical {
+                return Err(ApiError::unprocessable(
+                    "medical_trigger",
+                    "A visit to a medical business never triggers cross-promo (medical secrecy).",
+                ));
+            }
         }
+        known(body.target_business_id).await?;
         let min_amount = crate::routes::non_negative_money(
             body.min_amount.map_or(Decimal::ZERO, Amount::value),
             "min_amount",

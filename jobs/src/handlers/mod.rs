@@ -9,5 +9,6 @@ pub mod notify;
 pub mod otp;
 pub mod promo;
 pub mod reconcile;
+pub mod retention;
 pub mod scan;
 pub mod tiers;

@@ -426,7 +426,9 @@ async fn follow_ups(
                     user_id: d.scan.user_id,
                     message: Message::BonusAccrued {
                         amount: d.result.bonus_accrued,
-                        business: d.business.name.clone(),
+                        // Medical secrecy: a message about a medical purchase never names
+                        // the business.
+                        business: (!d.business.is_medical).then(|| d.business.name.clone()),
                         balance: d.result.balance,
                     },
                     dedupe_key: format!("accrual:{transaction_id}"),

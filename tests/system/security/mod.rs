@@ -1,0 +1,6 @@
+//! Attacks on the system, each performed through the HTTP API or the worker against real
+//! services, each refused (issue 12, DESIGN.md "Abuse limits", medical secrecy, roles).
+//! Every test here fails on the code before its defence was built.
+
+mod medical;
+mod retention;
