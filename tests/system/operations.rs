@@ -93,7 +93,10 @@ async fn operators_find_a_dead_job_read_why_and_retry_it() {
         .clone();
     assert_eq!(otp["dead"], 1);
     assert_eq!(otp["pending"], 0);
-    assert_eq!(queues.data()["items"].as_array().unwrap().len(), 10);
+    assert_eq!(
+        queues.data()["items"].as_array().unwrap().len(),
+        jobs::QueueName::ALL.len()
+    );
 
     let retried = expect(
         operator
