@@ -65,26 +65,42 @@ pub async fn grant(
     business: Option<Uuid>,
 ) -> anyhow::Result<()> {
     let phone = PhoneNumber::parse(phone).map_err(|e| anyhow::anyhow!("--phone: {e}"))?;
-    let db = &services.db;
-    let user = users::find_or_create(db, &phone)
+    let mut tx = services.db.begin().await?;
+    let user = users::find_or_create(&mut *tx, &phone)
         .await
         .context("Failed to find or create the user")?;
     match (role, business) {
-        ("superadmin" | "moderator", None) => users::grant_platform_role(db, user.id, role).await?,
+        ("superadmin" | "moderator", None) => {
+            users::grant_platform_role(&mut *tx, user.id, role).await?
+        }
         ("superadmin" | "moderator", Some(_)) => {
             bail!("{role} is a platform role: drop --business")
         }
         ("owner" | "staff" | "viewer", Some(business_id)) => {
-            businesses::get(db, business_id)
+            businesses::get(&mut *tx, business_id)
                 .await?
                 .with_context(|| format!("no business {business_id}"))?;
-            businesses::put_staff(db, business_id, user.id, role).await?;
+            businesses::put_staff(&mut *tx, business_id, user.id, role).await?;
         }
         ("owner" | "staff" | "viewer", None) => {
             bail!("{role} is a business role: add --business ID")
         }
         _ => bail!("--role must be superadmin, moderator, owner, staff or viewer"),
     }
+    storage::audit::record(
+        &mut *tx,
+        &storage::audit::NewEntry {
+            actor_id: None,
+            action: "role.grant",
+            target_type: "user",
+            target_id: Some(user.id.to_string()),
+            before: None,
+            after: Some(serde_json::json!({"role": role, "business_id": business, "via": "cli"})),
+            request_id: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
     println!(
         "{} ({}) is now {role}{}",
         phone,

@@ -47,6 +47,10 @@ impl Claims {
             .iter()
             .any(|r| r == "superadmin" || r == "moderator")
     }
+
+    pub fn is_superadmin(&self) -> bool {
+        self.roles.iter().any(|r| r == "superadmin")
+    }
 }
 
 /// The key pair that signs and verifies access tokens.
@@ -170,6 +174,28 @@ async fn check_operator(req: &Request, bearer: Bearer) -> poem::Result<Claims> {
 }
 
 impl Operator {
+    pub fn user_id(&self) -> Uuid {
+        self.0.user_id()
+    }
+}
+
+/// A superadmin: what changes the coalition (businesses, staff, CRM settings, promo chains,
+/// schedules) is theirs alone. A moderator reads everything, retries and discards jobs,
+/// approves events and blocks members (DESIGN.md), and gets 403 `forbidden` here.
+#[derive(SecurityScheme)]
+#[oai(ty = "bearer", bearer_format = "JWT", checker = "check_superadmin")]
+pub struct Superadmin(pub Claims);
+
+async fn check_superadmin(req: &Request, bearer: Bearer) -> poem::Result<Claims> {
+    let claims = check_bearer(req, bearer).await?;
+    if claims.is_superadmin() {
+        Ok(claims)
+    } else {
+        Err(ApiError::forbidden("This needs the superadmin role.").into())
+    }
+}
+
+impl Superadmin {
     pub fn user_id(&self) -> Uuid {
         self.0.user_id()
     }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod audit;
 pub mod auth;
 pub mod balances;
 pub mod envelope;
@@ -20,6 +21,7 @@ use prometheus::{HistogramVec, register_histogram_vec};
 use routes::{
     admin::AdminApi,
     analytics::AnalyticsApi,
+    audit::AuditApi,
     auth::AuthApi,
     business::BusinessApi,
     events::{AdminEventsApi, EventsApi},
@@ -65,6 +67,7 @@ pub fn api_service(
         AnalyticsApi,
         EventsApi,
         AdminEventsApi,
+        AuditApi,
     ),
     (),
 > {
@@ -95,6 +98,9 @@ pub fn api_service(
                 state: state.clone(),
             },
             AdminEventsApi {
+                state: state.clone(),
+            },
+            AuditApi {
                 state: state.clone(),
             },
         ),

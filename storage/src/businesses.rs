@@ -226,6 +226,19 @@ pub async fn set_integration_status(
     Ok(())
 }
 
+/// The role `user_id` holds at `business_id`, if any.
+pub async fn staff_role(
+    db: impl PgExecutor<'_>,
+    business_id: Uuid,
+    user_id: Uuid,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar("SELECT role FROM business_staff WHERE business_id = $1 AND user_id = $2")
+        .bind(business_id)
+        .bind(user_id)
+        .fetch_optional(db)
+        .await
+}
+
 /// Adds a staff member (or changes their role).
 pub async fn put_staff(
     db: impl PgExecutor<'_>,

@@ -107,7 +107,7 @@ pub struct NewChain {
     pub cooldown_days: i32,
 }
 
-pub async fn create_chain(db: &PgPool, chain: &NewChain) -> sqlx::Result<PromoChain> {
+pub async fn create_chain(db: impl PgExecutor<'_>, chain: &NewChain) -> sqlx::Result<PromoChain> {
     sqlx::query_as(concat!(
         "INSERT INTO promo_chains (trigger_business_id, trigger_category, trigger_churn_risk, min_amount,
                                    target_business_id, discount_type, discount_value, valid_days, cooldown_days)

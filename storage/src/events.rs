@@ -392,7 +392,7 @@ pub enum StatusChange {
 /// Moves event `id` to `to` if its current status allows it (checked in the `UPDATE`, so a
 /// concurrent change cannot slip between the check and the write).
 pub async fn set_status(
-    db: &PgPool,
+    db: &mut sqlx::PgConnection,
     id: Uuid,
     to: EventStatus,
     viewer: Viewer,
@@ -409,7 +409,7 @@ pub async fn set_status(
     .bind(id)
     .bind(to.as_str())
     .bind(EventStatus::sources(to))
-    .fetch_optional(db)
+    .fetch_optional(&mut *db)
     .await?;
     if let Some(event) = changed {
         return Ok(StatusChange::Changed(event));

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod analytics;
+pub mod audit;
 pub mod bonus;
 pub mod businesses;
 pub mod cache;

@@ -1,7 +1,8 @@
 //! `/admin`: operators (superadmin, moderator) manage partner businesses and their staff.
 
 use crate::{
-    auth::Operator,
+    audit::{self, Change},
+    auth::Superadmin,
     envelope::Envelope,
     error::{ApiError, ApiResult},
     routes::business::{BusinessView, business_view},
@@ -305,7 +306,7 @@ impl AdminApi {
     #[oai(path = "/businesses", method = "post")]
     async fn create_business(
         &self,
-        _operator: Operator,
+        superadmin: Superadmin,
         body: Json<CreateBusiness>,
     ) -> ApiResult<CreatedBusiness> {
         let body = body.0;
@@ -338,18 +339,25 @@ impl AdminApi {
             crm_base_url,
             crm_credentials,
         };
-        let business = businesses::create(&self.state.db, &self.state.secrets, &new).await?;
+        let mut tx = self.state.db.begin().await?;
+        let business =
+            business_view(businesses::create(&mut *tx, &self.state.secrets, &new).await?);
+        audit::record(
+            &mut *tx,
+            superadmin.user_id(),
+            Change::new("business.create", "business", business.id).after(&business),
+        )
+        .await?;
+        tx.commit().await?;
         tracing::info!(business_id = %business.id, "business created");
-        Ok(CreatedBusiness::Created(Json(Envelope::new(
-            business_view(business),
-        ))))
+        Ok(CreatedBusiness::Created(Json(Envelope::new(business))))
     }
 
     /// Change a partner business. Credentials are replaced whole, never merged or returned.
     #[oai(path = "/businesses/:id", method = "patch")]
     async fn update_business(
         &self,
-        _operator: Operator,
+        superadmin: Superadmin,
         id: Path<Uuid>,
         body: Json<UpdateBusiness>,
     ) -> ApiResult<Json<Envelope<BusinessView>>> {
@@ -425,18 +433,27 @@ impl AdminApi {
         if business.is_medical && !current.is_medical {
             follow_ups.push(business_became_medical(&mut tx, business.id).await?);
         }
+        let business = business_view(business);
+        audit::record(
+            &mut *tx,
+            superadmin.user_id(),
+            Change::new("business.update", "business", business.id)
+                .before(&business_view(current))
+                .after(&business),
+        )
+        .await?;
         tx.commit().await?;
         if let Err(e) = outbox::relay(&state.db, &state.queue, &follow_ups).await {
             tracing::warn!(error = %e, "medical facts purge recorded but not relayed");
         }
-        Ok(Json(Envelope::new(business_view(business))))
+        Ok(Json(Envelope::new(business)))
     }
 
     /// Add a staff member to a business (the user is created if new), or change their role.
     #[oai(path = "/businesses/:id/staff", method = "post")]
     async fn add_staff(
         &self,
-        _operator: Operator,
+        superadmin: Superadmin,
         id: Path<Uuid>,
         body: Json<AddStaff>,
     ) -> ApiResult<AddedStaff> {
@@ -453,7 +470,14 @@ impl AdminApi {
         };
         let mut tx = state.db.begin().await?;
         let user = users::find_or_create(&mut *tx, &phone).await?;
+        let before = businesses::staff_role(&mut *tx, id.0, user.id).await?;
         businesses::put_staff(&mut *tx, id.0, user.id, role).await?;
+        let snapshot = |role: &str| serde_json::json!({"business_id": id.0, "role": role});
+        let mut change = Change::new("staff.put", "user", user.id).after_value(snapshot(role));
+        if let Some(before) = before {
+            change = change.before_value(snapshot(&before));
+        }
+        audit::record(&mut *tx, superadmin.user_id(), change).await?;
         tx.commit().await?;
         Ok(AddedStaff::Created(Json(Envelope::new(StaffView {
             business_id: id.0,
@@ -465,7 +489,7 @@ impl AdminApi {
 
     /// Poll this business's CRM now (also when its integration is marked failing).
     #[oai(path = "/businesses/:id/poll", method = "post")]
-    async fn poll_now(&self, _operator: Operator, id: Path<Uuid>) -> ApiResult<PollAccepted> {
+    async fn poll_now(&self, superadmin: Superadmin, id: Path<Uuid>) -> ApiResult<PollAccepted> {
         let state = &self.state;
         let business = businesses::get(&state.db, id.0)
             .await?
@@ -485,6 +509,14 @@ impl AdminApi {
             tracing::warn!(error = %e, "could not enqueue crm_poll");
             ApiError::queue_unavailable()
         })?;
+        // An action, not a change of state: recorded once the poll is queued.
+        audit::record(
+            &state.db,
+            superadmin.user_id(),
+            Change::new("business.poll", "business", business.id)
+                .after_value(serde_json::json!({"job_id": job_id})),
+        )
+        .await?;
         Ok(PollAccepted::Accepted(Json(Envelope::new(PollQueued {
             job_id,
         }))))
@@ -494,7 +526,7 @@ impl AdminApi {
     #[oai(path = "/promo-chains", method = "post")]
     async fn create_promo_chain(
         &self,
-        _operator: Operator,
+        superadmin: Superadmin,
         body: Json<CreatePromoChain>,
     ) -> ApiResult<CreatedPromoChain> {
         let body = body.0;
@@ -568,8 +600,9 @@ impl AdminApi {
                 "cooldown_days must be between 0 and 365",
             ));
         }
+        let mut tx = state.db.begin().await?;
         let chain = storage::coupons::create_chain(
-            &state.db,
+            &mut *tx,
             &storage::coupons::NewChain {
                 trigger_business_id: body.trigger_business_id,
                 trigger_category: body.trigger_category.map(|c| c.as_str().to_owned()),
@@ -583,20 +616,26 @@ impl AdminApi {
             },
         )
         .await?;
-        Ok(CreatedPromoChain::Created(Json(Envelope::new(
-            PromoChainView {
-                id: chain.id,
-                trigger_business_id: chain.trigger_business_id,
-                trigger_category: chain.trigger_category,
-                trigger_churn_risk: chain.trigger_churn_risk.and_then(|r| r.to_f64()),
-                min_amount: chain.min_amount.into(),
-                target_business_id: chain.target_business_id,
-                discount_type: chain.discount_type,
-                discount_value: chain.discount_value.into(),
-                valid_days: chain.valid_days,
-                cooldown_days: chain.cooldown_days,
-                is_active: chain.is_active,
-            },
-        ))))
+        let view = PromoChainView {
+            id: chain.id,
+            trigger_business_id: chain.trigger_business_id,
+            trigger_category: chain.trigger_category,
+            trigger_churn_risk: chain.trigger_churn_risk.and_then(|r| r.to_f64()),
+            min_amount: chain.min_amount.into(),
+            target_business_id: chain.target_business_id,
+            discount_type: chain.discount_type,
+            discount_value: chain.discount_value.into(),
+            valid_days: chain.valid_days,
+            cooldown_days: chain.cooldown_days,
+            is_active: chain.is_active,
+        };
+        audit::record(
+            &mut *tx,
+            superadmin.user_id(),
+            Change::new("promo_chain.create", "promo_chain", view.id).after(&view),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(CreatedPromoChain::Created(Json(Envelope::new(view))))
     }
 }

@@ -2,6 +2,7 @@
 //! by VIP and Elite members, and operators' approval (`PATCH /admin/events/{id}`).
 
 use crate::{
+    audit::{self, Change},
     auth::{Auth, Operator},
     envelope::{Envelope, ErrorEnvelope, Page},
     error::{ApiError, ApiResult},
@@ -393,10 +394,20 @@ impl AdminEventsApi {
             user_id: operator.user_id(),
             operator: true,
         };
-        match events::set_status(&self.state.db, id.0, to, viewer).await? {
+        let mut tx = self.state.db.begin().await?;
+        match events::set_status(&mut tx, id.0, to, viewer).await? {
             StatusChange::Changed(event) => {
-                tracing::info!(event_id = %event.id, status = %to, "event status changed");
-                Ok(Json(Envelope::new(event_view(event))))
+                let view = event_view(event);
+                audit::record(
+                    &mut *tx,
+                    operator.user_id(),
+                    Change::new("event.status", "event", view.id)
+                        .after_value(serde_json::json!({"status": to.as_str()})),
+                )
+                .await?;
+                tx.commit().await?;
+                tracing::info!(event_id = %view.id, status = %to, "event status changed");
+                Ok(Json(Envelope::new(view)))
             }
             StatusChange::Unchanged(event) => Ok(Json(Envelope::new(event_view(event)))),
             StatusChange::NotAllowed(from) => Err(invalid(

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod analytics;
+pub mod audit;
 pub mod auth;
 pub mod business;
 pub mod events;

@@ -2,7 +2,8 @@
 //! jobs and fire schedules. The same functions serve `krug jobs` and `krug schedule`.
 
 use crate::{
-    auth::Operator,
+    audit::{self, Change},
+    auth::{Operator, Superadmin},
     envelope::{Envelope, Page},
     error::{ApiError, ApiResult},
     state::AppState,
@@ -17,7 +18,7 @@ use poem_openapi::{
     param::{Path, Query},
     payload::Json,
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::sync::Arc;
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -238,6 +239,14 @@ impl OperationsApi {
             .await
             .map_err(redis_down)?;
         action_result(action, "retried")?;
+        // The queue is in Redis: the entry follows the action rather than sharing its
+        // transaction.
+        audit::record(
+            &self.state.db,
+            auth.user_id(),
+            Change::new("job.retry", "job", id.0).after_value(json!({"queue": name.as_str()})),
+        )
+        .await?;
         self.job(auth, queue, id).await
     }
 
@@ -254,6 +263,12 @@ impl OperationsApi {
             .await
             .map_err(redis_down)?;
         action_result(action, "discarded")?;
+        audit::record(
+            &self.state.db,
+            auth.user_id(),
+            Change::new("job.discard", "job", id.0).after_value(json!({"queue": name.as_str()})),
+        )
+        .await?;
         self.job(auth, queue, id).await
     }
 
@@ -279,11 +294,24 @@ impl OperationsApi {
 
     /// Enqueue a schedule's job now.
     #[oai(path = "/schedules/:name/trigger", method = "post")]
-    async fn trigger(&self, _operator: Operator, name: Path<String>) -> ApiResult<TriggerResponse> {
+    async fn trigger(
+        &self,
+        superadmin: Superadmin,
+        name: Path<String>,
+    ) -> ApiResult<TriggerResponse> {
         match schedule::trigger(&self.state.queue, &self.state.db, &name.0).await {
-            Ok(job_id) => Ok(TriggerResponse::Accepted(Json(Envelope::new(Triggered {
-                job_id,
-            })))),
+            Ok(job_id) => {
+                audit::record(
+                    &self.state.db,
+                    superadmin.user_id(),
+                    Change::new("schedule.trigger", "schedule", &name.0)
+                        .after_value(json!({"job_id": job_id})),
+                )
+                .await?;
+                Ok(TriggerResponse::Accepted(Json(Envelope::new(Triggered {
+                    job_id,
+                }))))
+            }
             Err(e) if e.is::<schedule::UnknownSchedule>() => {
                 Err(ApiError::not_found("schedule_not_found", e.to_string()))
             }

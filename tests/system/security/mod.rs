@@ -4,3 +4,4 @@
 
 mod medical;
 mod retention;
+mod roles;
