@@ -43,7 +43,7 @@ enum Command {
     },
     /// Measure the speed figures of DESIGN.md (use a release build: scripts/bench.sh).
     Bench {
-        /// Parts to run: jobs, scan, ingest, rfm, balance (all by default).
+        /// Parts to run: jobs, scan, ingest, rfm, balance, search (all by default).
         #[arg(long = "only")]
         only: Vec<String>,
         /// Jobs in the throughput backlog.

@@ -27,6 +27,7 @@ use routes::{
     events::{AdminEventsApi, EventsApi},
     loyalty::LoyaltyApi,
     operations::OperationsApi,
+    search::SearchApi,
     users::UserApi,
 };
 use state::AppState;
@@ -68,6 +69,7 @@ pub fn api_service(
         EventsApi,
         AdminEventsApi,
         AuditApi,
+        SearchApi,
     ),
     (),
 > {
@@ -101,6 +103,9 @@ pub fn api_service(
                 state: state.clone(),
             },
             AuditApi {
+                state: state.clone(),
+            },
+            SearchApi {
                 state: state.clone(),
             },
         ),

@@ -49,9 +49,16 @@ impl Message {
         }
     }
 
-    /// Marketing waits for the end of quiet hours; news about the member's own account does not.
+    /// Marketing (offers) is sent only on channels the member consented to
+    /// (`/users/me/settings`). News about her own account, and reminders of events she
+    /// registered for, are not offers.
     pub fn is_marketing(&self) -> bool {
-        matches!(self, Self::CouponIssued { .. } | Self::EventReminder { .. })
+        matches!(self, Self::CouponIssued { .. })
+    }
+
+    /// Marketing and reminders wait for the end of quiet hours; account news does not.
+    pub fn waits_for_quiet_hours(&self) -> bool {
+        self.is_marketing() || matches!(self, Self::EventReminder { .. })
     }
 
     /// Title and body.
@@ -162,6 +169,14 @@ mod tests {
             "{body}"
         );
         assert!(!Message::TierUpgraded { tier: Tier::Vip }.is_marketing());
+        let reminder = Message::EventReminder {
+            title: "Дегустация".into(),
+            when: "26.11.2026 19:00".into(),
+            location: "Лисичкино".into(),
+        };
+        assert!(!reminder.is_marketing(), "she asked for it by registering");
+        assert!(reminder.waits_for_quiet_hours());
+        assert!(coupon.waits_for_quiet_hours());
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod page;
 pub mod retention;
 pub mod rfm;
 pub mod scans;
+pub mod search;
 pub mod secret;
 pub mod tokens;
 pub mod users;

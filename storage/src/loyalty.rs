@@ -424,10 +424,23 @@ pub async fn ledger_page(
     }))
 }
 
+/// Narrows a member's history (`GET /transactions?business_id=&from=&to=&type=`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HistoryFilter {
+    pub business_id: Option<Uuid>,
+    /// Transactions that happened at or after this instant.
+    pub from: Option<OffsetDateTime>,
+    /// Transactions that happened before this instant.
+    pub until: Option<OffsetDateTime>,
+    /// `purchase` or `refund`.
+    pub transaction_type: Option<&'static str>,
+}
+
 /// A member's purchases and refunds, newest first.
 pub async fn transactions_page(
     db: &PgPool,
     user_id: Uuid,
+    filter: HistoryFilter,
     after: Option<Cursor>,
     limit: usize,
 ) -> sqlx::Result<Page<TransactionRow>> {
@@ -436,12 +449,20 @@ pub async fn transactions_page(
         transaction_columns!(),
         " FROM transactions
          WHERE user_id = $1 AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+           AND ($5::uuid IS NULL OR business_id = $5)
+           AND ($6::timestamptz IS NULL OR occurred_at >= $6)
+           AND ($7::timestamptz IS NULL OR occurred_at < $7)
+           AND ($8::text IS NULL OR transaction_type = $8)
          ORDER BY created_at DESC, id DESC LIMIT $4"
     ))
     .bind(user_id)
     .bind(after.map(|c| c.created_at))
     .bind(after.map(|c| c.id))
     .bind(limit as i64 + 1)
+    .bind(filter.business_id)
+    .bind(filter.from)
+    .bind(filter.until)
+    .bind(filter.transaction_type)
     .fetch_all(db)
     .await?;
     Ok(Page::from_rows(rows, limit, |r| Cursor {

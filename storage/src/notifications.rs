@@ -35,6 +35,10 @@ pub enum Outcome<'a> {
     Scheduled {
         send_after: OffsetDateTime,
     },
+    /// Not sent, on purpose (the member withdrew her consent): `reason` says why.
+    Skipped {
+        reason: &'a str,
+    },
 }
 
 /// True if this message (by its dedupe key) was sent already.
@@ -56,6 +60,7 @@ pub async fn record(
         Outcome::Sent { reply } => ("sent", Some(reply), None, None),
         Outcome::Failed { error } => ("failed", None, Some(error), None),
         Outcome::Scheduled { send_after } => ("scheduled", None, None, Some(send_after)),
+        Outcome::Skipped { reason } => ("skipped", None, Some(reason), None),
     };
     let mut tx = db.begin().await?;
     sqlx::query("SET LOCAL synchronous_commit = off")

@@ -140,3 +140,55 @@ pub async fn grant_platform_role(
         .await?;
     Ok(())
 }
+
+/// A member's marketing consent per channel and her e-mail (`/users/me/settings`).
+#[derive(Debug, Clone, PartialEq, Eq, FromRow)]
+pub struct Settings {
+    pub push_marketing: bool,
+    pub sms_marketing: bool,
+    pub email_marketing: bool,
+    pub email: Option<String>,
+}
+
+/// A change of settings; `None` leaves a field as it is (`email: Some(None)` clears it).
+#[derive(Debug, Default, Clone)]
+pub struct SettingsPatch {
+    pub push_marketing: Option<bool>,
+    pub sms_marketing: Option<bool>,
+    pub email_marketing: Option<bool>,
+    pub email: Option<Option<String>>,
+}
+
+pub async fn settings(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Settings>> {
+    sqlx::query_as(
+        "SELECT push_marketing, sms_marketing, email_marketing, email FROM users WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+pub async fn update_settings(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    patch: &SettingsPatch,
+) -> sqlx::Result<Option<Settings>> {
+    sqlx::query_as(
+        "UPDATE users SET
+            push_marketing  = COALESCE($2, push_marketing),
+            sms_marketing   = COALESCE($3, sms_marketing),
+            email_marketing = COALESCE($4, email_marketing),
+            email           = CASE WHEN $5 THEN $6 ELSE email END,
+            updated_at      = now()
+         WHERE id = $1
+         RETURNING push_marketing, sms_marketing, email_marketing, email",
+    )
+    .bind(id)
+    .bind(patch.push_marketing)
+    .bind(patch.sms_marketing)
+    .bind(patch.email_marketing)
+    .bind(patch.email.is_some())
+    .bind(patch.email.clone().flatten())
+    .fetch_optional(db)
+    .await
+}

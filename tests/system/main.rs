@@ -14,6 +14,7 @@ mod crm;
 mod events;
 mod fuzz;
 mod http;
+mod members;
 mod operations;
 mod promo;
 mod reliability;

@@ -10,6 +10,7 @@ use crate::{
     wire::Text,
 };
 use domain::{Money, Tier, codes::is_human_code};
+use jobs::handlers::events::start_of_day;
 use jobs::handlers::scan::ScanQr;
 use poem_openapi::{
     ApiResponse, Enum, Object, OpenApi, Tags,
@@ -19,7 +20,7 @@ use poem_openapi::{
 use rust_decimal::Decimal;
 use std::sync::Arc;
 use storage::{loyalty, scans, users};
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 /// Length of the codes on staff QR screens.
@@ -78,6 +79,23 @@ pub struct TransactionView {
     /// `purchase` or `refund`.
     pub transaction_type: String,
     pub created_at: OffsetDateTime,
+}
+
+/// A kind of transaction, to filter the history by.
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum TransactionType {
+    Purchase,
+    Refund,
+}
+
+impl TransactionType {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Purchase => "purchase",
+            Self::Refund => "refund",
+        }
+    }
 }
 
 #[derive(Debug, Object)]
@@ -260,17 +278,44 @@ impl LoyaltyApi {
         })))
     }
 
-    /// Purchases and refunds, newest first.
+    /// Purchases and refunds, newest first. Filters: `business_id`, `from` and `to` (local
+    /// dates in `KRUG_TIMEZONE`, both included, of when the purchase happened) and `type`
+    /// (`purchase` or `refund`).
     #[oai(path = "/transactions", method = "get")]
+    #[allow(clippy::too_many_arguments)]
     async fn transactions(
         &self,
         auth: Auth,
+        business_id: Query<Option<Uuid>>,
+        from: Query<Option<Date>>,
+        to: Query<Option<Date>>,
+        #[oai(name = "type")] transaction_type: Query<Option<TransactionType>>,
         cursor: Query<Option<String>>,
         limit: Query<Option<u32>>,
     ) -> ApiResult<Json<Envelope<Page<TransactionView>>>> {
+        let tz = self.state.timezone;
+        if let (Some(from), Some(to)) = (from.0, to.0)
+            && from > to
+        {
+            return Err(ApiError::unprocessable(
+                "invalid_range",
+                "from must not be after to",
+            ));
+        }
+        let filter = loyalty::HistoryFilter {
+            business_id: business_id.0,
+            from: from.0.map(|d| start_of_day(tz, d)),
+            // `to` is included: the window ends where the next day begins.
+            until: to
+                .0
+                .and_then(Date::next_day)
+                .map(|next| start_of_day(tz, next)),
+            transaction_type: transaction_type.0.map(TransactionType::as_str),
+        };
         let page = loyalty::transactions_page(
             &self.state.db,
             auth.user_id(),
+            filter,
             parse_cursor(cursor.0.as_deref())?,
             page_limit(limit.0)?,
         )

@@ -8,6 +8,7 @@ pub mod business;
 pub mod events;
 pub mod loyalty;
 pub mod operations;
+pub mod search;
 pub mod users;
 
 use crate::error::ApiError;

@@ -87,6 +87,39 @@ pub struct ProfileChange {
     pub email: MaybeUndefined<Text>,
 }
 
+/// Marketing consent per channel, and the e-mail address tickets and receipts go to.
+#[derive(Debug, Clone, Object)]
+pub struct SettingsView {
+    /// Offers by push (coupons, campaigns). Account news is always sent.
+    pub push_marketing: bool,
+    /// Offers by SMS.
+    pub sms_marketing: bool,
+    /// Offers by e-mail.
+    pub email_marketing: bool,
+    #[oai(nullable)]
+    pub email: Option<String>,
+}
+
+fn settings_view(s: users::Settings) -> SettingsView {
+    SettingsView {
+        push_marketing: s.push_marketing,
+        sms_marketing: s.sms_marketing,
+        email_marketing: s.email_marketing,
+        email: s.email,
+    }
+}
+
+/// A change of settings: absent fields stay, `email: null` clears the address.
+#[derive(Debug, Object)]
+pub struct SettingsChange {
+    pub push_marketing: Option<bool>,
+    pub sms_marketing: Option<bool>,
+    pub email_marketing: Option<bool>,
+    #[oai(validator(max_length = 254))]
+    #[oai(nullable)]
+    pub email: MaybeUndefined<Text>,
+}
+
 #[derive(Debug, Clone, Copy, Enum)]
 #[oai(rename_all = "lowercase")]
 pub enum Platform {
@@ -133,15 +166,30 @@ fn is_plausible_email(email: &str) -> bool {
         && !email.chars().any(char::is_whitespace)
 }
 
+fn check_email(email: &str) -> Result<(), ApiError> {
+    if is_plausible_email(email) {
+        Ok(())
+    } else {
+        Err(ApiError::unprocessable(
+            "invalid_email",
+            "This does not look like an email address.",
+        ))
+    }
+}
+
+fn account_gone() -> ApiError {
+    ApiError::not_found("user_not_found", "This account no longer exists.")
+}
+
 #[OpenApi(prefix_path = "/users", tag = "Tag::Users")]
 impl UserApi {
     /// The signed-in user's profile and roles.
     #[oai(path = "/me", method = "get")]
     async fn me(&self, auth: Auth) -> ApiResult<Json<Envelope<UserView>>> {
         let db = &self.state.db;
-        let user = users::get(db, auth.user_id()).await?.ok_or_else(|| {
-            ApiError::not_found("user_not_found", "This account no longer exists.")
-        })?;
+        let user = users::get(db, auth.user_id())
+            .await?
+            .ok_or_else(account_gone)?;
         let roles = users::roles(db, user.id).await?;
         Ok(Json(Envelope::new(user_view(user, &roles))))
     }
@@ -159,21 +207,46 @@ impl UserApi {
             email: field(&body.email),
         };
         if let Some(Some(email)) = &patch.email {
-            if !is_plausible_email(email) {
-                return Err(ApiError::unprocessable(
-                    "invalid_email",
-                    "This does not look like an email address.",
-                ));
-            }
+            check_email(email)?;
         }
         let db = &self.state.db;
         let user = users::update_profile(db, auth.user_id(), &patch)
             .await?
-            .ok_or_else(|| {
-                ApiError::not_found("user_not_found", "This account no longer exists.")
-            })?;
+            .ok_or_else(account_gone)?;
         let roles = users::roles(db, user.id).await?;
         Ok(Json(Envelope::new(user_view(user, &roles))))
+    }
+
+    /// Marketing consent per channel and the e-mail address.
+    #[oai(path = "/me/settings", method = "get")]
+    async fn settings(&self, auth: Auth) -> ApiResult<Json<Envelope<SettingsView>>> {
+        let settings = users::settings(&self.state.db, auth.user_id())
+            .await?
+            .ok_or_else(account_gone)?;
+        Ok(Json(Envelope::new(settings_view(settings))))
+    }
+
+    /// Change marketing consent or the e-mail address. Marketing is never sent on a channel
+    /// whose consent is off; news about the member's own account still is.
+    #[oai(path = "/me/settings", method = "patch")]
+    async fn update_settings(
+        &self,
+        auth: Auth,
+        body: Json<SettingsChange>,
+    ) -> ApiResult<Json<Envelope<SettingsView>>> {
+        let patch = users::SettingsPatch {
+            push_marketing: body.push_marketing,
+            sms_marketing: body.sms_marketing,
+            email_marketing: body.email_marketing,
+            email: field(&body.email),
+        };
+        if let Some(Some(email)) = &patch.email {
+            check_email(email)?;
+        }
+        let settings = users::update_settings(&self.state.db, auth.user_id(), &patch)
+            .await?
+            .ok_or_else(account_gone)?;
+        Ok(Json(Envelope::new(settings_view(settings))))
     }
 
     /// Register a device for push notifications (a token already known moves to this account).

@@ -60,11 +60,14 @@ async fn win_back(env: &Env, chain: &PromoChain, date: Date) -> Result<(), JobEr
     let (total, mut done, mut issued) = (members.len(), 0, 0);
     for batch in members.chunks(WINBACK_BATCH) {
         let mut tx = storage::begin_batch(&env.db).await?;
-        // Analytics may still know a member who has since left.
-        let known: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM users WHERE id = ANY($1)")
-            .bind(batch)
-            .fetch_all(&mut *tx)
-            .await?;
+        // Analytics may still know a member who has since left. A win-back coupon is an
+        // offer: members who refuse offers by push and by SMS are not targeted.
+        let known: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM users WHERE id = ANY($1) AND (push_marketing OR sms_marketing)",
+        )
+        .bind(batch)
+        .fetch_all(&mut *tx)
+        .await?;
         let mut notices = Vec::new();
         for user_id in known {
             let issue_key = format!("winback:{}:{date}:{user_id}", chain.id);

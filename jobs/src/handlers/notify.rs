@@ -1,7 +1,10 @@
 //! `notify`: a message to a member, by push to each of their devices or, without one, by SMS.
 //!
-//! Marketing (coupons, event reminders) waits out quiet hours (22:00–09:00 `KRUG_TIMEZONE`):
-//! the job schedules a copy of itself for 09:00 instead of sending, so nothing is dropped.
+//! Marketing (coupons) and event reminders wait out quiet hours (22:00–09:00
+//! `KRUG_TIMEZONE`): the job schedules a copy of itself for 09:00 instead of sending, so
+//! nothing is dropped. Marketing goes only by a channel the member consented to
+//! (`/users/me/settings`); refused on every channel she can be reached by, it is recorded as
+//! `skipped`, never sent.
 //! Every send is a `notifications` row keyed by the message's dedupe key (per device for
 //! pushes), so a retried or duplicated job never sends twice. A token FCM calls dead is
 //! forgotten; transient provider failures retry with backoff.
@@ -24,6 +27,7 @@ use storage::{
     devices,
     notifications::{self, NewNotification, Outcome},
     outbox::OutboxJob,
+    users,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -84,16 +88,44 @@ impl Notify {
 
     async fn send(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
-        if self.message.is_marketing() {
+        if self.message.waits_for_quiet_hours() {
             if let Some(until) = quiet_until(env.timezone) {
                 return postpone(&ctx, &self, until).await;
             }
         }
+        let Some(consent) = users::settings(&env.db, self.user_id).await? else {
+            tracing::info!(user_id = %self.user_id, "no such member any more; message dropped");
+            return Ok(());
+        };
+        let marketing = self.message.is_marketing();
         let (title, body) = self.message.render();
         let template = self.message.template();
         let devices = devices::of_user(&env.db, self.user_id).await?;
-        if devices.is_empty() {
-            return send_sms(&ctx, &self, template, &body).await;
+        // Push to her devices; SMS when she has none, or when she refuses marketing by
+        // push but not by SMS; nothing when she refuses it on both.
+        if devices.is_empty() || (marketing && !consent.push_marketing) {
+            if !marketing || consent.sms_marketing {
+                return send_sms(&ctx, &self, template, &body).await;
+            }
+            let record = NewNotification {
+                user_id: Some(self.user_id),
+                phone: None,
+                channel: if devices.is_empty() { "sms" } else { "push" },
+                template,
+                title: Some(&title),
+                body: &body,
+                dedupe_key: &format!("{}:no-consent", self.dedupe_key),
+                provider: "none",
+            };
+            notifications::record(
+                &env.db,
+                &record,
+                Outcome::Skipped {
+                    reason: "the member does not accept marketing on this channel",
+                },
+            )
+            .await?;
+            return Ok(());
         }
         let mut retry = None;
         for device in devices {
