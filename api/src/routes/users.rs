@@ -109,11 +109,15 @@ fn settings_view(s: users::Settings) -> SettingsView {
     }
 }
 
-/// A change of settings: absent fields stay, `email: null` clears the address.
+/// A change of settings: absent (or null) consents stay as they are; `email: null` clears
+/// the address.
 #[derive(Debug, Object)]
 pub struct SettingsChange {
+    #[oai(nullable)]
     pub push_marketing: Option<bool>,
+    #[oai(nullable)]
     pub sms_marketing: Option<bool>,
+    #[oai(nullable)]
     pub email_marketing: Option<bool>,
     #[oai(validator(max_length = 254))]
     #[oai(nullable)]
