@@ -12,22 +12,23 @@ pub struct Device {
 }
 
 /// Registers a token for `user_id`. A token is one device: if another account had it (the
-/// phone changed hands), it moves to this one.
+/// phone changed hands), it moves to this one. `None` if the member was deleted meanwhile.
 pub async fn register(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
     token: &str,
     platform: &str,
-) -> sqlx::Result<Device> {
+) -> sqlx::Result<Option<Device>> {
     sqlx::query_as(
-        "INSERT INTO devices (user_id, token, platform) VALUES ($1, $2, $3)
+        "INSERT INTO devices (user_id, token, platform)
+         SELECT id, $2, $3 FROM users WHERE id = $1 AND deleted_at IS NULL
          ON CONFLICT (token) DO UPDATE SET user_id = EXCLUDED.user_id, platform = EXCLUDED.platform, last_seen_at = now()
          RETURNING id, user_id, token, platform",
     )
     .bind(user_id)
     .bind(token)
     .bind(platform)
-    .fetch_one(db)
+    .fetch_optional(db)
     .await
 }
 

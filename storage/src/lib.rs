@@ -14,6 +14,7 @@ pub mod notifications;
 pub mod otp;
 pub mod outbox;
 pub mod page;
+pub mod privacy;
 pub mod retention;
 pub mod rfm;
 pub mod scans;

@@ -5,6 +5,8 @@ use sqlx::{FromRow, PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+/// A member as she is now. Deleted members (`DELETE /users/me`) are never read as users:
+/// their row is only what keeps the ledger whole.
 #[derive(Debug, Clone, FromRow)]
 pub struct User {
     pub id: Uuid,
@@ -53,7 +55,7 @@ pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<User>
     sqlx::query_as(concat!(
         "SELECT ",
         user_columns!(),
-        " FROM users WHERE id = $1"
+        " FROM users WHERE id = $1 AND deleted_at IS NULL"
     ))
     .bind(id)
     .fetch_optional(db)
@@ -93,7 +95,7 @@ pub async fn update_profile(
             last_name  = CASE WHEN $4 THEN $5 ELSE last_name END,
             email      = CASE WHEN $6 THEN $7 ELSE email END,
             updated_at = now()
-         WHERE id = $1
+         WHERE id = $1 AND deleted_at IS NULL
          RETURNING ",
         user_columns!()
     ))
@@ -161,7 +163,8 @@ pub struct SettingsPatch {
 
 pub async fn settings(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Settings>> {
     sqlx::query_as(
-        "SELECT push_marketing, sms_marketing, email_marketing, email FROM users WHERE id = $1",
+        "SELECT push_marketing, sms_marketing, email_marketing, email FROM users
+         WHERE id = $1 AND deleted_at IS NULL",
     )
     .bind(id)
     .fetch_optional(db)
@@ -180,7 +183,7 @@ pub async fn update_settings(
             email_marketing = COALESCE($4, email_marketing),
             email           = CASE WHEN $5 THEN $6 ELSE email END,
             updated_at      = now()
-         WHERE id = $1
+         WHERE id = $1 AND deleted_at IS NULL
          RETURNING push_marketing, sms_marketing, email_marketing, email",
     )
     .bind(id)

@@ -304,3 +304,242 @@ async fn history_is_filtered_by_business_period_and_type() {
     let bad_type = member.get("/transactions?type=gift").await.unwrap();
     assert_eq!(bad_type.status, 400, "{}", bad_type.body);
 }
+
+/// Signs `phone` in as the app does and returns (access token, refresh token).
+async fn session(app: &TestApp, phone: &str) -> (String, String) {
+    app.services.cache.release_otp_send(phone).await.unwrap();
+    let sent = expect(
+        app.api
+            .post("/auth/send-code", &json!({"phone": phone}))
+            .await
+            .unwrap(),
+        202,
+    )
+    .unwrap();
+    let job_id = sent.data()["job_id"].as_str().unwrap().to_owned();
+    let code = eventually(10, "the login code", || async {
+        krug::client::dev_otp_code(&app.db, &job_id).await.unwrap()
+    })
+    .await;
+    let session = expect(
+        app.api
+            .post("/auth/verify-code", &json!({"phone": phone, "code": code}))
+            .await
+            .unwrap(),
+        200,
+    )
+    .unwrap();
+    (
+        session.data()["access_token"].as_str().unwrap().to_owned(),
+        session.data()["refresh_token"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// Rows of any table of the schema whose text contains `needle`, by table.
+async fn tables_containing(app: &TestApp, needle: &str) -> Vec<(String, i64)> {
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables
+         WHERE table_schema = 'public' AND table_type = 'BASE TABLE' ORDER BY 1",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert!(tables.len() > 15, "the schema is read: {tables:?}");
+    let mut found = Vec::new();
+    for table in tables {
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            r#"SELECT count(*) FROM "{table}" t WHERE t::text LIKE '%' || $1 || '%'"#
+        )))
+        .bind(needle)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+        if count > 0 {
+            found.push((table, count));
+        }
+    }
+    found
+}
+
+/// The member exports her data, then deletes her account: her phone (in any written form)
+/// is in no table any more, her sessions, devices and seat are gone and no message reaches
+/// her, while her ledger and balance stay whole under an anonymous id; the same phone later
+/// signs up as a new member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_members_phone_is_gone_from_every_table() {
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let (salon, salon_staff) = app
+        .business_with_staff(&operator, "Миндаль", "beauty", "5", "+79000000100")
+        .await;
+    let phone = member_phone();
+    let national = &phone[2..]; // the ten digits every written form contains
+    let (access, refresh) = session(&app, &phone).await;
+    let member = app.api.signed_in(&access);
+    let user_id = expect(member.get("/users/me").await.unwrap(), 200)
+        .unwrap()
+        .data()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    expect(
+        member
+            .patch(
+                "/users/me",
+                &json!({"first_name": "Анна", "last_name": "Смирнова", "email": "anna@example.ru"}),
+            )
+            .await
+            .unwrap(),
+        200,
+    )
+    .unwrap();
+    expect(
+        member
+            .post(
+                "/users/me/devices",
+                &json!({"token": "fcm-token-of-anna", "platform": "ios"}),
+            )
+            .await
+            .unwrap(),
+        201,
+    )
+    .unwrap();
+    expect(
+        operator
+            .post(
+                &format!("/admin/businesses/{salon}/staff"),
+                &json!({"phone": phone, "role": "viewer"}),
+            )
+            .await
+            .unwrap(),
+        201,
+    )
+    .unwrap();
+    for amount in ["1000", "2500"] {
+        let done = scan_and_wait(
+            &member,
+            &json!({"code": app.issue_qr(&salon_staff, amount).await}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(done["state"], "done", "{done}");
+    }
+    let tasting = event(&operator, "Вечер сыров в Лисичкино", true).await;
+    expect(
+        member
+            .post(&format!("/events/{tasting}/register"), &json!({}))
+            .await
+            .unwrap(),
+        201,
+    )
+    .unwrap();
+
+    let export = expect(member.get("/users/me/export").await.unwrap(), 200).unwrap();
+    let export = export.data();
+    assert_eq!(export["profile"]["phone"], phone.as_str());
+    assert_eq!(export["profile"]["last_name"], "Смирнова");
+    assert_eq!(export["ledger"].as_array().unwrap().len(), 2);
+    assert_eq!(export["transactions"].as_array().unwrap().len(), 2);
+    assert_eq!(export["transactions"][0]["business_name"], "Миндаль");
+    assert_eq!(export["balance"]["balance"], "175.00");
+    assert_eq!(export["events"][0]["event_id"], tasting.as_str());
+    assert_eq!(export["devices"][0]["platform"], "ios");
+    assert!(
+        !export.to_string().contains("fcm-token-of-anna"),
+        "push tokens are ours, not hers to carry around"
+    );
+    assert_eq!(export["roles"][0]["role"], "viewer");
+    let balance_before: rust_decimal::Decimal =
+        sqlx::query_scalar("SELECT balance FROM bonus_balances WHERE user_id = $1::uuid")
+            .bind(&user_id)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert!(!tables_containing(&app, national).await.is_empty());
+
+    let deleted = expect(member.delete("/users/me").await.unwrap(), 200).unwrap();
+    assert_eq!(deleted.data()["seats_released"], 1);
+
+    let left = tables_containing(&app, national).await;
+    assert!(left.is_empty(), "the phone is still in: {left:?}");
+    let names = tables_containing(&app, "Смирнова").await;
+    assert!(names.is_empty(), "her name is still in: {names:?}");
+    app.assert_ledger_consistent().await;
+    let (entries, balance_after): (i64, rust_decimal::Decimal) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM bonus_ledger WHERE user_id = $1::uuid),
+                (SELECT balance FROM bonus_balances WHERE user_id = $1::uuid)",
+    )
+    .bind(&user_id)
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        (entries, balance_after),
+        (2, balance_before),
+        "the books keep her anonymous entries"
+    );
+    let seats: i32 = sqlx::query_scalar("SELECT registered_count FROM events WHERE id = $1::uuid")
+        .bind(&tasting)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(seats, 0, "her seat went back");
+
+    assert_eq!(member.get("/users/me").await.unwrap().status, 404);
+    assert_eq!(member.get("/users/me/export").await.unwrap().status, 404);
+    assert_eq!(member.delete("/users/me").await.unwrap().status, 404);
+    let refreshed = app
+        .api
+        .post("/auth/refresh", &json!({"refresh_token": refresh}))
+        .await
+        .unwrap();
+    assert_eq!(refreshed.status, 401, "{}", refreshed.body);
+    let device = member
+        .post(
+            "/users/me/devices",
+            &json!({"token": "fcm-token-again", "platform": "ios"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(device.status, 404, "no device for an account that is gone");
+
+    // A message meant for her finds nobody to send to.
+    let messages_before: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    let notify = jobs::handlers::notify::NotifyJob::Send(jobs::handlers::notify::Notify {
+        user_id: user_id.parse().unwrap(),
+        message: domain::messages::Message::TierUpgraded {
+            tier: domain::Tier::Vip,
+        },
+        dedupe_key: "after-deletion".to_owned(),
+    });
+    jobs::Job::run(
+        notify,
+        jobs::JobCtx {
+            env: app.env.clone(),
+            job_id: uuid::Uuid::now_v7(),
+            attempt: 1,
+        },
+    )
+    .await
+    .unwrap();
+    let messages_after: i64 = sqlx::query_scalar("SELECT count(*) FROM notifications")
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(
+        messages_after, messages_before,
+        "nothing sent, nothing recorded"
+    );
+
+    let again = app.sign_in(&phone).await;
+    let new_id = expect(again.get("/users/me").await.unwrap(), 200)
+        .unwrap()
+        .data()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(new_id, user_id, "the phone joins again as a new member");
+}

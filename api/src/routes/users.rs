@@ -124,6 +124,14 @@ pub struct SettingsChange {
     pub email: MaybeUndefined<Text>,
 }
 
+/// What deleting the account did.
+#[derive(Debug, Object)]
+pub struct DeletedView {
+    pub deleted_at: time::OffsetDateTime,
+    /// Seats given back at events to come.
+    pub seats_released: u64,
+}
+
 #[derive(Debug, Clone, Copy, Enum)]
 #[oai(rename_all = "lowercase")]
 pub enum Platform {
@@ -253,6 +261,37 @@ impl UserApi {
         Ok(Json(Envelope::new(settings_view(settings))))
     }
 
+    /// Everything Свой Круг holds about the signed-in member (152-FZ): profile, settings,
+    /// roles, balance, the whole ledger and purchase history, coupons, devices (without
+    /// their push tokens), event registrations and the messages sent to her.
+    #[oai(path = "/me/export", method = "get")]
+    async fn export(&self, auth: Auth) -> ApiResult<Json<Envelope<serde_json::Value>>> {
+        let export = storage::privacy::export(&self.state.db, auth.user_id())
+            .await?
+            .ok_or_else(account_gone)?;
+        Ok(Json(Envelope::new(export)))
+    }
+
+    /// Delete the account (152-FZ). Her phone, names and e-mail are erased; devices,
+    /// sessions and login codes are removed, so nothing more is sent to her and no refresh
+    /// token works; seats at events to come are given back. Her ledger and purchases stay,
+    /// under an id that no longer says who she was, so that the coalition's books still add
+    /// up. An access token already issued expires within 15 minutes and finds no account.
+    #[oai(path = "/me", method = "delete")]
+    async fn delete_me(&self, auth: Auth) -> ApiResult<Json<Envelope<DeletedView>>> {
+        let user_id = auth.user_id();
+        let erased = storage::privacy::erase(&self.state.db, user_id)
+            .await?
+            .ok_or_else(account_gone)?;
+        self.state.balances.forget([user_id]);
+        self.state.cache.balances_changed([user_id]).await;
+        tracing::info!(user_id = %user_id, "member deleted her account");
+        Ok(Json(Envelope::new(DeletedView {
+            deleted_at: erased.deleted_at,
+            seats_released: erased.seats_released,
+        })))
+    }
+
     /// Register a device for push notifications (a token already known moves to this account).
     #[oai(path = "/me/devices", method = "post")]
     async fn register_device(
@@ -266,7 +305,8 @@ impl UserApi {
         };
         let device =
             storage::devices::register(&self.state.db, auth.user_id(), body.token.trim(), platform)
-                .await?;
+                .await?
+                .ok_or_else(account_gone)?;
         Ok(DeviceRegistered::Created(Json(Envelope::new(DeviceView {
             id: device.id,
             platform: device.platform,
