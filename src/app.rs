@@ -80,6 +80,7 @@ impl Services {
             timezone: self.config.timezone,
             redis_url: self.config.redis_url.clone(),
             balances: Default::default(),
+            limits: self.config.limits.clone(),
         })
     }
 

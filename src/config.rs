@@ -82,6 +82,12 @@ pub struct Config {
     /// `KRUG_RETAIN_OUTBOX_DAYS` (default 14, from a job's end),
     /// `KRUG_RETAIN_SCAN_REQUESTS_DAYS` (default 180, from the scan).
     pub retention: storage::retention::RetentionPolicy,
+    /// The abuse limits the API enforces (DESIGN.md "Abuse limits"):
+    /// `KRUG_OTP_PER_PHONE_PER_DAY` (5), `KRUG_OTP_PER_IP_PER_HOUR` (10),
+    /// `KRUG_SMS_BUDGET_PER_HOUR` (1000), `KRUG_VERIFY_FAILURES_PER_IP_PER_HOUR` (30),
+    /// `KRUG_TRUSTED_PROXIES` (none: `X-Forwarded-For` is ignored),
+    /// `KRUG_SCANS_PER_MEMBER_PER_MINUTE` (10), `KRUG_STAFF_QR_DAILY_TOTAL` (1000000.00).
+    pub limits: api::limits::Limits,
 }
 
 fn var(name: &str, default: &str) -> String {
@@ -150,7 +156,50 @@ impl Config {
         let timezone = timezone_name.parse().map_err(|_| {
             anyhow::anyhow!("KRUG_TIMEZONE `{timezone_name}` is not an IANA time zone")
         })?;
+        let default_limits = api::limits::Limits::default();
+        let limits = api::limits::Limits {
+            codes_per_phone_per_day: number(
+                "KRUG_OTP_PER_PHONE_PER_DAY",
+                default_limits.codes_per_phone_per_day,
+            )?,
+            codes_per_ip_per_hour: number(
+                "KRUG_OTP_PER_IP_PER_HOUR",
+                default_limits.codes_per_ip_per_hour,
+            )?,
+            sms_budget_per_hour: number(
+                "KRUG_SMS_BUDGET_PER_HOUR",
+                default_limits.sms_budget_per_hour,
+            )?,
+            verify_failures_per_ip_per_hour: number(
+                "KRUG_VERIFY_FAILURES_PER_IP_PER_HOUR",
+                default_limits.verify_failures_per_ip_per_hour,
+            )?,
+            trusted_proxies: api::client_ip::TrustedProxies::parse(&var(
+                "KRUG_TRUSTED_PROXIES",
+                "",
+            ))
+            .map_err(|e| anyhow::anyhow!("KRUG_TRUSTED_PROXIES: {e}"))?,
+            scans_per_member_per_minute: number(
+                "KRUG_SCANS_PER_MEMBER_PER_MINUTE",
+                default_limits.scans_per_member_per_minute,
+            )?,
+            staff_qr_daily_total: match optional("KRUG_STAFF_QR_DAILY_TOTAL") {
+                None => default_limits.staff_qr_daily_total,
+                Some(raw) => raw
+                    .trim()
+                    .parse::<rust_decimal::Decimal>()
+                    .ok()
+                    .filter(|d| *d > rust_decimal::Decimal::ZERO)
+                    .with_context(|| {
+                        format!(
+                            "KRUG_STAFF_QR_DAILY_TOTAL must be an amount of roubles, not `{raw}`"
+                        )
+                    })?,
+            },
+            ..default_limits
+        };
         Ok(Self {
+            limits,
             environment,
             database_url: var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/krug"),
             redis_url: var("REDIS_URL", "redis://127.0.0.1:6379"),

@@ -3,8 +3,10 @@
 pub mod audit;
 pub mod auth;
 pub mod balances;
+pub mod client_ip;
 pub mod envelope;
 pub mod error;
+pub mod limits;
 pub mod routes;
 pub mod state;
 pub mod wire;
@@ -145,6 +147,7 @@ pub async fn serve<A: Acceptor + 'static>(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    limits::SMS_BUDGET_LIMIT.set(state.limits.sms_budget_per_hour as i64);
     let announcements = balances::spawn_listener(
         state.balances.clone(),
         state.redis_url.clone(),

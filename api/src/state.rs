@@ -18,4 +18,6 @@ pub struct AppState {
     /// `REDIS_URL`: the balance cache subscribes to the workers' announcements there.
     pub redis_url: String,
     pub balances: Arc<BalanceCache>,
+    /// The abuse limits (DESIGN.md), with the proxies whose `X-Forwarded-For` is believed.
+    pub limits: crate::limits::Limits,
 }

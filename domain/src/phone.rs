@@ -53,6 +53,13 @@ impl PhoneNumber {
         Self(value)
     }
 
+    /// A mobile number (`+79…`): the Russian plan gives mobile networks the codes 9xx and
+    /// landlines the codes 3xx, 4xx and 8xx. Login codes go to mobiles only: an SMS to a
+    /// landline range is money spent on a message nobody reads (or an SMS-pumping scheme).
+    pub fn is_mobile(&self) -> bool {
+        self.0.starts_with("+79")
+    }
+
     /// Digits without the plus, as SMS gateways want them (`79991234567`).
     pub fn digits(&self) -> &str {
         &self.0[1..]
@@ -136,5 +143,17 @@ mod tests {
         assert_eq!(phone.masked(), "+7999***4567");
         assert_eq!(phone.digits(), "79991234567");
         assert_eq!(mask_phone("short"), "***");
+    }
+
+    #[test]
+    fn only_nine_codes_are_mobile() {
+        assert!(PhoneNumber::parse("+7 999 123-45-67").unwrap().is_mobile());
+        assert!(PhoneNumber::parse("8 (916) 000-00-00").unwrap().is_mobile());
+        for landline in ["+7 495 123-45-67", "+7 812 123-45-67", "+7 343 123-45-67"] {
+            assert!(
+                !PhoneNumber::parse(landline).unwrap().is_mobile(),
+                "{landline}"
+            );
+        }
     }
 }

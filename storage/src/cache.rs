@@ -1,4 +1,5 @@
-//! Short-lived state in Redis: one-time QR codes and the OTP send rate limit.
+//! Short-lived state in Redis: one-time QR codes and balance announcements (rate limits are
+//! in `storage::limits`).
 //! Every key starts with `KRUG_QUEUE_PREFIX`, so tests and deployments never collide.
 
 use redis::{AsyncCommands, aio::ConnectionManager};
@@ -47,6 +48,11 @@ impl Cache {
 
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    /// `KRUG_QUEUE_PREFIX`.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// Where workers announce, after their commit, whose balance, tier or purchases changed
@@ -105,37 +111,15 @@ impl Cache {
         Ok(raw.and_then(|r| serde_json::from_str(&r).ok()))
     }
 
-    /// Claims the one send a phone is allowed per `window`. `Ok(None)` means go ahead;
-    /// `Ok(Some(seconds))` means wait that long.
-    pub async fn claim_otp_send(
-        &self,
-        phone: &str,
-        window: Duration,
-    ) -> redis::RedisResult<Option<u64>> {
-        let key = self.key(&["otp-send", phone]);
-        let mut conn = self.conn.clone();
-        let set: Option<String> = redis::cmd("SET")
-            .arg(&key)
-            .arg(1)
-            .arg("NX")
-            .arg("EX")
-            .arg(window.as_secs())
-            .query_async(&mut conn)
-            .await?;
-        if set.is_some() {
-            return Ok(None);
-        }
-        let ttl: i64 = conn.ttl(&key).await?;
-        Ok(Some(ttl.max(1) as u64))
+    /// The key of a phone's one-code-a-minute window (see `storage::limits`).
+    pub fn otp_minute_key(&self, phone: &str) -> String {
+        self.limit_key("otp-phone-minute", phone)
     }
 
-    /// Gives the send back (the code could not be recorded), so the member can ask again at once.
+    /// Lifts a phone's one-code-a-minute limit, so that a demo or a test may sign the same
+    /// phone in again at once.
     pub async fn release_otp_send(&self, phone: &str) -> redis::RedisResult<()> {
-        let _: () = self
-            .conn
-            .clone()
-            .del(self.key(&["otp-send", phone]))
-            .await?;
+        let _: () = self.conn.clone().del(self.otp_minute_key(phone)).await?;
         Ok(())
     }
 

@@ -9,6 +9,7 @@ pub mod coupons;
 pub mod crm;
 pub mod devices;
 pub mod events;
+pub mod limits;
 pub mod loyalty;
 pub mod notifications;
 pub mod otp;

@@ -94,6 +94,9 @@ pub struct Options {
     pub timezone: Option<chrono_tz::Tz>,
     /// FCM base URL; the `log` push provider otherwise.
     pub fcm_url: Option<String>,
+    /// The API's abuse limits. By default `Limits::relaxed()`: tests sign dozens of people
+    /// in from 127.0.0.1 within seconds. The security tests give the real ones.
+    pub limits: Option<api::limits::Limits>,
 }
 
 pub struct TestApp {
@@ -161,7 +164,11 @@ impl TestApp {
             .as_socket_addr()
             .copied()
             .unwrap();
-        let api_state = services.app_state();
+        let api_state = {
+            let mut state = Arc::into_inner(services.app_state()).expect("a fresh state");
+            state.limits = options.limits.unwrap_or_else(api::limits::Limits::relaxed);
+            Arc::new(state)
+        };
         tokio::spawn({
             let state = api_state.clone();
             let shutdown = shutdown.clone();

@@ -2,8 +2,10 @@
 
 use crate::{
     auth::{ACCESS_TTL_S, Auth, REFRESH_TTL_S},
+    client_ip::ClientIp,
     envelope::Envelope,
     error::{ApiError, ApiResult},
+    limits::{REFUSED, SMS_BUDGET_USED},
     routes::users::{UserView, user_view},
     state::AppState,
     wire::Text,
@@ -13,8 +15,9 @@ use domain::{PhoneNumber, codes::otp_code};
 use jobs::{handlers::otp::SendOtp, outbox};
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags, payload::Json};
 use rand::RngCore;
-use std::{sync::Arc, time::Duration};
+use std::{net::IpAddr, sync::Arc, time::Duration};
 use storage::{
+    limits::{Taken, Window},
     otp::{self, MAX_ATTEMPTS},
     secret::constant_time_eq,
     tokens::{self, Rotation},
@@ -113,29 +116,39 @@ fn new_refresh_token() -> String {
 impl AuthApi {
     /// Send a login code by SMS.
     ///
-    /// One code a minute per phone; a second request within that minute is answered 429
-    /// with `Retry-After`.
+    /// Mobile numbers (`+79…`) only. One code a minute and five a day per phone, ten an
+    /// hour per client address; past a limit the answer is 429 with `Retry-After`. When the
+    /// system's hourly SMS budget is spent, 503 `sms_budget_exhausted`.
     #[oai(path = "/send-code", method = "post")]
-    async fn send_code(&self, body: Json<SendCodeRequest>) -> ApiResult<SendCodeResponse> {
+    async fn send_code(
+        &self,
+        client: ClientIp,
+        body: Json<SendCodeRequest>,
+    ) -> ApiResult<SendCodeResponse> {
         let state = &self.state;
         let phone = parse_phone(&body.phone)?;
-        match state
-            .cache
-            .claim_otp_send(phone.as_ref(), RESEND_AFTER)
-            .await
-        {
+        if !phone.is_mobile() {
+            return Err(ApiError::unprocessable(
+                "invalid_phone",
+                "Login codes are sent to mobile numbers only (+7 9…).",
+            ));
+        }
+        let windows = send_windows(state, &phone, client.0);
+        let counted: Vec<String> = windows.iter().map(|w| w.key.clone()).collect();
+        match state.cache.take(&windows).await {
             Err(e) => {
                 tracing::warn!(error = %e, "rate limiter unavailable");
                 return Err(ApiError::queue_unavailable());
             }
-            Ok(Some(wait)) => {
-                return Err(ApiError::too_many(
-                    "too_many_requests",
-                    format!("A code was sent recently; ask again in {wait} s."),
-                    wait,
-                ));
+            Ok(Taken::Refused {
+                index,
+                retry_after_s,
+            }) => return Err(send_refusal(index, retry_after_s, state)),
+            Ok(Taken::Allowed { counts }) => {
+                if let Some(used) = counts.get(SendWindow::Budget as usize) {
+                    SMS_BUDGET_USED.set(*used as i64);
+                }
             }
-            Ok(None) => {}
         }
         let code = otp_code(&mut rand::rng());
         let otp_id = Uuid::now_v7();
@@ -158,7 +171,7 @@ impl AuthApi {
         let row = match recorded {
             Ok(row) => row,
             Err(e) => {
-                let _ = state.cache.release_otp_send(phone.as_ref()).await;
+                let _ = state.cache.give_back(&counted).await;
                 return Err(e.into());
             }
         };
@@ -168,7 +181,7 @@ impl AuthApi {
                 tracing::warn!(error = %e, "could not enqueue otp_send");
                 let _ = otp::delete(&state.db, otp_id).await;
                 let _ = storage::outbox::delete(&state.db, otp_id).await;
-                let _ = state.cache.release_otp_send(phone.as_ref()).await;
+                let _ = state.cache.give_back(&counted).await;
                 return Err(ApiError::queue_unavailable());
             }
             // Pushed, but not marked relayed: reconcile may push again, which is a no-op.
@@ -184,10 +197,14 @@ impl AuthApi {
 
     /// Exchange the SMS code for tokens.
     ///
-    /// A code is valid 5 minutes; 5 wrong attempts lock it (request a new one).
+    /// A code is valid 5 minutes and allows 5 guesses. Whatever failed — no code, an
+    /// expired, used or locked one, a wrong one — the answer is the same 401
+    /// `invalid_code`. Failures are counted per client address (past the limit, 429
+    /// `too_many_attempts`) and per phone, whose checks then wait longer after each one.
     #[oai(path = "/verify-code", method = "post")]
     async fn verify_code(
         &self,
+        client: ClientIp,
         body: Json<VerifyCodeRequest>,
     ) -> ApiResult<Json<Envelope<Session>>> {
         let state = &self.state;
@@ -199,40 +216,46 @@ impl AuthApi {
                 "The code is six digits.",
             ));
         }
+        let ip_key = state
+            .cache
+            .limit_key("verify-fail-ip", &client.0.to_string());
+        let phone_key = state.cache.limit_key("verify-fail-phone", phone.as_ref());
+        let backoff_key = state.cache.limit_key("verify-backoff", phone.as_ref());
+        let limits = &state.limits;
+        for (key, limit, name) in [
+            (&ip_key, limits.verify_failures_per_ip_per_hour, "verify_ip"),
+            (&backoff_key, 1, "verify_backoff"),
+        ] {
+            match state.cache.blocked_for(key, limit).await {
+                Err(e) => {
+                    tracing::warn!(error = %e, "rate limiter unavailable");
+                    return Err(ApiError::queue_unavailable());
+                }
+                Ok(Some(wait)) => {
+                    REFUSED.with_label_values(&[name]).inc();
+                    return Err(ApiError::too_many(
+                        "too_many_attempts",
+                        format!("Too many failed attempts; try again in {wait} s."),
+                        wait,
+                    ));
+                }
+                Ok(None) => {}
+            }
+        }
         let mut tx = state.db.begin().await?;
-        let Some(otp) = otp::latest_for_update(&mut tx, phone.as_ref()).await? else {
-            return Err(ApiError::unauthorized(
-                "invalid_code",
-                "No code was sent to this number.",
-            ));
-        };
-        if otp.consumed_at.is_some() || otp.expires_at <= OffsetDateTime::now_utc() {
-            return Err(ApiError::unauthorized(
-                "code_expired",
-                "The code has expired; request a new one.",
-            ));
-        }
-        if otp.attempts >= MAX_ATTEMPTS {
-            return Err(ApiError::too_many(
-                "too_many_attempts",
-                "Too many wrong attempts; request a new code.",
-                RESEND_AFTER.as_secs(),
-            ));
-        }
+        let otp = otp::latest_for_update(&mut tx, phone.as_ref()).await?;
+        let now = OffsetDateTime::now_utc();
         let expected = state.secrets.mac_hex(&[phone.as_ref(), code]);
+        let Some(otp) = otp.filter(|otp| {
+            otp.consumed_at.is_none() && otp.expires_at > now && otp.attempts < MAX_ATTEMPTS
+        }) else {
+            drop(tx);
+            return Err(failed_check(state, &ip_key, &phone_key, &backoff_key).await);
+        };
         if !constant_time_eq(&expected, &otp.code_hash) {
-            let attempts = otp::record_failed_attempt(&mut tx, otp.id).await?;
+            otp::record_failed_attempt(&mut tx, otp.id).await?;
             tx.commit().await?;
-            let left = MAX_ATTEMPTS - attempts;
-            return Err(if left <= 0 {
-                ApiError::too_many(
-                    "too_many_attempts",
-                    "Too many wrong attempts; request a new code.",
-                    RESEND_AFTER.as_secs(),
-                )
-            } else {
-                ApiError::unauthorized("invalid_code", format!("Wrong code; {left} attempts left."))
-            });
+            return Err(failed_check(state, &ip_key, &phone_key, &backoff_key).await);
         }
         otp::consume(&mut tx, otp.id).await?;
         let user = users::find_or_create(&mut *tx, &phone).await?;
@@ -301,6 +324,124 @@ impl AuthApi {
         let revoked = tokens::revoke(&self.state.db, auth.user_id(), &body.refresh_token).await?;
         Ok(Json(Envelope::new(LogoutResult { revoked })))
     }
+}
+
+/// The windows a code request is counted in, in the order of [`SendWindow`].
+fn send_windows(state: &AppState, phone: &PhoneNumber, client: IpAddr) -> Vec<Window> {
+    let cache = &state.cache;
+    let limits = &state.limits;
+    vec![
+        Window {
+            key: cache.otp_minute_key(phone.as_ref()),
+            limit: 1,
+            seconds: RESEND_AFTER.as_secs(),
+        },
+        Window {
+            key: cache.limit_key("otp-phone-day", phone.as_ref()),
+            limit: limits.codes_per_phone_per_day,
+            seconds: 24 * 3600,
+        },
+        Window {
+            key: cache.limit_key("otp-ip-hour", &client.to_string()),
+            limit: limits.codes_per_ip_per_hour,
+            seconds: 3600,
+        },
+        Window {
+            key: cache.limit_key("sms-budget", "hour"),
+            limit: limits.sms_budget_per_hour,
+            seconds: 3600,
+        },
+    ]
+}
+
+/// The limits of a code request, by position in [`send_windows`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SendWindow {
+    PhoneMinute,
+    PhoneDay,
+    Address,
+    Budget,
+}
+
+fn send_refusal(index: usize, retry_after_s: u64, state: &AppState) -> ApiError {
+    let window = [
+        SendWindow::PhoneMinute,
+        SendWindow::PhoneDay,
+        SendWindow::Address,
+        SendWindow::Budget,
+    ][index.min(3)];
+    let (limit, error) = match window {
+        SendWindow::PhoneMinute => (
+            "otp_phone_minute",
+            ApiError::too_many(
+                "too_many_requests",
+                format!("A code was sent recently; ask again in {retry_after_s} s."),
+                retry_after_s,
+            ),
+        ),
+        SendWindow::PhoneDay => (
+            "otp_phone_day",
+            ApiError::too_many(
+                "too_many_requests",
+                format!(
+                    "At most {} codes a day go to one number; ask again in {retry_after_s} s.",
+                    state.limits.codes_per_phone_per_day
+                ),
+                retry_after_s,
+            ),
+        ),
+        SendWindow::Address => (
+            "otp_ip_hour",
+            ApiError::too_many(
+                "too_many_requests",
+                format!("Too many codes requested from here; ask again in {retry_after_s} s."),
+                retry_after_s,
+            ),
+        ),
+        SendWindow::Budget => {
+            tracing::error!(
+                budget = state.limits.sms_budget_per_hour,
+                "the hourly SMS budget is spent: login codes refused"
+            );
+            SMS_BUDGET_USED.set(state.limits.sms_budget_per_hour as i64);
+            (
+                "sms_budget",
+                ApiError::Unavailable(Json(crate::envelope::ErrorEnvelope::new(
+                    "sms_budget_exhausted",
+                    "Login codes cannot be sent right now; try again later.",
+                ))),
+            )
+        }
+    };
+    REFUSED.with_label_values(&[limit]).inc();
+    error
+}
+
+/// Counts a failed code check (against the address, and the phone's back-off) and gives
+/// the one answer every failure gets.
+async fn failed_check(
+    state: &AppState,
+    ip_key: &str,
+    phone_key: &str,
+    backoff_key: &str,
+) -> ApiError {
+    if let Err(e) = state
+        .cache
+        .login_failed(
+            ip_key,
+            3600,
+            phone_key,
+            backoff_key,
+            &state.limits.verify_backoff,
+        )
+        .await
+    {
+        tracing::warn!(error = %e, "a failed login check was not counted");
+    }
+    ApiError::unauthorized(
+        "invalid_code",
+        "The code is wrong or no longer valid; check it or request a new one.",
+    )
 }
 
 /// The platform roles that go into access tokens.

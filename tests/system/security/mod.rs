@@ -5,3 +5,4 @@
 mod medical;
 mod retention;
 mod roles;
+mod sign_in;
