@@ -247,14 +247,34 @@ pub fn price_purchase(
             return Err(RedemptionError::OverCap { cap });
         }
     }
-    let paid_in_money = payable - bonus_redeemed;
-    Ok(PricedPurchase {
-        amount: floor_to_kopeck(amount),
-        coupon_discount: floor_to_kopeck(coupon_discount),
+    Ok(PricedPurchase::recorded(
+        amount,
+        coupon_discount,
         bonus_redeemed,
-        paid_in_money: floor_to_kopeck(paid_in_money),
-        bonus_accrued: accrual(paid_in_money, terms.cashback_percent, multiplier),
-    })
+        terms.cashback_percent,
+        multiplier,
+    ))
+}
+
+impl PricedPurchase {
+    /// A check whose discount and redemption were settled elsewhere (a partner's CRM
+    /// reports them): accrues on what is left of `amount` after both.
+    pub fn recorded(
+        amount: Decimal,
+        coupon_discount: Decimal,
+        bonus_redeemed: Decimal,
+        cashback_percent: Decimal,
+        multiplier: Decimal,
+    ) -> Self {
+        let paid_in_money = amount - coupon_discount - bonus_redeemed;
+        Self {
+            amount: floor_to_kopeck(amount),
+            coupon_discount: floor_to_kopeck(coupon_discount),
+            bonus_redeemed: floor_to_kopeck(bonus_redeemed),
+            paid_in_money: floor_to_kopeck(paid_in_money),
+            bonus_accrued: accrual(paid_in_money, cashback_percent, multiplier),
+        }
+    }
 }
 
 /// What a coupon gives.

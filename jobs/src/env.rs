@@ -39,7 +39,7 @@ impl Env {
                 }
             }
         }
-        let rules = storage::loyalty::tier_rules(&self.db).await?;
+        let rules = storage::tiers::rules(&self.db).await?;
         *self.tier_rules.0.lock().expect("rules cache lock") =
             Some((std::time::Instant::now(), rules.clone()));
         Ok(rules)

@@ -2,13 +2,13 @@
 
 pub mod analytics;
 pub mod audit;
-pub mod bonus;
 pub mod businesses;
 pub mod cache;
 pub mod coupons;
 pub mod crm;
 pub mod devices;
 pub mod events;
+pub mod ledger;
 pub mod limits;
 pub mod loyalty;
 pub mod notifications;
@@ -21,6 +21,8 @@ pub mod rfm;
 pub mod scans;
 pub mod search;
 pub mod secret;
+pub mod states;
+pub mod tiers;
 pub mod tokens;
 pub mod users;
 

@@ -6,9 +6,9 @@ use rust_decimal::Decimal;
 use serde_json::json;
 use std::str::FromStr;
 use storage::{
-    bonus, businesses,
+    businesses,
     crm::{self, Record},
-    loyalty,
+    ledger, loyalty, tiers,
 };
 use time::OffsetDateTime;
 
@@ -51,7 +51,7 @@ async fn ingest_and_bonus_calc_record_each_purchase_once_and_reverse_refunds() {
         .await
         .unwrap()
         .unwrap();
-    let rules = loyalty::tier_rules(&app.db).await.unwrap();
+    let rules = tiers::rules(&app.db).await.unwrap();
     let anna = member_phone();
     let boris = member_phone();
 
@@ -73,7 +73,7 @@ async fn ingest_and_bonus_calc_record_each_purchase_once_and_reverse_refunds() {
         ingested.unattributed, 1,
         "a purchase without a usable phone is not attributed"
     );
-    let outcomes = bonus::apply(&mut tx, &ingested.new_transaction_ids, &rules)
+    let outcomes = ledger::apply_bonuses(&mut tx, &ingested.new_transaction_ids, &rules)
         .await
         .unwrap();
     tx.commit().await.unwrap();
@@ -100,7 +100,7 @@ async fn ingest_and_bonus_calc_record_each_purchase_once_and_reverse_refunds() {
         again.unattributed, 1,
         "a refund of nothing we know, without a phone"
     );
-    let outcomes = bonus::apply(&mut tx, &again.new_transaction_ids, &rules)
+    let outcomes = ledger::apply_bonuses(&mut tx, &again.new_transaction_ids, &rules)
         .await
         .unwrap();
     assert_eq!(
@@ -109,7 +109,7 @@ async fn ingest_and_bonus_calc_record_each_purchase_once_and_reverse_refunds() {
         "the last refund takes back exactly what is left"
     );
     // Applying again changes nothing.
-    let repeat = bonus::apply(&mut tx, &ingested.new_transaction_ids, &rules)
+    let repeat = ledger::apply_bonuses(&mut tx, &ingested.new_transaction_ids, &rules)
         .await
         .unwrap();
     assert!(

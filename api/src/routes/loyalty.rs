@@ -19,7 +19,7 @@ use poem_openapi::{
 };
 use rust_decimal::Decimal;
 use std::sync::Arc;
-use storage::{loyalty, scans, users};
+use storage::{loyalty, scans, tiers, users};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
@@ -219,16 +219,18 @@ impl LoyaltyApi {
         if let Some(view) = cached {
             return Ok(Json(Envelope::new(view)));
         }
+        let member = [user_id];
         let (user, balance, stats, rules) = tokio::try_join!(
             users::get(db, user_id),
             loyalty::balance(db, user_id),
-            loyalty::member_stats(db, user_id),
-            loyalty::tier_rules(db),
+            tiers::member_stats(db, &member),
+            tiers::rules(db),
         )?;
         let user = user.ok_or_else(|| {
             ApiError::not_found("user_not_found", "This account no longer exists.")
         })?;
         let tier: Tier = user.tier();
+        let stats = stats.get(&user_id).copied().unwrap_or_default();
         let next_tier = rules
             .next(tier, stats.spend, stats.categories)
             .map(|next| NextTierView {

@@ -10,7 +10,7 @@ use domain::messages::Message;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
-use storage::bonus;
+use storage::ledger;
 use uuid::Uuid;
 
 /// Apply the rules to these transactions (a batch from one poll).
@@ -26,7 +26,7 @@ impl Job for CalcBonus {
         let env = &ctx.env;
         let rules = env.tier_rules().await?;
         let mut tx = storage::begin_batch(&env.db).await?;
-        let outcomes = bonus::apply(&mut tx, &self.transaction_ids, &rules).await?;
+        let outcomes = ledger::apply_bonuses(&mut tx, &self.transaction_ids, &rules).await?;
         let applied: Vec<_> = outcomes.iter().filter(|o| o.newly_applied).collect();
         // Follow-ups, recorded in the same transaction as the bonuses they follow.
         let mut follow_ups = Vec::new();

@@ -26,7 +26,7 @@ use storage::{
     businesses::{self, Business},
     cache::QrCode,
     coupons::{self, Coupon},
-    loyalty::{self, EntryKind, QrPurchase, QrPurchaseRefusal},
+    ledger::{self, QrPurchase, QrPurchaseRefusal},
     outbox::OutboxJob,
     scans::{self, ScanRequest},
 };
@@ -275,30 +275,39 @@ async fn process_batch(env: &Env, ids: &[Uuid]) -> Result<(), JobError> {
 
     let purchases: Vec<QrPurchase<'_>> = candidates
         .iter()
-        .map(|c| QrPurchase {
-            id: Uuid::now_v7(),
-            user_id: c.scan.user_id,
-            business: c.business,
-            code: &c.scan.code,
-            amount: c.qr.amount,
-            redeem: c.scan.redeem_bonus,
-            coupon_id: c.coupon.map(|coupon| coupon.id),
-            coupon_discount: c.coupon.map_or(Decimal::ZERO, |coupon| {
-                coupon_discount(
-                    coupon
+        .map(|c| {
+            let (coupon_discount, coupon_bonus) =
+                c.coupon.map_or((Decimal::ZERO, Decimal::ZERO), |coupon| {
+                    let kind = coupon
                         .discount_type
                         .parse()
-                        .unwrap_or(DiscountType::Percent),
-                    coupon.discount_value,
-                    c.qr.amount,
-                )
-            }),
+                        .unwrap_or(DiscountType::Percent);
+                    let bonus = if kind == DiscountType::Bonus {
+                        coupon.discount_value
+                    } else {
+                        Decimal::ZERO
+                    };
+                    (
+                        coupon_discount(kind, coupon.discount_value, c.qr.amount),
+                        bonus,
+                    )
+                });
+            QrPurchase {
+                id: Uuid::now_v7(),
+                user_id: c.scan.user_id,
+                business: c.business,
+                code: &c.scan.code,
+                amount: c.qr.amount,
+                redeem: c.scan.redeem_bonus,
+                coupon_id: c.coupon.map(|coupon| coupon.id),
+                coupon_discount,
+                coupon_bonus,
+            }
         })
         .collect();
-    let recorded = loyalty::record_qr_purchases(&mut tx, &purchases, &rules).await?;
+    let recorded = ledger::record_qr_purchases(&mut tx, &purchases, &rules).await?;
 
     let mut done: Vec<Done<'_>> = Vec::new();
-    let mut balances: HashMap<Uuid, Decimal> = HashMap::new();
     for ((candidate, purchase), recorded) in candidates.iter().zip(&purchases).zip(recorded) {
         let recorded = match recorded {
             Ok(recorded) => recorded,
@@ -307,22 +316,8 @@ async fn process_batch(env: &Env, ids: &[Uuid]) -> Result<(), JobError> {
                 continue;
             }
         };
-        balances.insert(candidate.scan.user_id, recorded.bonus.balance);
         if let Some(coupon) = candidate.coupon {
             coupons::mark_redeemed(&mut tx, coupon.id, purchase.id).await?;
-            if coupon.discount_type == DiscountType::Bonus.as_str() {
-                // A bonus coupon pays in bonuses instead of taking money off the check.
-                let balance = loyalty::credit(
-                    &mut tx,
-                    candidate.scan.user_id,
-                    EntryKind::Adjustment,
-                    coupon.discount_value,
-                    purchase.id,
-                    &format!("coupon:{}", coupon.id),
-                )
-                .await?;
-                balances.insert(candidate.scan.user_id, balance);
-            }
         }
         done.push(Done {
             scan: candidate.scan,
@@ -333,16 +328,12 @@ async fn process_batch(env: &Env, ids: &[Uuid]) -> Result<(), JobError> {
                 amount: recorded.priced.amount,
                 bonus_redeemed: recorded.priced.bonus_redeemed,
                 coupon_discount: recorded.priced.coupon_discount,
-                bonus_accrued: recorded.bonus.bonus_change,
-                balance: Decimal::ZERO,
-                status_tier: recorded.bonus.tier.as_str().to_owned(),
+                bonus_accrued: recorded.priced.bonus_accrued,
+                balance: recorded.balance,
+                status_tier: recorded.tier.as_str().to_owned(),
             },
-            upgraded: recorded.bonus.upgraded_from.is_some(),
+            upgraded: recorded.upgraded_from.is_some(),
         });
-    }
-    // Each result shows the member's balance once the whole batch is in.
-    for d in &mut done {
-        d.result.balance = balances[&d.scan.user_id];
     }
 
     let follow_ups = follow_ups(&mut tx, &done).await?;
