@@ -265,6 +265,87 @@ async fn a_coupon_works_once_at_its_business_and_not_after_it_expires() {
     app.assert_ledger_consistent().await;
 }
 
+/// A bonus coupon takes nothing off the check: its bonuses are credited with the purchase
+/// that uses it, once, beside the redemption and the accrual; every entry names the
+/// partner it belongs to (for settlement).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bonus_coupon_credits_its_bonuses_with_the_purchase_once() {
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let (salon_id, salon) = app
+        .business_with_staff(&operator, "Миндаль", "beauty", "5", "+79000000100")
+        .await;
+    let (market_id, market) = app
+        .business_with_staff(&operator, "Лисичкино", "gastronomy", "3", "+79000000101")
+        .await;
+    let chain = json!({"trigger_business_id": salon_id, "min_amount": "3000", "target_business_id": market_id,
+                       "discount_type": "bonus", "discount_value": "300", "valid_days": 7});
+    expect(
+        operator.post("/admin/promo-chains", &chain).await.unwrap(),
+        201,
+    )
+    .unwrap();
+    let member = app.sign_in(&member_phone()).await;
+    scan_and_wait(
+        &member,
+        &json!({"code": app.issue_qr(&salon, "3000").await}),
+    )
+    .await
+    .unwrap();
+    let coupon = eventually(10, "the coupon", || async {
+        coupons(&member).await.into_iter().next()
+    })
+    .await;
+    assert_eq!(coupon["discount_type"], "bonus");
+
+    let body = json!({"code": app.issue_qr(&market, "1000").await, "coupon_id": coupon["id"], "redeem_bonus": "100"});
+    let used = scan_and_wait(&member, &body).await.unwrap();
+    assert_eq!(used["state"], "done", "{used}");
+    let result = &used["result"];
+    assert_eq!(result["coupon_discount"], "0.00");
+    assert_eq!(result["bonus_redeemed"], "100.00");
+    assert_eq!(
+        result["bonus_accrued"], "27.00",
+        "3 % of the 900 paid in money"
+    );
+    assert_eq!(result["balance"], "377.00", "150 − 100 + 27 + 300");
+    let again = json!({"code": app.issue_qr(&market, "1000").await, "coupon_id": coupon["id"]});
+    let refused = scan_and_wait(&member, &again).await.unwrap();
+    assert_eq!(refused["error"]["code"], "coupon_used");
+
+    let ledger = expect(member.get("/loyalty/ledger").await.unwrap(), 200).unwrap();
+    let kinds: Vec<(&str, &str)> = ledger.data()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["kind"].as_str().unwrap(), e["amount"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("adjustment", "300.00"),
+            ("accrual", "27.00"),
+            ("redemption", "-100.00"),
+            ("accrual", "150.00")
+        ]
+    );
+    let funders: Vec<(String, Option<uuid::Uuid>, uuid::Uuid)> = sqlx::query_as(
+        "SELECT l.kind, l.business_id, t.business_id FROM bonus_ledger l
+         JOIN transactions t ON t.id = l.transaction_id ORDER BY l.created_at",
+    )
+    .fetch_all(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(funders.len(), 4);
+    for (kind, funder, business) in &funders {
+        assert_eq!(funder.as_ref(), Some(business), "{kind} names its partner");
+    }
+    let balance = expect(member.get("/loyalty/balance").await.unwrap(), 200).unwrap();
+    assert_eq!(balance.data()["lifetime_earned"], "177.00", "accruals only");
+    assert_eq!(balance.data()["lifetime_spent"], "100.00");
+    app.assert_ledger_consistent().await;
+}
+
 /// At 23:00 a coupon push waits for 09:00 (scheduled, not dropped), while news about the
 /// member's own bonuses goes out at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
