@@ -81,6 +81,7 @@ impl Services {
             redis_url: self.config.redis_url.clone(),
             balances: Default::default(),
             limits: self.config.limits.clone(),
+            revoked: Default::default(),
         })
     }
 

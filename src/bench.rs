@@ -566,7 +566,7 @@ async fn business_and_members(
             .await?;
     let tokens = ids
         .iter()
-        .map(|id| services.jwt.issue(*id, vec![]))
+        .map(|id| services.jwt.issue(*id, vec![], Uuid::new_v4()))
         .collect();
     Ok((business, tokens))
 }

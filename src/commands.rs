@@ -110,6 +110,51 @@ pub async fn grant(
     Ok(())
 }
 
+/// `krug admin revoke --phone P --role R`: takes a platform role away. Her sessions end at
+/// once (within seconds on every API process): the role is in her access tokens, which
+/// would otherwise carry it up to 15 minutes more.
+pub async fn revoke(services: Services, phone: &str, role: &str) -> anyhow::Result<()> {
+    if !matches!(role, "superadmin" | "moderator") {
+        bail!(
+            "--role must be superadmin or moderator (business roles are removed by owners and operators)"
+        );
+    }
+    let phone = PhoneNumber::parse(phone).map_err(|e| anyhow::anyhow!("--phone: {e}"))?;
+    let mut tx = services.db.begin().await?;
+    let user = users::find_by_phone(&mut *tx, &phone)
+        .await?
+        .with_context(|| format!("no user has the phone {phone}"))?;
+    if !users::revoke_platform_role(&mut *tx, user.id, role).await? {
+        bail!("{phone} does not hold {role}");
+    }
+    let sessions = storage::tokens::revoke_all(&mut *tx, user.id).await?;
+    storage::audit::record(
+        &mut *tx,
+        &storage::audit::NewEntry {
+            actor_id: None,
+            action: "role.revoke",
+            target_type: "user",
+            target_id: Some(user.id.to_string()),
+            before: Some(serde_json::json!({"role": role})),
+            after: Some(serde_json::json!({"sessions_ended": sessions.len(), "via": "cli"})),
+            request_id: None,
+        },
+    )
+    .await?;
+    tx.commit().await?;
+    services
+        .cache
+        .revoke_sessions(&sessions, api::sessions::REMEMBER)
+        .await
+        .context("The role is gone, but her sessions could not be ended on the API servers (Redis); run the command again")?;
+    println!(
+        "{phone} ({}) no longer holds {role}; {} session(s) ended",
+        user.id,
+        sessions.len()
+    );
+    Ok(())
+}
+
 /// `krug jobs list [--queue Q] [--state S] [--limit N]`: a table of jobs, newest states first.
 pub async fn jobs_list(
     services: Services,

@@ -4,10 +4,12 @@
 
 use crate::config::{Config, Environment};
 use anyhow::{Context, bail};
-use rsa::{
-    RsaPrivateKey,
-    pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding},
+use aws_lc_rs::{
+    encoding::AsDer,
+    rsa::{KeyPair, KeySize},
+    signature::KeyPair as _,
 };
+use base64::{Engine, engine::general_purpose::STANDARD};
 use std::{fs, io::Write, path::Path};
 
 /// Key material as read or generated.
@@ -57,16 +59,9 @@ fn dev_jwt_pair(dir: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
         fs::create_dir_all(dir).with_context(|| format!("Failed to create {}", dir.display()))?;
         let tmp = dir.join(format!("jwt.tmp-{}", std::process::id()));
         fs::create_dir_all(&tmp)?;
-        let private = RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048)
-            .context("Failed to generate an RSA key")?;
-        write_private(
-            &tmp.join("private.pem"),
-            private.to_pkcs8_pem(LineEnding::LF)?.as_bytes(),
-        )?;
-        fs::write(
-            tmp.join("public.pem"),
-            private.to_public_key().to_public_key_pem(LineEnding::LF)?,
-        )?;
+        let (private_pem, public_pem) = generate_rsa_pair()?;
+        write_private(&tmp.join("private.pem"), private_pem.as_bytes())?;
+        fs::write(tmp.join("public.pem"), public_pem)?;
         if fs::rename(&tmp, &pair_dir).is_err() {
             let _ = fs::remove_dir_all(&tmp);
         } else {
@@ -77,6 +72,35 @@ fn dev_jwt_pair(dir: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
         fs::read(pair_dir.join("private.pem"))?,
         fs::read(pair_dir.join("public.pem"))?,
     ))
+}
+
+/// A new RSA-2048 pair as PEM: PKCS#8 private key, SubjectPublicKeyInfo public key.
+pub fn generate_rsa_pair() -> anyhow::Result<(String, String)> {
+    let pair = KeyPair::generate(KeySize::Rsa2048)
+        .map_err(|_| anyhow::anyhow!("Failed to generate an RSA key"))?;
+    let private = pair
+        .as_der()
+        .map_err(|_| anyhow::anyhow!("Failed to encode the RSA private key"))?;
+    let public = pair
+        .public_key()
+        .as_der()
+        .map_err(|_| anyhow::anyhow!("Failed to encode the RSA public key"))?;
+    Ok((
+        pem("PRIVATE KEY", private.as_ref()),
+        pem("PUBLIC KEY", public.as_ref()),
+    ))
+}
+
+/// RFC 7468 text encoding: base64 in lines of 64 between the label's lines.
+fn pem(label: &str, der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 fn dev_secret_key(dir: &Path) -> anyhow::Result<String> {
@@ -106,4 +130,24 @@ fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("Failed to create {}", path.display()))?;
     file.write_all(contents)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A generated pair is what the API loads: a token it signs verifies with the public half.
+    #[test]
+    fn a_generated_pair_signs_and_verifies_access_tokens() {
+        let (private, public) = generate_rsa_pair().unwrap();
+        assert!(private.starts_with("-----BEGIN PRIVATE KEY-----\n"));
+        assert!(public.starts_with("-----BEGIN PUBLIC KEY-----\n"));
+        let keys = api::auth::JwtKeys::from_pem(private.as_bytes(), public.as_bytes()).unwrap();
+        let user = uuid::Uuid::new_v4();
+        let token = keys.issue(user, vec![], uuid::Uuid::new_v4());
+        assert_eq!(keys.verify(&token).unwrap().sub, user);
+        let (other, _) = generate_rsa_pair().unwrap();
+        let other = api::auth::JwtKeys::from_pem(other.as_bytes(), public.as_bytes()).unwrap();
+        assert!(keys.verify(&other.issue(user, vec![], uuid::Uuid::new_v4())).is_err());
+    }
 }

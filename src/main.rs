@@ -97,6 +97,14 @@ enum AdminCommand {
         #[arg(long)]
         business: Option<Uuid>,
     },
+    /// Take a platform role away; the user's sessions end at once.
+    Revoke {
+        #[arg(long)]
+        phone: String,
+        /// superadmin or moderator.
+        #[arg(long)]
+        role: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -135,6 +143,9 @@ fn main() -> anyhow::Result<()> {
                         business,
                     },
             } => commands::grant(Services::connect(config)?, &phone, &role, business).await,
+            Command::Admin {
+                command: AdminCommand::Revoke { phone, role },
+            } => commands::revoke(Services::connect(config)?, &phone, &role).await,
             Command::Bench { only, jobs } => {
                 krug::bench::run(
                     Services::connect(config)?,

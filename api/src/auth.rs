@@ -1,7 +1,10 @@
 //! Authentication: RS256 access tokens, the bearer security scheme, role checks.
 //!
 //! Tokens are verified with the public key and RS256 only: a token signed with `alg: none`,
-//! with HS256 (for example keyed with our public key), or with another RSA key is rejected.
+//! with HS256 (for example keyed with our public key), or with another RSA key is rejected,
+//! and so is one of another issuer or audience, or of a session that has ended
+//! (`crate::sessions`). RSA runs on AWS-LC (jsonwebtoken's `aws_lc_rs` backend), not on
+//! RustCrypto's `rsa` crate (RUSTSEC-2023-0071, a timing side channel).
 
 use crate::{error::ApiError, state::AppState};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
@@ -15,6 +18,12 @@ use std::{
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+/// Who signs our access tokens (`iss`) and who they are for (`aud`): a token of any other
+/// issuer or audience signed with the same key — another service sharing it, a test
+/// environment's — is refused.
+pub const ISSUER: &str = "krug";
+pub const AUDIENCE: &str = "krug-api";
 
 /// Access tokens live 15 minutes; the refresh token renews them.
 pub const ACCESS_TTL_S: i64 = 15 * 60;
@@ -30,6 +39,12 @@ pub struct Claims {
     pub sub: Uuid,
     pub exp: i64,
     pub iat: i64,
+    /// Always [`ISSUER`].
+    pub iss: String,
+    /// Always [`AUDIENCE`].
+    pub aud: String,
+    /// The session (the refresh-token family): ending it revokes this token at once.
+    pub sid: Uuid,
     /// Platform roles (`superadmin`, `moderator`) at issue time.
     #[serde(default)]
     pub roles: Vec<String>,
@@ -62,8 +77,9 @@ pub struct JwtKeys {
 }
 
 /// Tokens whose signature was checked, by SHA-256 of the token: an RS256 check costs more
-/// than the rest of a balance request. Access tokens cannot be revoked (they live 15
-/// minutes), so a checked token stays good until it expires, which is checked on each use.
+/// than the rest of a balance request. A checked token stays checked until it expires
+/// (checked on each use); whether its session has ended is asked on every use too
+/// (`check_bearer`).
 const VERIFIED_CAPACITY: usize = 100_000;
 
 impl JwtKeys {
@@ -75,8 +91,9 @@ impl JwtKeys {
         })
     }
 
-    pub fn issue(&self, user_id: Uuid, roles: Vec<String>) -> String {
-        self.issue_with_lifetime(user_id, roles, ACCESS_TTL_S)
+    /// An access token of session `sid` for `user_id`.
+    pub fn issue(&self, user_id: Uuid, roles: Vec<String>, sid: Uuid) -> String {
+        self.issue_with_lifetime(user_id, roles, sid, ACCESS_TTL_S)
     }
 
     /// A token valid `lifetime_s` seconds from now (negative: already expired, for tests).
@@ -84,6 +101,7 @@ impl JwtKeys {
         &self,
         user_id: Uuid,
         roles: Vec<String>,
+        sid: Uuid,
         lifetime_s: i64,
     ) -> String {
         let now = OffsetDateTime::now_utc().unix_timestamp();
@@ -91,6 +109,9 @@ impl JwtKeys {
             sub: user_id,
             exp: now + lifetime_s,
             iat: now,
+            iss: ISSUER.to_owned(),
+            aud: AUDIENCE.to_owned(),
+            sid,
             roles,
             typ: "access".to_owned(),
         };
@@ -126,7 +147,9 @@ impl JwtKeys {
     fn verify_signature(&self, token: &str) -> Result<Claims, ApiError> {
         let mut validation = Validation::new(Algorithm::RS256);
         validation.leeway = LEEWAY_S;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(
             |e| match e.kind() {
                 ErrorKind::ExpiredSignature => ApiError::unauthorized(
@@ -155,7 +178,15 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Claims> {
     let state = req
         .data::<Arc<AppState>>()
         .expect("the app registers its state as request data");
-    state.jwt.verify(&bearer.token).map_err(Into::into)
+    let claims = state.jwt.verify(&bearer.token)?;
+    if state.revoked.contains(claims.sid) {
+        return Err(ApiError::unauthorized(
+            "session_revoked",
+            "This session has ended; sign in again.",
+        )
+        .into());
+    }
+    Ok(claims)
 }
 
 /// An operator (superadmin or moderator): any other valid token gets 403 before the request

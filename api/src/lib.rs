@@ -8,6 +8,7 @@ pub mod envelope;
 pub mod error;
 pub mod limits;
 pub mod routes;
+pub mod sessions;
 pub mod state;
 pub mod wire;
 
@@ -153,10 +154,12 @@ pub async fn serve<A: Acceptor + 'static>(
         state.redis_url.clone(),
         state.cache.balances_channel(),
     );
+    let revocations = sessions::spawn_sync(state.revoked.clone(), state.cache.clone());
     let served = poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(app(state), shutdown, Some(Duration::from_secs(10)))
         .await;
     announcements.abort();
+    revocations.abort();
     served
 }
 

@@ -20,4 +20,6 @@ pub struct AppState {
     pub balances: Arc<BalanceCache>,
     /// The abuse limits (DESIGN.md), with the proxies whose `X-Forwarded-For` is believed.
     pub limits: crate::limits::Limits,
+    /// Sessions ended before their access tokens expire.
+    pub revoked: Arc<crate::sessions::RevokedSessions>,
 }

@@ -21,6 +21,7 @@ pub mod rfm;
 pub mod scans;
 pub mod search;
 pub mod secret;
+pub mod sessions;
 pub mod states;
 pub mod tiers;
 pub mod tokens;

@@ -2,7 +2,7 @@
 //! Presenting a token that was already rotated means it leaked: the whole family is revoked.
 
 use crate::secret::sha256_hex;
-use sqlx::{FromRow, PgPool, Postgres, Transaction};
+use sqlx::{FromRow, PgExecutor, PgPool, Postgres, Transaction};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -19,12 +19,13 @@ pub struct RefreshToken {
 /// What presenting a refresh token led to.
 #[derive(Debug)]
 pub enum Rotation {
-    /// The token was current; it is now rotated and the new one stored.
-    Rotated { user_id: Uuid },
+    /// The token was current; it is now rotated and the new one stored in the same family
+    /// (the session, `sid` in access tokens).
+    Rotated { user_id: Uuid, family_id: Uuid },
     /// Unknown, expired or revoked.
     Invalid,
     /// Already rotated: a replay. The family is now revoked.
-    Reused,
+    Reused { family_id: Uuid },
 }
 
 pub async fn insert(
@@ -67,7 +68,9 @@ pub async fn rotate(
     if current.rotated_at.is_some() {
         revoke_family_in(&mut tx, current.family_id).await?;
         tx.commit().await?;
-        return Ok(Rotation::Reused);
+        return Ok(Rotation::Reused {
+            family_id: current.family_id,
+        });
     }
     if current.revoked_at.is_some() || current.expires_at <= OffsetDateTime::now_utc() {
         return Ok(Rotation::Invalid);
@@ -87,11 +90,13 @@ pub async fn rotate(
     tx.commit().await?;
     Ok(Rotation::Rotated {
         user_id: current.user_id,
+        family_id: current.family_id,
     })
 }
 
-/// Revokes the family of `token` if it belongs to `user_id`; `false` if there was no such token.
-pub async fn revoke(db: &PgPool, user_id: Uuid, token: &str) -> sqlx::Result<bool> {
+/// Revokes the family of `token` if it belongs to `user_id` and returns it; `None` if there
+/// was no such token.
+pub async fn revoke(db: &PgPool, user_id: Uuid, token: &str) -> sqlx::Result<Option<Uuid>> {
     let mut tx = db.begin().await?;
     let family: Option<Uuid> = sqlx::query_scalar(
         "SELECT family_id FROM refresh_tokens WHERE token_hash = $1 AND user_id = $2",
@@ -101,11 +106,44 @@ pub async fn revoke(db: &PgPool, user_id: Uuid, token: &str) -> sqlx::Result<boo
     .fetch_optional(&mut *tx)
     .await?;
     let Some(family) = family else {
-        return Ok(false);
+        return Ok(None);
     };
     revoke_family_in(&mut tx, family).await?;
     tx.commit().await?;
-    Ok(true)
+    Ok(Some(family))
+}
+
+/// Revokes session `family_id` of `user_id` (its refresh tokens).
+pub async fn revoke_session(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    family_id: Uuid,
+) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE refresh_tokens SET revoked_at = now()
+         WHERE family_id = $1 AND user_id = $2 AND revoked_at IS NULL",
+    )
+    .bind(family_id)
+    .bind(user_id)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Revokes every session of `user_id` (a role taken away, an account blocked or deleted)
+/// and returns their ids, for the access tokens' revocation list (`storage::sessions`).
+pub async fn revoke_all(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "WITH revoked AS (
+             UPDATE refresh_tokens SET revoked_at = now()
+             WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > now()
+             RETURNING family_id
+         )
+         SELECT DISTINCT family_id FROM revoked",
+    )
+    .bind(user_id)
+    .fetch_all(db)
+    .await
 }
 
 async fn revoke_family_in(tx: &mut Transaction<'_, Postgres>, family_id: Uuid) -> sqlx::Result<()> {

@@ -195,3 +195,20 @@ pub async fn update_settings(
     .fetch_optional(db)
     .await
 }
+
+/// Takes a platform role away; `false` if the user did not hold it.
+pub async fn revoke_platform_role(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    role: &str,
+) -> sqlx::Result<bool> {
+    Ok(
+        sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
+            .bind(user_id)
+            .bind(role)
+            .execute(db)
+            .await?
+            .rows_affected()
+            > 0,
+    )
+}

@@ -231,6 +231,7 @@ async fn the_rfm_snapshot_matches_the_rules_over_a_generated_population() {
             .unwrap()
             .id,
             vec!["superadmin".to_owned()],
+            uuid::Uuid::new_v4(),
         );
         app.api.signed_in(&token)
     };

@@ -20,7 +20,10 @@ async fn the_api_survives_schemathesis_without_a_5xx_or_a_spec_violation() {
             .fetch_one(&app.db)
             .await
             .unwrap();
-    let token = app.services.jwt.issue(user, vec!["superadmin".to_owned()]);
+    let token = app
+        .services
+        .jwt
+        .issue(user, vec!["superadmin".to_owned()], uuid::Uuid::new_v4());
     let schemathesis = std::env::var("SCHEMATHESIS").unwrap_or_else(|_| "schemathesis".to_owned());
     let output = tokio::task::spawn_blocking({
         let base = app.api.base.clone();

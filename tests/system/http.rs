@@ -219,9 +219,7 @@ async fn forged_and_expired_tokens_are_rejected() {
     )
     .unwrap();
 
-    let other_key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
-    let other_pem =
-        rsa::pkcs8::EncodePrivateKey::to_pkcs8_pem(&other_key, rsa::pkcs8::LineEnding::LF).unwrap();
+    let (other_pem, _) = krug::keys::generate_rsa_pair().unwrap();
     let wrong_key = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256),
         &claims,
@@ -229,10 +227,12 @@ async fn forged_and_expired_tokens_are_rejected() {
     )
     .unwrap();
 
-    let expired = app
-        .services
-        .jwt
-        .issue_with_lifetime(user_id.parse().unwrap(), vec![], -120);
+    let expired = app.services.jwt.issue_with_lifetime(
+        user_id.parse().unwrap(),
+        vec![],
+        uuid::Uuid::new_v4(),
+        -120,
+    );
 
     for (name, token, code) in [
         ("alg none", unsigned.as_str(), "invalid_token"),

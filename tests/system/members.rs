@@ -485,6 +485,18 @@ async fn a_deleted_members_phone_is_gone_from_every_table() {
         .unwrap();
     assert_eq!(seats, 0, "her seat went back");
 
+    // Her sessions ended with the account: her access token is refused at once.
+    assert_eq!(
+        member.get("/users/me").await.unwrap().error_code(),
+        Some("session_revoked")
+    );
+    // A token for the id that still somehow reached the API (signed before the deletion
+    // by another session, say) finds no account.
+    let member = app.api.signed_in(&app.services.jwt.issue(
+        user_id.parse().unwrap(),
+        vec![],
+        uuid::Uuid::new_v4(),
+    ));
     assert_eq!(member.get("/users/me").await.unwrap().status, 404);
     assert_eq!(member.get("/users/me/export").await.unwrap().status, 404);
     assert_eq!(member.delete("/users/me").await.unwrap().status, 404);

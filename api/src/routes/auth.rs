@@ -7,6 +7,7 @@ use crate::{
     error::{ApiError, ApiResult},
     limits::{REFUSED, SMS_BUDGET_USED},
     routes::users::{UserView, user_view},
+    sessions,
     state::AppState,
     wire::Text,
 };
@@ -260,17 +261,18 @@ impl AuthApi {
         otp::consume(&mut tx, otp.id).await?;
         let user = users::find_or_create(&mut *tx, &phone).await?;
         let refresh_token = new_refresh_token();
+        let session_id = Uuid::new_v4();
         tokens::insert(
             &mut tx,
             user.id,
-            Uuid::new_v4(),
+            session_id,
             &refresh_token,
             OffsetDateTime::now_utc() + time::Duration::seconds(REFRESH_TTL_S),
         )
         .await?;
         tx.commit().await?;
         let roles = users::roles(&state.db, user.id).await?;
-        let access_token = state.jwt.issue(user.id, platform_roles(&roles));
+        let access_token = state.jwt.issue(user.id, platform_roles(&roles), session_id);
         Ok(Json(Envelope::new(Session {
             access_token,
             refresh_token,
@@ -295,18 +297,22 @@ impl AuthApi {
         )
         .await?;
         match rotation {
-            Rotation::Rotated { user_id } => {
+            Rotation::Rotated { user_id, family_id } => {
                 let roles = users::roles(&state.db, user_id).await?;
                 Ok(Json(Envelope::new(TokenPair {
-                    access_token: state.jwt.issue(user_id, platform_roles(&roles)),
+                    access_token: state.jwt.issue(user_id, platform_roles(&roles), family_id),
                     refresh_token: new_token,
                     expires_in: ACCESS_TTL_S,
                 })))
             }
-            Rotation::Reused => Err(ApiError::unauthorized(
-                "refresh_token_reused",
-                "This refresh token was already used; the session is revoked. Sign in again.",
-            )),
+            Rotation::Reused { family_id } => {
+                // Its access tokens too, the thief's and the owner's: both sign in again.
+                sessions::end(state, &[family_id]).await?;
+                Err(ApiError::unauthorized(
+                    "refresh_token_reused",
+                    "This refresh token was already used; the session is revoked. Sign in again.",
+                ))
+            }
             Rotation::Invalid => Err(ApiError::unauthorized(
                 "invalid_refresh_token",
                 "The refresh token is unknown, expired or revoked.",
@@ -314,15 +320,24 @@ impl AuthApi {
         }
     }
 
-    /// Sign out: revokes the refresh token (and its session).
+    /// Sign out: revokes the refresh token and ends its session, so that its access
+    /// tokens stop working within seconds, here and on every server.
     #[oai(path = "/logout", method = "post")]
     async fn logout(
         &self,
         auth: Auth,
         body: Json<RefreshRequest>,
     ) -> ApiResult<Json<Envelope<LogoutResult>>> {
-        let revoked = tokens::revoke(&self.state.db, auth.user_id(), &body.refresh_token).await?;
-        Ok(Json(Envelope::new(LogoutResult { revoked })))
+        let state = &self.state;
+        let family = tokens::revoke(&state.db, auth.user_id(), &body.refresh_token).await?;
+        // The session of the access token used to sign out ends too.
+        tokens::revoke_session(&state.db, auth.user_id(), auth.0.sid).await?;
+        let mut ended = vec![auth.0.sid];
+        ended.extend(family.filter(|f| *f != auth.0.sid));
+        sessions::end(state, &ended).await?;
+        Ok(Json(Envelope::new(LogoutResult {
+            revoked: family.is_some(),
+        })))
     }
 }
 

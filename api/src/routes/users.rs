@@ -276,10 +276,14 @@ impl UserApi {
     /// sessions and login codes are removed, so nothing more is sent to her and no refresh
     /// token works; seats at events to come are given back. Her ledger and purchases stay,
     /// under an id that no longer says who she was, so that the coalition's books still add
-    /// up. An access token already issued expires within 15 minutes and finds no account.
+    /// up. Her access tokens stop working within seconds (her sessions are ended).
     #[oai(path = "/me", method = "delete")]
     async fn delete_me(&self, auth: Auth) -> ApiResult<Json<Envelope<DeletedView>>> {
         let user_id = auth.user_id();
+        // Her sessions end everywhere, not only in Postgres: her access tokens stop working
+        // within seconds instead of living their 15 minutes.
+        let sessions = storage::tokens::revoke_all(&self.state.db, user_id).await?;
+        crate::sessions::end(&self.state, &sessions).await?;
         let erased = storage::privacy::erase(&self.state.db, user_id)
             .await?
             .ok_or_else(account_gone)?;

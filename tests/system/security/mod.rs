@@ -6,3 +6,4 @@ mod medical;
 mod retention;
 mod roles;
 mod sign_in;
+mod tokens;
