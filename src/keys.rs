@@ -148,6 +148,9 @@ mod tests {
         assert_eq!(keys.verify(&token).unwrap().sub, user);
         let (other, _) = generate_rsa_pair().unwrap();
         let other = api::auth::JwtKeys::from_pem(other.as_bytes(), public.as_bytes()).unwrap();
-        assert!(keys.verify(&other.issue(user, vec![], uuid::Uuid::new_v4())).is_err());
+        assert!(
+            keys.verify(&other.issue(user, vec![], uuid::Uuid::new_v4()))
+                .is_err()
+        );
     }
 }
