@@ -15,6 +15,16 @@ if [ ! -x /usr/bin/chromium ]; then
         || { $SUDO apt-get update -q >>/tmp/krug-apt.log 2>&1 \
              && $SUDO apt-get install -y -q --no-install-recommends chromium >>/tmp/krug-apt.log 2>&1; }
 fi
+# The alerting rules are checked with promtool (Debian's prometheus package; its daemon is
+# not started here).
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "[test] installing prometheus (for promtool)"
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y -q --no-install-recommends prometheus >/tmp/krug-apt.log 2>&1 \
+        || { $SUDO apt-get update -q >>/tmp/krug-apt.log 2>&1 \
+             && $SUDO apt-get install -y -q --no-install-recommends prometheus >>/tmp/krug-apt.log 2>&1; }
+fi
 [ -d tests/browser/node_modules ] || npm ci --prefix tests/browser --no-audit --no-fund --loglevel=error
 
 # The API fuzz test runs schemathesis (PyPI), pinned.

@@ -99,6 +99,7 @@ impl Services {
             finisher: jobs::finisher::Finisher::start(self.db.clone()),
             scans: Default::default(),
             retention: self.config.retention,
+            activity: Default::default(),
             reconcile: jobs::env::ReconcilePolicy {
                 lost_after_s: self.config.reconcile_lost_after_s,
                 ..Default::default()

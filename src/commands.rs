@@ -36,18 +36,49 @@ pub async fn worker(services: Services, queues: Vec<String>) -> anyhow::Result<(
     let mut options = WorkerOptions::new(services.config.redis_url.clone(), queues);
     options.heartbeat = std::time::Duration::from_secs(services.config.worker_heartbeat_s.max(1));
     options.missed_heartbeats = services.config.worker_missed_heartbeats.max(2);
-    jobs::runtime::run(services.job_env(), options, shutdown_signal()).await;
+    let shutdown = shutdown_signal();
+    let metrics = serve_metrics(&services, &shutdown).await?;
+    jobs::runtime::run(services.job_env(), options, shutdown).await;
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
     Ok(())
 }
 
 /// `krug scheduler`.
 pub async fn scheduler(services: Services) -> anyhow::Result<()> {
-    jobs::schedule::run(
+    let shutdown = shutdown_signal();
+    let metrics = serve_metrics(&services, &shutdown).await?;
+    let result = jobs::schedule::run(
         services.job_env(),
         services.config.timezone,
-        shutdown_signal(),
+        shutdown.clone(),
     )
-    .await
+    .await;
+    shutdown.cancel();
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
+    result
+}
+
+/// `/metrics` at `KRUG_METRICS_BIND`, when it is set (a worker's and a scheduler's
+/// counters live in their own process: the API cannot report them).
+async fn serve_metrics(
+    services: &Services,
+    shutdown: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    match &services.config.metrics_bind {
+        Some(bind) => Ok(Some(
+            crate::telemetry::serve_metrics(bind, shutdown.clone())
+                .await?
+                .1,
+        )),
+        None => {
+            tracing::info!("KRUG_METRICS_BIND is not set: this process's metrics are not served");
+            Ok(None)
+        }
+    }
 }
 
 /// `krug schedule trigger NAME`.
@@ -176,7 +207,16 @@ pub async fn jobs_list(
     );
     let mut shown = 0;
     for name in queues {
-        let (jobs, _) = inspect::list(&services.queue, name, state, None, limit).await?;
+        let (jobs, _) = inspect::list(
+            &services.queue,
+            &services.db,
+            name,
+            state,
+            &inspect::JobFilter::default(),
+            None,
+            limit,
+        )
+        .await?;
         for job in jobs {
             shown += 1;
             println!(

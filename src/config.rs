@@ -4,11 +4,35 @@
 use anyhow::{Context, bail};
 use std::{env, path::PathBuf};
 
-/// Development generates missing keys; production refuses to start without them.
+/// Development generates missing keys; staging and production refuse to start without
+/// them. Each has its own default log level and format (`telemetry`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Environment {
     Development,
+    Staging,
     Production,
+}
+
+impl Environment {
+    /// `KRUG_ENV`: `development` (default), `staging` or `production`.
+    pub fn from_env() -> anyhow::Result<Self> {
+        match var("KRUG_ENV", "development").as_str() {
+            "development" | "dev" => Ok(Self::Development),
+            "staging" => Ok(Self::Staging),
+            "production" | "prod" => Ok(Self::Production),
+            other => {
+                bail!("KRUG_ENV must be `development`, `staging` or `production`, not `{other}`")
+            }
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Development => "development",
+            Self::Staging => "staging",
+            Self::Production => "production",
+        }
+    }
 }
 
 /// How pushes leave the system.
@@ -40,7 +64,7 @@ pub enum SmsConfig {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// `KRUG_ENV`: `development` (default) or `production`.
+    /// `KRUG_ENV`: `development` (default), `staging` or `production`.
     pub environment: Environment,
     /// `DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/krug`.
     pub database_url: String,
@@ -52,6 +76,10 @@ pub struct Config {
     pub clickhouse_db: String,
     /// `KRUG_BIND`, default `127.0.0.1:8080`.
     pub bind: String,
+    /// `KRUG_METRICS_BIND`, none by default: where `krug worker` and `krug scheduler` serve
+    /// `GET /metrics` (`krug api` serves it on `KRUG_BIND`). Without it their counters are
+    /// not scrapeable.
+    pub metrics_bind: Option<String>,
     /// `KRUG_QUEUE_PREFIX`, default `krug`: every Redis key starts with it.
     pub queue_prefix: String,
     /// `KRUG_JWT_PRIVATE_KEY` / `KRUG_JWT_PUBLIC_KEY`: PEM paths (RS256).
@@ -114,11 +142,7 @@ fn optional(name: &str) -> Option<String> {
 
 impl Config {
     pub fn from_env() -> anyhow::Result<Self> {
-        let environment = match var("KRUG_ENV", "development").as_str() {
-            "development" | "dev" => Environment::Development,
-            "production" | "prod" => Environment::Production,
-            other => bail!("KRUG_ENV must be `development` or `production`, not `{other}`"),
-        };
+        let environment = Environment::from_env()?;
         let sms = match var("KRUG_SMS_PROVIDER", "log").as_str() {
             "log" => SmsConfig::Log,
             "smsru" => SmsConfig::SmsRu {
@@ -206,6 +230,7 @@ impl Config {
             clickhouse_url: var("CLICKHOUSE_URL", "http://127.0.0.1:8123"),
             clickhouse_db: var("CLICKHOUSE_DB", "krug"),
             bind: var("KRUG_BIND", "127.0.0.1:8080"),
+            metrics_bind: optional("KRUG_METRICS_BIND"),
             queue_prefix,
             jwt_private_key: optional("KRUG_JWT_PRIVATE_KEY").map(PathBuf::from),
             jwt_public_key: optional("KRUG_JWT_PUBLIC_KEY").map(PathBuf::from),

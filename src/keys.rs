@@ -34,14 +34,20 @@ pub fn load(config: &Config) -> anyhow::Result<Keys> {
             dev_jwt_pair(&config.key_dir)?
         }
         (None, None) => {
-            bail!("KRUG_ENV=production needs KRUG_JWT_PRIVATE_KEY and KRUG_JWT_PUBLIC_KEY")
+            bail!(
+                "KRUG_ENV={} needs KRUG_JWT_PRIVATE_KEY and KRUG_JWT_PUBLIC_KEY (keys are generated in development only)",
+                config.environment.as_str()
+            )
         }
         _ => bail!("set both KRUG_JWT_PRIVATE_KEY and KRUG_JWT_PUBLIC_KEY, or neither"),
     };
     let secret_key_hex = match &config.secret_key {
         Some(hex) => hex.clone(),
         None if config.environment == Environment::Development => dev_secret_key(&config.key_dir)?,
-        None => bail!("KRUG_ENV=production needs KRUG_SECRET_KEY (64 hex digits)"),
+        None => bail!(
+            "KRUG_ENV={} needs KRUG_SECRET_KEY (64 hex digits; generated in development only)",
+            config.environment.as_str()
+        ),
     };
     Ok(Keys {
         jwt_private_pem,

@@ -117,12 +117,12 @@ fn main() -> anyhow::Result<()> {
     // `.env` is for development; a missing file is fine.
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
-    telemetry::init();
+    let config = Config::from_env()?;
+    telemetry::init(config.environment);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let config = Config::from_env()?;
         match cli.command {
             Command::Migrate => {
                 krug::app::migrate(&config).await?;

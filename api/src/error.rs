@@ -79,6 +79,7 @@ impl ApiError {
     /// An unexpected failure: logged with its whole cause chain, answered without it.
     pub fn internal(error: impl Into<anyhow::Error>) -> Self {
         let error = error.into();
+        jobs::metrics::note_error_chain(&error);
         tracing::error!(error.cause_chain = ?error, error.message = %error, "request failed");
         Self::Internal(body("internal_error", "Something went wrong on our side."))
     }
@@ -88,6 +89,7 @@ impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         match error {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
+                jobs::metrics::note_database_error(&error);
                 tracing::error!(error = %error, "database unavailable");
                 Self::Unavailable(body(
                     "database_unavailable",

@@ -26,6 +26,8 @@ pub struct Env {
     pub finisher: crate::finisher::Finisher,
     /// Gathers `qr_scan` jobs into batches.
     pub scans: crate::handlers::scan::ScanBatcher,
+    /// Jobs running now and finished per minute, for the board (`processes`).
+    pub activity: Arc<crate::processes::Activity>,
 }
 
 impl Env {

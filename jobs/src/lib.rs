@@ -7,6 +7,7 @@ pub mod handlers;
 pub mod inspect;
 pub mod metrics;
 pub mod outbox;
+pub mod processes;
 pub mod queue;
 pub mod runtime;
 pub mod schedule;

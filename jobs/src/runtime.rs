@@ -16,6 +16,7 @@ use crate::{
         tiers::ReviewTiers,
     },
     metrics::{JOB_DURATION, JOBS_PROCESSED},
+    processes::{self, ProcessInfo},
     queue::{Job, JobCtx, JobError, QueueName},
     signals::{self, Wakeup},
 };
@@ -64,6 +65,7 @@ impl WorkerOptions {
 /// Runs workers for `options.queues` until `shutdown` is cancelled, then lets running jobs
 /// finish.
 pub async fn run(env: Arc<Env>, options: WorkerOptions, shutdown: CancellationToken) {
+    crate::metrics::initialise_worker(&options.queues);
     let mut wakeups = HashMap::new();
     let mut supervisors = tokio::task::JoinSet::new();
     for queue in options.queues.iter().copied() {
@@ -81,10 +83,27 @@ pub async fn run(env: Arc<Env>, options: WorkerOptions, shutdown: CancellationTo
         ));
     }
     let listener = signals::spawn_listener(options.redis_url.clone(), wakeups);
+    let concurrency = options
+        .queues
+        .iter()
+        .map(|q| options.concurrency.unwrap_or(q.concurrency()).max(1))
+        .sum();
+    // Its own token: the heartbeat stops after the workers, with their last counts.
+    let heartbeat_stop = CancellationToken::new();
+    let heartbeat = tokio::spawn(processes::heartbeat(
+        env.queue.clone(),
+        env.activity.clone(),
+        ProcessInfo::worker(&options.queues, concurrency),
+        options.heartbeat,
+        options.heartbeat * options.missed_heartbeats.max(1) as u32,
+        heartbeat_stop.clone(),
+    ));
     tracing::info!(queues = ?options.queues.iter().map(|q| q.as_str()).collect::<Vec<_>>(), "worker started");
     while supervisors.join_next().await.is_some() {}
     listener.abort();
     env.finisher.flush().await;
+    heartbeat_stop.cancel();
+    let _ = heartbeat.await;
     tracing::info!("worker stopped");
 }
 
@@ -135,11 +154,12 @@ async fn supervise(
 }
 
 fn worker_name(queue: QueueName, incarnation: u32) -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .unwrap_or_else(|_| "host".to_owned());
     let tag = domain::codes::human_code(&mut rand::rng(), 4).to_lowercase();
-    format!("{queue}@{host}-{}-{incarnation}-{tag}", std::process::id())
+    format!(
+        "{queue}@{}-{}-{incarnation}-{tag}",
+        processes::host_name(),
+        std::process::id()
+    )
 }
 
 /// Runs the worker of job type `J` alone (the benchmark's no-op jobs), until `shutdown`.
@@ -222,9 +242,18 @@ async fn execute<J: Job>(
         job_id,
         attempt,
     };
+    let running = env.activity.start(queue, job_id);
     let result = job.run(ctx).instrument(span.clone()).await;
     timer.observe_duration();
+    if result.is_ok() {
+        running.succeeded();
+    } else {
+        drop(running);
+    }
     let _entered = span.enter();
+    if let Err(JobError::Retry(e) | JobError::Permanent(e)) = &result {
+        crate::metrics::note_error_chain(e);
+    }
     let final_outcome = match &result {
         Ok(()) => Some("done"),
         Err(JobError::Permanent(_)) => Some("dead"),

@@ -11,6 +11,8 @@ use crate::{
         analytics::RfmSnapshot, crm::PollCrm, expire::Expire, notify::NotifyJob,
         reconcile::Reconcile, retention::Purge, tiers::ReviewTiers,
     },
+    metrics::{SCHEDULER_TICKS, note_database_error},
+    processes::{self, ProcessInfo},
     queue::{Job, QueueName},
 };
 use apalis_cron::CronScheduler;
@@ -181,9 +183,21 @@ pub async fn list(
 
 /// Fires every schedule until `shutdown`.
 pub async fn run(env: Arc<Env>, timezone: Tz, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let armed = schedules()
+        .into_iter()
+        .map(|schedule| schedule.parsed().map(|cron| (schedule, cron)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let mut tasks = tokio::task::JoinSet::new();
-    for schedule in schedules() {
-        let cron = schedule.parsed()?;
+    let heartbeat = tokio::spawn(processes::heartbeat(
+        env.queue.clone(),
+        env.activity.clone(),
+        ProcessInfo::scheduler(armed.iter().map(|(s, _)| s.name.to_owned()).collect()),
+        SCHEDULER_HEARTBEAT,
+        SCHEDULER_HEARTBEAT * 6,
+        shutdown.clone(),
+    ));
+    crate::metrics::initialise_scheduler(&armed.iter().map(|(s, _)| s.name).collect::<Vec<_>>());
+    for (schedule, cron) in armed {
         catch_up(&env, &schedule, &cron, timezone).await;
         let env = env.clone();
         let shutdown = shutdown.clone();
@@ -210,8 +224,12 @@ pub async fn run(env: Arc<Env>, timezone: Tz, shutdown: CancellationToken) -> an
         });
     }
     while tasks.join_next().await.is_some() {}
+    let _ = heartbeat.await;
     Ok(())
 }
+
+/// How often a scheduler tells Redis it is alive (it is gone after six missed beats).
+const SCHEDULER_HEARTBEAT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How far back a restarted scheduler looks for a missed tick.
 const CATCH_UP_LOOKBACK_HOURS: i64 = 24;
@@ -234,6 +252,7 @@ async fn catch_up(env: &Env, schedule: &Schedule, cron: &cron::Schedule, timezon
     {
         Ok(last) => last,
         Err(e) => {
+            note_database_error(&e);
             tracing::warn!(schedule = schedule.name, error = %e, "could not read the last run; no catch-up");
             return;
         }
@@ -252,13 +271,20 @@ async fn fire(env: &Env, schedule: &Schedule, tick_unix: u64) {
         .push_raw(schedule.queue, std::slice::from_ref(&job))
         .await
     {
+        SCHEDULER_TICKS
+            .with_label_values(&[schedule.name, "failed"])
+            .inc();
         tracing::warn!(schedule = schedule.name, error = %e, "could not enqueue a tick");
         return;
     }
+    SCHEDULER_TICKS
+        .with_label_values(&[schedule.name, "enqueued"])
+        .inc();
     tracing::debug!(schedule = schedule.name, tick = tick_unix, "tick enqueued");
     let tick_at = OffsetDateTime::from_unix_timestamp(tick_unix as i64)
         .unwrap_or_else(|_| OffsetDateTime::now_utc());
     if let Err(e) = record_run(&env.db, schedule.name, tick_at, job.id).await {
+        note_database_error(&e);
         tracing::warn!(schedule = schedule.name, error = %e, "could not record a tick");
     }
 }

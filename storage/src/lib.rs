@@ -23,6 +23,7 @@ pub mod search;
 pub mod secret;
 pub mod sessions;
 pub mod states;
+pub mod subjects;
 pub mod tiers;
 pub mod tokens;
 pub mod users;
@@ -88,4 +89,17 @@ pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
 /// Applies the migrations.
 pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
+}
+
+/// Whether `error` means Postgres could not be reached (as opposed to a statement that
+/// failed): what operators are alerted on.
+pub fn is_connection_error(error: &sqlx::Error) -> bool {
+    matches!(
+        error,
+        sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed
+    )
 }

@@ -113,3 +113,29 @@ pub async fn get(db: impl PgExecutor<'_>, job_id: Uuid) -> sqlx::Result<Option<O
     .fetch_optional(db)
     .await
 }
+
+/// Reopens the records of jobs an operator sent back to the queue, so that `reconcile`
+/// watches them again.
+pub async fn reopen(db: impl PgExecutor<'_>, job_ids: &[Uuid]) -> sqlx::Result<()> {
+    sqlx::query(
+        "UPDATE job_outbox SET finished_at = NULL, outcome = NULL, relayed_at = now() WHERE job_id = ANY($1)",
+    )
+    .bind(job_ids)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Closes the records of jobs an operator took out, so that `reconcile` leaves them.
+pub async fn finish_all(
+    db: impl PgExecutor<'_>,
+    job_ids: &[Uuid],
+    outcome: &str,
+) -> sqlx::Result<()> {
+    sqlx::query("UPDATE job_outbox SET finished_at = now(), outcome = $2 WHERE job_id = ANY($1) AND finished_at IS NULL")
+        .bind(job_ids)
+        .bind(outcome)
+        .execute(db)
+        .await?;
+    Ok(())
+}

@@ -1,6 +1,6 @@
 //! The operations board in a real browser (Debian's headless Chromium, driven by Playwright
-//! from `tests/browser/board.mjs`): an operator signs in, opens a dead job, presses Retry and
-//! sees it done.
+//! from the scripts in `tests/browser/`), used as an operator uses it. Screenshots are kept
+//! in `tests/browser/artifacts/` (git-ignored).
 
 use crate::{
     fakes::{FakeSmsRu, SmsRuMode},
@@ -13,14 +13,9 @@ use std::{
     process::{Command, Stdio},
 };
 
+/// An operator signs in, opens a dead job, presses Retry and sees it done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_retries_a_dead_job_from_the_board_in_a_browser() {
-    let root = env!("CARGO_MANIFEST_DIR");
-    assert!(
-        std::path::Path::new("/usr/bin/chromium").exists()
-            && std::path::Path::new(&format!("{root}/tests/browser/node_modules")).exists(),
-        "the board test needs Debian's chromium and tests/browser/node_modules: run scripts/test.sh, which installs both"
-    );
     let sms = FakeSmsRu::start(SmsRuMode::BadNumber).await;
     let app = TestApp::spawn_with(Options {
         smsru_url: Some(sms.url()),
@@ -53,14 +48,65 @@ async fn an_operator_retries_a_dead_job_from_the_board_in_a_browser() {
     .await;
     sms.set_mode(SmsRuMode::Accept);
 
-    let screenshot = format!("{root}/target/board-retry.png");
-    let mut browser = Command::new("node")
-        .arg(format!("{root}/tests/browser/board.mjs"))
-        .env("BOARD_URL", &app.api.base)
-        .env("OPERATOR_PHONE", operator)
-        .env("JOB_QUEUE", "otp_send")
-        .env("JOB_ID", &job_id)
-        .env("SCREENSHOT", &screenshot)
+    let screenshot = artifact("board-retry.png");
+    let said = drive_browser(
+        "board.mjs",
+        &[
+            ("BOARD_URL", app.api.base.clone()),
+            ("OPERATOR_PHONE", operator.to_owned()),
+            ("JOB_QUEUE", "otp_send".to_owned()),
+            ("JOB_ID", job_id.clone()),
+            ("SCREENSHOT", screenshot.clone()),
+        ],
+        &sms,
+        operator,
+    )
+    .await;
+    assert_eq!(said.get("SIGNED_IN").map(String::as_str), Some("1"));
+    assert_eq!(said.get("STATE_BEFORE").map(String::as_str), Some("dead"));
+    assert!(
+        said.get("ERROR_SHOWN").is_some_and(|e| e.contains("202")),
+        "{said:?}"
+    );
+    assert_eq!(
+        said.get("STATE_AFTER").map(String::as_str),
+        Some("done"),
+        "{said:?}"
+    );
+    assert!(
+        std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 1000),
+        "a screenshot was saved"
+    );
+}
+
+/// Where the browser tests keep their screenshots (git-ignored, kept after the run).
+pub fn artifact(name: &str) -> String {
+    let dir = format!("{}/tests/browser/artifacts", env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(&dir).unwrap();
+    format!("{dir}/{name}")
+}
+
+/// Runs `tests/browser/<script>` in node with `env`, answers its `CODE_REQUESTED` with the
+/// code the fake SMS gateway received for `operator`, and returns every `KEY value` line it
+/// printed. The script must exit 0.
+pub async fn drive_browser(
+    script: &str,
+    env: &[(&str, String)],
+    sms: &FakeSmsRu,
+    operator: &str,
+) -> std::collections::HashMap<String, String> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    assert!(
+        std::path::Path::new("/usr/bin/chromium").exists()
+            && std::path::Path::new(&format!("{root}/tests/browser/node_modules")).exists(),
+        "the board tests need Debian's chromium and tests/browser/node_modules: run scripts/test.sh, which installs both"
+    );
+    let mut command = Command::new("node");
+    command.arg(format!("{root}/tests/browser/{script}"));
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut browser = command
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -78,16 +124,17 @@ async fn an_operator_retries_a_dead_job_from_the_board_in_a_browser() {
         }
     });
     let mut said = std::collections::HashMap::new();
-    while let Some(line) = tokio::time::timeout(std::time::Duration::from_secs(60), rx.recv())
+    while let Some(line) = tokio::time::timeout(std::time::Duration::from_secs(90), rx.recv())
         .await
-        .expect("the browser script said nothing for a minute")
+        .expect("the browser script said nothing for 90 s")
     {
-        eprintln!("[board.mjs] {line}");
+        eprintln!("[{script}] {line}");
         let (key, value) = line.split_once(' ').unwrap_or((&line, ""));
         if key == "CODE_REQUESTED" {
             let message = eventually(10, "the operator's SMS", || async {
                 sms.sent()
                     .into_iter()
+                    .rev()
                     .find(|m| m.to == operator.trim_start_matches('+'))
             })
             .await;
@@ -99,19 +146,121 @@ async fn an_operator_retries_a_dead_job_from_the_board_in_a_browser() {
     }
     let status = browser.wait().unwrap();
     assert!(status.success(), "the browser script failed: {said:?}");
-    assert_eq!(said.get("SIGNED_IN").map(String::as_str), Some("1"));
-    assert_eq!(said.get("STATE_BEFORE").map(String::as_str), Some("dead"));
+    said
+}
+
+/// The board's operations pages in Chromium: the throughput chart counts finished jobs, the
+/// Processes page lists this test's worker process by its pid, and an operator filters the
+/// dead `notify` jobs to one member's, confirms the count and retries them in one action
+/// (the other member's stay dead).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_watches_processes_and_retries_a_members_dead_jobs_in_a_browser() {
+    use jobs::{
+        QueueName,
+        client::RawJob,
+        handlers::notify::{Notify, NotifyJob},
+        inspect::{self, JobState},
+    };
+    let sms = FakeSmsRu::start(SmsRuMode::Accept).await;
+    let app = TestApp::spawn_with(Options {
+        smsru_url: Some(sms.url()),
+        ..Default::default()
+    })
+    .await;
+    let operator = "+79000000001";
+    krug::commands::grant(app.services.clone(), operator, "superadmin", None)
+        .await
+        .unwrap();
+    let mut dead = Vec::new();
+    let mut members = Vec::new();
+    for count in [3, 2] {
+        let phone = domain::PhoneNumber::parse(&member_phone()).unwrap();
+        let member = storage::users::find_or_create(&app.db, &phone)
+            .await
+            .unwrap()
+            .id;
+        members.push(member);
+        for n in 0..count {
+            let id = uuid::Uuid::now_v7();
+            let job = NotifyJob::Send(Notify {
+                user_id: member,
+                message: domain::messages::Message::TierUpgraded {
+                    tier: domain::Tier::Vip,
+                },
+                dedupe_key: format!("board-test:{member}:{n}"),
+            });
+            // Due in an hour, then discarded: dead with the operator's reason.
+            app.env
+                .queue
+                .push_raw(
+                    QueueName::Notify,
+                    &[RawJob {
+                        id,
+                        payload: serde_json::to_vec(&job).unwrap(),
+                        max_attempts: 8,
+                        run_at: Some(time::OffsetDateTime::now_utc() + time::Duration::hours(1)),
+                        idempotency_key: None,
+                        from_outbox: false,
+                    }],
+                )
+                .await
+                .unwrap();
+            inspect::discard(&app.env.queue, &app.db, QueueName::Notify, id)
+                .await
+                .unwrap();
+            dead.push((member, id));
+        }
+    }
+    let said = drive_browser(
+        "operations.mjs",
+        &[
+            ("BOARD_URL", app.api.base.clone()),
+            ("OPERATOR_PHONE", operator.to_owned()),
+            ("MEMBER_ID", members[0].to_string()),
+            ("ARTIFACTS", artifact("").trim_end_matches('/').to_owned()),
+        ],
+        &sms,
+        operator,
+    )
+    .await;
+    let get = |key: &str| said.get(key).cloned().unwrap_or_default();
+    assert_eq!(get("CHART_MINUTES"), "180");
     assert!(
-        said.get("ERROR_SHOWN").is_some_and(|e| e.contains("202")),
+        get("CHART_PROCESSED").parse::<u64>().unwrap() >= 1,
         "{said:?}"
     );
+    assert!(
+        get("WORKER_PIDS")
+            .split(',')
+            .any(|pid| pid == std::process::id().to_string()),
+        "{said:?}"
+    );
+    assert_eq!(get("DEAD_ROWS_BEFORE"), "5");
+    assert_eq!(get("DEAD_ROWS_FILTERED"), "3");
     assert_eq!(
-        said.get("STATE_AFTER").map(String::as_str),
-        Some("done"),
-        "{said:?}"
+        get("CONFIRM_TEXT"),
+        "Retry 3 dead notify jobs matching this filter?"
     );
+    assert_eq!(get("BULK_APPLIED"), "3");
+    for (member, id) in dead {
+        let state = eventually(20, "the retried jobs to run", || async {
+            let state = inspect::job(&app.env.queue, QueueName::Notify, id)
+                .await
+                .unwrap()
+                .unwrap()
+                .state;
+            let settled = if member == members[0] {
+                state == JobState::Done
+            } else {
+                state == JobState::Dead
+            };
+            settled.then_some(state)
+        })
+        .await;
+        assert!(matches!(state, JobState::Done | JobState::Dead));
+    }
     assert!(
-        std::fs::metadata(&screenshot).is_ok_and(|m| m.len() > 1000),
-        "a screenshot was saved"
+        std::fs::metadata(artifact("bulk-retry-confirm.png")).is_ok_and(|m| m.len() > 1000),
+        "screenshots are kept"
     );
 }

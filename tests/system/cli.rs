@@ -8,7 +8,7 @@ use std::{
 };
 use uuid::Uuid;
 
-fn krug(database_url: &str, clickhouse_db: &str, prefix: &str) -> Command {
+pub(crate) fn krug(database_url: &str, clickhouse_db: &str, prefix: &str) -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_krug"));
     command
         .env_clear()
@@ -21,7 +21,7 @@ fn krug(database_url: &str, clickhouse_db: &str, prefix: &str) -> Command {
     command
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+pub(crate) fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     let deadline = Instant::now() + within;
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -35,7 +35,7 @@ fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
     }
 }
 
-fn sigterm(child: &Child) {
+pub(crate) fn sigterm(child: &Child) {
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -43,7 +43,7 @@ fn sigterm(child: &Child) {
     assert!(status.success());
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

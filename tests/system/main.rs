@@ -16,6 +16,7 @@ mod fuzz;
 mod http;
 mod members;
 mod operations;
+mod ops;
 mod promo;
 mod reliability;
 mod scans;

@@ -1,6 +1,7 @@
 //! `/admin/queues`, `/admin/jobs`, `/admin/schedules`: operators inspect, retry and discard
 //! jobs and fire schedules. The same functions serve `krug jobs` and `krug schedule`.
 
+use crate::wire::Text;
 use crate::{
     audit::{self, Change},
     auth::{Operator, Superadmin},
@@ -10,11 +11,12 @@ use crate::{
 };
 use jobs::{
     QueueName,
-    inspect::{self, Action, JobInfo, JobState, ListError},
+    inspect::{self, Action, BulkAction, BulkError, JobFilter, JobInfo, JobState, ListError},
+    processes::{self, ProcessKind},
     schedule,
 };
 use poem_openapi::{
-    ApiResponse, Object, OpenApi, Tags,
+    ApiResponse, Enum, Object, OpenApi, Tags,
     param::{Path, Query},
     payload::Json,
 };
@@ -114,6 +116,97 @@ pub struct Triggered {
     pub job_id: Uuid,
 }
 
+/// A job running now in a worker process.
+#[derive(Debug, Object)]
+pub struct RunningJobView {
+    pub queue: String,
+    pub job_id: Uuid,
+    pub started_at: OffsetDateTime,
+}
+
+/// A worker or scheduler process, from its last heartbeat in Redis.
+#[derive(Debug, Object)]
+pub struct ProcessView {
+    /// `host-pid-tag`, unique per start.
+    pub id: String,
+    /// `worker` or `scheduler`.
+    pub kind: String,
+    pub host: String,
+    pub pid: u32,
+    /// Queues a worker works on.
+    pub queues: Vec<String>,
+    /// Schedules a scheduler fires.
+    pub schedules: Vec<String>,
+    /// Jobs a worker runs at once, over all its queues.
+    pub concurrency: u64,
+    pub started_at: OffsetDateTime,
+    pub heartbeat_at: OffsetDateTime,
+    /// Seconds since the last heartbeat.
+    pub heartbeat_age_s: i64,
+    /// Jobs running now.
+    pub busy: u64,
+    /// The jobs running now (the longest-running first; at most 200).
+    pub running: Vec<RunningJobView>,
+}
+
+#[derive(Debug, Object)]
+pub struct ProcessList {
+    pub items: Vec<ProcessView>,
+}
+
+/// Jobs finished in one minute by every worker process together.
+#[derive(Debug, Object)]
+pub struct MinuteView {
+    /// Start of the minute.
+    pub minute: OffsetDateTime,
+    /// Jobs that ran to an end (done, retry or dead).
+    pub processed: u64,
+    /// Of those, the ones that failed (retried or dead).
+    pub failed: u64,
+}
+
+#[derive(Debug, Object)]
+pub struct Throughput {
+    /// Oldest first; the last is the current, unfinished minute.
+    pub items: Vec<MinuteView>,
+}
+
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum BulkActionName {
+    Retry,
+    Discard,
+}
+
+/// Which jobs, and what to do with them.
+#[derive(Debug, Object)]
+pub struct BulkRequest {
+    pub queue: String,
+    pub action: BulkActionName,
+    /// `dead` (default) or `failed`.
+    #[oai(nullable)]
+    pub state: Option<String>,
+    #[oai(nullable)]
+    pub member_id: Option<Uuid>,
+    #[oai(nullable)]
+    pub business_id: Option<Uuid>,
+    /// Part of the last error, any case.
+    #[oai(nullable, validator(max_length = 200))]
+    pub error: Option<Text>,
+    /// Only count the jobs that match (default false).
+    #[oai(nullable)]
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Object)]
+pub struct BulkResult {
+    /// Jobs that matched.
+    pub matched: u64,
+    /// Jobs retried or discarded (0 in a dry run; fewer than matched if some moved on).
+    pub applied: u64,
+    pub dry_run: bool,
+}
+
 #[derive(ApiResponse)]
 pub enum TriggerResponse {
     /// The schedule's job is queued.
@@ -130,6 +223,23 @@ fn queue_name(raw: &str) -> Result<QueueName, ApiError> {
 fn redis_down(error: impl std::fmt::Display) -> ApiError {
     tracing::warn!(error = %error, "queue store unavailable");
     ApiError::queue_unavailable()
+}
+
+fn job_state(raw: Option<String>) -> Result<Option<JobState>, ApiError> {
+    raw.filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse()
+                .map_err(|e: String| ApiError::unprocessable("invalid_state", e))
+        })
+        .transpose()
+}
+
+fn list_error(error: ListError) -> ApiError {
+    match error {
+        ListError::BadCursor => ApiError::bad_request("invalid_cursor", error.to_string()),
+        ListError::Redis(e) => redis_down(e),
+        ListError::Database(e) => e.into(),
+    }
 }
 
 fn action_result(action: Action, what: &str) -> Result<(), ApiError> {
@@ -170,38 +280,43 @@ impl OperationsApi {
         Ok(Json(Envelope::new(QueueList { items })))
     }
 
-    /// Jobs of a queue, optionally of one state, with payload, attempts and last error.
+    /// Jobs of a queue, optionally of one state, with payload, attempts and last error;
+    /// optionally only those about one member or business (`member_id`, `business_id`:
+    /// named in the payload, or owning the scan or transaction it names) or whose last error
+    /// contains `error`. A filtered page looks at a few thousand jobs at most: it may come
+    /// back short, with a `next_cursor` to read on.
     #[oai(path = "/jobs", method = "get")]
+    #[allow(clippy::too_many_arguments)]
     async fn jobs(
         &self,
         _operator: Operator,
         queue: Query<String>,
         state: Query<Option<String>>,
+        member_id: Query<Option<Uuid>>,
+        business_id: Query<Option<Uuid>>,
+        error: Query<Option<String>>,
         cursor: Query<Option<String>>,
         limit: Query<Option<u32>>,
     ) -> ApiResult<Json<Envelope<Page<JobView>>>> {
         let name = queue_name(&queue.0)?;
-        let state: Option<JobState> = state
-            .0
-            .filter(|s| !s.is_empty())
-            .map(|s| {
-                s.parse()
-                    .map_err(|e: String| ApiError::unprocessable("invalid_state", e))
-            })
-            .transpose()?;
+        let state = job_state(state.0)?;
+        let filter = JobFilter {
+            member_id: member_id.0,
+            business_id: business_id.0,
+            error: error.0.filter(|e| !e.trim().is_empty()),
+        };
         let limit = crate::routes::page_limit(limit.0)?;
         let (jobs, next_cursor) = inspect::list(
             &self.state.queue,
+            &self.state.db,
             name,
             state,
+            &filter,
             cursor.0.as_deref().filter(|c| !c.is_empty()),
             limit,
         )
         .await
-        .map_err(|e| match e {
-            ListError::BadCursor => ApiError::bad_request("invalid_cursor", e.to_string()),
-            ListError::Redis(e) => redis_down(e),
-        })?;
+        .map_err(list_error)?;
         Ok(Json(Envelope::new(Page {
             items: jobs.into_iter().map(job_view).collect(),
             next_cursor,
@@ -272,6 +387,52 @@ impl OperationsApi {
         self.job(auth, queue, id).await
     }
 
+    /// Retry or discard, in one action, every failed or dead job of a queue that matches a
+    /// filter (as `GET /admin/jobs` filters). `dry_run` only counts them, for the operator
+    /// to confirm. Discarding a failed job makes it dead; discarding a dead job deletes it
+    /// from the queue (its outbox record stays, closed as discarded).
+    #[oai(path = "/jobs/bulk", method = "post")]
+    async fn bulk(
+        &self,
+        _operator: Operator,
+        body: Json<BulkRequest>,
+    ) -> ApiResult<Json<Envelope<BulkResult>>> {
+        let body = body.0;
+        let name = queue_name(&body.queue)?;
+        let state = job_state(body.state)?.unwrap_or(JobState::Dead);
+        let filter = JobFilter {
+            member_id: body.member_id,
+            business_id: body.business_id,
+            error: body.error.map(|e| e.0).filter(|e| !e.trim().is_empty()),
+        };
+        let action = match body.action {
+            BulkActionName::Retry => BulkAction::Retry,
+            BulkActionName::Discard => BulkAction::Discard,
+        };
+        let dry_run = body.dry_run.unwrap_or(false);
+        let outcome = inspect::bulk(
+            &self.state.queue,
+            &self.state.db,
+            name,
+            state,
+            &filter,
+            action,
+            dry_run,
+        )
+        .await
+        .map_err(|e| match e {
+            BulkError::State(_) => ApiError::unprocessable("invalid_state", e.to_string()),
+            BulkError::List(e) => list_error(e),
+            BulkError::Redis(e) => redis_down(e),
+            BulkError::Database(e) => e.into(),
+        })?;
+        Ok(Json(Envelope::new(BulkResult {
+            matched: outcome.matched,
+            applied: outcome.applied,
+            dry_run,
+        })))
+    }
+
     /// The schedules: cron, next fire time, last run and its outcome.
     #[oai(path = "/schedules", method = "get")]
     async fn schedules(&self, _operator: Operator) -> ApiResult<Json<Envelope<ScheduleList>>> {
@@ -290,6 +451,75 @@ impl OperationsApi {
             })
             .collect();
         Ok(Json(Envelope::new(ScheduleList { items })))
+    }
+
+    /// Every live worker and scheduler process: host, queues, concurrency, heartbeat and
+    /// the jobs it runs now (from the processes' heartbeats in Redis).
+    #[oai(path = "/processes", method = "get")]
+    async fn processes(&self, _operator: Operator) -> ApiResult<Json<Envelope<ProcessList>>> {
+        let now = OffsetDateTime::now_utc();
+        let items = processes::list(&self.state.queue)
+            .await
+            .map_err(redis_down)?
+            .into_iter()
+            .map(|p| ProcessView {
+                heartbeat_age_s: (now - p.heartbeat_at).whole_seconds().max(0),
+                kind: match p.kind {
+                    ProcessKind::Worker => "worker",
+                    ProcessKind::Scheduler => "scheduler",
+                }
+                .to_owned(),
+                id: p.id,
+                host: p.host,
+                pid: p.pid,
+                queues: p.queues,
+                schedules: p.schedules,
+                concurrency: p.concurrency as u64,
+                started_at: p.started_at,
+                heartbeat_at: p.heartbeat_at,
+                busy: p.busy as u64,
+                running: p
+                    .running
+                    .into_iter()
+                    .map(|j| RunningJobView {
+                        queue: j.queue,
+                        job_id: j.job_id,
+                        started_at: j.started_at,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Json(Envelope::new(ProcessList { items })))
+    }
+
+    /// Jobs processed and failed per minute over the last `minutes` (default 180, at most
+    /// 1440), summed over every worker process.
+    #[oai(path = "/throughput", method = "get")]
+    async fn throughput(
+        &self,
+        _operator: Operator,
+        minutes: Query<Option<u32>>,
+    ) -> ApiResult<Json<Envelope<Throughput>>> {
+        let minutes = match minutes.0.unwrap_or(180) {
+            n @ 1..=1440 => n,
+            _ => {
+                return Err(ApiError::unprocessable(
+                    "invalid_minutes",
+                    "minutes must be between 1 and 1440",
+                ));
+            }
+        };
+        let items = processes::throughput(&self.state.queue, minutes)
+            .await
+            .map_err(redis_down)?
+            .into_iter()
+            .map(|m| MinuteView {
+                minute: m.minute,
+                processed: m.processed,
+                failed: m.failed,
+            })
+            .collect();
+        Ok(Json(Envelope::new(Throughput { items })))
     }
 
     /// Enqueue a schedule's job now.
