@@ -327,7 +327,10 @@ async fn each_process_serves_its_own_metrics_when_they_run_apart() {
         .find(|p| p["pid"].as_u64() == Some(processes.get("worker").id() as u64))
         .unwrap();
     assert_eq!(worker_entry["kind"], "worker");
-    assert_eq!(worker_entry["queues"].as_array().unwrap().len(), 10);
+    assert_eq!(
+        worker_entry["queues"].as_array().unwrap().len(),
+        QueueName::ALL.len()
+    );
     assert!(worker_entry["concurrency"].as_u64().unwrap() >= 10);
     assert!(worker_entry["heartbeat_age_s"].as_i64().unwrap() < 30);
     let scheduler_entry = listed
@@ -685,6 +688,20 @@ async fn dead_jobs_of_one_member_are_retried_in_one_action() {
     )
     .unwrap();
     assert_eq!(retried.data()["applied"], 700);
+    let audit = expect(
+        operator.get("/admin/audit?target=notify").await.unwrap(),
+        200,
+    )
+    .unwrap();
+    let entries = audit.data()["items"].as_array().unwrap();
+    assert_eq!(
+        entries.len(),
+        1,
+        "dry runs change nothing and are not logged: {entries:?}"
+    );
+    assert_eq!(entries[0]["action"], "job.bulk_retry");
+    assert_eq!(entries[0]["after"]["applied"], 700);
+    assert_eq!(entries[0]["after"]["member_id"], anna.to_string());
     let queues = expect(operator.get("/admin/queues").await.unwrap(), 200).unwrap();
     let notify = queues.data()["items"]
         .as_array()

@@ -394,7 +394,7 @@ impl OperationsApi {
     #[oai(path = "/jobs/bulk", method = "post")]
     async fn bulk(
         &self,
-        _operator: Operator,
+        operator: Operator,
         body: Json<BulkRequest>,
     ) -> ApiResult<Json<Envelope<BulkResult>>> {
         let body = body.0;
@@ -426,6 +426,26 @@ impl OperationsApi {
             BulkError::Redis(e) => redis_down(e),
             BulkError::Database(e) => e.into(),
         })?;
+        if !dry_run {
+            // One entry for the whole action: the filter says which jobs, the counts how many.
+            let action_name = match action {
+                BulkAction::Retry => "job.bulk_retry",
+                BulkAction::Discard => "job.bulk_discard",
+            };
+            audit::record(
+                &self.state.db,
+                operator.user_id(),
+                Change::new(action_name, "queue", name.as_str()).after_value(json!({
+                    "state": state.as_str(),
+                    "member_id": filter.member_id,
+                    "business_id": filter.business_id,
+                    "error": filter.error,
+                    "matched": outcome.matched,
+                    "applied": outcome.applied,
+                })),
+            )
+            .await?;
+        }
         Ok(Json(Envelope::new(BulkResult {
             matched: outcome.matched,
             applied: outcome.applied,
