@@ -236,20 +236,28 @@ async fn each_process_serves_its_own_metrics_when_they_run_apart() {
     }
 
     let worker_url = format!("http://127.0.0.1:{worker_port}/metrics");
+    // Counted after each commit: a member may see her scan done a moment before.
     let worker = eventually(30, "the worker's counters", || async {
         let samples = scrape(&worker_url).await?;
         let coupons = value(&samples, "cross_promo_triggered_total", &[])?;
-        (coupons >= 1.0).then_some(samples)
+        let scans = value(&samples, "qr_scans_total", &[("result", "done")])?;
+        (coupons >= 1.0 && scans >= 2.0).then_some(samples)
     })
     .await;
+    let counters =
+        |name: &str| -> Vec<&Sample> { worker.iter().filter(|(n, _, _)| n == name).collect() };
     assert_eq!(
         value(&worker, "qr_scans_total", &[("result", "done")]),
-        Some(2.0)
+        Some(2.0),
+        "{:?}",
+        counters("qr_scans_total")
     );
     // 5 % of 1 500 and of 2 500.
     assert_eq!(
         value(&worker, "bonus_accrued_total", &[("source", "qr")]),
-        Some(200.0)
+        Some(200.0),
+        "{:?}",
+        counters("bonus_accrued_total")
     );
     assert_eq!(
         value(&worker, "cross_promo_triggered_total", &[]),
