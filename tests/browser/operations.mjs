@@ -35,8 +35,7 @@ try {
   say("DEAD_ROWS_BEFORE", await page.$$eval("#jobs tr[data-row]", rows => rows.length));
   await page.fill("#filter-member_id", MEMBER_ID);
   await page.click("#apply-filter");
-  await page.waitForFunction(() => location.hash.includes("member_id="));
-  await page.waitForSelector("#jobs");
+  await page.waitForSelector('#jobs[data-filter*="member_id="]');
   say("DEAD_ROWS_FILTERED", await page.$$eval("#jobs tr[data-row]", rows => rows.length));
 
   await page.click("#bulk-retry");
