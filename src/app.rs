@@ -1,11 +1,12 @@
 //! Wiring: connections and keys from the configuration, shared by every subcommand.
 
 use crate::{
-    config::{Config, PushConfig, SmsConfig},
+    config::{Config, FcmCredentials, PushConfig, SmsConfig},
     keys,
 };
 use adapters::{
-    push::{HttpFcm, LogPush, PushSender},
+    egress::Egress,
+    push::{FcmAuth, HttpFcm, LogPush, PushSender, ServiceAccount},
     sms::{HttpSmsRu, LogSms, SmsSender},
 };
 use anyhow::Context;
@@ -29,6 +30,8 @@ pub struct Services {
     pub clickhouse: clickhouse::Client,
     pub sms: Arc<dyn SmsSender>,
     pub push: Arc<dyn PushSender>,
+    /// Where CRM calls may go.
+    pub egress: Egress,
 }
 
 impl Services {
@@ -51,11 +54,31 @@ impl Services {
             PushConfig::Fcm {
                 base_url,
                 project_id,
-                token,
-            } => Arc::new(HttpFcm::new(base_url, project_id, token.clone())),
+                auth,
+            } => {
+                let (auth, own_project) = match auth {
+                    FcmCredentials::Token(token) => (FcmAuth::Static(token.clone().into()), None),
+                    FcmCredentials::ServiceAccountFile(path) => {
+                        let json = std::fs::read_to_string(path).with_context(|| {
+                            format!("Failed to read FCM_SERVICE_ACCOUNT_FILE {}", path.display())
+                        })?;
+                        let account = ServiceAccount::from_json(&json).map_err(|e| {
+                            anyhow::anyhow!("FCM_SERVICE_ACCOUNT_FILE {}: {e}", path.display())
+                        })?;
+                        let project = account.project_id.clone();
+                        (FcmAuth::ServiceAccount(account), project)
+                    }
+                };
+                let project_id = Some(project_id.clone())
+                    .filter(|p| !p.is_empty())
+                    .or(own_project)
+                    .context("KRUG_PUSH_PROVIDER=fcm needs FCM_PROJECT_ID (the service account names none)")?;
+                Arc::new(HttpFcm::new(base_url, &project_id, auth))
+            }
         };
         Ok(Self {
             push,
+            egress: Egress::new(&config.crm_allowed_hosts),
             db,
             cache: Cache::new(redis.clone(), config.queue_prefix.clone()),
             queue: JobQueue::new(redis, config.queue_prefix.clone()),
@@ -82,6 +105,7 @@ impl Services {
             balances: Default::default(),
             limits: self.config.limits.clone(),
             revoked: Default::default(),
+            egress: self.egress.clone(),
         })
     }
 
@@ -93,6 +117,7 @@ impl Services {
             secrets: self.secrets.clone(),
             sms: self.sms.clone(),
             push: self.push.clone(),
+            egress: self.egress.clone(),
             clickhouse: self.clickhouse.clone(),
             timezone: self.config.timezone,
             tier_rules: Default::default(),
@@ -108,13 +133,26 @@ impl Services {
     }
 }
 
-/// Creates the database if needed, applies the migrations and creates the ClickHouse tables.
+/// Creates the database if needed, applies the migrations, seals CRM credentials stored in
+/// an older form again, and creates the ClickHouse tables.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     storage::ensure_database(&config.database_url).await?;
     let db = storage::pg_pool(&config.database_url, 2)?;
     storage::migrate(&db)
         .await
         .context("Failed to apply the migrations")?;
+    let keys = keys::load(config)?;
+    let secrets = SecretBox::from_hex(&keys.secret_key_hex)
+        .map_err(|e| anyhow::anyhow!("KRUG_SECRET_KEY {e}"))?;
+    let resealed = storage::integrations::reseal_stale(&db, &secrets)
+        .await
+        .context("Failed to seal the stored CRM credentials again")?;
+    if resealed > 0 {
+        tracing::info!(
+            resealed,
+            "CRM credentials sealed with the current key version"
+        );
+    }
     db.close().await;
     storage::analytics::migrate(&config.clickhouse_url, &config.clickhouse_db).await?;
     Ok(())

@@ -225,6 +225,8 @@ impl System {
                 .env("KRUG_QUEUE_PREFIX", &prefix)
                 .env("KRUG_KEY_DIR", &config.key_dir)
                 .env("KRUG_BIND", format!("127.0.0.1:{port}"))
+                // The CRM simulators listen on loopback.
+                .env("KRUG_CRM_ALLOWED_HOSTS", "127.0.0.1")
                 .env("RUST_LOG", "warn")
                 .stdout(std::process::Stdio::null())
                 .spawn()
@@ -541,16 +543,12 @@ async fn business_and_members(
     let services = &system.services;
     let business = storage::businesses::create(
         &services.db,
-        &services.secrets,
         &storage::businesses::NewBusiness {
             name: "Бенчмарк".to_owned(),
             category: "beauty".to_owned(),
             cashback_percent: rust_decimal::Decimal::from(5),
             max_redeem_percent: rust_decimal::Decimal::from(30),
             is_medical: false,
-            crm_type: None,
-            crm_base_url: None,
-            crm_credentials: None,
         },
     )
     .await?;
@@ -748,8 +746,14 @@ async fn scan_latency(system: &System) -> anyhow::Result<Vec<Figure>> {
 /// 100 000 sales in a simulated 1C (OData, 500 a page) polled by `crm_poll`, with
 /// `bonus_calc` applying every bonus: transactions per second until the last bonus is in.
 async fn crm_ingest(system: &System, count: usize) -> anyhow::Result<Figure> {
-    use simulators::{Sale, Simulator, Vendor};
+    use simulators::{OneCSetup, Sale, Simulator, Vendor};
     let sim = Simulator::start(Vendor::OneC).await?;
+    // An installation with its own phone attribute on checks: the benchmark measures our
+    // writes, not 20 000 counterparty look-ups.
+    *sim.state.onec.lock().unwrap() = OneCSetup {
+        phone_attribute: Some("Телефон".to_owned()),
+        ..OneCSetup::default()
+    };
     let at = time::OffsetDateTime::now_utc() - time::Duration::hours(2);
     sim.add_sales((0..count).map(|i| {
         Sale::purchase(
@@ -762,22 +766,31 @@ async fn crm_ingest(system: &System, count: usize) -> anyhow::Result<Figure> {
     let services = &system.services;
     let business = storage::businesses::create(
         &services.db,
-        &services.secrets,
         &storage::businesses::NewBusiness {
             name: "Skinerica (бенчмарк)".to_owned(),
             category: "beauty".to_owned(),
             cashback_percent: rust_decimal::Decimal::from(7),
             max_redeem_percent: rust_decimal::Decimal::from(30),
             is_medical: false,
-            crm_type: Some("1c".to_owned()),
-            crm_base_url: Some(sim.url.clone()),
-            crm_credentials: Some(Vendor::OneC.credentials()),
+        },
+    )
+    .await?;
+    let integration = storage::integrations::create(
+        &mut *services.db.acquire().await?,
+        &services.secrets,
+        business.id,
+        &storage::integrations::NewIntegration {
+            crm_type: "1c".to_owned(),
+            base_url: sim.url.clone(),
+            credentials: Some(Vendor::OneC.credentials()),
+            settings: serde_json::json!({"phone_field": "Телефон"}),
         },
     )
     .await?;
     let started = Instant::now();
     let job = jobs::handlers::crm::PollCrm {
-        business_id: Some(business.id),
+        integration_id: Some(integration.id),
+        business_id: None,
         force: true,
     };
     services.queue.push(Uuid::now_v7(), &job).await?;
@@ -789,9 +802,9 @@ async fn crm_ingest(system: &System, count: usize) -> anyhow::Result<Figure> {
     loop {
         if stored_at.is_none() {
             let stored: bool = sqlx::query_scalar(
-                "SELECT EXISTS (SELECT 1 FROM crm_cursors WHERE business_id = $1 AND last_success_at IS NOT NULL)",
+                "SELECT EXISTS (SELECT 1 FROM integrations WHERE id = $1 AND last_success_at IS NOT NULL)",
             )
-            .bind(business.id)
+            .bind(integration.id)
             .fetch_one(&services.db)
             .await?;
             if stored {

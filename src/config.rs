@@ -40,13 +40,23 @@ impl Environment {
 pub enum PushConfig {
     /// Print and record (development).
     Log,
-    /// FCM HTTP v1: `FCM_BASE_URL` (default `https://fcm.googleapis.com`), `FCM_PROJECT_ID`,
-    /// `FCM_TOKEN` (an OAuth access token).
+    /// FCM HTTP v1: `FCM_BASE_URL` (default `https://fcm.googleapis.com`), `FCM_PROJECT_ID`
+    /// (default: the service account's `project_id`), and how to authenticate.
     Fcm {
         base_url: String,
         project_id: String,
-        token: String,
+        auth: FcmCredentials,
     },
+}
+
+/// Where FCM's OAuth token comes from.
+#[derive(Debug, Clone)]
+pub enum FcmCredentials {
+    /// `FCM_SERVICE_ACCOUNT_FILE`: a Google service-account JSON key file; tokens are minted
+    /// from it and renewed before they expire.
+    ServiceAccountFile(PathBuf),
+    /// `FCM_TOKEN`: a fixed OAuth token (it expires within the hour: tests only).
+    Token(String),
 }
 
 /// How SMS leave the system.
@@ -116,6 +126,10 @@ pub struct Config {
     /// `KRUG_TRUSTED_PROXIES` (none: `X-Forwarded-For` is ignored),
     /// `KRUG_SCANS_PER_MEMBER_PER_MINUTE` (10), `KRUG_STAFF_QR_DAILY_TOTAL` (1000000.00).
     pub limits: api::limits::Limits,
+    /// `KRUG_CRM_ALLOWED_HOSTS` (default none): host names or addresses a CRM URL may point
+    /// at although they are not public (plain http allowed too), e.g. `127.0.0.1` for the
+    /// simulators of tests and the demo, or a self-hosted CRM on a private network.
+    pub crm_allowed_hosts: Vec<String>,
 }
 
 fn var(name: &str, default: &str) -> String {
@@ -155,12 +169,21 @@ impl Config {
         };
         let push = match var("KRUG_PUSH_PROVIDER", "log").as_str() {
             "log" => PushConfig::Log,
-            "fcm" => PushConfig::Fcm {
-                base_url: var("FCM_BASE_URL", "https://fcm.googleapis.com"),
-                project_id: optional("FCM_PROJECT_ID")
-                    .context("KRUG_PUSH_PROVIDER=fcm needs FCM_PROJECT_ID")?,
-                token: optional("FCM_TOKEN").context("KRUG_PUSH_PROVIDER=fcm needs FCM_TOKEN")?,
-            },
+            "fcm" => {
+                let auth = match (optional("FCM_SERVICE_ACCOUNT_FILE"), optional("FCM_TOKEN")) {
+                    (Some(file), _) => FcmCredentials::ServiceAccountFile(PathBuf::from(file)),
+                    (None, Some(token)) => FcmCredentials::Token(token),
+                    (None, None) => bail!(
+                        "KRUG_PUSH_PROVIDER=fcm needs FCM_SERVICE_ACCOUNT_FILE (a Google service-account key file)"
+                    ),
+                };
+                PushConfig::Fcm {
+                    base_url: var("FCM_BASE_URL", "https://fcm.googleapis.com"),
+                    // Empty: the service account's own project.
+                    project_id: var("FCM_PROJECT_ID", ""),
+                    auth,
+                }
+            }
             other => bail!("KRUG_PUSH_PROVIDER must be `log` or `fcm`, not `{other}`"),
         };
         if environment == Environment::Production && matches!(sms, SmsConfig::Log) {
@@ -269,6 +292,12 @@ impl Config {
                     )?,
                 }
             },
+            crm_allowed_hosts: var("KRUG_CRM_ALLOWED_HOSTS", "")
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+                .collect(),
         })
     }
 }

@@ -19,11 +19,14 @@ use std::{
 use storage::businesses::Business;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 const OPERATOR: &str = "+79000000001";
 
-pub async fn run(services: Services) -> anyhow::Result<()> {
+pub async fn run(mut services: Services) -> anyhow::Result<()> {
     println!("Свой Круг — one day of the loyalty coalition\n");
+    // The partners' CRMs are simulators on loopback, which CRM URLs may otherwise not reach.
+    services.egress = services.egress.allowing("127.0.0.1");
 
     section("1. Schema and services");
     migrate(&services.config).await?;
@@ -33,7 +36,7 @@ pub async fn run(services: Services) -> anyhow::Result<()> {
     );
 
     section("2. The coalition");
-    let partners = seed::partners(&services.db, &services.queue, &services.secrets).await?;
+    let partners = seed::partners(&services.db, &services.queue).await?;
     let chains = seed::promo_chains(&services.db, &partners).await?;
     for b in &partners {
         println!(
@@ -304,30 +307,63 @@ async fn crm_day(
 ) -> anyhow::Result<()> {
     section("6. The partners' CRMs report the rest of the day's sales");
     let national = &anna[2..];
-    let vendors = [
+    // Лисичкино runs two systems: iiko for the kitchen and delivery, 1C for the market's
+    // checkout. The first CRM of each business is connected through `PATCH
+    // /admin/businesses/{id}`, a second one through `/admin/businesses/{id}/integrations`.
+    let connections = [
         ("Миндаль", Vendor::Yclients),
         ("Лисичкино", Vendor::Iiko),
+        ("Лисичкино", Vendor::OneC),
         ("Skinerica", Vendor::OneC),
         ("Стим Центр", Vendor::AmoCrm),
         ("Миллениум", Vendor::Renovatio),
     ];
     let now = OffsetDateTime::now_utc();
     let mut simulators = Vec::new();
-    for (i, (name, vendor)) in vendors.into_iter().enumerate() {
+    for (i, (name, vendor)) in connections.into_iter().enumerate() {
         let business = partners
             .iter()
             .find(|b| b.name == name)
             .context("seeded partner")?;
         let sim = Simulator::start(vendor).await?;
-        expect(
-            operator
-                .patch(
-                    &format!("/admin/businesses/{}", business.id),
-                    &json!({"crm_type": vendor.crm_type(), "crm_base_url": sim.url, "crm_credentials": vendor.credentials()}),
-                )
-                .await?,
-            200,
-        )?;
+        // The clinic has opened the invoice method for our key, as Renovatio requires.
+        sim.open_renovatio_invoices();
+        // Стим Центр's AMO CRM is an OAuth integration: its token is minted on first use
+        // and its refresh token rotated.
+        let credentials = if vendor == Vendor::AmoCrm {
+            simulators::amo_oauth_credentials()
+        } else {
+            vendor.credentials()
+        };
+        let second = simulators
+            .iter()
+            .any(|(n, _, _): &(&str, Uuid, Simulator)| *n == name);
+        let integration: Uuid = if second {
+            let created = expect(
+                operator
+                    .post(
+                        &format!("/admin/businesses/{}/integrations", business.id),
+                        &json!({"crm_type": vendor.crm_type(), "crm_base_url": sim.url, "crm_credentials": credentials}),
+                    )
+                    .await?,
+                201,
+            )?;
+            created.data()["id"].as_str().unwrap_or_default().parse()?
+        } else {
+            let patched = expect(
+                operator
+                    .patch(
+                        &format!("/admin/businesses/{}", business.id),
+                        &json!({"crm_type": vendor.crm_type(), "crm_base_url": sim.url, "crm_credentials": credentials}),
+                    )
+                    .await?,
+                200,
+            )?;
+            patched.data()["integrations"][0]["id"]
+                .as_str()
+                .unwrap_or_default()
+                .parse()?
+        };
         // Анна's visit, written the way this vendor's staff write phones, and two other members.
         let at = now - time::Duration::minutes(50 - 5 * i as i64);
         let forms = [
@@ -342,7 +378,7 @@ async fn crm_day(
             format!("7{national}"),
         ];
         let mut sales = vec![Sale::purchase(
-            format!("{}-A", vendor.crm_type()),
+            format!("{}-{i}-A", vendor.crm_type()),
             dec(1500 + 500 * i as i64),
             at,
             &forms[i % 3],
@@ -350,7 +386,7 @@ async fn crm_day(
         for j in 0..2 {
             let phone = format!("+7916{:07}", rand::random_range(0..10_000_000u32));
             sales.push(Sale::purchase(
-                format!("{}-{j}", vendor.crm_type()),
+                format!("{}-{i}-{j}", vendor.crm_type()),
                 dec(800 + 250 * j),
                 at + time::Duration::minutes(j),
                 &phone,
@@ -362,10 +398,10 @@ async fn crm_day(
             vendor.crm_type(),
             sim.url
         );
-        simulators.push((name, business.id, sim));
+        simulators.push((name, integration, sim));
     }
-    // A bad moment at the gastromarket's POS: rate limited, then a server error. The poll
-    // waits as told and retries; nothing is lost.
+    // A bad moment at the gastromarket's kitchen: rate limited, then a server error. The
+    // poll waits as told and retries; nothing is lost.
     simulators[1]
         .2
         .inject([Fault::RateLimited { retry_after_s: 1 }, Fault::ServerError]);
@@ -376,6 +412,7 @@ async fn crm_day(
         .duplicate
         .store(true, std::sync::atomic::Ordering::SeqCst);
 
+    let expected = 3 * simulators.len() as i64;
     let before: i64 = sqlx::query_scalar("SELECT count(*) FROM transactions WHERE source = 'crm'")
         .fetch_one(&services.db)
         .await?;
@@ -392,31 +429,56 @@ async fn crm_day(
         )
         .fetch_one(&services.db)
         .await?;
-        if stored - before >= 15 && pending == 0 {
+        if stored - before >= expected && pending == 0 {
             break;
         }
         if Instant::now() > deadline {
             bail!(
-                "the CRM polls did not finish within 30 s ({} of 15 sales stored)",
+                "the CRM polls did not finish within 30 s ({} of {expected} sales stored)",
                 stored - before
             );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for (name, id, sim) in &simulators {
+    for (name, integration, sim) in &simulators {
         let (count, accrued, medical): (i64, Decimal, bool) = sqlx::query_as(
-            "SELECT count(*), COALESCE(SUM(bonus_accrued), 0), bool_or(is_medical) FROM transactions
-             WHERE business_id = $1 AND source = 'crm'",
+            "SELECT count(*), COALESCE(SUM(bonus_accrued), 0), COALESCE(bool_or(is_medical), false)
+             FROM transactions WHERE integration_id = $1 AND source = 'crm'",
         )
-        .bind(id)
+        .bind(integration)
         .fetch_one(&services.db)
         .await?;
         println!(
-            "  {name:<11} {count} sales stored once each ({} HTTP requests to its CRM), {accrued} bonuses accrued{}",
+            "  {name:<11} {:<9} {count} sales stored once each ({} HTTP requests to its CRM), {accrued} bonuses accrued{}",
+            sim.vendor.crm_type(),
             sim.requests(),
             if medical { ", marked medical" } else { "" }
         );
     }
+    let health = expect(operator.get("/admin/businesses").await?, 200)?;
+    let market = health.data()["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|b| b["name"] == "Лисичкино")
+        .cloned()
+        .unwrap_or_default();
+    let systems: Vec<String> = market["integrations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            format!(
+                "{} {}",
+                i["crm_type"].as_str().unwrap_or_default(),
+                i["status"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    println!(
+        "  operators see Лисичкино's integrations: {}",
+        systems.join(", ")
+    );
     Ok(())
 }
 

@@ -5,10 +5,7 @@ use jobs::JobQueue;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
 use sqlx::PgPool;
-use storage::{
-    businesses::{self, Business, NewBusiness},
-    secret::SecretBox,
-};
+use storage::businesses::{self, Business, NewBusiness};
 
 /// A partner: name, category, cashback %, medical.
 pub struct Partner {
@@ -55,17 +52,13 @@ pub const PARTNERS: [Partner; 5] = [
 /// Creates the partners that do not exist yet (by name) and returns all five. A partner
 /// seeded by an older version without its medical flag gets it (and its analytics facts
 /// are purged), as an operator setting the flag would.
-pub async fn partners(
-    db: &PgPool,
-    queue: &JobQueue,
-    secrets: &SecretBox,
-) -> anyhow::Result<Vec<Business>> {
+pub async fn partners(db: &PgPool, queue: &JobQueue) -> anyhow::Result<Vec<Business>> {
     let existing = businesses::list_active(db).await?;
     let mut out = Vec::new();
     for partner in &PARTNERS {
         if let Some(found) = existing.iter().find(|b| b.name == partner.name) {
             if partner.is_medical && !found.is_medical {
-                out.push(flag_medical(db, queue, secrets, found.id).await?);
+                out.push(flag_medical(db, queue, found.id).await?);
             } else {
                 out.push(found.clone());
             }
@@ -74,16 +67,12 @@ pub async fn partners(
         out.push(
             businesses::create(
                 db,
-                secrets,
                 &NewBusiness {
                     name: partner.name.to_owned(),
                     category: partner.category.to_owned(),
                     cashback_percent: partner.cashback_percent,
                     max_redeem_percent: dec!(30),
                     is_medical: partner.is_medical,
-                    crm_type: None,
-                    crm_base_url: None,
-                    crm_credentials: None,
                 },
             )
             .await?,
@@ -92,18 +81,13 @@ pub async fn partners(
     Ok(out)
 }
 
-async fn flag_medical(
-    db: &PgPool,
-    queue: &JobQueue,
-    secrets: &SecretBox,
-    id: uuid::Uuid,
-) -> anyhow::Result<Business> {
+async fn flag_medical(db: &PgPool, queue: &JobQueue, id: uuid::Uuid) -> anyhow::Result<Business> {
     let mut tx = db.begin().await?;
     let patch = businesses::BusinessPatch {
         is_medical: Some(true),
         ..Default::default()
     };
-    let business = businesses::update(&mut *tx, secrets, id, &patch)
+    let business = businesses::update(&mut *tx, id, &patch)
         .await?
         .context("the seeded partner disappeared")?;
     let purge = jobs::handlers::retention::business_became_medical(&mut tx, id).await?;

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 
 pub mod crm;
+pub mod egress;
 pub mod http;
 pub mod push;
 pub mod sms;
@@ -9,6 +10,13 @@ use std::{sync::Once, time::Duration};
 
 /// A reqwest client with rustls on the `ring` provider, installed once per process.
 pub fn http_client(timeout: Duration) -> reqwest::Client {
+    http_client_builder(timeout)
+        .build()
+        .expect("the HTTP client configuration is static and valid")
+}
+
+/// What every client of ours starts from (vendor clients add the rules of [`egress`]).
+pub(crate) fn http_client_builder(timeout: Duration) -> reqwest::ClientBuilder {
     static PROVIDER: Once = Once::new();
     PROVIDER.call_once(|| {
         // Another part of the process may have installed one already: that is fine.
@@ -18,15 +26,21 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))
         .user_agent(concat!("svoy-krug/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .expect("the HTTP client configuration is static and valid")
 }
 
-/// The first `max` characters of a vendor's body, for error messages and logs.
+/// The first `max` characters of a provider's body, for SMS and push receipts.
 pub fn excerpt(body: &str, max: usize) -> String {
     let mut out: String = body.chars().take(max).collect();
     if body.chars().count() > max {
         out.push('…');
     }
     out
+}
+
+/// The egress rule of unit tests: simulators listen on loopback.
+#[cfg(test)]
+pub(crate) fn test_egress() -> &'static egress::Egress {
+    static EGRESS: std::sync::LazyLock<egress::Egress> =
+        std::sync::LazyLock::new(|| egress::Egress::new(["127.0.0.1"]));
+    &EGRESS
 }

@@ -22,4 +22,6 @@ pub struct AppState {
     pub limits: crate::limits::Limits,
     /// Sessions ended before their access tokens expire.
     pub revoked: Arc<crate::sessions::RevokedSessions>,
+    /// Where CRM URLs may point (`KRUG_CRM_ALLOWED_HOSTS`).
+    pub egress: adapters::egress::Egress,
 }

@@ -1,5 +1,6 @@
 #![doc = include_str!("../README.md")]
 
+pub mod fcm;
 mod vendors;
 
 use poem::{
@@ -9,11 +10,12 @@ use poem::{
 };
 use rust_decimal::Decimal;
 use std::{
-    collections::VecDeque,
+    collections::{HashMap, VecDeque},
     sync::{
         Arc, Mutex,
         atomic::{AtomicUsize, Ordering},
     },
+    time::{Duration, Instant},
 };
 use time::OffsetDateTime;
 use tokio::sync::oneshot;
@@ -54,6 +56,17 @@ impl Vendor {
     }
 }
 
+/// iiko's v2 login (`/api/v2/access_token`), which the iiko simulator accepts too.
+pub fn iiko_application_credentials() -> serde_json::Value {
+    vendors::iiko_application_credentials()
+}
+
+/// AMO CRM's OAuth credentials the AMO simulator accepts (its first refresh token is
+/// accepted once, as AMO's are).
+pub fn amo_oauth_credentials() -> serde_json::Value {
+    vendors::amo_oauth_credentials()
+}
+
 /// A sale as the simulated business recorded it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sale {
@@ -70,6 +83,9 @@ pub struct Sale {
     pub refund_of: Option<String>,
     /// Cancelled after the fact (YCLIENTS `deleted`, iiko `Cancelled`, 1C `DeletionMark`, …).
     pub cancelled: bool,
+    /// Paid with this discount card (1C: the check points at the card, whose owner has the
+    /// phone, instead of at a counterparty).
+    pub card: Option<String>,
 }
 
 impl Sale {
@@ -87,6 +103,35 @@ impl Sale {
             name: None,
             refund_of: None,
             cancelled: false,
+            card: None,
+        }
+    }
+}
+
+/// How the simulated 1C infobase is configured (its defaults are Розница 2's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneCSetup {
+    /// Refunds are `Document_ЧекККМВозврат` pointing at the sale by `ЧекККМ_Key` (УНФ,
+    /// Розница 2, УТ 11); otherwise returns are `Document_ЧекККМ` with `ВидОперации`
+    /// «Возврат» and `ЧекККМПродажа_Key` (older configurations).
+    pub separate_refunds: bool,
+    /// The installation's own phone attribute on checks, if it added one.
+    pub phone_attribute: Option<String>,
+    /// УНФ's discount cards (`Catalog_ДисконтныеКарты`, `ВладелецКарты_Key`) instead of
+    /// Розница's (`Catalog_ИнформационныеКарты`, composite `ВладелецКарты`).
+    pub unf_cards: bool,
+    /// The publication refuses `$filter` on `Date`: HTTP 500 «Операция не разрешена в
+    /// предложении "ГДЕ"».
+    pub refuses_date_filter: bool,
+}
+
+impl Default for OneCSetup {
+    fn default() -> Self {
+        Self {
+            separate_refunds: true,
+            phone_attribute: None,
+            unf_cards: false,
+            refuses_date_filter: false,
         }
     }
 }
@@ -102,6 +147,12 @@ pub enum Fault {
     Unauthorized,
     /// 200 with a body that is not the vendor's format.
     Malformed,
+    /// 408: the vendor's own server-side timeout ran out (iiko documents it everywhere).
+    RequestTimeout,
+    /// 403 with a body saying our address is blocked (AMO CRM's answer to abuse).
+    Blocked,
+    /// 200 with a body of this many bytes (a vendor gone wrong, or a hostile one).
+    Huge { bytes: usize },
 }
 
 /// What a simulator holds and how it behaves.
@@ -114,9 +165,111 @@ pub struct State {
     pub page_size: Mutex<Option<usize>>,
     /// Deliver every sale twice within a listing (a vendor's duplicate delivery).
     pub duplicate: std::sync::atomic::AtomicBool,
+    /// The vendor's rate limits, `(n, period)`, when enforced (`Simulator::limit_rate`).
+    rate_limits: Mutex<Vec<(u32, Duration)>>,
+    /// When the accepted requests arrived, oldest first.
+    arrivals: Mutex<VecDeque<Instant>>,
+    refused_over_limit: AtomicUsize,
+    /// OAuth tokens the vendor issued (AMO CRM).
+    pub tokens: TokenBook,
+    /// The vendor's "now", when a test fixes it (records a vendor keeps for a while only).
+    now: Mutex<Option<OffsetDateTime>>,
+    /// The simulated 1C configuration.
+    pub onec: Mutex<OneCSetup>,
+    /// Renovatio: whether the clinic opened `getInvoices` for our key (closed by default,
+    /// as it is in Renovatio).
+    pub renovatio_invoices_open: std::sync::atomic::AtomicBool,
+}
+
+/// Access and refresh tokens a simulated vendor issued, as an OAuth server keeps them:
+/// access tokens expire, refresh tokens are single use.
+#[derive(Debug, Default)]
+pub struct TokenBook {
+    access: Mutex<HashMap<String, bool>>,
+    refresh: Mutex<HashMap<String, bool>>,
+    counter: AtomicUsize,
+    /// Refresh tokens exchanged for a new pair.
+    pub refreshes: AtomicUsize,
+    /// Attempts to spend a refresh token that was already spent (each one a bug of ours).
+    pub reused_refresh_tokens: AtomicUsize,
+}
+
+/// Why a refresh token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshRefusal {
+    Unknown,
+    AlreadySpent,
+}
+
+impl TokenBook {
+    /// A live access token, known from now on.
+    pub fn issue_access(&self, prefix: &str) -> String {
+        let token = format!(
+            "{prefix}-access-{}",
+            self.counter.fetch_add(1, Ordering::SeqCst)
+        );
+        self.access.lock().unwrap().insert(token.clone(), true);
+        token
+    }
+
+    /// A refresh token that may be spent once.
+    pub fn issue_refresh(&self, prefix: &str) -> String {
+        let token = format!(
+            "{prefix}-refresh-{}",
+            self.counter.fetch_add(1, Ordering::SeqCst)
+        );
+        self.refresh.lock().unwrap().insert(token.clone(), false);
+        token
+    }
+
+    /// Accepts `token` as a refresh token that may be spent once (a seeded one).
+    pub fn accept_refresh(&self, token: &str) {
+        self.refresh.lock().unwrap().insert(token.to_owned(), false);
+    }
+
+    /// Accepts `token` as a live access token (a seeded one).
+    pub fn accept_access(&self, token: &str) {
+        self.access.lock().unwrap().insert(token.to_owned(), true);
+    }
+
+    pub fn is_live(&self, token: &str) -> bool {
+        self.access.lock().unwrap().get(token) == Some(&true)
+    }
+
+    /// Every access token issued so far has expired.
+    pub fn expire_all(&self) {
+        for live in self.access.lock().unwrap().values_mut() {
+            *live = false;
+        }
+    }
+
+    /// Spends a refresh token.
+    pub fn spend_refresh(&self, token: &str) -> Result<(), RefreshRefusal> {
+        let mut refresh = self.refresh.lock().unwrap();
+        match refresh.get_mut(token) {
+            None => Err(RefreshRefusal::Unknown),
+            Some(spent) if *spent => {
+                self.reused_refresh_tokens.fetch_add(1, Ordering::SeqCst);
+                Err(RefreshRefusal::AlreadySpent)
+            }
+            Some(spent) => {
+                *spent = true;
+                self.refreshes.fetch_add(1, Ordering::SeqCst);
+                Ok(())
+            }
+        }
+    }
 }
 
 impl State {
+    /// The vendor's clock: the time a test fixed, or the real one.
+    pub fn now(&self) -> OffsetDateTime {
+        self.now
+            .lock()
+            .unwrap()
+            .unwrap_or_else(OffsetDateTime::now_utc)
+    }
+
     /// Sales with `from <= at < to`, in time order, duplicated if asked.
     pub fn sales_between(&self, from: OffsetDateTime, to: OffsetDateTime) -> Vec<Sale> {
         let mut sales: Vec<Sale> = self
@@ -203,6 +356,61 @@ impl Simulator {
     pub fn requests(&self) -> usize {
         self.state.requests.load(Ordering::SeqCst)
     }
+
+    /// Renovatio: the clinic opens `getInvoices` for our key.
+    pub fn open_renovatio_invoices(&self) {
+        self.state
+            .renovatio_invoices_open
+            .store(true, Ordering::SeqCst);
+    }
+
+    /// Fixes the vendor's "now" (for vendors that keep records a limited time).
+    pub fn set_now(&self, now: OffsetDateTime) {
+        *self.state.now.lock().unwrap() = Some(now);
+    }
+
+    /// Enforces the vendor's rate limits from now on: a request beyond any `(n, period)`
+    /// (counting the requests accepted within the last `period`) gets 429.
+    pub fn limit_rate(&self, limits: &[(u32, Duration)]) {
+        *self.state.rate_limits.lock().unwrap() = limits.to_vec();
+    }
+
+    /// Requests refused for going beyond a rate limit.
+    pub fn refused_over_limit(&self) -> usize {
+        self.state.refused_over_limit.load(Ordering::SeqCst)
+    }
+}
+
+impl State {
+    /// Counts an arriving request against the rate limits; `false` when it goes beyond one.
+    fn within_rate_limits(&self) -> bool {
+        let limits = self.rate_limits.lock().unwrap().clone();
+        if limits.is_empty() {
+            return true;
+        }
+        let now = Instant::now();
+        let mut arrivals = self.arrivals.lock().unwrap();
+        let over = limits.iter().any(|(n, period)| {
+            arrivals
+                .iter()
+                .filter(|at| now.duration_since(**at) < *period)
+                .count()
+                >= *n as usize
+        });
+        if over {
+            self.refused_over_limit.fetch_add(1, Ordering::SeqCst);
+            return false;
+        }
+        arrivals.push_back(now);
+        let longest = limits.iter().map(|(_, p)| *p).max().unwrap_or_default();
+        while arrivals
+            .front()
+            .is_some_and(|at| now.duration_since(*at) >= longest)
+        {
+            arrivals.pop_front();
+        }
+        true
+    }
 }
 
 impl Drop for Simulator {
@@ -220,6 +428,15 @@ async fn misbehave<E: Endpoint>(
     req: Request,
 ) -> poem::Result<Response> {
     state.requests.fetch_add(1, Ordering::SeqCst);
+    if !state.within_rate_limits() {
+        return Ok(Response::builder()
+            .status(StatusCode::TOO_MANY_REQUESTS)
+            .header("Retry-After", "1")
+            .content_type("application/json")
+            .body(
+                r#"{"success":false,"data":null,"meta":{"message":"Превышен лимит запросов"}}"#,
+            ));
+    }
     let fault = state.faults.lock().unwrap().pop_front();
     Ok(match fault {
         None => next.call(req).await?.into_response(),
@@ -238,6 +455,20 @@ async fn misbehave<E: Endpoint>(
             .status(StatusCode::OK)
             .content_type("application/json")
             .body(r#"{"unexpected": [1, 2, "#),
+        // iiko's ErrorResponse; the other vendors would answer in their own words.
+        Some(Fault::RequestTimeout) => Response::builder()
+            .status(StatusCode::REQUEST_TIMEOUT)
+            .content_type("application/json")
+            .body(r#"{"correlationId":"00000000-0000-4000-8000-000000000408","errorDescription":"Timeout","error":"Common"}"#),
+        // AMO CRM's problem+json.
+        Some(Fault::Blocked) => Response::builder()
+            .status(StatusCode::FORBIDDEN)
+            .content_type("application/problem+json")
+            .body(r#"{"title":"Forbidden","type":"https://httpstatus.es/403","status":403,"detail":"Access from your IP address is restricted"}"#),
+        Some(Fault::Huge { bytes }) => Response::builder()
+            .status(StatusCode::OK)
+            .content_type("application/json")
+            .body(format!("{{\"padding\": \"{}\"}}", "x".repeat(bytes))),
     })
 }
 

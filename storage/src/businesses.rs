@@ -1,6 +1,5 @@
-//! Partner businesses, their staff and their CRM connection (credentials sealed at rest).
+//! Partner businesses and their staff (their CRM connections are `integrations`).
 
-use crate::secret::SecretBox;
 use rust_decimal::Decimal;
 use sqlx::{FromRow, PgExecutor, PgPool};
 use time::OffsetDateTime;
@@ -15,20 +14,12 @@ pub struct Business {
     pub max_redeem_percent: Decimal,
     pub is_medical: bool,
     pub is_active: bool,
-    pub crm_type: Option<String>,
-    pub crm_base_url: Option<String>,
-    /// Whether credentials are stored; the credentials themselves never leave `credentials()`.
-    pub has_crm_credentials: bool,
-    pub integration_status: String,
-    pub integration_error: Option<String>,
     pub created_at: OffsetDateTime,
 }
 
 macro_rules! business_columns {
     () => {
-        "id, name, category, cashback_percent, max_redeem_percent, is_medical, is_active,
-    crm_type, crm_base_url, crm_credentials IS NOT NULL AS has_crm_credentials,
-    integration_status, integration_error, created_at"
+        "id, name, category, cashback_percent, max_redeem_percent, is_medical, is_active, created_at"
     };
 }
 
@@ -40,24 +31,12 @@ pub struct NewBusiness {
     pub cashback_percent: Decimal,
     pub max_redeem_percent: Decimal,
     pub is_medical: bool,
-    pub crm_type: Option<String>,
-    pub crm_base_url: Option<String>,
-    pub crm_credentials: Option<serde_json::Value>,
 }
 
-pub async fn create(
-    db: impl PgExecutor<'_>,
-    secrets: &SecretBox,
-    new: &NewBusiness,
-) -> sqlx::Result<Business> {
-    let sealed = new
-        .crm_credentials
-        .as_ref()
-        .map(|c| secrets.seal(c.to_string().as_bytes()));
+pub async fn create(db: impl PgExecutor<'_>, new: &NewBusiness) -> sqlx::Result<Business> {
     sqlx::query_as(concat!(
-        "INSERT INTO businesses (name, category, cashback_percent, max_redeem_percent, is_medical,
-                                 crm_type, crm_base_url, crm_credentials)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        "INSERT INTO businesses (name, category, cashback_percent, max_redeem_percent, is_medical)
+         VALUES ($1, $2, $3, $4, $5)
          RETURNING ",
         business_columns!()
     ))
@@ -66,9 +45,6 @@ pub async fn create(
     .bind(new.cashback_percent)
     .bind(new.max_redeem_percent)
     .bind(new.is_medical)
-    .bind(&new.crm_type)
-    .bind(&new.crm_base_url)
-    .bind(sealed)
     .fetch_one(db)
     .await
 }
@@ -82,22 +58,13 @@ pub struct BusinessPatch {
     pub max_redeem_percent: Option<Decimal>,
     pub is_medical: Option<bool>,
     pub is_active: Option<bool>,
-    /// `Some(None)` disconnects the CRM.
-    pub crm_type: Option<Option<String>>,
-    pub crm_base_url: Option<Option<String>>,
-    pub crm_credentials: Option<Option<serde_json::Value>>,
 }
 
 pub async fn update(
     db: impl PgExecutor<'_>,
-    secrets: &SecretBox,
     id: Uuid,
     patch: &BusinessPatch,
 ) -> sqlx::Result<Option<Business>> {
-    let sealed = patch
-        .crm_credentials
-        .as_ref()
-        .map(|c| c.as_ref().map(|c| secrets.seal(c.to_string().as_bytes())));
     sqlx::query_as(concat!(
         "UPDATE businesses SET
             name               = COALESCE($2, name),
@@ -106,12 +73,6 @@ pub async fn update(
             max_redeem_percent = COALESCE($5, max_redeem_percent),
             is_medical         = COALESCE($6, is_medical),
             is_active          = COALESCE($7, is_active),
-            crm_type           = CASE WHEN $8 THEN $9 ELSE crm_type END,
-            crm_base_url       = CASE WHEN $10 THEN $11 ELSE crm_base_url END,
-            crm_credentials    = CASE WHEN $12 THEN $13 ELSE crm_credentials END,
-            -- New credentials or a new CRM deserve a fresh try.
-            integration_status = CASE WHEN $8 OR $12 THEN 'ok' ELSE integration_status END,
-            integration_error  = CASE WHEN $8 OR $12 THEN NULL ELSE integration_error END,
             updated_at         = now()
          WHERE id = $1
          RETURNING ",
@@ -124,12 +85,6 @@ pub async fn update(
     .bind(patch.max_redeem_percent)
     .bind(patch.is_medical)
     .bind(patch.is_active)
-    .bind(patch.crm_type.is_some())
-    .bind(patch.crm_type.clone().flatten())
-    .bind(patch.crm_base_url.is_some())
-    .bind(patch.crm_base_url.clone().flatten())
-    .bind(sealed.is_some())
-    .bind(sealed.flatten())
     .fetch_optional(db)
     .await
 }
@@ -183,6 +138,17 @@ pub async fn get_many(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec
     .await
 }
 
+/// Every business, active or not, by name.
+pub async fn list_all(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Business>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        business_columns!(),
+        " FROM businesses ORDER BY name, id"
+    ))
+    .fetch_all(db)
+    .await
+}
+
 pub async fn list_active(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Business>> {
     sqlx::query_as(concat!(
         "SELECT ",
@@ -191,39 +157,6 @@ pub async fn list_active(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Business>>
     ))
     .fetch_all(db)
     .await
-}
-
-/// The decrypted CRM credentials of a business, for its adapter only.
-pub async fn credentials(
-    db: &PgPool,
-    secrets: &SecretBox,
-    id: Uuid,
-) -> anyhow::Result<Option<serde_json::Value>> {
-    let sealed: Option<Option<Vec<u8>>> =
-        sqlx::query_scalar("SELECT crm_credentials FROM businesses WHERE id = $1")
-            .bind(id)
-            .fetch_optional(db)
-            .await?;
-    let Some(sealed) = sealed.flatten() else {
-        return Ok(None);
-    };
-    let plain = secrets.open(&sealed)?;
-    Ok(Some(serde_json::from_slice(&plain)?))
-}
-
-pub async fn set_integration_status(
-    db: impl PgExecutor<'_>,
-    id: Uuid,
-    status: &str,
-    error: Option<&str>,
-) -> sqlx::Result<()> {
-    sqlx::query("UPDATE businesses SET integration_status = $2, integration_error = $3, updated_at = now() WHERE id = $1")
-        .bind(id)
-        .bind(status)
-        .bind(error)
-        .execute(db)
-        .await?;
-    Ok(())
 }
 
 /// The role `user_id` holds at `business_id`, if any.

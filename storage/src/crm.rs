@@ -1,10 +1,11 @@
-//! What CRM polling writes: members found by phone, transactions (once per business and
-//! vendor id, however often the vendor delivers them), and the per-business cursor.
+//! What CRM polling writes: members found by phone, transactions (once per integration and
+//! vendor id, however often the vendor delivers them), and the checks nobody could be found
+//! for. The cursor lives with the integration (`integrations`).
 
 use crate::businesses::Business;
 use domain::PhoneNumber;
 use rust_decimal::Decimal;
-use sqlx::{PgExecutor, Postgres, Transaction};
+use sqlx::{Postgres, Transaction};
 use std::collections::{HashMap, HashSet};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -29,8 +30,11 @@ pub struct Ingested {
     pub new_transaction_ids: Vec<Uuid>,
     /// Delivered before (or twice in this delivery).
     pub duplicates: usize,
-    /// Skipped: a purchase without a usable phone, or a refund of nothing we know with none.
+    /// Purchases without a usable phone, new to the integration's list of unattributed
+    /// checks (operators see the count).
     pub unattributed: usize,
+    /// Refunds of a purchase we never recorded, without a phone: nothing to reverse.
+    pub orphan_refunds: usize,
 }
 
 /// Stores a window of records in the caller's transaction: set-based, one statement per
@@ -38,8 +42,13 @@ pub struct Ingested {
 pub async fn ingest(
     tx: &mut Transaction<'_, Postgres>,
     business: &Business,
+    integration_id: Uuid,
     records: &[Record],
 ) -> sqlx::Result<Ingested> {
+    let source = Source {
+        business,
+        integration_id,
+    };
     let mut out = Ingested::default();
     let mut seen = HashSet::new();
     let records: Vec<&Record> = records
@@ -76,13 +85,15 @@ pub async fn ingest(
 
     // Purchases.
     let mut purchases = Columns::default();
+    let mut unattributed = Vec::new();
     for r in records.iter().filter(|r| r.refund_of.is_none()) {
         match r.phone.as_ref().and_then(|p| members.get(p.as_ref())) {
             Some(user) => purchases.push(*user, r, None),
-            None => out.unattributed += 1,
+            None => unattributed.push(*r),
         }
     }
-    let inserted = purchases.insert(tx, business, "purchase").await?;
+    out.unattributed = record_unattributed(tx, integration_id, &unattributed).await?;
+    let inserted = purchases.insert(tx, &source, "purchase").await?;
     out.duplicates += purchases.len() - inserted.len();
     out.new_transaction_ids.extend(inserted);
 
@@ -93,9 +104,9 @@ pub async fn ingest(
         .collect();
     let originals: HashMap<String, (Uuid, Uuid)> = sqlx::query_as::<_, (String, Uuid, Uuid)>(
         "SELECT external_id, id, user_id FROM transactions
-         WHERE business_id = $1 AND source = 'crm' AND transaction_type = 'purchase' AND external_id = ANY($2)",
+         WHERE integration_id = $1 AND source = 'crm' AND transaction_type = 'purchase' AND external_id = ANY($2)",
     )
-    .bind(business.id)
+    .bind(integration_id)
     .bind(&originals_wanted)
     .fetch_all(&mut **tx)
     .await?
@@ -113,13 +124,43 @@ pub async fn ingest(
         });
         match user {
             Some(user) => refunds.push(user, r, original.map(|(id, _)| *id)),
-            None => out.unattributed += 1,
+            None => out.orphan_refunds += 1,
         }
     }
-    let inserted = refunds.insert(tx, business, "refund").await?;
+    let inserted = refunds.insert(tx, &source, "refund").await?;
     out.duplicates += refunds.len() - inserted.len();
     out.new_transaction_ids.extend(inserted);
     Ok(out)
+}
+
+/// Keeps the purchases nobody could be found for, once each; returns how many are new.
+async fn record_unattributed(
+    tx: &mut Transaction<'_, Postgres>,
+    integration_id: Uuid,
+    records: &[&Record],
+) -> sqlx::Result<usize> {
+    if records.is_empty() {
+        return Ok(0);
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO crm_unattributed (integration_id, external_id, amount, occurred_at)
+         SELECT $1, r.external_id, r.amount, r.occurred_at
+         FROM UNNEST($2::text[], $3::numeric[], $4::timestamptz[]) AS r(external_id, amount, occurred_at)
+         ON CONFLICT (integration_id, external_id) DO NOTHING",
+    )
+    .bind(integration_id)
+    .bind(records.iter().map(|r| r.external_id.clone()).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.amount).collect::<Vec<_>>())
+    .bind(records.iter().map(|r| r.occurred_at).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(inserted.rows_affected() as usize)
+}
+
+/// Where a window of records came from.
+struct Source<'a> {
+    business: &'a Business,
+    integration_id: Uuid,
 }
 
 /// Transactions as columns for `UNNEST`.
@@ -151,87 +192,33 @@ impl Columns {
     async fn insert(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        business: &Business,
+        source: &Source<'_>,
         kind: &str,
     ) -> sqlx::Result<Vec<Uuid>> {
         if self.users.is_empty() {
             return Ok(Vec::new());
         }
         sqlx::query_scalar(
-            "INSERT INTO transactions (user_id, business_id, transaction_type, source, external_id, amount,
-                                       occurred_at, is_medical, original_transaction_id)
-             SELECT r.user_id, $1, $2, 'crm', r.external_id, r.amount, r.occurred_at, r.is_medical OR $3,
+            "INSERT INTO transactions (user_id, business_id, integration_id, transaction_type, source, external_id,
+                                       amount, occurred_at, is_medical, original_transaction_id)
+             SELECT r.user_id, $1, $10, $2, 'crm', r.external_id, r.amount, r.occurred_at, r.is_medical OR $3,
                     r.original_id
              FROM UNNEST($4::uuid[], $5::text[], $6::numeric[], $7::timestamptz[], $8::bool[], $9::uuid[])
                   AS r(user_id, external_id, amount, occurred_at, is_medical, original_id)
-             ON CONFLICT (business_id, source, external_id) DO NOTHING
+             ON CONFLICT (integration_id, external_id) WHERE source = 'crm' DO NOTHING
              RETURNING id",
         )
-        .bind(business.id)
+        .bind(source.business.id)
         .bind(kind)
-        .bind(business.is_medical)
+        .bind(source.business.is_medical)
         .bind(&self.users)
         .bind(&self.external_ids)
         .bind(&self.amounts)
         .bind(&self.occurred)
         .bind(&self.medical)
         .bind(&self.originals)
+        .bind(source.integration_id)
         .fetch_all(&mut **tx)
         .await
     }
-}
-
-/// Where polling of a business stands.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Cursor {
-    pub business_id: Uuid,
-    /// Everything changed before this was stored.
-    pub polled_until: OffsetDateTime,
-    pub last_success_at: Option<OffsetDateTime>,
-    pub last_error: Option<String>,
-}
-
-pub async fn cursor(db: impl PgExecutor<'_>, business_id: Uuid) -> sqlx::Result<Option<Cursor>> {
-    sqlx::query_as("SELECT business_id, polled_until, last_success_at, last_error FROM crm_cursors WHERE business_id = $1")
-        .bind(business_id)
-        .fetch_optional(db)
-        .await
-}
-
-/// Moves the cursor forward (never back: an older poll finishing late changes nothing).
-pub async fn advance(
-    db: impl PgExecutor<'_>,
-    business_id: Uuid,
-    polled_until: OffsetDateTime,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO crm_cursors (business_id, polled_until, last_success_at, last_error) VALUES ($1, $2, now(), NULL)
-         ON CONFLICT (business_id) DO UPDATE SET
-             polled_until = GREATEST(crm_cursors.polled_until, EXCLUDED.polled_until),
-             last_success_at = now(), last_error = NULL, updated_at = now()",
-    )
-    .bind(business_id)
-    .bind(polled_until)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
-/// Notes a failed poll without moving the cursor.
-pub async fn record_failure(
-    db: impl PgExecutor<'_>,
-    business_id: Uuid,
-    polled_until: OffsetDateTime,
-    error: &str,
-) -> sqlx::Result<()> {
-    sqlx::query(
-        "INSERT INTO crm_cursors (business_id, polled_until, last_error) VALUES ($1, $2, $3)
-         ON CONFLICT (business_id) DO UPDATE SET last_error = EXCLUDED.last_error, updated_at = now()",
-    )
-    .bind(business_id)
-    .bind(polled_until)
-    .bind(error)
-    .execute(db)
-    .await?;
-    Ok(())
 }

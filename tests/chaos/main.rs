@@ -37,6 +37,7 @@ fn worker(app: &TestApp) -> Child {
         .env("KRUG_WORKER_HEARTBEAT_S", "1")
         .env("KRUG_WORKER_MISSED_HEARTBEATS", "3")
         .env("KRUG_RECONCILE_LOST_AFTER_S", "3")
+        .env("KRUG_CRM_ALLOWED_HOSTS", "127.0.0.1")
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

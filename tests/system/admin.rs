@@ -33,7 +33,7 @@ async fn crm_credentials_are_stored_encrypted_and_never_returned() {
         "credentials never leave: {}",
         created.body
     );
-    let sealed: Vec<u8> = sqlx::query_scalar("SELECT crm_credentials FROM businesses")
+    let sealed: Vec<u8> = sqlx::query_scalar("SELECT credentials FROM integrations")
         .fetch_one(&app.db)
         .await
         .unwrap();
@@ -42,7 +42,12 @@ async fn crm_credentials_are_stored_encrypted_and_never_returned() {
         "stored encrypted"
     );
     let id: uuid::Uuid = business["id"].as_str().unwrap().parse().unwrap();
-    let opened = storage::businesses::credentials(&app.db, &app.services.secrets, id)
+    let integration: uuid::Uuid = business["integrations"][0]["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let opened = storage::integrations::credentials(&app.db, &app.services.secrets, integration)
         .await
         .unwrap()
         .unwrap();

@@ -51,6 +51,20 @@ async fn ingest_and_bonus_calc_record_each_purchase_once_and_reverse_refunds() {
         .await
         .unwrap()
         .unwrap();
+    let integration = storage::integrations::create(
+        &mut *app.db.acquire().await.unwrap(),
+        &app.services.secrets,
+        business.id,
+        &storage::integrations::NewIntegration {
+            crm_type: "iiko".to_owned(),
+            base_url: "https://api-ru.iiko.services".to_owned(),
+            credentials: None,
+            settings: json!({}),
+        },
+    )
+    .await
+    .unwrap()
+    .id;
     let rules = tiers::rules(&app.db).await.unwrap();
     let anna = member_phone();
     let boris = member_phone();
@@ -64,7 +78,7 @@ async fn ingest_and_bonus_calc_record_each_purchase_once_and_reverse_refunds() {
         purchase("X-1", "100", "not a phone"),
     ];
     let mut tx = app.db.begin().await.unwrap();
-    let ingested = crm::ingest(&mut tx, &business, &first_window)
+    let ingested = crm::ingest(&mut tx, &business, integration, &first_window)
         .await
         .unwrap();
     assert_eq!(ingested.new_transaction_ids.len(), 4);
@@ -88,7 +102,7 @@ async fn ingest_and_bonus_calc_record_each_purchase_once_and_reverse_refunds() {
         refund("Z:refund", "Z-unknown", "50"),
     ];
     let mut tx = app.db.begin().await.unwrap();
-    let again = crm::ingest(&mut tx, &business, &second_window)
+    let again = crm::ingest(&mut tx, &business, integration, &second_window)
         .await
         .unwrap();
     assert_eq!(
@@ -97,8 +111,12 @@ async fn ingest_and_bonus_calc_record_each_purchase_once_and_reverse_refunds() {
         "only the second refund is new"
     );
     assert_eq!(
-        again.unattributed, 1,
+        again.orphan_refunds, 1,
         "a refund of nothing we know, without a phone"
+    );
+    assert_eq!(
+        again.unattributed, 0,
+        "the unattributed purchase is counted once"
     );
     let outcomes = ledger::apply_bonuses(&mut tx, &again.new_transaction_ids, &rules)
         .await
@@ -285,7 +303,7 @@ mod pipeline {
         assert_eq!(boris_balance, Decimal::from_str("190.00").unwrap());
         for business in [salon_id, clinic_id] {
             let (polled_until, error): (OffsetDateTime, Option<String>) = sqlx::query_as(
-                "SELECT polled_until, last_error FROM crm_cursors WHERE business_id = $1",
+                "SELECT polled_until, last_error FROM integrations WHERE business_id = $1",
             )
             .bind(business)
             .fetch_one(&app.db)
@@ -318,6 +336,7 @@ mod pipeline {
         let refusing = Simulator::start(Vendor::AmoCrm).await.unwrap();
         let garbled = Simulator::start(Vendor::Renovatio).await.unwrap();
         let busy = Simulator::start(Vendor::Iiko).await.unwrap();
+        garbled.open_renovatio_invoices();
         let refusing_id = connect(&app, &operator, "Стим Центр", &refusing, "5").await;
         let garbled_id = connect(&app, &operator, "Миллениум", &garbled, "4").await;
         let busy_id = connect(&app, &operator, "Лисичкино", &busy, "3").await;
@@ -350,7 +369,7 @@ mod pipeline {
         let status: (String, Option<String>) =
             eventually(20, "the refusing CRM to be marked failing", || async {
                 let row: (String, Option<String>) = sqlx::query_as(
-                    "SELECT integration_status, integration_error FROM businesses WHERE id = $1",
+                    "SELECT status, last_error FROM integrations WHERE business_id = $1",
                 )
                 .bind(refusing_id)
                 .fetch_one(&app.db)
@@ -363,7 +382,7 @@ mod pipeline {
         let garbled_error: String =
             eventually(20, "the malformed reply to be recorded", || async {
                 let row: Option<(Option<String>,)> =
-                    sqlx::query_as("SELECT last_error FROM crm_cursors WHERE business_id = $1")
+                    sqlx::query_as("SELECT last_error FROM integrations WHERE business_id = $1")
                         .bind(garbled_id)
                         .fetch_optional(&app.db)
                         .await
@@ -376,7 +395,7 @@ mod pipeline {
             "{garbled_error}"
         );
         let garbled_cursor: Option<OffsetDateTime> =
-            sqlx::query_scalar("SELECT last_success_at FROM crm_cursors WHERE business_id = $1")
+            sqlx::query_scalar("SELECT last_success_at FROM integrations WHERE business_id = $1")
                 .bind(garbled_id)
                 .fetch_one(&app.db)
                 .await
@@ -432,7 +451,7 @@ mod pipeline {
         assert!(queued["job_id"].is_string());
         eventually(20, "the integration to recover", || async {
             let status: String =
-                sqlx::query_scalar("SELECT integration_status FROM businesses WHERE id = $1")
+                sqlx::query_scalar("SELECT status FROM integrations WHERE business_id = $1")
                     .bind(refusing_id)
                     .fetch_one(&app.db)
                     .await

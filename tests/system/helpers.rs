@@ -97,6 +97,11 @@ pub struct Options {
     /// The API's abuse limits. By default `Limits::relaxed()`: tests sign dozens of people
     /// in from 127.0.0.1 within seconds. The security tests give the real ones.
     pub limits: Option<api::limits::Limits>,
+    /// FCM's credentials, with `fcm_url`: a service-account key file (a fixed test token
+    /// otherwise).
+    pub fcm_service_account: Option<PathBuf>,
+    /// `KRUG_CRM_ALLOWED_HOSTS`; `127.0.0.1` (where simulators listen) when not given.
+    pub crm_allowed_hosts: Option<Vec<String>>,
 }
 
 pub struct TestApp {
@@ -138,9 +143,15 @@ impl TestApp {
             config.push = krug::config::PushConfig::Fcm {
                 base_url: url,
                 project_id: "krug-test".to_owned(),
-                token: "test-oauth-token".to_owned(),
+                auth: match options.fcm_service_account {
+                    Some(file) => krug::config::FcmCredentials::ServiceAccountFile(file),
+                    None => krug::config::FcmCredentials::Token("test-oauth-token".to_owned()),
+                },
             };
         }
+        config.crm_allowed_hosts = options
+            .crm_allowed_hosts
+            .unwrap_or_else(|| vec!["127.0.0.1".to_owned()]);
         if let Some(url) = options.smsru_url {
             config.sms = SmsConfig::SmsRu {
                 api_id: "test-api-id".to_owned(),

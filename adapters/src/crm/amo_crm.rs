@@ -5,6 +5,22 @@
 //! - Base `https://{subdomain}.amocrm.ru/api/v4`, `Authorization: Bearer {access_token}`;
 //!   `401` when the token is refused. amocrm.ru/developers «Сделки» (leads-api) and the
 //!   official PHP library amocrm/amocrm-api-php (`src/AmoCRM/Client/AmoCRMApiRequest.php`).
+//! - OAuth: access tokens expire (`expires_in`, 86 400 s in the examples); `POST
+//!   https://{subdomain}.amocrm.ru/oauth2/access_token` with `client_id`, `client_secret`,
+//!   `grant_type: "refresh_token"`, `refresh_token`, `redirect_uri` returns `token_type`,
+//!   `expires_in`, `access_token` and a **new** `refresh_token`; the old one stops working
+//!   (single use). developers.kommo.com «Get token» (the same API as amoCRM), the official
+//!   `amocrm/oauth2-amocrm` provider's README («Обновление access токена»), and the Python
+//!   `amocrm_api` README («Рефреш токен одноразовый и обновляется при каждом получении
+//!   аксесс токена»). What AMO answers a spent refresh token (a 400 problem+json) is our
+//!   assumption: any 400/401 from the token endpoint means re-authorizing.
+//! - Long-lived tokens of private integrations (1 day to 5 years, no refresh token): the
+//!   second mode, `{"access_token"}` alone. developers.kommo.com «Long-lived token».
+//! - 7 requests a second, and "in the event of suspicious activity … requests from your IP
+//!   address will be restricted": developers.kommo.com «Limitations» («Requests and IP
+//!   block»). A 403 is that restriction (or an IP whitelist: amoCRM's error list, code 113,
+//!   «Access to this account is prohibited from your IP address»), not a refused
+//!   credential, which is a 401 (codes 110–112): amocrm.com/developers «List of API error».
 //! - `GET /leads` with `with`, `page`, `limit` (at most 250), `filter`, `order[updated_at]=
 //!   asc|desc`; leads carry `id`, `name`, `price` (int), `status_id`, `pipeline_id`,
 //!   `closed_at`, `created_at`, `updated_at` (Unix seconds); replies are `application/
@@ -23,8 +39,17 @@
 //! - Status 142 «успешно реализовано» and 143 «закрыто и не реализовано» are system
 //!   statuses of every pipeline: `LeadModel::WON_STATUS_ID` / `LOST_STATUS_ID` in
 //!   amocrm/amocrm-api-php; amocrm.com API v2 leads docs.
-//! - 7 requests a second, `429` beyond (with `Retry-After`): the vendor page of this
-//!   project (`shared/vendors/README.md`); not found in amoCRM's own pages we could read.
+//! - `429` beyond the rate (with `Retry-After`): the vendor page of this project
+//!   (`shared/vendors/README.md`); not found in amoCRM's own pages we could read.
+//!
+//! # Tokens, shared
+//!
+//! The rotated pair is persisted through the integration's [`TokenStore`] while its lock is
+//! held: a worker that takes the lock first reads the stored pair again, and uses a pair
+//! another worker has just stored instead of spending a refresh token twice. A token is
+//! renewed five minutes before it expires, and once when a call meets a 401. Every AMO
+//! client of the process shares one limiter of 7 requests a second: the limit is AMO's per
+//! caller, and the block that follows abuse hits the address, not one integration.
 //!
 //! # What a transaction is
 //!
@@ -39,15 +64,18 @@
 //! so we may see it twice (deduplicated) but never skip one; once a sorted page ends
 //! before the window, an account that ignored the filter has nothing more for us.
 
-use super::{ConfigError, CrmClient, CrmCustomer, CrmKind, CrmTransaction, Window};
-use crate::http::{RateLimiter, Reply, RetryPolicy, VendorError, send};
+use super::{
+    ConfigError, CrmClient, CrmCustomer, CrmKind, CrmTransaction, Target, TokenStore, Window,
+};
+use crate::http::{RateLimiter, Reply, RetryPolicy, VendorError, Verdict, send_classified};
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use serde_json::value::RawValue;
+use serde_json::{json, value::RawValue};
 use std::{
     collections::{HashMap, HashSet},
+    sync::{Arc, LazyLock},
     time::Duration,
 };
 use time::OffsetDateTime;
@@ -60,13 +88,64 @@ const LOST: i64 = 143;
 const LIMIT: usize = 250;
 /// A window that needs more pages than this is not ending: stop rather than loop forever.
 const MAX_PAGES: usize = 10_000;
-/// AMO's documented request rate per integration.
+/// AMO's documented request rate.
 const REQUESTS_PER_SECOND: u32 = 7;
+/// Shared by every AMO client of the process (see the module docs).
+static LIMITER: LazyLock<RateLimiter> =
+    LazyLock::new(|| RateLimiter::per_second(REQUESTS_PER_SECOND));
+/// A token this close to its expiry is renewed before use.
+const RENEW_BEFORE_S: i64 = 5 * 60;
 
-/// The `crm_credentials` of an `amo_crm` business.
-#[derive(Deserialize)]
+/// The `crm_credentials` of an `amo_crm` integration: a long-lived `access_token`, or the
+/// OAuth set (`client_id`, `client_secret`, `redirect_uri`, `refresh_token`, and the current
+/// `access_token` with its `expires_at`, Unix seconds, as we store them after a renewal).
+#[derive(Deserialize, Default)]
 struct Credentials {
-    access_token: SecretString,
+    #[serde(default)]
+    access_token: Option<SecretString>,
+    #[serde(default)]
+    expires_at: Option<i64>,
+    #[serde(default)]
+    client_id: Option<String>,
+    #[serde(default)]
+    client_secret: Option<SecretString>,
+    #[serde(default)]
+    redirect_uri: Option<String>,
+    #[serde(default)]
+    refresh_token: Option<SecretString>,
+}
+
+impl Credentials {
+    fn is_oauth(&self) -> bool {
+        self.refresh_token.is_some()
+    }
+
+    /// The stored access token, if it is good for a while yet.
+    fn fresh_token(&self, now: i64) -> Option<AccessToken> {
+        let token = self.access_token.clone()?;
+        let expires_at = self.expires_at?;
+        (expires_at - RENEW_BEFORE_S > now).then_some(AccessToken { token, expires_at })
+    }
+}
+
+#[derive(Clone)]
+struct AccessToken {
+    token: SecretString,
+    expires_at: i64,
+}
+
+/// How this client authenticates.
+enum Auth {
+    /// A long-lived token of a private integration.
+    LongLived(SecretString),
+    /// OAuth with rotating refresh tokens, kept in the integration's store.
+    OAuth {
+        client_id: String,
+        client_secret: SecretString,
+        redirect_uri: String,
+        store: Arc<dyn TokenStore>,
+        current: tokio::sync::Mutex<Option<AccessToken>>,
+    },
 }
 
 /// An AMO CRM account.
@@ -74,52 +153,195 @@ pub struct HttpAmoCrm {
     http: reqwest::Client,
     /// `https://{subdomain}.amocrm.ru/api/v4`
     base: String,
-    token: SecretString,
+    /// `https://{subdomain}.amocrm.ru/oauth2/access_token`
+    token_url: String,
+    auth: Auth,
     policy: RetryPolicy,
-    limiter: RateLimiter,
-}
-
-/// Builds the AMO CRM client.
-pub fn client(
-    base_url: &str,
-    credentials: &serde_json::Value,
-) -> Result<Box<dyn CrmClient>, ConfigError> {
-    Ok(Box::new(HttpAmoCrm::new(base_url, credentials)?))
 }
 
 impl HttpAmoCrm {
-    /// A client of the account at `base_url` (`https://{subdomain}.amocrm.ru/api/v4`).
-    pub fn new(base_url: &str, credentials: &serde_json::Value) -> Result<Self, ConfigError> {
-        let c: Credentials = super::credentials("amo_crm", credentials)?;
-        if c.access_token.expose_secret().trim().is_empty() {
-            return Err(ConfigError(
-                "amo_crm credentials: `access_token` is empty".to_owned(),
-            ));
-        }
+    /// A client of the account at `target.base_url` (`https://{subdomain}.amocrm.ru/api/v4`).
+    /// OAuth credentials need `target.tokens`, where rotated tokens are kept.
+    pub fn new(target: &Target<'_>) -> Result<Self, ConfigError> {
+        let base = target.checked_base()?;
+        let c: Credentials = super::credentials("amo_crm", target.credentials)?;
+        let filled = |s: &Option<SecretString>| {
+            s.as_ref()
+                .filter(|s| !s.expose_secret().trim().is_empty())
+                .cloned()
+        };
+        let auth = if c.is_oauth() {
+            let (Some(client_id), Some(client_secret), Some(redirect_uri), Some(_)) = (
+                c.client_id.clone().filter(|s| !s.trim().is_empty()),
+                filled(&c.client_secret),
+                c.redirect_uri.clone().filter(|s| !s.trim().is_empty()),
+                filled(&c.refresh_token),
+            ) else {
+                return Err(ConfigError(
+                    "amo_crm credentials: OAuth needs client_id, client_secret, redirect_uri and refresh_token"
+                        .to_owned(),
+                ));
+            };
+            let store = target.tokens.clone().ok_or_else(|| {
+                ConfigError(
+                    "amo_crm OAuth credentials need a place to keep rotated tokens".to_owned(),
+                )
+            })?;
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            Auth::OAuth {
+                client_id,
+                client_secret,
+                redirect_uri,
+                store,
+                current: tokio::sync::Mutex::new(c.fresh_token(now)),
+            }
+        } else {
+            Auth::LongLived(filled(&c.access_token).ok_or_else(|| {
+                ConfigError(
+                    "amo_crm credentials: give a long-lived access_token, or the OAuth set (client_id, client_secret, redirect_uri, refresh_token)"
+                        .to_owned(),
+                )
+            })?)
+        };
+        let origin = base.strip_suffix("/api/v4").unwrap_or(&base).to_owned();
         Ok(Self {
-            http: crate::http_client(Duration::from_secs(30)),
-            base: base_url.trim_end_matches('/').to_owned(),
-            token: c.access_token,
+            http: target.egress.client(Duration::from_secs(30), Vec::new()),
+            token_url: format!("{origin}/oauth2/access_token"),
+            base,
+            auth,
             policy: RetryPolicy::default(),
-            limiter: RateLimiter::per_second(REQUESTS_PER_SECOND),
         })
     }
 
-    /// `GET {base}/{path}?{query}`, within the rate limit. `None` on `204 No Content`.
+    /// The access token to use now: the long-lived one, or a current OAuth token (renewed
+    /// first when it is about to expire).
+    async fn access_token(&self) -> Result<SecretString, VendorError> {
+        match &self.auth {
+            Auth::LongLived(token) => Ok(token.clone()),
+            Auth::OAuth { current, .. } => {
+                let now = OffsetDateTime::now_utc().unix_timestamp();
+                let held = current.lock().await.clone();
+                match held.filter(|t| t.expires_at - RENEW_BEFORE_S > now) {
+                    Some(token) => Ok(token.token),
+                    None => self.renew(None).await,
+                }
+            }
+        }
+    }
+
+    /// A new access token: under the integration's lock, the stored pair is read again;
+    /// a token another worker stored meanwhile (other than `stale`) is taken as it is,
+    /// otherwise the stored refresh token is spent and the new pair stored.
+    async fn renew(&self, stale: Option<&str>) -> Result<SecretString, VendorError> {
+        let Auth::OAuth {
+            client_id,
+            client_secret,
+            redirect_uri,
+            store,
+            current,
+        } = &self.auth
+        else {
+            return Err(VendorError::Unauthorized {
+                status: 401,
+                detail: "the long-lived token was refused: issue a new one in AMO".to_owned(),
+            });
+        };
+        let mut current = current.lock().await;
+        let lease = store.lease().await?;
+        let stored: Credentials = serde_json::from_value(lease.credentials().clone())
+            .map_err(|_| VendorError::unreadable("stored AMO credentials of another shape"))?;
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        if let Some(fresh) = stored.fresh_token(now)
+            && stale != Some(fresh.token.expose_secret())
+        {
+            // Another worker renewed it while we waited for the lock.
+            let token = fresh.token.clone();
+            *current = Some(fresh);
+            return Ok(token);
+        }
+        let refresh_token = stored.refresh_token.clone().ok_or_else(|| {
+            VendorError::unreadable("stored AMO credentials without a refresh_token")
+        })?;
+        let body = json!({
+            "client_id": client_id,
+            "client_secret": client_secret.expose_secret(),
+            "grant_type": "refresh_token",
+            "refresh_token": refresh_token.expose_secret(),
+            "redirect_uri": redirect_uri,
+        });
+        let reply = send_classified(
+            &self.policy,
+            Some(&LIMITER),
+            |status, _| match status {
+                400 | 401 => Verdict::Fail(VendorError::Unauthorized {
+                    status,
+                    detail: "AMO refused the refresh token: authorize the integration again and store the new pair"
+                        .to_owned(),
+                }),
+                _ => Verdict::Generic,
+            },
+            || self.http.post(&self.token_url).json(&body),
+        )
+        .await?;
+        let pair: TokenReply =
+            serde_json::from_str(&reply.body).map_err(|_| VendorError::malformed(&reply.body))?;
+        let expires_at = now + pair.expires_in.max(0);
+        let mut renewed = lease.credentials().clone();
+        renewed["access_token"] = json!(pair.access_token);
+        renewed["refresh_token"] = json!(pair.refresh_token);
+        renewed["expires_at"] = json!(expires_at);
+        // Stored before the token is used: a crash now loses nothing, and the spent refresh
+        // token is never needed again.
+        lease.save(renewed).await?;
+        let token = SecretString::from(pair.access_token);
+        *current = Some(AccessToken {
+            token: token.clone(),
+            expires_at,
+        });
+        Ok(token)
+    }
+
+    /// `GET {base}/{path}?{query}`, within the rate limit; an OAuth token refused with a
+    /// 401 is renewed once. `None` on `204 No Content`.
     async fn get(
         &self,
         path: &str,
         query: &[(&str, String)],
     ) -> Result<Option<Reply>, VendorError> {
         let url = format!("{}/{path}", self.base);
-        let reply = send(&self.policy, Some(&self.limiter), || {
-            self.http
-                .get(&url)
-                .query(query)
-                .bearer_auth(self.token.expose_secret())
-                .header("Accept", "application/hal+json")
-        })
-        .await?;
+        let call = |token: SecretString| {
+            let url = &url;
+            async move {
+                send_classified(
+                    &self.policy,
+                    Some(&LIMITER),
+                    |status, body| match status {
+                        403 => Verdict::Fail(VendorError::Blocked {
+                            detail: crate::http::reply_detail(body),
+                        }),
+                        _ => Verdict::Generic,
+                    },
+                    || {
+                        self.http
+                            .get(url)
+                            .query(query)
+                            .bearer_auth(token.expose_secret())
+                            .header("Accept", "application/hal+json")
+                    },
+                )
+                .await
+            }
+        };
+        let token = self.access_token().await?;
+        let reply = match call(token.clone()).await {
+            Err(VendorError::Unauthorized { status: 401, .. })
+                if matches!(self.auth, Auth::OAuth { .. }) =>
+            {
+                let renewed = self.renew(Some(token.expose_secret())).await?;
+                call(renewed).await?
+            }
+            other => other?,
+        };
         Ok((reply.status != 204 && !reply.body.trim().is_empty()).then_some(reply))
     }
 
@@ -172,12 +394,10 @@ impl HttpAmoCrm {
             for lead in leads {
                 let changed =
                     OffsetDateTime::from_unix_timestamp(lead.updated_at).map_err(|_| {
-                        VendorError::Malformed {
-                            excerpt: format!(
-                                "AMO lead {}: updated_at {}",
-                                lead.id, lead.updated_at
-                            ),
-                        }
+                        VendorError::unreadable(format!(
+                            "AMO lead {}: updated_at {}",
+                            lead.id, lead.updated_at
+                        ))
                     })?;
                 // The account may have ignored the filter: the window decides.
                 if changed >= window.from && changed < window.to && seen.insert(lead.id) {
@@ -188,9 +408,9 @@ impl HttpAmoCrm {
                 return Ok(out);
             }
         }
-        Err(VendorError::Malformed {
-            excerpt: format!("AMO kept returning leads after {MAX_PAGES} pages"),
-        })
+        Err(VendorError::unreadable(format!(
+            "AMO kept returning leads after {MAX_PAGES} pages"
+        )))
     }
 }
 
@@ -211,9 +431,10 @@ impl CrmClient for HttpAmoCrm {
             let amount = match lead.price.as_deref().map(decimal) {
                 Some(Some(amount)) => amount.abs(),
                 Some(None) => {
-                    return Err(VendorError::Malformed {
-                        excerpt: format!("AMO lead {}: unreadable price", lead.id),
-                    });
+                    return Err(VendorError::unreadable(format!(
+                        "AMO lead {}: unreadable price",
+                        lead.id
+                    )));
                 }
                 None => Decimal::ZERO,
             };
@@ -222,10 +443,9 @@ impl CrmClient for HttpAmoCrm {
                 continue;
             }
             let at = lead.closed_at.unwrap_or(lead.updated_at);
-            let occurred_at =
-                OffsetDateTime::from_unix_timestamp(at).map_err(|_| VendorError::Malformed {
-                    excerpt: format!("AMO lead {}: closed_at {at}", lead.id),
-                })?;
+            let occurred_at = OffsetDateTime::from_unix_timestamp(at).map_err(|_| {
+                VendorError::unreadable(format!("AMO lead {}: closed_at {at}", lead.id))
+            })?;
             let id = lead.id.to_string();
             if lead.status_id == LOST {
                 out.push(CrmTransaction {
@@ -297,6 +517,14 @@ impl CrmClient for HttpAmoCrm {
         // Leads and contacts have no loyalty books; we keep the ledger.
         Ok(false)
     }
+}
+
+/// The token endpoint's reply.
+#[derive(Deserialize)]
+struct TokenReply {
+    access_token: String,
+    refresh_token: String,
+    expires_in: i64,
 }
 
 #[derive(Deserialize)]
@@ -422,6 +650,7 @@ fn decimal(raw: &RawValue) -> Option<Decimal> {
 mod tests {
     use super::*;
     use rust_decimal_macros::dec;
+    use serde_json::Value;
     use simulators::{Fault, Sale, Simulator, Vendor};
     use std::time::Instant;
     use time::macros::datetime;
@@ -431,10 +660,47 @@ mod tests {
         to: datetime!(2026-03-03 00:00 UTC),
     };
 
+    fn client(url: &str, credentials: &Value) -> Result<HttpAmoCrm, ConfigError> {
+        HttpAmoCrm::new(&Target::new(url, credentials, crate::test_egress()))
+    }
+
     async fn amo() -> (Simulator, HttpAmoCrm) {
         let sim = Simulator::start(Vendor::AmoCrm).await.expect("simulator");
-        let client = HttpAmoCrm::new(&sim.url, &Vendor::AmoCrm.credentials()).expect("client");
+        let client = client(&sim.url, &Vendor::AmoCrm.credentials()).expect("client");
         (sim, client)
+    }
+
+    /// Credentials kept the way the integration keeps them: one copy, one lock.
+    #[derive(Clone)]
+    struct SharedTokens(Arc<tokio::sync::Mutex<Value>>);
+
+    struct HeldTokens(tokio::sync::OwnedMutexGuard<Value>);
+
+    #[async_trait]
+    impl TokenStore for SharedTokens {
+        async fn lease(&self) -> Result<Box<dyn super::super::TokenLease>, VendorError> {
+            Ok(Box::new(HeldTokens(self.0.clone().lock_owned().await)))
+        }
+    }
+
+    #[async_trait]
+    impl super::super::TokenLease for HeldTokens {
+        fn credentials(&self) -> &Value {
+            &self.0
+        }
+        async fn save(mut self: Box<Self>, credentials: Value) -> Result<(), VendorError> {
+            *self.0 = credentials;
+            Ok(())
+        }
+    }
+
+    fn oauth_client(url: &str, tokens: &SharedTokens) -> HttpAmoCrm {
+        let credentials = tokens.0.try_lock().unwrap().clone();
+        HttpAmoCrm::new(
+            &Target::new(url, &credentials, crate::test_egress())
+                .with_tokens(Arc::new(tokens.clone())),
+        )
+        .unwrap()
     }
 
     fn won(id: u64, amount: Decimal, minute: i64) -> Sale {
@@ -632,8 +898,7 @@ mod tests {
     #[tokio::test]
     async fn a_wrong_token_is_unauthorized() {
         let sim = Simulator::start(Vendor::AmoCrm).await.unwrap();
-        let client =
-            HttpAmoCrm::new(&sim.url, &serde_json::json!({"access_token": "expired"})).unwrap();
+        let client = client(&sim.url, &serde_json::json!({"access_token": "expired"})).unwrap();
 
         let error = client.fetch_transactions(DAY).await.unwrap_err();
 
@@ -691,7 +956,7 @@ mod tests {
             .expect(1)
             .mount(&server)
             .await;
-        let client = HttpAmoCrm::new(
+        let client = client(
             &format!("{}/api/v4", server.uri()),
             &Vendor::AmoCrm.credentials(),
         )
@@ -709,10 +974,143 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_token_is_a_configuration_error() {
+    fn incomplete_credentials_are_a_configuration_error() {
+        let url = "http://127.0.0.1:9/api/v4";
+        assert!(client(url, &serde_json::json!({"access_token": " "})).is_err());
+        assert!(client(url, &serde_json::json!({})).is_err());
+        let mut oauth = simulators::amo_oauth_credentials();
+        assert!(client(url, &oauth).is_err(), "OAuth needs a token store");
+        oauth.as_object_mut().unwrap().remove("client_secret");
+        let tokens = SharedTokens(Arc::new(tokio::sync::Mutex::new(oauth.clone())));
         assert!(
-            HttpAmoCrm::new("http://x/api/v4", &serde_json::json!({"access_token": " "})).is_err()
+            HttpAmoCrm::new(
+                &Target::new(url, &oauth, crate::test_egress()).with_tokens(Arc::new(tokens))
+            )
+            .is_err()
         );
-        assert!(HttpAmoCrm::new("http://x/api/v4", &serde_json::json!({})).is_err());
+    }
+
+    /// OAuth tokens expire: the first call gets a pair with the stored refresh token, an
+    /// expired access token (401) gets one renewal and the call again, and each renewal
+    /// rotates the refresh token, which is stored before it is needed.
+    #[tokio::test]
+    async fn an_expired_token_is_renewed_and_the_rotated_pair_stored() {
+        let sim = Simulator::start(Vendor::AmoCrm).await.unwrap();
+        sim.add_sales(deals(2));
+        let tokens = SharedTokens(Arc::new(tokio::sync::Mutex::new(
+            simulators::amo_oauth_credentials(),
+        )));
+        let client = oauth_client(&sim.url, &tokens);
+
+        let first = client.fetch_transactions(DAY).await.unwrap();
+        let stored_first = tokens.0.lock().await.clone();
+        sim.state.tokens.expire_all();
+        let second = client.fetch_transactions(DAY).await.unwrap();
+        let stored_second = tokens.0.lock().await.clone();
+
+        assert_eq!((first.len(), second.len()), (2, 2));
+        assert_eq!(
+            sim.state
+                .tokens
+                .refreshes
+                .load(std::sync::atomic::Ordering::SeqCst),
+            2
+        );
+        assert_eq!(
+            sim.state
+                .tokens
+                .reused_refresh_tokens
+                .load(std::sync::atomic::Ordering::SeqCst),
+            0
+        );
+        assert_ne!(
+            stored_first["refresh_token"],
+            simulators::amo_oauth_credentials()["refresh_token"]
+        );
+        assert_ne!(
+            stored_second["refresh_token"],
+            stored_first["refresh_token"]
+        );
+        assert_ne!(stored_second["access_token"], stored_first["access_token"]);
+        assert!(
+            stored_second["expires_at"].as_i64().unwrap()
+                > OffsetDateTime::now_utc().unix_timestamp()
+        );
+    }
+
+    /// Two workers with clients of the same integration and an expired token: the lock
+    /// lets one spend the refresh token; the other finds the new pair stored and uses it.
+    #[tokio::test]
+    async fn two_workers_never_spend_the_same_refresh_token() {
+        let sim = Simulator::start(Vendor::AmoCrm).await.unwrap();
+        sim.add_sales(deals(3));
+        let tokens = SharedTokens(Arc::new(tokio::sync::Mutex::new(
+            simulators::amo_oauth_credentials(),
+        )));
+        let (one, two) = (
+            oauth_client(&sim.url, &tokens),
+            oauth_client(&sim.url, &tokens),
+        );
+
+        let (a, b) = tokio::join!(one.fetch_transactions(DAY), two.fetch_transactions(DAY));
+        sim.state.tokens.expire_all();
+        let (c, d) = tokio::join!(one.fetch_transactions(DAY), two.fetch_transactions(DAY));
+
+        for got in [a, b, c, d] {
+            assert_eq!(got.unwrap().len(), 3);
+        }
+        assert_eq!(
+            sim.state
+                .tokens
+                .reused_refresh_tokens
+                .load(std::sync::atomic::Ordering::SeqCst),
+            0
+        );
+        assert_eq!(
+            sim.state
+                .tokens
+                .refreshes
+                .load(std::sync::atomic::Ordering::SeqCst),
+            2,
+            "one renewal per expiry"
+        );
+    }
+
+    /// A refresh token AMO no longer takes means re-authorizing: refused credentials.
+    #[tokio::test]
+    async fn a_spent_refresh_token_is_refused_credentials() {
+        let sim = Simulator::start(Vendor::AmoCrm).await.unwrap();
+        let tokens = SharedTokens(Arc::new(tokio::sync::Mutex::new(
+            simulators::amo_oauth_credentials(),
+        )));
+        oauth_client(&sim.url, &tokens)
+            .fetch_transactions(DAY)
+            .await
+            .unwrap();
+        // Someone restores the first pair from a backup: its refresh token is spent.
+        *tokens.0.lock().await = simulators::amo_oauth_credentials();
+
+        let error = oauth_client(&sim.url, &tokens)
+            .fetch_transactions(DAY)
+            .await
+            .unwrap_err();
+
+        assert!(
+            matches!(error, VendorError::Unauthorized { status: 400, .. }),
+            "{error:?}"
+        );
+    }
+
+    /// A 403 is AMO restricting our address, not our credentials: a block, transient.
+    #[tokio::test]
+    async fn a_403_is_a_block_not_a_refused_credential() {
+        let (sim, client) = amo().await;
+        sim.inject([Fault::Blocked]);
+
+        let error = client.fetch_transactions(DAY).await.unwrap_err();
+
+        assert!(matches!(error, VendorError::Blocked { .. }), "{error:?}");
+        assert!(error.is_transient());
+        assert_eq!(sim.requests(), 1, "a block is not hammered");
     }
 }

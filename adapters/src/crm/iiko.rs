@@ -9,16 +9,18 @@
 //!
 //! | what | confirmed in |
 //! |---|---|
-//! | `POST /api/1/access_token {"apiLogin"}` → `{"correlationId", "token"}`; the token lives 1 hour; `Authorization: Bearer {token}` on every other call | the spec (`AuthGetAccessTokenRequest`, `AuthGetAccessTokenResponse`); marked deprecated there in favour of `/api/v2/access_token`, which needs an app id and secret our credentials do not have |
-//! | errors `{"correlationId", "errorDescription", "error"}`; 401 for a bad token | the spec (`ErrorsErrorResponse`, responses of every operation) |
-//! | `POST /api/1/deliveries/by_delivery_date_and_status {organizationIds, deliveryDateFrom, deliveryDateTo, statuses}`, dates `yyyy-MM-dd HH:mm:ss.fff` local to the terminal; orders guaranteed for the last 7 days; no paging | the spec (`TransportDeliveriesRequestOrdersByDeliveryDateAndStatusRequest`, the "date-time" format in its description) |
+//! | `POST /api/v2/access_token {"appId", "clientSecret", "apiKey"}` → `{"correlationId", "token"}` (a JWT valid 1 hour, no refresh flow); `Authorization: Bearer {token}` on every other call | the spec (`Auth.GetAccessTokenV2Request`, `…V2Response`, and the operation's description) |
+//! | `POST /api/1/access_token {"apiLogin"}` → `{"correlationId", "token"}`, the same hour: the deprecated login, still accepted as a second mode | the spec (`Auth.GetAccessTokenRequest`, marked `deprecated: true` in favour of `/api/v2/access_token`) |
+//! | errors `{"correlationId", "errorDescription", "error"}` (`error` is the code); 401 for a bad token; **408** on every operation when the server-side timeout (the `Timeout` header, 15 s by default) runs out — a transient retry, not a failure | the spec (`Errors.ErrorResponse`, the responses and the `Timeout` parameter of every operation) |
+//! | `POST /api/1/deliveries/by_delivery_date_and_status {organizationIds, deliveryDateFrom, deliveryDateTo, statuses}`, dates `yyyy-MM-dd HH:mm:ss.fff` local to the terminal; orders kept only for the last 7 days (a catch-up reaching further back is flagged to operators as incomplete, [`RETENTION`]); no paging | the spec (`TransportDeliveriesRequestOrdersByDeliveryDateAndStatusRequest`, the "date-time" format in its description) |
 //! | reply `ordersByOrganizations[{organizationId, orders[{id, creationStatus, order}]}]`; `order{phone, status, sum, completeBefore, whenDelivered, whenClosed, cancelInfo{whenCancelled}, customer{name, surname}}`; statuses `Delivered`, `Closed`, `Cancelled` | the spec (`TransportDeliveriesResponseOrdersWithRevisionResponse`, `…OrderOrderInfo`, `…OrderOrder`, `…OrderCancelInfo`, `…OrderRegularCustomer`, `TransportDeliveriesCommonDeliveryStatus`) |
 //! | `POST /api/1/loyalty/iiko/customer/info {organizationId, type: "phone", phone}` (or `type: "id", id`) → `{id, name, surname, phone, walletBalances[{id, name, type, balance}]}`, wallet type 1 = bonus program | the spec (`CustomerGetCustomerInfoByPhoneRequest`, `…ByIdRequest`, `CustomerGetCustomerInfoResponse`, `CustomerGuestBalanceInfo`); public integrations calling it with `type: "phone"` |
 //! | `POST /api/1/loyalty/iiko/customer/wallet/topup {customerId, walletId, sum, comment, organizationId}` | the spec (`CustomersApi` "Refill balance", `CustomerChangeUserBalanceRequest`) |
 //!
-//! Not confirmed: the reply to an unknown phone. Public integration code shows HTTP 400 with
-//! `Customer_CustomerNotFound` / "There is no user with phone …", which we read as "no such
-//! customer". The terminal's time zone is not in the order: we take Moscow time
+//! An unknown customer is recognised by the error *code* of the reply (the `error` field),
+//! never by its text: `UserNotFound` is in the spec's `Errors.ErrorCode`; the loyalty
+//! endpoints' own `Customer_CustomerNotFound` was seen in public integration code with HTTP
+//! 400 and is **not confirmed** by the spec. The terminal's time zone is not in the order: we take Moscow time
 //! ([`TERMINAL_OFFSET`]), where the partner is. Whether a closed order keeps `whenClosed` /
 //! `whenDelivered` once cancelled is not documented (see below).
 //!
@@ -39,8 +41,8 @@
 //!   from its delivery time is missed; `/deliveries/by_revision` would catch it, but needs a
 //!   revision cursor the `CrmClient` trait does not carry.
 
-use super::{ConfigError, CrmClient, CrmCustomer, CrmKind, CrmTransaction, Window};
-use crate::http::{RateLimiter, Reply, RetryPolicy, VendorError, send};
+use super::{ConfigError, CrmClient, CrmCustomer, CrmKind, CrmTransaction, Target, Window};
+use crate::http::{RateLimiter, Reply, RetryPolicy, VendorError, Verdict, send, send_classified};
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
@@ -69,27 +71,43 @@ const TOKEN_TTL: Duration = Duration::from_secs(50 * 60);
 const REQUESTS_PER_SECOND: u32 = 10;
 /// The statuses we read (everything else is an order still in progress).
 const STATUSES: [&str; 3] = ["Delivered", "Closed", "Cancelled"];
+/// iikoCloud keeps delivery orders this long: older ones cannot be read any more.
+pub const RETENTION: time::Duration = time::Duration::days(7);
+/// The error codes of "no such customer" (see the module docs).
+const CUSTOMER_NOT_FOUND: [&str; 2] = ["UserNotFound", "Customer_CustomerNotFound"];
 
-/// `crm_credentials` of a business whose `crm_type` is `iiko` (DESIGN.md).
+/// `crm_credentials` of an `iiko` integration: the v2 application credentials, or the
+/// deprecated v1 `api_login`.
 #[derive(Deserialize)]
 struct Credentials {
-    api_login: SecretString,
+    #[serde(default)]
+    api_login: Option<SecretString>,
+    #[serde(default)]
+    app_id: Option<String>,
+    #[serde(default)]
+    client_secret: Option<SecretString>,
+    #[serde(default)]
+    api_key: Option<SecretString>,
     organization_id: String,
 }
 
-/// Builds the iiko client for `base_url` (e.g. `https://api-ru.iiko.services`).
-pub fn client(
-    base_url: &str,
-    credentials: &serde_json::Value,
-) -> Result<Box<dyn CrmClient>, ConfigError> {
-    Ok(Box::new(HttpIiko::new(base_url, credentials)?))
+/// How we get a session token.
+enum Login {
+    /// `/api/v2/access_token`.
+    Application {
+        app_id: String,
+        client_secret: SecretString,
+        api_key: SecretString,
+    },
+    /// `/api/1/access_token` (deprecated by iiko).
+    ApiLogin(SecretString),
 }
 
 /// iikoCloud over HTTPS, with its session token cached.
 pub struct HttpIiko {
     http: reqwest::Client,
     base_url: String,
-    api_login: SecretString,
+    login: Login,
     organization_id: String,
     policy: RetryPolicy,
     limiter: RateLimiter,
@@ -103,18 +121,44 @@ struct Token {
 }
 
 impl HttpIiko {
-    /// Reads the credentials (`api_login`, `organization_id`).
-    pub fn new(base_url: &str, credentials: &serde_json::Value) -> Result<Self, ConfigError> {
-        let creds: Credentials = super::credentials("iiko", credentials)?;
-        if creds.api_login.expose_secret().is_empty() || creds.organization_id.trim().is_empty() {
+    /// Reads the credentials: `organization_id`, and `app_id` + `client_secret` + `api_key`
+    /// (v2) or `api_login` (v1).
+    pub fn new(target: &Target<'_>) -> Result<Self, ConfigError> {
+        let base_url = target.checked_base()?;
+        let creds: Credentials = super::credentials("iiko", target.credentials)?;
+        let filled = |s: &Option<SecretString>| {
+            s.as_ref()
+                .filter(|s| !s.expose_secret().trim().is_empty())
+                .cloned()
+        };
+        let login = match (
+            creds.app_id.filter(|a| !a.trim().is_empty()),
+            filled(&creds.client_secret),
+            filled(&creds.api_key),
+            filled(&creds.api_login),
+        ) {
+            (Some(app_id), Some(client_secret), Some(api_key), _) => Login::Application {
+                app_id,
+                client_secret,
+                api_key,
+            },
+            (None, None, None, Some(api_login)) => Login::ApiLogin(api_login),
+            _ => {
+                return Err(ConfigError(
+                    "iiko credentials: give app_id, client_secret and api_key (or the deprecated api_login)"
+                        .to_owned(),
+                ));
+            }
+        };
+        if creds.organization_id.trim().is_empty() {
             return Err(ConfigError(
-                "iiko credentials: api_login and organization_id must not be empty".to_owned(),
+                "iiko credentials: organization_id must not be empty".to_owned(),
             ));
         }
         Ok(Self {
-            http: crate::http_client(Duration::from_secs(30)),
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            api_login: creds.api_login,
+            http: target.egress.client(Duration::from_secs(30), Vec::new()),
+            base_url,
+            login,
             organization_id: creds.organization_id.trim().to_owned(),
             policy: RetryPolicy::default(),
             limiter: RateLimiter::per_second(REQUESTS_PER_SECOND),
@@ -128,8 +172,21 @@ impl HttpIiko {
         if let Some(token) = cached.as_ref().filter(|t| t.fetched.elapsed() < TOKEN_TTL) {
             return Ok(token.value.expose_secret().to_owned());
         }
-        let body = json!({"apiLogin": self.api_login.expose_secret()});
-        let url = format!("{}/api/1/access_token", self.base_url);
+        let (path, body) = match &self.login {
+            Login::Application {
+                app_id,
+                client_secret,
+                api_key,
+            } => (
+                "/api/v2/access_token",
+                json!({"appId": app_id, "clientSecret": client_secret.expose_secret(), "apiKey": api_key.expose_secret()}),
+            ),
+            Login::ApiLogin(api_login) => (
+                "/api/1/access_token",
+                json!({"apiLogin": api_login.expose_secret()}),
+            ),
+        };
+        let url = format!("{}{path}", self.base_url);
         let reply = send(&self.policy, Some(&self.limiter), || {
             self.http.post(&url).json(&body)
         })
@@ -138,7 +195,7 @@ impl HttpIiko {
             .ok()
             .and_then(|v| v.get("token")?.as_str().map(str::to_owned))
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| VendorError::malformed(&reply.body))?;
+            .ok_or_else(|| VendorError::unreadable("an iiko token reply without a token"))?;
         *cached = Some(Token {
             value: value.clone().into(),
             fetched: Instant::now(),
@@ -158,21 +215,34 @@ impl HttpIiko {
     }
 
     /// POSTs `body` to `path` with the token; a 401 (an expired or revoked token) gets one
-    /// new token and one more try.
+    /// new token and one more try. `Ok(None)`: iiko said the customer does not exist.
     async fn post(
         &self,
         policy: &RetryPolicy,
         path: &str,
         body: &Value,
-    ) -> Result<Reply, VendorError> {
+    ) -> Result<Option<Reply>, VendorError> {
         let url = format!("{}{path}", self.base_url);
         let call = |token: String| {
             let url = &url;
             async move {
-                send(policy, Some(&self.limiter), || {
-                    self.http.post(url).bearer_auth(&token).json(body)
-                })
-                .await
+                let reply = send_classified(
+                    policy,
+                    Some(&self.limiter),
+                    |status, body| {
+                        if status == 400
+                            && error_code(body)
+                                .is_some_and(|c| CUSTOMER_NOT_FOUND.contains(&c.as_str()))
+                        {
+                            Verdict::Accept
+                        } else {
+                            Verdict::Generic
+                        }
+                    },
+                    || self.http.post(url).bearer_auth(&token).json(body),
+                )
+                .await?;
+                Ok((reply.status < 300).then_some(reply))
             }
         };
         let token = self.token().await?;
@@ -208,7 +278,12 @@ impl HttpIiko {
                     "/api/1/deliveries/by_delivery_date_and_status",
                     &body,
                 )
-                .await?;
+                .await?
+                .ok_or_else(|| {
+                    VendorError::unreadable(
+                        "iiko answered a delivery listing with `customer not found`",
+                    )
+                })?;
             let parsed: OrdersReply = serde_json::from_str(&reply.body)
                 .map_err(|_| VendorError::malformed(&reply.body))?;
             for group in parsed.orders_by_organizations {
@@ -238,18 +313,12 @@ impl HttpIiko {
         let body = Value::Object(body);
         match self
             .post(&self.policy, "/api/1/loyalty/iiko/customer/info", &body)
-            .await
+            .await?
         {
-            Ok(reply) => serde_json::from_str(&reply.body)
+            Some(reply) => serde_json::from_str(&reply.body)
                 .map(Some)
                 .map_err(|_| VendorError::malformed(&reply.body)),
-            Err(VendorError::Rejected {
-                status: 400,
-                excerpt,
-            }) if excerpt.contains("CustomerNotFound") || excerpt.contains("There is no user") => {
-                Ok(None)
-            }
-            Err(e) => Err(e),
+            None => Ok(None),
         }
     }
 }
@@ -451,6 +520,10 @@ impl CrmClient for HttpIiko {
         "iiko"
     }
 
+    fn keeps_records_for(&self) -> Option<time::Duration> {
+        Some(RETENTION)
+    }
+
     async fn fetch_transactions(&self, window: Window) -> Result<Vec<CrmTransaction>, VendorError> {
         if window.from >= window.to {
             return Ok(Vec::new());
@@ -461,9 +534,9 @@ impl CrmClient for HttpIiko {
         let mut out = Vec::new();
         let mut seen = HashSet::new();
         for order in &orders {
-            let found = order.transactions(window).map_err(|why| {
-                VendorError::malformed(&format!("{why}; iiko order {}", order.id))
-            })?;
+            let found = order
+                .transactions(window)
+                .map_err(|why| VendorError::unreadable(format!("iiko: {why}")))?;
             out.extend(
                 found
                     .into_iter()
@@ -519,8 +592,9 @@ impl CrmClient for HttpIiko {
         else {
             return Ok(false);
         };
-        let sum = serde_json::Number::from_str(&amount.normalize().to_string())
-            .map_err(|_| VendorError::malformed(&amount.to_string()))?;
+        let sum = serde_json::Number::from_str(&amount.normalize().to_string()).map_err(|_| {
+            VendorError::unreadable(format!("an amount iiko cannot take: {amount}"))
+        })?;
         let body = json!({
             "customerId": customer.external_id,
             "walletId": wallet_id,
@@ -536,6 +610,15 @@ impl CrmClient for HttpIiko {
             .await?;
         Ok(true)
     }
+}
+
+/// The error code (`error`) of an iiko error reply.
+fn error_code(body: &str) -> Option<String> {
+    serde_json::from_str::<Value>(body)
+        .ok()?
+        .get("error")?
+        .as_str()
+        .map(str::to_owned)
 }
 
 /// `yyyy-MM-dd HH:mm:ss.fff` in the terminal's zone.
@@ -609,8 +692,14 @@ mod tests {
         ]
     }
 
+    fn client(url: &str, credentials: &Value) -> Result<Box<dyn CrmClient>, ConfigError> {
+        crate::crm::client("iiko", &Target::new(url, credentials, crate::test_egress()))
+    }
+
     async fn market(sales: Vec<Sale>) -> (Simulator, Box<dyn CrmClient>) {
         let sim = Simulator::start(Vendor::Iiko).await.unwrap();
+        // iiko keeps orders a week: the simulated vendor's "now" is the tests' day.
+        sim.set_now(datetime!(2026-03-03 00:00 UTC));
         sim.add_sales(sales);
         let client = client(&sim.url, &Vendor::Iiko.credentials()).unwrap();
         (sim, client)
@@ -911,11 +1000,119 @@ mod tests {
     }
 
     #[test]
-    fn credentials_need_an_api_login_and_an_organization() {
+    fn credentials_need_a_login_and_an_organization() {
         let mut credentials = Vendor::Iiko.credentials();
         credentials["organization_id"] = json!("");
         assert!(client("http://127.0.0.1:1", &credentials).is_err());
         credentials.as_object_mut().unwrap().remove("api_login");
         assert!(client("http://127.0.0.1:1", &credentials).is_err());
+        let mut partial = simulators::iiko_application_credentials();
+        partial.as_object_mut().unwrap().remove("api_key");
+        assert!(client("http://127.0.0.1:1", &partial).is_err());
+    }
+
+    /// iiko answers 408 when its server-side timeout runs out (documented on every
+    /// operation): the call is repeated, and the window is read.
+    #[tokio::test]
+    async fn a_408_is_a_transient_timeout_that_is_retried() {
+        let (sim, client) = market(three_deliveries()).await;
+        client.fetch_transactions(evening()).await.unwrap();
+        sim.inject([Fault::RequestTimeout]);
+
+        let got = client.fetch_transactions(evening()).await.unwrap();
+
+        assert_eq!(got.len(), 3);
+    }
+
+    /// A 408 that does not go away is an outage to retry later, not a refusal.
+    #[tokio::test]
+    async fn a_408_that_persists_is_transient() {
+        let (sim, client) = market(three_deliveries()).await;
+        client.fetch_transactions(evening()).await.unwrap();
+        sim.inject(std::iter::repeat_n(Fault::RequestTimeout, 4));
+
+        let error = client.fetch_transactions(evening()).await.unwrap_err();
+
+        assert!(error.is_transient(), "{error:?}");
+        assert!(
+            matches!(error, VendorError::Unavailable { .. }),
+            "{error:?}"
+        );
+    }
+
+    /// The v2 login (`appId`, `clientSecret`, `apiKey`) gets a token the API takes.
+    #[tokio::test]
+    async fn the_v2_application_login_reads_the_window() {
+        let sim = Simulator::start(Vendor::Iiko).await.unwrap();
+        sim.set_now(datetime!(2026-03-03 00:00 UTC));
+        sim.add_sales(three_deliveries());
+        let client = client(&sim.url, &simulators::iiko_application_credentials()).unwrap();
+
+        let got = client.fetch_transactions(evening()).await.unwrap();
+
+        assert_eq!(got.len(), 3);
+        let mut wrong = simulators::iiko_application_credentials();
+        wrong["client_secret"] = json!("revoked");
+        let refused =
+            crate::crm::client("iiko", &Target::new(&sim.url, &wrong, crate::test_egress()))
+                .unwrap()
+                .fetch_transactions(evening())
+                .await
+                .unwrap_err();
+        assert!(
+            matches!(refused, VendorError::Unauthorized { .. }),
+            "{refused:?}"
+        );
+    }
+
+    /// iiko keeps orders a week: older ones are not listed any more, and the client says
+    /// how long the vendor keeps them so that a longer catch-up is flagged.
+    #[tokio::test]
+    async fn orders_older_than_a_week_are_gone() {
+        let sim = Simulator::start(Vendor::Iiko).await.unwrap();
+        sim.set_now(datetime!(2026-03-12 00:00 UTC));
+        sim.add_sales(three_deliveries());
+        let client = client(&sim.url, &Vendor::Iiko.credentials()).unwrap();
+
+        let got = client.fetch_transactions(evening()).await.unwrap();
+
+        assert!(got.is_empty(), "{got:?}");
+        assert_eq!(client.keeps_records_for(), Some(time::Duration::days(7)));
+    }
+
+    /// "No such customer" is read from the error code, whatever the text says.
+    #[tokio::test]
+    async fn an_unknown_customer_is_recognised_by_the_error_code_not_the_text() {
+        use wiremock::{Mock, MockServer, ResponseTemplate, matchers::path};
+        let server = MockServer::start().await;
+        Mock::given(path("/api/1/access_token"))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_body_json(json!({"correlationId": "c", "token": "t"})),
+            )
+            .mount(&server)
+            .await;
+        let reply = |code: &str, text: &str| {
+            ResponseTemplate::new(400).set_body_json(
+                json!({"correlationId": "c", "errorDescription": text, "error": code}),
+            )
+        };
+        Mock::given(path("/api/1/loyalty/iiko/customer/info"))
+            .respond_with(reply("Customer_CustomerNotFound", "Клиент не найден"))
+            .up_to_n_times(1)
+            .mount(&server)
+            .await;
+        Mock::given(path("/api/1/loyalty/iiko/customer/info"))
+            .respond_with(reply("Common", "There is no user with phone 79990000000"))
+            .mount(&server)
+            .await;
+        let client = client(&server.uri(), &Vendor::Iiko.credentials()).unwrap();
+
+        assert_eq!(client.find_customer("+79990000000").await.unwrap(), None);
+        let error = client.find_customer("+79990000000").await.unwrap_err();
+        assert!(
+            matches!(error, VendorError::Rejected { status: 400, .. }),
+            "{error:?}"
+        );
     }
 }

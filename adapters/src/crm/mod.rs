@@ -10,10 +10,12 @@ pub mod onec;
 pub mod renovatio;
 pub mod yclients;
 
-use crate::http::VendorError;
+use crate::{egress::Egress, http::VendorError};
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 /// A time window `[from, to)` of the vendor's own change/creation times.
@@ -67,6 +69,12 @@ pub trait CrmClient: Send + Sync {
     /// Every purchase and refund in `window`, all pages.
     async fn fetch_transactions(&self, window: Window) -> Result<Vec<CrmTransaction>, VendorError>;
 
+    /// How far back the vendor keeps records (iiko: 7 days); `None` when it keeps them all.
+    /// A window reaching further back cannot be read whole.
+    fn keeps_records_for(&self) -> Option<time::Duration> {
+        None
+    }
+
     /// The customer with this phone (E.164), if the vendor knows one.
     async fn find_customer(&self, phone: &str) -> Result<Option<CrmCustomer>, VendorError>;
 
@@ -80,33 +88,105 @@ pub trait CrmClient: Send + Sync {
     ) -> Result<bool, VendorError>;
 }
 
-/// The configuration of a business's CRM is unusable.
+/// The configuration of an integration is unusable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("CRM configuration: {0}")]
 pub struct ConfigError(pub String);
 
-/// Reads a vendor's credentials object.
-pub fn credentials<T: DeserializeOwned>(
-    vendor: &str,
-    value: &serde_json::Value,
-) -> Result<T, ConfigError> {
-    serde_json::from_value(value.clone())
-        .map_err(|e| ConfigError(format!("{vendor} credentials: {e}")))
+impl From<crate::egress::EgressError> for ConfigError {
+    fn from(error: crate::egress::EgressError) -> Self {
+        Self(error.to_string())
+    }
 }
 
-/// Builds the client of `crm_type` for `base_url` with the decrypted `credentials`.
-pub fn client(
-    crm_type: &str,
-    base_url: &str,
-    credentials: &serde_json::Value,
-) -> Result<Box<dyn CrmClient>, ConfigError> {
-    let base_url = base_url.trim_end_matches('/');
+/// Reads a vendor's credentials (or settings) object. The error names a missing field but
+/// never repeats a value (serde's own message may quote one, and it could be a secret).
+pub fn credentials<T: DeserializeOwned>(vendor: &str, value: &Value) -> Result<T, ConfigError> {
+    serde_json::from_value(value.clone()).map_err(|e| {
+        let message = e.to_string();
+        let what = match message.find("missing field") {
+            Some(at) => message[at..].to_owned(),
+            None => "a field has an unexpected type or value".to_owned(),
+        };
+        ConfigError(format!("{vendor} credentials: {what}"))
+    })
+}
+
+/// Where credentials that a vendor rotates are kept (AMO CRM's OAuth tokens), shared by
+/// every worker that polls the same integration.
+#[async_trait]
+pub trait TokenStore: Send + Sync {
+    /// The credentials as stored now, locked against every other lease of the same
+    /// integration until the lease is saved or dropped: two workers never both spend a
+    /// single-use refresh token.
+    async fn lease(&self) -> Result<Box<dyn TokenLease>, VendorError>;
+}
+
+/// Credentials held under the integration's lock.
+#[async_trait]
+pub trait TokenLease: Send {
+    fn credentials(&self) -> &Value;
+    /// Stores `credentials` and releases the lock.
+    async fn save(self: Box<Self>, credentials: Value) -> Result<(), VendorError>;
+}
+
+/// What a CRM client is built from.
+#[derive(Clone)]
+pub struct Target<'a> {
+    /// The vendor's API root, e.g. `https://api.yclients.com/api/v1`.
+    pub base_url: &'a str,
+    /// Decrypted; secret.
+    pub credentials: &'a Value,
+    /// Not secret: presets, field names, a CA certificate (`{}` when none).
+    pub settings: &'a Value,
+    /// Where the client may connect.
+    pub egress: &'a Egress,
+    /// Where rotated tokens go (required by AMO CRM's OAuth mode).
+    pub tokens: Option<Arc<dyn TokenStore>>,
+}
+
+static NO_SETTINGS: Value = Value::Null;
+
+impl<'a> Target<'a> {
+    pub fn new(base_url: &'a str, credentials: &'a Value, egress: &'a Egress) -> Self {
+        Self {
+            base_url,
+            credentials,
+            settings: &NO_SETTINGS,
+            egress,
+            tokens: None,
+        }
+    }
+
+    pub fn with_settings(mut self, settings: &'a Value) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    pub fn with_tokens(mut self, tokens: Arc<dyn TokenStore>) -> Self {
+        self.tokens = Some(tokens);
+        self
+    }
+
+    /// The base URL without a trailing slash, once the egress rule allows it.
+    fn checked_base(&self) -> Result<String, ConfigError> {
+        self.egress.check_url(self.base_url)?;
+        Ok(self.base_url.trim().trim_end_matches('/').to_owned())
+    }
+}
+
+/// The CRM types we have clients for.
+pub const CRM_TYPES: [&str; 5] = ["yclients", "iiko", "1c", "amo_crm", "renovatio"];
+
+/// Builds the client of `crm_type` for `target`: checks the URL against the egress rule and
+/// reads credentials and settings, without a network call.
+pub fn client(crm_type: &str, target: &Target<'_>) -> Result<Box<dyn CrmClient>, ConfigError> {
     match crm_type {
-        "yclients" => yclients::client(base_url, credentials),
-        "iiko" => iiko::client(base_url, credentials),
-        "1c" => onec::client(base_url, credentials),
-        "amo_crm" => amo_crm::client(base_url, credentials),
-        "renovatio" => renovatio::client(base_url, credentials),
+        "yclients" => Ok(Box::new(yclients::HttpYclients::new(target)?)),
+        "iiko" => Ok(Box::new(iiko::HttpIiko::new(target)?)),
+        "1c" => Ok(Box::new(onec::HttpOneC::new(target)?)),
+        "amo_crm" => Ok(Box::new(amo_crm::HttpAmoCrm::new(target)?)),
+        "renovatio" => Ok(Box::new(renovatio::HttpRenovatio::new(target)?)),
         other => Err(ConfigError(format!("unknown CRM type `{other}`"))),
     }
 }

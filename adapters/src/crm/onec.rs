@@ -1,58 +1,54 @@
-//! 1C:Enterprise through its standard OData interface (Skinerica, Лисичкино).
+//! 1C:Enterprise through its standard OData interface (Skinerica, Лисичкино's checkout).
 //!
 //! # What this client relies on, and where it was confirmed
 //!
-//! - `GET {base}/odata/standard.odata/{Object}?$format=json&$filter=…&$top=N&$skip=M&$orderby=Date`
-//!   with HTTP Basic auth; `$filter` operators `eq`, `ge`, `lt`, `and`, `or`. Confirmed in
-//!   the book «Технологии интеграции 1С:Предприятия 8.3» (rutlib.com/book/43553/p/47, the
-//!   `$filter` operator tables), 42clouds.com «Интерфейс OData: правила формирования условия
-//!   отбора», 1cfresh.com/articles/data_odata, and the `onec-odata` client on PyPI.
-//! - Date literals `Date ge datetime'2020-03-01T00:00:00'`: public Python scripts that poll
-//!   `Document_ЧекККМ` this way; the `onec-odata` README (OData v3 typed literals).
-//! - Reply `{"odata.metadata": "…", "value": [{"Ref_Key", "DataVersion", "DeletionMark",
-//!   "Number", "Date": "2016-12-26T17:08:57", "Posted", …}]}`, dates in the infobase's local
-//!   time without an offset: a sample reply kept in a public Java client of 1C OData.
-//! - Fractional numbers are `Edm.Double`, i.e. JSON numbers: 42clouds.com «Интерфейс OData:
-//!   представление данных». We read them from their text, never through a float.
-//! - `Document_ЧекККМ` carries `СуммаДокумента` and `ВидОперации` (a return contains
-//!   «Возврат»): a public JS audit script selecting exactly these fields; a public Go config
-//!   of `Document_ЧекККМ` / `Document_ЧекККМВозврат` fields. A return check points at its
-//!   sale through `ЧекККМПродажа_Key` (an empty reference is the zero GUID): public Python
-//!   scripts filtering `ЧекККМПродажа_Key ne guid'00000000-…'`.
-//! - Customers: a tabular section is its own entity set `{Catalog}_{Section}` (lexema-ecm
-//!   docs on 1C OData resource names; filtering by tabular-section fields since 8.3.8,
-//!   wonderland.v8.1c.ru «Расширение поддержки протокола OData»); contact-information rows
-//!   hold `Тип`, `Представление`, `НомерТелефона` (a public test fixture of `Catalog_Контрагенты`).
+//! | what | confirmed in |
+//! |---|---|
+//! | `GET {base}/odata/standard.odata/{Object}?$format=json&$filter=…&$top=N&$skip=M&$orderby=Date` with HTTP Basic auth; `$filter` operators `eq`, `ge`, `lt`, `and`, `or`; spaces as `%20` (a `+` makes 1C ignore the filter silently) | «Технологии интеграции 1С:Предприятия 8.3» (rutlib.com/book/43553/p/47), 42clouds.com «Интерфейс OData: правила формирования условия отбора», 1cfresh.com/articles/data_odata, the `onec-odata` client on PyPI; the `%20` rule in a public TypeScript OData client's notes and a public Python client's tests (УТ 11, 8.3) |
+//! | Date literals `Date ge datetime'2020-03-01T00:00:00'`; replies `{"odata.metadata", "value": [{Ref_Key, DataVersion, DeletionMark, Number, Date, Posted, …}]}`, dates in the infobase's local time without an offset | public Python scripts polling `Document_ЧекККМ`; a sample reply kept in a public Java client of 1C OData |
+//! | Fractional numbers are `Edm.Double`, i.e. JSON numbers (read from their text, never through a float) | 42clouds.com «Интерфейс OData: представление данных» |
+//! | No standard configuration puts a phone on a check: `Document_ЧекККМ` carries `Контрагент_Key` and `ДисконтнаяКарта_Key`, `СуммаДокумента` | a public Java client of a retail configuration (`@JsonProperty("Контрагент_Key")`, `("ДисконтнаяКарта_Key")`, `("СуммаДокумента")`); a public Go configuration of `Document_ЧекККМ` fields (`customer_id` ← `Контрагент_Key`) |
+//! | УНФ, Розница 2 and УТ 11 keep refunds in `Document_ЧекККМВозврат`, which points at the sale through `ЧекККМ_Key` | the same Go configuration (`"refund": Document_ЧекККМВозврат`, `original_receipt_id` ← `ЧекККМ_Key`); this project's vendor notes |
+//! | Older configurations keep returns inside `Document_ЧекККМ` (`ВидОперации` «Возврат», the sale in `ЧекККМПродажа_Key`, an empty reference being the zero GUID) | a public JS audit script selecting `ВидОперации`; public Python scripts filtering `ЧекККМПродажа_Key ne guid'00000000-…'` |
+//! | A discount card `Catalog_ИнформационныеКарты(guid'…')` names its owner in `ВладелецКарты` (a reference of composite type, with `ВладелецКарты_Type`) | a public Python script following `ДисконтнаяКарта_Key` → `Catalog_ИнформационныеКарты` → `ВладелецКарты` |
+//! | A catalog element is read by key even where `$filter` is forbidden, and carries its tabular sections (`КонтактнаяИнформация` rows with `Тип`, `Представление`, `НомерТелефона`) | a public TypeScript OData client's notes («Точечное чтение Entity(guid'...') работает даже когда $filter запрещён»); a public test fixture of `Catalog_Контрагенты` |
+//! | Some publications refuse `$filter` on fields (role rights): HTTP 500 (some 400) with `odata.error` «Операция не разрешена в предложении "ГДЕ"» — a configuration error, reported as such, never retried as an outage | the public `Dastrixx/dashboard` (`server/sync/raw-source.mjs`, `isUnsupportedDateFilter`), a public TypeScript OData client's notes, a public Python client's tests |
 //!
-//! Not confirmed: which field of a check holds the buyer's phone (none is standard: the
-//! default `Телефон` is an installation's own attribute, so it is configurable); the format
-//! of `НомерТелефона` (we try the usual written forms); that marking a posted document for
-//! deletion also clears `Posted` (platform behaviour as we know it: we treat any deletion
-//! mark as a cancellation, posted or not). OData has no change timestamp for documents, so a
-//! deletion mark set after a window was polled is only seen when that window is read again.
+//! Assumptions (not confirmed): УНФ's discount cards are `Catalog_ДисконтныеКарты` with
+//! `ВладелецКарты_Key`; УТ 11 follows Розница 2 here; the format of `НомерТелефона` (we try
+//! the usual written forms); that marking a posted document for deletion also clears
+//! `Posted` (we treat any deletion mark as a cancellation). OData has no change timestamp for
+//! documents, so a deletion mark set after a window was polled is only seen when that
+//! window is read again. A publication that refuses the `Date` filter is not read by
+//! walking its whole journal instead (as `Dastrixx/dashboard` does): operators are told.
 //!
-//! # Configuration (`crm_credentials` of a `1c` business)
+//! # Presets (`settings.preset` of a `1c` integration)
 //!
-//! | field | default | meaning |
-//! |---|---|---|
-//! | `username`, `password` | required | HTTP Basic credentials of the publication |
-//! | `document` | `Document_ЧекККМ` | the OData object of sales |
-//! | `amount_field` | `СуммаДокумента` | the sum of a document |
-//! | `phone_field` | `Телефон` | the buyer's phone, as written; absent means no phone |
-//! | `name_field` | none | the buyer's name, if the configuration has one |
-//! | `operation_field` | `ВидОперации` | marks returns, with `return_operation` |
-//! | `return_operation` | `Возврат` | the value of `operation_field` on a return |
-//! | `original_field` | `ЧекККМПродажа_Key` | the sale a return refers to |
-//! | `customer_catalog` | `Catalog_Контрагенты` | where `find_customer` looks |
-//! | `utc_offset` | `+03:00` | the infobase's time zone (1C writes local times) |
+//! | preset | sales | refunds | the buyer |
+//! |---|---|---|---|
+//! | `retail_2` (default; Розница 2) | `Document_ЧекККМ` | `Document_ЧекККМВозврат`, `ЧекККМ_Key` | `Контрагент_Key` → `Catalog_Контрагенты`; else `ДисконтнаяКарта_Key` → `Catalog_ИнформационныеКарты.ВладелецКарты` |
+//! | `ut_11` (УТ 11) | as `retail_2` | as `retail_2` | as `retail_2` |
+//! | `unf` (УНФ) | `Document_ЧекККМ` | `Document_ЧекККМВозврат`, `ЧекККМ_Key` | `Контрагент_Key`; else `ДисконтнаяКарта_Key` → `Catalog_ДисконтныеКарты.ВладелецКарты_Key` |
+//! | `retail_1` (Розница 1, УТ 10.3) | `Document_ЧекККМ` | inside it: `ВидОперации` «Возврат», `ЧекККМПродажа_Key` | as `retail_2` |
+//!
+//! Every name can be overridden in the settings: `document`, `refund_document` (`""` for
+//! returns inside the sales document), `original_field`, `operation_field`,
+//! `return_operation`, `amount_field` (`СуммаДокумента`), `counterparty_field`,
+//! `counterparty_catalog`, `card_field`, `card_catalog`, `card_owner_field`, `phone_field`
+//! (an installation's own phone attribute on the check, read first when set), `name_field`,
+//! `utc_offset` (the infobase's zone, `+03:00`). The credentials are `username`, `password`
+//! (older integrations kept the settings there too, and they are still read).
+//!
+//! A check whose buyer cannot be reached (the generic «Розничный покупатель», a card
+//! without an owner) comes back without a phone: the caller counts it as unattributed.
 
-use super::{ConfigError, CrmClient, CrmCustomer, CrmKind, CrmTransaction, Window};
-use crate::http::{Reply, RetryPolicy, VendorError, send};
+use super::{ConfigError, CrmClient, CrmCustomer, CrmKind, CrmTransaction, Target, Window};
+use crate::http::{Reply, RetryPolicy, VendorError, Verdict, send_classified};
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use serde_json::value::RawValue;
+use serde_json::{Value, value::RawValue};
 use std::{
     collections::{HashMap, HashSet},
     time::Duration,
@@ -72,57 +68,86 @@ const PAGE: usize = 500;
 const MAX_PAGES: usize = 10_000;
 /// An empty reference in 1C.
 const ZERO_GUID: &str = "00000000-0000-0000-0000-000000000000";
+/// What 1C says when a publication refuses a filter.
+const FILTER_REFUSED: [&str; 2] = [
+    "Операция не разрешена в предложении",
+    "operation not allowed in",
+];
 
-/// The `crm_credentials` of a `1c` business (see the module docs for the defaults).
+/// Where a configuration keeps sales, refunds and buyers.
+struct Preset {
+    name: &'static str,
+    document: &'static str,
+    /// `None`: returns are sales documents with `operation_field` = `return_operation`.
+    refund_document: Option<&'static str>,
+    original_field: &'static str,
+    card_catalog: &'static str,
+    card_owner_field: &'static str,
+}
+
+const PRESETS: [Preset; 4] = [
+    Preset {
+        name: "retail_2",
+        document: "Document_ЧекККМ",
+        refund_document: Some("Document_ЧекККМВозврат"),
+        original_field: "ЧекККМ_Key",
+        card_catalog: "Catalog_ИнформационныеКарты",
+        card_owner_field: "ВладелецКарты",
+    },
+    Preset {
+        name: "ut_11",
+        document: "Document_ЧекККМ",
+        refund_document: Some("Document_ЧекККМВозврат"),
+        original_field: "ЧекККМ_Key",
+        card_catalog: "Catalog_ИнформационныеКарты",
+        card_owner_field: "ВладелецКарты",
+    },
+    Preset {
+        name: "unf",
+        document: "Document_ЧекККМ",
+        refund_document: Some("Document_ЧекККМВозврат"),
+        original_field: "ЧекККМ_Key",
+        card_catalog: "Catalog_ДисконтныеКарты",
+        card_owner_field: "ВладелецКарты",
+    },
+    Preset {
+        name: "retail_1",
+        document: "Document_ЧекККМ",
+        refund_document: None,
+        original_field: "ЧекККМПродажа_Key",
+        card_catalog: "Catalog_ИнформационныеКарты",
+        card_owner_field: "ВладелецКарты",
+    },
+];
+
+/// The `username` and `password` of a `1c` integration.
 #[derive(Deserialize)]
 struct Credentials {
     username: String,
     password: SecretString,
-    #[serde(default = "defaults::document")]
-    document: String,
-    #[serde(default = "defaults::amount_field")]
-    amount_field: String,
-    #[serde(default = "defaults::phone_field")]
-    phone_field: String,
-    #[serde(default)]
-    name_field: Option<String>,
-    #[serde(default = "defaults::operation_field")]
-    operation_field: String,
-    #[serde(default = "defaults::return_operation")]
-    return_operation: String,
-    #[serde(default = "defaults::original_field")]
-    original_field: String,
-    #[serde(default = "defaults::customer_catalog")]
-    customer_catalog: String,
-    #[serde(default = "defaults::utc_offset")]
-    utc_offset: String,
 }
 
-mod defaults {
-    pub(super) fn document() -> String {
-        "Document_ЧекККМ".to_owned()
-    }
-    pub(super) fn amount_field() -> String {
-        "СуммаДокумента".to_owned()
-    }
-    pub(super) fn phone_field() -> String {
-        "Телефон".to_owned()
-    }
-    pub(super) fn operation_field() -> String {
-        "ВидОперации".to_owned()
-    }
-    pub(super) fn return_operation() -> String {
-        "Возврат".to_owned()
-    }
-    pub(super) fn original_field() -> String {
-        "ЧекККМПродажа_Key".to_owned()
-    }
-    pub(super) fn customer_catalog() -> String {
-        "Catalog_Контрагенты".to_owned()
-    }
-    pub(super) fn utc_offset() -> String {
-        "+03:00".to_owned()
-    }
+/// The settings of a `1c` integration (see the module docs); absent means the preset's.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct Settings {
+    preset: Option<String>,
+    document: Option<String>,
+    refund_document: Option<String>,
+    original_field: Option<String>,
+    operation_field: Option<String>,
+    return_operation: Option<String>,
+    amount_field: Option<String>,
+    counterparty_field: Option<String>,
+    /// `customer_catalog` is its older name.
+    #[serde(alias = "customer_catalog")]
+    counterparty_catalog: Option<String>,
+    card_field: Option<String>,
+    card_catalog: Option<String>,
+    card_owner_field: Option<String>,
+    phone_field: Option<String>,
+    name_field: Option<String>,
+    utc_offset: Option<String>,
 }
 
 /// A 1C infobase's standard OData interface.
@@ -138,194 +163,159 @@ pub struct HttpOneC {
 
 /// Where the configuration keeps what we read.
 struct Mapping {
+    preset: &'static str,
     document: String,
-    amount_field: String,
-    phone_field: String,
-    name_field: Option<String>,
+    refund_document: Option<String>,
+    original_field: String,
     operation_field: String,
     return_operation: String,
-    original_field: String,
-    customer_catalog: String,
+    amount_field: String,
+    counterparty_field: String,
+    counterparty_catalog: String,
+    card_field: String,
+    card_catalog: String,
+    card_owner_field: String,
+    phone_field: Option<String>,
+    name_field: Option<String>,
     offset: UtcOffset,
 }
 
-/// Builds the 1C client.
-pub fn client(
-    base_url: &str,
-    credentials: &serde_json::Value,
-) -> Result<Box<dyn CrmClient>, ConfigError> {
-    Ok(Box::new(HttpOneC::new(base_url, credentials)?))
-}
-
 impl HttpOneC {
-    /// A client of the publication at `base_url` (e.g. `https://host/base`).
-    pub fn new(base_url: &str, credentials: &serde_json::Value) -> Result<Self, ConfigError> {
-        let c: Credentials = super::credentials("1c", credentials)?;
-        for (name, value) in [
-            ("document", &c.document),
-            ("amount_field", &c.amount_field),
-            ("customer_catalog", &c.customer_catalog),
-        ] {
-            if value.trim().is_empty() {
-                return Err(ConfigError(format!("1c credentials: `{name}` is empty")));
+    /// A client of the publication at `target.base_url` (e.g. `https://host/base`).
+    pub fn new(target: &Target<'_>) -> Result<Self, ConfigError> {
+        let base_url = target.checked_base()?;
+        let c: Credentials = super::credentials("1c", target.credentials)?;
+        // Settings over the keys older integrations kept in their credentials.
+        let mut merged = serde_json::Map::new();
+        for source in [target.credentials, target.settings] {
+            if let Some(object) = source.as_object() {
+                for (key, value) in object {
+                    if key != "username" && key != "password" && !value.is_null() {
+                        merged.insert(key.clone(), value.clone());
+                    }
+                }
             }
         }
+        let settings: Settings = serde_json::from_value(Value::Object(merged))
+            .map_err(|_| ConfigError("1c settings: every setting is a string".to_owned()))?;
+        let name = settings
+            .preset
+            .as_deref()
+            .map(str::trim)
+            .unwrap_or("retail_2");
+        let preset = PRESETS.iter().find(|p| p.name == name).ok_or_else(|| {
+            ConfigError(format!(
+                "1c settings: unknown preset `{name}` (retail_2, ut_11, unf or retail_1)"
+            ))
+        })?;
+        let pick = |given: Option<String>, default: &str| {
+            given
+                .map(|g| g.trim().to_owned())
+                .filter(|g| !g.is_empty())
+                .unwrap_or_else(|| default.to_owned())
+        };
+        let refund_document = match settings.refund_document {
+            Some(given) if given.trim().is_empty() => None,
+            Some(given) => Some(given.trim().to_owned()),
+            None => preset.refund_document.map(str::to_owned),
+        };
+        let offset_text = settings.utc_offset.unwrap_or_else(|| "+03:00".to_owned());
         let offset = UtcOffset::parse(
-            c.utc_offset.trim(),
+            offset_text.trim(),
             format_description!("[offset_hour sign:mandatory]:[offset_minute]"),
         )
         .map_err(|_| {
             ConfigError(format!(
-                "1c credentials: `utc_offset` must look like +03:00, not `{}`",
-                c.utc_offset
+                "1c settings: `utc_offset` must look like +03:00, not `{offset_text}`"
             ))
         })?;
+        let optional =
+            |given: Option<String>| given.map(|g| g.trim().to_owned()).filter(|g| !g.is_empty());
         Ok(Self {
-            http: crate::http_client(Duration::from_secs(30)),
-            odata: format!("{}/odata/standard.odata", base_url.trim_end_matches('/')),
+            http: target.egress.client(Duration::from_secs(30), Vec::new()),
+            odata: format!("{base_url}/odata/standard.odata"),
             username: c.username,
             password: c.password,
             mapping: Mapping {
-                document: c.document.trim().to_owned(),
-                amount_field: c.amount_field,
-                phone_field: c.phone_field,
-                name_field: c.name_field.filter(|f| !f.trim().is_empty()),
-                operation_field: c.operation_field,
-                return_operation: c.return_operation,
-                original_field: c.original_field,
-                customer_catalog: c.customer_catalog.trim().to_owned(),
+                preset: preset.name,
+                document: pick(settings.document, preset.document),
+                original_field: pick(settings.original_field, preset.original_field),
+                refund_document,
+                operation_field: pick(settings.operation_field, "ВидОперации"),
+                return_operation: pick(settings.return_operation, "Возврат"),
+                amount_field: pick(settings.amount_field, "СуммаДокумента"),
+                counterparty_field: pick(settings.counterparty_field, "Контрагент_Key"),
+                counterparty_catalog: pick(settings.counterparty_catalog, "Catalog_Контрагенты"),
+                card_field: pick(settings.card_field, "ДисконтнаяКарта_Key"),
+                card_catalog: pick(settings.card_catalog, preset.card_catalog),
+                card_owner_field: pick(settings.card_owner_field, preset.card_owner_field),
+                phone_field: optional(settings.phone_field),
+                name_field: optional(settings.name_field),
                 offset,
             },
             policy: RetryPolicy::default(),
         })
     }
 
-    /// `GET {odata}/{path_and_query}` with Basic auth.
-    async fn get(&self, path_and_query: &str) -> Result<Reply, VendorError> {
+    /// `GET {odata}/{path_and_query}` with Basic auth; a refused filter is a configuration
+    /// error naming `object`.
+    async fn get(&self, object: &str, path_and_query: &str) -> Result<Reply, VendorError> {
         let url = format!("{}/{path_and_query}", self.odata);
-        send(&self.policy, None, || {
-            self.http
-                .get(&url)
-                .basic_auth(&self.username, Some(self.password.expose_secret()))
-                .header("Accept", "application/json")
-        })
+        send_classified(
+            &self.policy,
+            None,
+            |status, body| {
+                let detail = crate::http::reply_detail(body);
+                if status >= 400 && FILTER_REFUSED.iter().any(|f| detail.contains(f)) {
+                    Verdict::Fail(VendorError::Configuration(format!(
+                        "this 1C publication refuses to filter {object} (HTTP {status}: «Операция не разрешена в предложении \"ГДЕ\"»): give the integration's 1C user a role that may read {object} with its fields, or publish it in the OData interface with them"
+                    )))
+                } else {
+                    Verdict::Generic
+                }
+            },
+            || {
+                self.http
+                    .get(&url)
+                    .basic_auth(&self.username, Some(self.password.expose_secret()))
+                    .header("Accept", "application/json")
+            },
+        )
         .await
     }
 
     /// The `value` of an OData collection reply.
-    async fn list(&self, path_and_query: &str) -> Result<Vec<Record>, VendorError> {
-        let reply = self.get(path_and_query).await?;
+    async fn list(&self, object: &str, query: &str) -> Result<Vec<Record>, VendorError> {
+        let reply = self
+            .get(object, &format!("{}?{query}", encode(object)))
+            .await?;
         let list: Collection =
             serde_json::from_str(&reply.body).map_err(|_| VendorError::malformed(&reply.body))?;
         Ok(list.value)
     }
 
-    fn local(&self, at: OffsetDateTime) -> PrimitiveDateTime {
-        let local = at.to_offset(self.mapping.offset);
-        PrimitiveDateTime::new(local.date(), local.time())
-    }
-
-    /// The date literal of `at`, to the second.
-    fn literal(&self, at: OffsetDateTime) -> String {
-        self.local(at).format(DATE).unwrap_or_default()
-    }
-
-    /// What a document of the window means to us, if anything.
-    fn transaction(
-        &self,
-        record: &Record,
-        window: Window,
-    ) -> Result<Option<CrmTransaction>, VendorError> {
-        let m = &self.mapping;
-        let key = text(record, "Ref_Key").ok_or_else(|| missing("Ref_Key"))?;
-        let date = text(record, "Date").ok_or_else(|| missing("Date"))?;
-        let occurred_at = PrimitiveDateTime::parse(&date, DATE)
-            .map_err(|_| VendorError::Malformed {
-                excerpt: format!("1C document {key}: unreadable Date `{date}`"),
-            })?
-            .assume_offset(m.offset);
-        // The filter was widened to whole seconds: the window itself decides.
-        if occurred_at < window.from || occurred_at >= window.to {
+    /// One catalog element by key; `None` if it does not exist.
+    async fn element(&self, catalog: &str, key: &str) -> Result<Option<Record>, VendorError> {
+        if !is_guid(key) || key == ZERO_GUID {
             return Ok(None);
         }
-        let posted = flag(record, "Posted");
-        let deleted = flag(record, "DeletionMark");
-        if !posted && !deleted {
-            // A draft (or a document un-posted for editing): nothing happened yet.
-            return Ok(None);
-        }
-        let amount = record
-            .get(&m.amount_field)
-            .and_then(|raw| decimal(raw))
-            .ok_or_else(|| VendorError::Malformed {
-                excerpt: format!(
-                    "1C document {key}: no readable `{}` (check `amount_field`)",
-                    m.amount_field
-                ),
-            })?
-            .abs();
-        if amount.is_zero() {
-            return Ok(None);
-        }
-        let is_return = text(record, &m.operation_field)
-            .is_some_and(|op| op.trim().eq_ignore_ascii_case(m.return_operation.trim()));
-        let phone = text(record, &m.phone_field).filter(|p| !p.trim().is_empty());
-        let name = m
-            .name_field
-            .as_deref()
-            .and_then(|f| text(record, f))
-            .filter(|n| !n.trim().is_empty());
-        let (external_id, kind, customer_phone) = if deleted {
-            if is_return {
-                // A cancelled return cannot be expressed as a transaction; the purchase's
-                // refund stays recorded, which errs on the member's side of caution.
-                tracing::warn!(document = %key, "1C return check marked for deletion: ignored");
-                return Ok(None);
-            }
-            // The member is whoever the original purchase says: a cancellation of a
-            // purchase we never recorded must not touch anyone's balance.
-            (
-                format!("{key}:cancel"),
-                CrmKind::Refund {
-                    original_external_id: key,
-                },
-                None,
+        match self
+            .get(
+                catalog,
+                &format!("{}(guid'{key}')?$format=json", encode(catalog)),
             )
-        } else if is_return {
-            let original = text(record, &m.original_field)
-                .filter(|o| !o.is_empty() && o != ZERO_GUID)
-                .unwrap_or_default();
-            (
-                key,
-                CrmKind::Refund {
-                    original_external_id: original,
-                },
-                phone,
-            )
-        } else {
-            (key, CrmKind::Purchase, phone)
-        };
-        Ok(Some(CrmTransaction {
-            external_id,
-            kind,
-            amount,
-            occurred_at,
-            customer_phone,
-            customer_name: name,
-            is_medical: false,
-        }))
-    }
-}
-
-#[async_trait]
-impl CrmClient for HttpOneC {
-    fn vendor(&self) -> &'static str {
-        "1c"
+            .await
+        {
+            Ok(reply) => serde_json::from_str(&reply.body)
+                .map(Some)
+                .map_err(|_| VendorError::malformed(&reply.body)),
+            Err(VendorError::Rejected { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
-    #[tracing::instrument(skip_all, fields(vendor = "1c", from = %window.from, to = %window.to), err)]
-    async fn fetch_transactions(&self, window: Window) -> Result<Vec<CrmTransaction>, VendorError> {
-        // Whole seconds, widened outwards; `transaction` re-checks the exact window.
+    /// Every document of `object` dated within the window (widened to whole seconds).
+    async fn documents(&self, object: &str, window: Window) -> Result<Vec<Record>, VendorError> {
         let from = window.from.replace_nanosecond(0).unwrap_or(window.from);
         let to = if window.to.nanosecond() == 0 {
             window.to
@@ -342,28 +332,270 @@ impl CrmClient for HttpOneC {
         let mut skip = 0;
         for _ in 0..MAX_PAGES {
             let records = self
-                .list(&format!(
-                    "{}?$format=json&$filter={}&$top={PAGE}&$skip={skip}&$orderby=Date",
-                    encode(&self.mapping.document),
-                    encode(&filter)
-                ))
+                .list(
+                    object,
+                    &format!(
+                        "$format=json&$filter={}&$top={PAGE}&$skip={skip}&$orderby=Date",
+                        encode(&filter)
+                    ),
+                )
                 .await?;
             if records.is_empty() {
                 return Ok(out);
             }
             skip += records.len();
-            for record in &records {
-                if let Some(t) = self.transaction(record, window)? {
-                    // A document can come twice when others are added while we page.
-                    if seen.insert(t.external_id.clone()) {
-                        out.push(t);
-                    }
+            for record in records {
+                // A document can come twice when others are added while we page.
+                if let Some(key) = text(&record, "Ref_Key")
+                    && seen.insert(key)
+                {
+                    out.push(record);
                 }
             }
         }
-        Err(VendorError::Malformed {
-            excerpt: format!("1C kept returning documents after {MAX_PAGES} pages"),
-        })
+        Err(VendorError::unreadable(format!(
+            "1C kept returning {object} after {MAX_PAGES} pages"
+        )))
+    }
+
+    fn local(&self, at: OffsetDateTime) -> PrimitiveDateTime {
+        let local = at.to_offset(self.mapping.offset);
+        PrimitiveDateTime::new(local.date(), local.time())
+    }
+
+    /// The date literal of `at`, to the second.
+    fn literal(&self, at: OffsetDateTime) -> String {
+        self.local(at).format(DATE).unwrap_or_default()
+    }
+
+    /// What a document of the window means to us, if anything (the buyer is found later).
+    fn draft(
+        &self,
+        record: &Record,
+        window: Window,
+        refund_document: bool,
+    ) -> Result<Option<Draft>, VendorError> {
+        let m = &self.mapping;
+        let key = text(record, "Ref_Key").ok_or_else(|| missing("Ref_Key"))?;
+        let date = text(record, "Date").ok_or_else(|| missing("Date"))?;
+        let occurred_at = PrimitiveDateTime::parse(&date, DATE)
+            .map_err(|_| {
+                VendorError::unreadable(format!("1C document {key}: unreadable Date `{date}`"))
+            })?
+            .assume_offset(m.offset);
+        // The filter was widened to whole seconds: the window itself decides.
+        if occurred_at < window.from || occurred_at >= window.to {
+            return Ok(None);
+        }
+        let posted = flag(record, "Posted");
+        let deleted = flag(record, "DeletionMark");
+        if !posted && !deleted {
+            // A draft (or a document un-posted for editing): nothing happened yet.
+            return Ok(None);
+        }
+        let amount = record
+            .get(&m.amount_field)
+            .and_then(|raw| decimal(raw))
+            .ok_or_else(|| {
+                VendorError::unreadable(format!(
+                    "1C document {key}: no readable `{}` (check `amount_field`)",
+                    m.amount_field
+                ))
+            })?
+            .abs();
+        if amount.is_zero() {
+            return Ok(None);
+        }
+        let is_return = refund_document
+            || (m.refund_document.is_none()
+                && text(record, &m.operation_field)
+                    .is_some_and(|op| op.trim().eq_ignore_ascii_case(m.return_operation.trim())));
+        let reference = |field: &str| text(record, field).filter(|k| is_guid(k) && k != ZERO_GUID);
+        let buyer = Buyer {
+            phone: m
+                .phone_field
+                .as_deref()
+                .and_then(|f| text(record, f))
+                .filter(|p| !p.trim().is_empty()),
+            name: m
+                .name_field
+                .as_deref()
+                .and_then(|f| text(record, f))
+                .filter(|n| !n.trim().is_empty()),
+            counterparty: reference(&m.counterparty_field),
+            card: reference(&m.card_field),
+        };
+        let (external_id, kind, buyer) = if deleted {
+            if is_return {
+                // A cancelled return cannot be expressed as a transaction; the purchase's
+                // refund stays recorded, which errs on the member's side of caution.
+                tracing::warn!(document = %key, "1C return check marked for deletion: ignored");
+                return Ok(None);
+            }
+            // The member is whoever the original purchase says: a cancellation of a
+            // purchase we never recorded must not touch anyone's balance.
+            (
+                format!("{key}:cancel"),
+                CrmKind::Refund {
+                    original_external_id: key,
+                },
+                Buyer::default(),
+            )
+        } else if is_return {
+            let original = reference(&m.original_field).unwrap_or_default();
+            (
+                key,
+                CrmKind::Refund {
+                    original_external_id: original,
+                },
+                buyer,
+            )
+        } else {
+            (key, CrmKind::Purchase, buyer)
+        };
+        Ok(Some(Draft {
+            transaction: CrmTransaction {
+                external_id,
+                kind,
+                amount,
+                occurred_at,
+                customer_phone: None,
+                customer_name: None,
+                is_medical: false,
+            },
+            buyer,
+        }))
+    }
+
+    /// The phone and name of the buyer a check points at, through its counterparty or its
+    /// discount card's owner.
+    async fn resolve(&self, buyer: &Buyer, book: &mut ContactBook) -> Result<Contact, VendorError> {
+        if buyer.phone.is_some() {
+            return Ok((buyer.phone.clone(), buyer.name.clone()));
+        }
+        let m = &self.mapping;
+        if let Some(key) = &buyer.counterparty {
+            let found = self.contact(&m.counterparty_catalog, key, book).await?;
+            if found.0.is_some() {
+                return Ok((found.0, buyer.name.clone().or(found.1)));
+            }
+        }
+        if let Some(card) = &buyer.card {
+            if !book.cards.contains_key(card) {
+                let owner = self
+                    .element(&m.card_catalog, card)
+                    .await?
+                    .and_then(|element| self.card_owner(&element));
+                book.cards.insert(card.clone(), owner);
+            }
+            if let Some(Some((catalog, owner))) = book.cards.get(card).cloned() {
+                let found = self.contact(&catalog, &owner, book).await?;
+                return Ok((found.0, buyer.name.clone().or(found.1)));
+            }
+        }
+        Ok((None, buyer.name.clone()))
+    }
+
+    /// The catalog and key of a discount card's owner: `{field}_Key`, or the composite
+    /// `{field}` with its `{field}_Type` naming the catalog.
+    fn card_owner(&self, card: &Record) -> Option<(String, String)> {
+        let field = &self.mapping.card_owner_field;
+        let owner = text(card, &format!("{field}_Key"))
+            .or_else(|| text(card, field))
+            .filter(|k| is_guid(k) && k != ZERO_GUID)?;
+        let catalog = text(card, &format!("{field}_Type"))
+            .and_then(|t| t.rsplit('.').next().map(str::to_owned))
+            .filter(|t| t.starts_with("Catalog_"))
+            .unwrap_or_else(|| self.mapping.counterparty_catalog.clone());
+        Some((catalog, owner))
+    }
+
+    /// A catalog element's phone (its contact information) and name, once per element.
+    async fn contact(
+        &self,
+        catalog: &str,
+        key: &str,
+        book: &mut ContactBook,
+    ) -> Result<Contact, VendorError> {
+        let id = format!("{catalog}:{key}");
+        if let Some(known) = book.contacts.get(&id) {
+            return Ok(known.clone());
+        }
+        let found = match self.element(catalog, key).await? {
+            None => (None, None),
+            Some(element) => (
+                phone_of(&element),
+                text(&element, "Description").filter(|n| !n.trim().is_empty()),
+            ),
+        };
+        book.contacts.insert(id, found.clone());
+        Ok(found)
+    }
+}
+
+/// A phone and a name, either possibly unknown.
+type Contact = (Option<String>, Option<String>);
+
+/// What one poll learned of buyers, so that each is asked for once.
+#[derive(Default)]
+struct ContactBook {
+    contacts: HashMap<String, Contact>,
+    /// Card → its owner's (catalog, key).
+    cards: HashMap<String, Option<(String, String)>>,
+}
+
+/// Where a check says its buyer is.
+#[derive(Default, Clone)]
+struct Buyer {
+    /// An installation's own phone attribute.
+    phone: Option<String>,
+    name: Option<String>,
+    counterparty: Option<String>,
+    card: Option<String>,
+}
+
+/// A transaction whose buyer is still to be found.
+struct Draft {
+    transaction: CrmTransaction,
+    buyer: Buyer,
+}
+
+#[async_trait]
+impl CrmClient for HttpOneC {
+    fn vendor(&self) -> &'static str {
+        "1c"
+    }
+
+    #[tracing::instrument(skip_all, fields(vendor = "1c", preset = self.mapping.preset, from = %window.from, to = %window.to), err)]
+    async fn fetch_transactions(&self, window: Window) -> Result<Vec<CrmTransaction>, VendorError> {
+        let m = &self.mapping;
+        let mut drafts = Vec::new();
+        for record in self.documents(&m.document, window).await? {
+            drafts.extend(self.draft(&record, window, false)?);
+        }
+        if let Some(refunds) = &m.refund_document {
+            for record in self.documents(refunds, window).await? {
+                drafts.extend(self.draft(&record, window, true)?);
+            }
+        }
+        let mut book = ContactBook::default();
+        let mut out = Vec::with_capacity(drafts.len());
+        let mut seen = HashSet::new();
+        for Draft {
+            mut transaction,
+            buyer,
+        } in drafts
+        {
+            if !seen.insert(transaction.external_id.clone()) {
+                continue;
+            }
+            let (phone, name) = self.resolve(&buyer, &mut book).await?;
+            transaction.customer_phone = phone;
+            transaction.customer_name = name;
+            out.push(transaction);
+        }
+        out.sort_by_key(|t| t.occurred_at);
+        Ok(out)
     }
 
     async fn find_customer(&self, phone: &str) -> Result<Option<CrmCustomer>, VendorError> {
@@ -376,33 +608,25 @@ impl CrmClient for HttpOneC {
             .map(|f| format!("НомерТелефона eq '{}'", f.replace('\'', "''")))
             .collect::<Vec<_>>()
             .join(" or ");
-        let catalog = &self.mapping.customer_catalog;
+        let catalog = &self.mapping.counterparty_catalog;
         let rows = self
-            .list(&format!(
-                "{}?$format=json&$filter={}&$top=1",
-                encode(&format!("{catalog}_КонтактнаяИнформация")),
-                encode(&filter)
-            ))
+            .list(
+                &format!("{catalog}_КонтактнаяИнформация"),
+                &format!("$format=json&$filter={}&$top=1", encode(&filter)),
+            )
             .await?;
         let Some(key) = rows.first().and_then(|row| text(row, "Ref_Key")) else {
             return Ok(None);
         };
         if !is_guid(&key) {
-            return Err(VendorError::Malformed {
-                excerpt: format!("1C contact row with Ref_Key `{key}`"),
-            });
+            return Err(VendorError::unreadable(
+                "a 1C contact row whose Ref_Key is not a GUID",
+            ));
         }
-        let reply = match self
-            .get(&format!("{}(guid'{key}')?$format=json", encode(catalog)))
-            .await
-        {
-            Ok(reply) => reply,
+        let Some(element) = self.element(catalog, &key).await? else {
             // The row outlived its owner.
-            Err(VendorError::Rejected { status: 404, .. }) => return Ok(None),
-            Err(e) => return Err(e),
+            return Ok(None);
         };
-        let element: Record =
-            serde_json::from_str(&reply.body).map_err(|_| VendorError::malformed(&reply.body))?;
         Ok(Some(CrmCustomer {
             external_id: key,
             phone: Some(phone.to_owned()),
@@ -430,9 +654,7 @@ struct Collection {
 }
 
 fn missing(field: &str) -> VendorError {
-    VendorError::Malformed {
-        excerpt: format!("1C document without `{field}`"),
-    }
+    VendorError::unreadable(format!("a 1C document without `{field}`"))
 }
 
 /// A string field (`None` when absent, null or not a string).
@@ -448,6 +670,31 @@ fn flag(record: &Record, field: &str) -> bool {
         .get(field)
         .and_then(|raw| serde_json::from_str::<bool>(raw.get()).ok())
         .unwrap_or(false)
+}
+
+/// The phone of a catalog element: the first `Телефон` row of its contact information
+/// (`НомерТелефона` when it holds a number, else `Представление`).
+fn phone_of(element: &Record) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Row {
+        #[serde(rename = "Тип", default)]
+        kind: Option<String>,
+        #[serde(rename = "НомерТелефона", default)]
+        number: Option<String>,
+        #[serde(rename = "Представление", default)]
+        shown: Option<String>,
+    }
+    let rows: Vec<Row> = element
+        .get("КонтактнаяИнформация")
+        .and_then(|raw| serde_json::from_str(raw.get()).ok())?;
+    rows.into_iter()
+        .filter(|r| r.kind.as_deref().is_some_and(|k| k.trim() == "Телефон"))
+        .find_map(|r| {
+            let number = r
+                .number
+                .filter(|n| n.chars().filter(char::is_ascii_digit).count() >= 10);
+            number.or(r.shown).filter(|p| !p.trim().is_empty())
+        })
 }
 
 /// An amount from the JSON text the vendor sent (a number or a numeric string), never
@@ -507,7 +754,8 @@ fn phone_forms(phone: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use rust_decimal_macros::dec;
-    use simulators::{Fault, Sale, Simulator, Vendor};
+    use serde_json::json;
+    use simulators::{Fault, OneCSetup, Sale, Simulator, Vendor};
     use std::time::Instant;
     use time::macros::datetime;
 
@@ -516,9 +764,19 @@ mod tests {
         to: datetime!(2026-03-03 00:00 UTC),
     };
 
+    fn client_with(
+        url: &str,
+        credentials: &Value,
+        settings: &Value,
+    ) -> Result<HttpOneC, ConfigError> {
+        HttpOneC::new(&Target::new(url, credentials, crate::test_egress()).with_settings(settings))
+    }
+
+    /// A Розница 2 infobase and a client with the default preset.
     async fn onec() -> (Simulator, HttpOneC) {
         let sim = Simulator::start(Vendor::OneC).await.expect("simulator");
-        let client = HttpOneC::new(&sim.url, &Vendor::OneC.credentials()).expect("client");
+        let client =
+            client_with(&sim.url, &Vendor::OneC.credentials(), &json!({})).expect("client");
         (sim, client)
     }
 
@@ -539,6 +797,14 @@ mod tests {
             .collect()
     }
 
+    fn digits(phone: Option<&str>) -> String {
+        phone
+            .unwrap_or_default()
+            .chars()
+            .filter(char::is_ascii_digit)
+            .collect()
+    }
+
     #[tokio::test]
     async fn every_page_of_a_window_is_read_with_exact_amounts() {
         let (sim, client) = onec().await;
@@ -556,11 +822,108 @@ mod tests {
                 t.occurred_at,
                 datetime!(2026-03-02 09:00 UTC) + time::Duration::minutes(i as i64)
             );
-            assert_eq!(t.customer_phone.as_deref(), Some("+7 999 123-45-67"));
+            assert_eq!(digits(t.customer_phone.as_deref()), "79991234567");
             assert!(!t.is_medical);
         }
-        // Three pages of documents and the empty one that ends the window.
-        assert!(sim.requests() >= 4, "{} requests", sim.requests());
+        // Three pages of checks and the empty one that ends them, the same for refunds,
+        // and the one counterparty all five checks point at, asked once.
+        assert_eq!(sim.requests(), 4 + 1 + 1, "{} requests", sim.requests());
+    }
+
+    /// No standard configuration puts a phone on a check: the check names its
+    /// counterparty, whose contact information holds the phone.
+    #[tokio::test]
+    async fn a_check_without_a_phone_reaches_its_buyer_through_the_counterparty() {
+        let (sim, client) = onec().await;
+        let mut anna = sale("c-1", dec!(950), datetime!(2026-03-02 10:00 UTC));
+        anna.phone = Some("8 (916) 555-01-02".to_owned());
+        anna.name = Some("Анна Петрова".to_owned());
+        sim.add_sales([anna]);
+        let http = crate::http_client(Duration::from_secs(5));
+        let raw: Value = http
+            .get(format!(
+                "{}/odata/standard.odata/Document_ЧекККМ?$format=json",
+                sim.url
+            ))
+            .basic_auth("sim-user", Some("sim-password"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+
+        let got = client.fetch_transactions(DAY).await.unwrap();
+
+        assert!(
+            !raw["value"][0]
+                .as_object()
+                .unwrap()
+                .keys()
+                .any(|k| k.contains("Телефон")),
+            "the simulated check has no phone field: {raw}"
+        );
+        assert_eq!(got.len(), 1);
+        assert_eq!(digits(got[0].customer_phone.as_deref()), "89165550102");
+        assert_eq!(got[0].customer_name.as_deref(), Some("Анна Петрова"));
+    }
+
+    /// A check paid with a discount card points at «Розничный покупатель» and the card;
+    /// the card's owner has the phone.
+    #[tokio::test]
+    async fn a_check_paid_with_a_discount_card_reaches_the_cards_owner() {
+        let (sim, client) = onec().await;
+        let mut with_card = sale("c-2", dec!(1200), datetime!(2026-03-02 11:00 UTC));
+        with_card.phone = Some("+7 926 000-11-22".to_owned());
+        with_card.card = Some("000123".to_owned());
+        sim.add_sales([with_card]);
+
+        let got = client.fetch_transactions(DAY).await.unwrap();
+
+        assert_eq!(got.len(), 1);
+        assert_eq!(digits(got[0].customer_phone.as_deref()), "79260001122");
+    }
+
+    /// УНФ keeps its cards in `Catalog_ДисконтныеКарты` with `ВладелецКарты_Key`.
+    #[tokio::test]
+    async fn the_unf_preset_follows_unf_discount_cards() {
+        let sim = Simulator::start(Vendor::OneC).await.unwrap();
+        sim.state.onec.lock().unwrap().unf_cards = true;
+        let mut with_card = sale("c-3", dec!(640), datetime!(2026-03-02 12:00 UTC));
+        with_card.card = Some("777".to_owned());
+        sim.add_sales([with_card]);
+        let retail = client_with(&sim.url, &Vendor::OneC.credentials(), &json!({})).unwrap();
+        let unf = client_with(
+            &sim.url,
+            &Vendor::OneC.credentials(),
+            &json!({"preset": "unf"}),
+        )
+        .unwrap();
+
+        let as_retail = retail.fetch_transactions(DAY).await.unwrap();
+        let as_unf = unf.fetch_transactions(DAY).await.unwrap();
+
+        assert_eq!(
+            as_retail[0].customer_phone, None,
+            "Розница's card catalog is not there"
+        );
+        assert_eq!(digits(as_unf[0].customer_phone.as_deref()), "79991234567");
+    }
+
+    /// The generic retail buyer has no phone: the check comes back without one (the caller
+    /// counts it as unattributed).
+    #[tokio::test]
+    async fn a_check_of_an_anonymous_buyer_comes_back_without_a_phone() {
+        let (sim, client) = onec().await;
+        let mut anonymous = sale("c-4", dec!(300), datetime!(2026-03-02 13:00 UTC));
+        anonymous.phone = None;
+        sim.add_sales([anonymous]);
+
+        let got = client.fetch_transactions(DAY).await.unwrap();
+
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].kind, CrmKind::Purchase);
+        assert_eq!(got[0].customer_phone, None);
     }
 
     #[tokio::test]
@@ -577,8 +940,10 @@ mod tests {
         assert_eq!(amounts, vec![dec!(1234567.89), dec!(0.30)]);
     }
 
+    /// Newer configurations keep a refund in `Document_ЧекККМВозврат`, pointing at the
+    /// sale through `ЧекККМ_Key`.
     #[tokio::test]
-    async fn a_return_check_is_a_refund_of_its_sale() {
+    async fn a_refund_is_its_own_document_pointing_at_the_sale() {
         let (sim, client) = onec().await;
         let original = sale("sale-1", dec!(900), datetime!(2026-03-02 10:00 UTC));
         let mut refund = sale("return-1", dec!(300), datetime!(2026-03-02 12:00 UTC));
@@ -587,7 +952,7 @@ mod tests {
 
         let got = client.fetch_transactions(DAY).await.unwrap();
 
-        assert_eq!(got.len(), 2);
+        assert_eq!(got.len(), 2, "{got:?}");
         assert_eq!(got[0].kind, CrmKind::Purchase);
         assert_eq!(
             got[1].kind,
@@ -596,7 +961,42 @@ mod tests {
             }
         );
         assert_eq!(got[1].amount, dec!(300));
-        assert_eq!(got[1].customer_phone.as_deref(), Some("+7 999 123-45-67"));
+        assert_eq!(digits(got[1].customer_phone.as_deref()), "79991234567");
+    }
+
+    /// Older configurations (the `retail_1` preset) keep returns inside `Document_ЧекККМ`;
+    /// an installation may have added its own phone attribute, read when configured.
+    #[tokio::test]
+    async fn the_retail_1_preset_reads_returns_inside_the_check_and_a_phone_attribute() {
+        let sim = Simulator::start(Vendor::OneC).await.unwrap();
+        *sim.state.onec.lock().unwrap() = OneCSetup {
+            separate_refunds: false,
+            phone_attribute: Some("Телефон".to_owned()),
+            ..OneCSetup::default()
+        };
+        let original = sale("sale-1", dec!(900), datetime!(2026-03-02 10:00 UTC));
+        let mut refund = sale("return-1", dec!(300), datetime!(2026-03-02 12:00 UTC));
+        refund.refund_of = Some("sale-1".to_owned());
+        sim.add_sales([original, refund]);
+        let client = client_with(
+            &sim.url,
+            &Vendor::OneC.credentials(),
+            &json!({"preset": "retail_1", "phone_field": "Телефон"}),
+        )
+        .unwrap();
+
+        let got = client.fetch_transactions(DAY).await.unwrap();
+
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[1].kind,
+            CrmKind::Refund {
+                original_external_id: got[0].external_id.clone()
+            }
+        );
+        assert_eq!(got[0].customer_phone.as_deref(), Some("+7 999 123-45-67"));
+        // Read straight from the check: no counterparty was asked for.
+        assert_eq!(sim.requests(), 2);
     }
 
     #[tokio::test]
@@ -625,6 +1025,27 @@ mod tests {
             after[0].customer_phone, None,
             "the purchase names the member"
         );
+    }
+
+    /// A publication whose role may not filter answers HTTP 500 «Операция не разрешена в
+    /// предложении "ГДЕ"»: a configuration error the operator can act on, asked once.
+    #[tokio::test]
+    async fn a_publication_refusing_the_date_filter_is_a_configuration_error() {
+        let (sim, client) = onec().await;
+        sim.add_sales(checks(1));
+        sim.state.onec.lock().unwrap().refuses_date_filter = true;
+
+        let error = client.fetch_transactions(DAY).await.unwrap_err();
+
+        let VendorError::Configuration(message) = &error else {
+            panic!("{error:?}");
+        };
+        assert!(
+            message.contains("Document_ЧекККМ") && message.contains("ГДЕ"),
+            "{message}"
+        );
+        assert!(!error.is_transient());
+        assert_eq!(sim.requests(), 1, "not retried as an outage");
     }
 
     #[tokio::test]
@@ -685,7 +1106,7 @@ mod tests {
         let sim = Simulator::start(Vendor::OneC).await.unwrap();
         let mut credentials = Vendor::OneC.credentials();
         credentials["password"] = "wrong".into();
-        let client = HttpOneC::new(&sim.url, &credentials).unwrap();
+        let client = client_with(&sim.url, &credentials, &json!({})).unwrap();
 
         let error = client.fetch_transactions(DAY).await.unwrap_err();
 
@@ -708,9 +1129,12 @@ mod tests {
     #[tokio::test]
     async fn an_unknown_document_object_is_rejected() {
         let sim = Simulator::start(Vendor::OneC).await.unwrap();
-        let mut credentials = Vendor::OneC.credentials();
-        credentials["document"] = "Document_НетТакого".into();
-        let client = HttpOneC::new(&sim.url, &credentials).unwrap();
+        let client = client_with(
+            &sim.url,
+            &Vendor::OneC.credentials(),
+            &json!({"document": "Document_НетТакого"}),
+        )
+        .unwrap();
 
         let error = client.fetch_transactions(DAY).await.unwrap_err();
 
@@ -739,17 +1163,32 @@ mod tests {
 
     #[test]
     fn credentials_without_a_password_are_a_configuration_error() {
-        let error = HttpOneC::new("http://x/base", &serde_json::json!({"username": "u"}))
-            .err()
-            .expect("error");
+        let error = client_with(
+            "http://127.0.0.1:9/base",
+            &json!({"username": "u"}),
+            &json!({}),
+        )
+        .err()
+        .expect("error");
         assert!(error.0.contains("password"), "{error}");
     }
 
     #[test]
-    fn a_bad_utc_offset_is_a_configuration_error() {
-        let credentials =
-            serde_json::json!({"username": "u", "password": "p", "utc_offset": "Moscow"});
-        assert!(HttpOneC::new("http://x/base", &credentials).is_err());
+    fn bad_settings_are_configuration_errors() {
+        let credentials = json!({"username": "u", "password": "p"});
+        for settings in [
+            json!({"utc_offset": "Moscow"}),
+            json!({"preset": "бухгалтерия"}),
+        ] {
+            assert!(
+                client_with("http://127.0.0.1:9/base", &credentials, &settings).is_err(),
+                "{settings}"
+            );
+        }
+        // Settings older integrations kept in their credentials are still read.
+        let legacy = json!({"username": "u", "password": "p", "document": "Document_Продажа"});
+        let client = client_with("http://127.0.0.1:9/base", &legacy, &json!({})).unwrap();
+        assert_eq!(client.mapping.document, "Document_Продажа");
     }
 
     #[test]

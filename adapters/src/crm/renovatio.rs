@@ -9,11 +9,18 @@
 //!   `https://app.rnova.org/api/public` (self-hosted instances have their own host): a PHP
 //!   SDK (0zd0/renovatio-sdk-php `src/Renovatio.php`, Saloon connector with a form body
 //!   defaulting `api_key`), a Python MIS client and JS sync scripts on public repositories.
-//! - Replies `{"error": 0, "data": …}` / `{"error": 1, "data": {"code": …, "desc": "…"}}`:
-//!   the same SDK (`BaseRenovatioRequest::createDtoFromResponse`), and a Python client that
-//!   met `{"error":1,"data":{"code":403,"desc":"No access to method"}}` for a key without
-//!   rights to a method. We treat codes 401 and 403 as refused credentials; the code of a
-//!   wrong key was **not confirmed**.
+//! - Replies `{"error": 0, "data": …}` / `{"error": 1, "data": {"code": …, "desc": "…"}}`
+//!   with HTTP 200 either way: the same SDK (`BaseRenovatioRequest::createDtoFromResponse`).
+//! - Methods are opened per key by the clinic: a closed one answers
+//!   `{"error":1,"data":{"code":403,"desc":"No access to method"}}` (a Python client met it;
+//!   real calls to `getInvoices` answer it until the clinic enables the method). That is a
+//!   configuration the operator must have changed, reported as such with what to ask for,
+//!   not refused credentials. A body-level code 500 means a missing parameter: permanent,
+//!   reported with the parameters we sent. Code 401 we read as a wrong key (**not
+//!   confirmed**).
+//! - Renovatio's public help documents booking methods only; `getInvoices` is neither
+//!   public nor open by default (this project's vendor notes): its fields below are
+//!   assumptions, as marked.
 //! - `getInvoices` with `clinic_id`, `date_from`, `date_to` as `dd.mm.yyyy` (and a `status`
 //!   filter, `2` for paid invoices); invoices carry `value`: a public JS script summing
 //!   «оплаченные счета» with `getInvoices {patient_id, status: '2', date_from, date_to}` and
@@ -23,11 +30,16 @@
 //!   (cancelled: **not confirmed**), and `offset`/`count` paging (**not confirmed**; harmless
 //!   if ignored, see below) are our assumptions. `getPayments` exists too (same Python
 //!   client), but its reply shape was not public anywhere we looked, so we do not use it.
-//! - `getPatient` by `patient_id` (this project's vendor notes) or by `mobile` (the Python
-//!   client, trying `7…` and `+7…`); the reply fields `id`, `last_name`, `first_name`,
-//!   `third_name`, `mobile` mirror the parameters of `addPatient` in that client and are
-//!   **not confirmed**. An error reply to `getPatient` means «no such patient» to us, as
-//!   it does to that client.
+//! - `getPatient` by `patient_id` or by `mobile` (the Python client, trying `7…` and
+//!   `+7…`); the reply names the patient `patient_id` (not `id`), with `number`,
+//!   `last_name`, `first_name`, `third_name`, `mobile` ("+7 (928) 085-88-77"): this
+//!   project's vendor notes of a real reply. An error reply to `getPatient` means «no such
+//!   patient» to us, as it does to that client (a 403 there too is a closed method).
+//! - `getAppointments` with `show_patient_data=1` returns `patient_phone` directly (vendor
+//!   notes); we do not read appointments (an appointment is not a payment).
+//! - Self-hosted installations often use their own certificate: `settings.ca_certificate`
+//!   (PEM) is trusted besides the system's roots for that integration only. Verification is
+//!   never skipped.
 //!
 //! Renovatio has no public loyalty books: `record_bonus` answers `Ok(false)`.
 //!
@@ -43,9 +55,10 @@
 //! # Configuration (`crm_credentials` of a `renovatio` business)
 //!
 //! `api_key`, `clinic_id` (required); `paid_status` (default `2`), `cancelled_status`
-//! (default `3`), `utc_offset` (the clinic's time zone, default `+03:00`).
+//! (default `3`), `utc_offset` (the clinic's time zone, default `+03:00`). Settings:
+//! `ca_certificate` (PEM of a self-hosted installation's CA).
 
-use super::{ConfigError, CrmClient, CrmCustomer, CrmKind, CrmTransaction, Window};
+use super::{ConfigError, CrmClient, CrmCustomer, CrmKind, CrmTransaction, Target, Window};
 use crate::http::{RetryPolicy, VendorError, send};
 use async_trait::async_trait;
 use rust_decimal::Decimal;
@@ -110,24 +123,31 @@ pub struct HttpRenovatio {
     policy: RetryPolicy,
 }
 
-/// Builds the Renovatio client.
-pub fn client(
-    base_url: &str,
-    credentials: &serde_json::Value,
-) -> Result<Box<dyn CrmClient>, ConfigError> {
-    Ok(Box::new(HttpRenovatio::new(base_url, credentials)?))
-}
-
-/// What Renovatio said instead of data.
+/// What Renovatio said instead of data (its code; the text is not kept).
 struct ApiError {
     code: String,
-    desc: String,
 }
 
 impl HttpRenovatio {
-    /// A client of the MIS at `base_url` (e.g. `https://app.rnova.org/api/public`).
-    pub fn new(base_url: &str, credentials: &serde_json::Value) -> Result<Self, ConfigError> {
-        let c: Credentials = super::credentials("renovatio", credentials)?;
+    /// A client of the MIS at `target.base_url` (e.g. `https://app.rnova.org/api/public`).
+    pub fn new(target: &Target<'_>) -> Result<Self, ConfigError> {
+        let base_url = target.checked_base()?;
+        let c: Credentials = super::credentials("renovatio", target.credentials)?;
+        let not_pem = || {
+            ConfigError("renovatio settings: `ca_certificate` is not a PEM certificate".to_owned())
+        };
+        let ca = match target.settings.get("ca_certificate") {
+            None | Some(serde_json::Value::Null) => Vec::new(),
+            Some(serde_json::Value::String(pem)) => {
+                let certificates =
+                    reqwest::Certificate::from_pem_bundle(pem.as_bytes()).map_err(|_| not_pem())?;
+                if certificates.is_empty() {
+                    return Err(not_pem());
+                }
+                certificates
+            }
+            Some(_) => return Err(not_pem()),
+        };
         if c.api_key.expose_secret().trim().is_empty() || c.clinic_id.trim().is_empty() {
             return Err(ConfigError(
                 "renovatio credentials: `api_key` and `clinic_id` must not be empty".to_owned(),
@@ -144,8 +164,8 @@ impl HttpRenovatio {
             ))
         })?;
         Ok(Self {
-            http: crate::http_client(Duration::from_secs(30)),
-            base: base_url.trim_end_matches('/').to_owned(),
+            http: target.egress.client(Duration::from_secs(30), ca),
+            base: base_url,
             api_key: c.api_key,
             clinic_id: c.clinic_id.trim().to_owned(),
             paid_status: c.paid_status,
@@ -178,17 +198,21 @@ impl HttpRenovatio {
             .ok_or_else(|| VendorError::malformed(&reply.body))?;
         let error = ApiError {
             code: detail.code.map(|c| scalar_text(&c)).unwrap_or_default(),
-            desc: detail.desc.unwrap_or_default(),
         };
+        // Our own words only: this is a medical system, and its text stays with it.
+        let sent: Vec<&str> = form.iter().map(|(name, _)| *name).collect();
         match error.code.as_str() {
-            // 403 is «No access to method»: the key is known but may not do this.
-            "401" | "403" => Err(VendorError::Unauthorized {
+            "401" => Err(VendorError::Unauthorized {
                 status: reply.status,
-                excerpt: format!("Renovatio {method}: {} {}", error.code, error.desc),
+                detail: format!("Renovatio refused the api_key ({method}, code 401)"),
             }),
-            code if code.starts_with('5') && code.len() == 3 => Err(VendorError::Unavailable(
-                format!("Renovatio {method}: {} {}", error.code, error.desc),
-            )),
+            "403" => Err(VendorError::Configuration(format!(
+                "Renovatio has not opened `{method}` for this API key (code 403, «No access to method»): ask the clinic to enable `{method}` for the key in Renovatio's API settings"
+            ))),
+            "500" => Err(VendorError::Configuration(format!(
+                "Renovatio answered `{method}` with code 500, a required parameter missing; we sent {}",
+                sent.join(", ")
+            ))),
             _ => Ok(Err(error)),
         }
     }
@@ -229,9 +253,7 @@ impl HttpRenovatio {
     ) -> Result<Option<CrmTransaction>, VendorError> {
         let id = scalar_text(&invoice.id);
         if id.is_empty() {
-            return Err(VendorError::Malformed {
-                excerpt: "Renovatio invoice without an id".to_owned(),
-            });
+            return Err(VendorError::unreadable("a Renovatio invoice without an id"));
         }
         let status = invoice.status.as_ref().map(scalar_text).unwrap_or_default();
         let cancelled = status == self.cancelled_status;
@@ -240,11 +262,9 @@ impl HttpRenovatio {
             return Ok(None);
         }
         let date = invoice.date.as_deref().unwrap_or_default();
-        let occurred_at = self
-            .parse_time(date)
-            .ok_or_else(|| VendorError::Malformed {
-                excerpt: format!("Renovatio invoice {id}: unreadable date `{date}`"),
-            })?;
+        let occurred_at = self.parse_time(date).ok_or_else(|| {
+            VendorError::unreadable(format!("Renovatio invoice {id}: unreadable date"))
+        })?;
         // The request covered whole days: the window itself decides.
         if occurred_at < window.from || occurred_at >= window.to {
             return Ok(None);
@@ -253,8 +273,8 @@ impl HttpRenovatio {
             .value
             .as_deref()
             .and_then(decimal)
-            .ok_or_else(|| VendorError::Malformed {
-                excerpt: format!("Renovatio invoice {id}: no readable value"),
+            .ok_or_else(|| {
+                VendorError::unreadable(format!("Renovatio invoice {id}: no readable value"))
             })?
             .abs();
         if amount.is_zero() {
@@ -314,7 +334,7 @@ impl CrmClient for HttpRenovatio {
                 Err(e) => {
                     return Err(VendorError::Rejected {
                         status: 200,
-                        excerpt: format!("Renovatio getInvoices: {} {}", e.code, e.desc),
+                        detail: format!("Renovatio getInvoices: code {}", e.code),
                     });
                 }
             };
@@ -362,9 +382,9 @@ impl CrmClient for HttpRenovatio {
                 return Ok(out);
             }
         }
-        Err(VendorError::Malformed {
-            excerpt: format!("Renovatio kept returning invoices after {MAX_PAGES} pages"),
-        })
+        Err(VendorError::unreadable(format!(
+            "Renovatio kept returning invoices after {MAX_PAGES} pages"
+        )))
     }
 
     async fn find_customer(&self, phone: &str) -> Result<Option<CrmCustomer>, VendorError> {
@@ -378,7 +398,7 @@ impl CrmClient for HttpRenovatio {
             if let Some(p) = self.patient(("mobile", mobile)).await? {
                 let name = p.name();
                 return Ok(Some(CrmCustomer {
-                    external_id: p.id.as_ref().map(scalar_text).unwrap_or_default(),
+                    external_id: p.id(),
                     phone: p.mobile.filter(|m| !m.trim().is_empty()),
                     name,
                 }));
@@ -412,12 +432,11 @@ impl Envelope {
     }
 }
 
+/// The error part of a reply; its `desc` is not read (see `call`).
 #[derive(Deserialize)]
 struct ErrorData {
     #[serde(default)]
     code: Option<serde_json::Value>,
-    #[serde(default)]
-    desc: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -435,6 +454,10 @@ struct Invoice {
 
 #[derive(Deserialize, Clone)]
 struct Patient {
+    /// Renovatio's name for a patient's id.
+    #[serde(default)]
+    patient_id: Option<serde_json::Value>,
+    /// What some replies (and older clients) call it.
     #[serde(default)]
     id: Option<serde_json::Value>,
     #[serde(default)]
@@ -448,6 +471,14 @@ struct Patient {
 }
 
 impl Patient {
+    fn id(&self) -> String {
+        self.patient_id
+            .as_ref()
+            .or(self.id.as_ref())
+            .map(scalar_text)
+            .unwrap_or_default()
+    }
+
     /// «Фамилия Имя Отчество», as far as known.
     fn name(&self) -> Option<String> {
         let parts: Vec<&str> = [&self.last_name, &self.first_name, &self.third_name]
@@ -514,12 +545,17 @@ mod tests {
         to: datetime!(2026-03-03 00:00 +3),
     };
 
+    fn client(url: &str, credentials: &serde_json::Value) -> Result<HttpRenovatio, ConfigError> {
+        HttpRenovatio::new(&Target::new(url, credentials, crate::test_egress()))
+    }
+
+    /// A clinic that has opened `getInvoices` for our key.
     async fn renovatio() -> (Simulator, HttpRenovatio) {
         let sim = Simulator::start(Vendor::Renovatio)
             .await
             .expect("simulator");
-        let client =
-            HttpRenovatio::new(&sim.url, &Vendor::Renovatio.credentials()).expect("client");
+        sim.open_renovatio_invoices();
+        let client = client(&sim.url, &Vendor::Renovatio.credentials()).expect("client");
         (sim, client)
     }
 
@@ -669,7 +705,7 @@ mod tests {
     #[tokio::test]
     async fn a_wrong_api_key_is_unauthorized() {
         let sim = Simulator::start(Vendor::Renovatio).await.unwrap();
-        let client = HttpRenovatio::new(
+        let client = client(
             &sim.url,
             &serde_json::json!({"api_key": "revoked", "clinic_id": 1}),
         )
@@ -747,7 +783,7 @@ mod tests {
             .expect(1)
             .mount(&server)
             .await;
-        let client = HttpRenovatio::new(
+        let client = client(
             &format!("{}/api/public", server.uri()),
             &Vendor::Renovatio.credentials(),
         )
@@ -763,12 +799,109 @@ mod tests {
     #[test]
     fn clinic_id_may_be_a_number_or_a_string() {
         for clinic in [serde_json::json!(7), serde_json::json!("7")] {
-            let client = HttpRenovatio::new(
-                "http://x/api/public",
+            let client = client(
+                "http://127.0.0.1:9/api/public",
                 &serde_json::json!({"api_key": "k", "clinic_id": clinic}),
             )
             .unwrap();
             assert_eq!(client.clinic_id, "7");
         }
+    }
+
+    /// Renovatio opens methods per key; `getInvoices` is closed until the clinic enables
+    /// it, and answers 403 «No access to method» in the body: a configuration the operator
+    /// can act on (it names the method to ask for), never retried as an outage.
+    #[tokio::test]
+    async fn a_closed_invoice_method_is_a_configuration_error_saying_what_to_ask() {
+        let sim = Simulator::start(Vendor::Renovatio).await.unwrap();
+        sim.add_sales(visits(1));
+        let client = client(&sim.url, &Vendor::Renovatio.credentials()).unwrap();
+
+        let error = client.fetch_transactions(DAY_WINDOW).await.unwrap_err();
+
+        let VendorError::Configuration(message) = &error else {
+            panic!("{error:?}");
+        };
+        assert!(
+            message.contains("getInvoices") && message.contains("enable"),
+            "{message}"
+        );
+        assert!(!error.is_transient());
+        assert_eq!(sim.requests(), 1);
+    }
+
+    /// A body-level 500 is a missing parameter: permanent, with what we sent named, and
+    /// without the vendor's text (this is a medical system).
+    #[tokio::test]
+    async fn a_body_level_500_is_a_missing_parameter_not_an_outage() {
+        use wiremock::{Mock, MockServer, ResponseTemplate, matchers::path};
+        let server = MockServer::start().await;
+        Mock::given(path("/api/public/getInvoices"))
+            .respond_with(ResponseTemplate::new(200).set_body_string(
+                r#"{"error":1,"data":{"code":500,"desc":"Пациент Иванов: не передан параметр"}}"#,
+            ))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let client = client(
+            &format!("{}/api/public", server.uri()),
+            &Vendor::Renovatio.credentials(),
+        )
+        .unwrap();
+
+        let error = client.fetch_transactions(DAY_WINDOW).await.unwrap_err();
+
+        let VendorError::Configuration(message) = &error else {
+            panic!("{error:?}");
+        };
+        assert!(
+            message.contains("clinic_id") && message.contains("date_from"),
+            "{message}"
+        );
+        assert!(!message.contains("Иванов"), "{message}");
+    }
+
+    /// Renovatio names a patient's id `patient_id`: that is the customer's external id.
+    #[tokio::test]
+    async fn a_patient_is_known_by_patient_id() {
+        use wiremock::{Mock, MockServer, ResponseTemplate, matchers::path};
+        let server = MockServer::start().await;
+        Mock::given(path("/api/public/getPatient"))
+            .respond_with(ResponseTemplate::new(200).set_body_string(
+                r#"{"error":0,"data":{"patient_id":4242,"number":"000117","last_name":"Орлова","first_name":"Мария","mobile":"+7 (928) 085-88-77"}}"#,
+            ))
+            .mount(&server)
+            .await;
+        let client = client(
+            &format!("{}/api/public", server.uri()),
+            &Vendor::Renovatio.credentials(),
+        )
+        .unwrap();
+
+        let found = client
+            .find_customer("+79280858877")
+            .await
+            .unwrap()
+            .expect("patient");
+
+        assert_eq!(found.external_id, "4242");
+        assert_eq!(found.phone.as_deref(), Some("+7 (928) 085-88-77"));
+    }
+
+    #[test]
+    fn a_ca_certificate_must_be_pem() {
+        let url = "https://clinic.example.ru/api/public";
+        let credentials = Vendor::Renovatio.credentials();
+        let egress = crate::test_egress();
+        let bad = serde_json::json!({"ca_certificate": "not a certificate"});
+        assert!(
+            HttpRenovatio::new(&Target::new(url, &credentials, egress).with_settings(&bad))
+                .is_err()
+        );
+        let none = serde_json::json!({});
+        assert!(
+            HttpRenovatio::new(&Target::new(url, &credentials, egress).with_settings(&none))
+                .is_ok()
+        );
     }
 }

@@ -9,7 +9,8 @@
 //! | what | confirmed in |
 //! |---|---|
 //! | `Accept: application/vnd.yclients.v2+json`; `Authorization: Bearer {partner_token}, User {user_token}`; replies `{"success", "data", "meta"}` | the API blueprint, "Авторизация запросов API" and "Версионирование API" |
-//! | 200 requests a minute or 5 a second per IP | the API blueprint, "Лимиты" |
+//! | 200 requests a minute or 5 a second per IP: both are kept, by one limiter shared by every YCLIENTS integration of the process (the limit is per IP, not per salon) | the API blueprint, "Лимиты"; the README of `andrey-tech/yclients-api-php` |
+//! | `{"success": false, "meta": {"message": "Не найдено"}}` to a client search is an empty result, not a failure (whatever the HTTP status) | `strukovsv/yclients-micro` `src/micro/api_yclients.py` (`load_object` returns `[]` on «Не найдено»); the HTTP status of that reply (404 in our simulator) is an assumption, so we do not depend on it. A records listing keeps it an error: a wrong `company_id` answers the same |
 //! | `GET /records/{company_id}` with `page`, `count`, `changed_after`, `changed_before` (`2016-02-23T12:00:00`: no offset), `with_deleted`; `meta.total_count` | the API blueprint, "Коллекция записей"; also `dvkazin/Yclients` `src/Model/Request/RecordParameter.cs` |
 //! | a record's `id`, `services[].cost` (final cost of the service), `client{phone, name}` (may be `null`), `datetime` (ISO 8601 with offset), `last_change_date` (`2019-01-16T20:35:15+0900`: offset without a colon), `attendance` (1 = the client came and was served), `deleted` | the API blueprint's record table and example reply; `dvkazin/Yclients` `src/Model/Response/Data/Record.cs`, `RecordService.cs` |
 //! | `POST /company/{company_id}/clients/search` with `page`, `page_size`, `fields`, `filters: [{"type": "quick_search", "state": {"value": …}}]` → `data: [{id, name, phone}]` | the API blueprint, "Коллекция клиентов" (`FullClientSearchRequest`, `ClientQuickSearchFilter`) |
@@ -33,15 +34,20 @@
 //!   deleted is not noticed: the record then looks like any booking.
 //! - A record belongs to a window by its `last_change_date`, the key YCLIENTS filters on.
 
-use super::{ConfigError, CrmClient, CrmCustomer, CrmKind, CrmTransaction, Window};
-use crate::http::{RateLimiter, RetryPolicy, VendorError, send};
+use super::{ConfigError, CrmClient, CrmCustomer, CrmKind, CrmTransaction, Target, Window};
+use crate::http::{RateLimiter, Reply, RetryPolicy, VendorError, Verdict, send_classified};
 use async_trait::async_trait;
 use reqwest::header::{ACCEPT, AUTHORIZATION};
 use rust_decimal::Decimal;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use std::{collections::HashSet, str::FromStr, time::Duration};
+use std::{
+    collections::HashSet,
+    str::FromStr,
+    sync::{Arc, LazyLock},
+    time::Duration,
+};
 use time::{
     OffsetDateTime, PrimitiveDateTime, format_description::well_known::Rfc3339,
     macros::format_description,
@@ -54,9 +60,17 @@ const ACCEPT_V2: &str = "application/vnd.yclients.v2+json";
 const PAGE_SIZE: u32 = 200;
 /// A walk that has not ended after this many pages is a vendor bug, not a big salon.
 const MAX_PAGES: u32 = 10_000;
-/// YCLIENTS allows 5 requests a second per IP (and 200 a minute: a longer walk gets 429s,
-/// which `send` waits out as told).
-const REQUESTS_PER_SECOND: u32 = 5;
+/// YCLIENTS allows 5 requests a second and 200 a minute per IP. We keep a margin (1.1 s and
+/// 61 s): YCLIENTS counts requests when they arrive, and one that travels slower than the
+/// next must not make the next look early.
+pub const LIMITS: [(u32, Duration); 2] = [
+    (5, Duration::from_millis(1100)),
+    (200, Duration::from_secs(61)),
+];
+/// The limits are per IP: every YCLIENTS client of this process shares them.
+static LIMITER: LazyLock<Arc<RateLimiter>> = LazyLock::new(|| Arc::new(RateLimiter::new(&LIMITS)));
+/// What YCLIENTS says when a search or a listing finds nothing.
+const NOT_FOUND: &str = "Не найдено";
 
 /// `crm_credentials` of a business whose `crm_type` is `yclients` (DESIGN.md).
 #[derive(Deserialize)]
@@ -67,14 +81,6 @@ struct Credentials {
     company_id: Value,
 }
 
-/// Builds the YCLIENTS client for `base_url` (e.g. `https://api.yclients.com/api/v1`).
-pub fn client(
-    base_url: &str,
-    credentials: &serde_json::Value,
-) -> Result<Box<dyn CrmClient>, ConfigError> {
-    Ok(Box::new(HttpYclients::new(base_url, credentials)?))
-}
-
 /// YCLIENTS over HTTPS.
 pub struct HttpYclients {
     http: reqwest::Client,
@@ -83,13 +89,14 @@ pub struct HttpYclients {
     /// `Bearer {partner_token}, User {user_token}`.
     authorization: SecretString,
     policy: RetryPolicy,
-    limiter: RateLimiter,
+    limiter: Arc<RateLimiter>,
 }
 
 impl HttpYclients {
     /// Reads the credentials (`partner_token`, `user_token`, `company_id`).
-    pub fn new(base_url: &str, credentials: &serde_json::Value) -> Result<Self, ConfigError> {
-        let creds: Credentials = super::credentials("yclients", credentials)?;
+    pub fn new(target: &Target<'_>) -> Result<Self, ConfigError> {
+        let base_url = target.checked_base()?;
+        let creds: Credentials = super::credentials("yclients", target.credentials)?;
         let company_id = match &creds.company_id {
             Value::Number(n) if n.is_u64() => n.to_string(),
             Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => s.clone(),
@@ -112,13 +119,42 @@ impl HttpYclients {
             creds.user_token.expose_secret()
         );
         Ok(Self {
-            http: crate::http_client(Duration::from_secs(30)),
-            base_url: base_url.trim_end_matches('/').to_owned(),
+            http: target.egress.client(Duration::from_secs(30), Vec::new()),
+            base_url,
             company_id,
             authorization: authorization.into(),
             policy: RetryPolicy::default(),
-            limiter: RateLimiter::per_second(REQUESTS_PER_SECOND),
+            limiter: LIMITER.clone(),
         })
+    }
+
+    /// This client under its own limiter (tests scale YCLIENTS' limits down in time).
+    pub fn with_limiter(mut self, limiter: RateLimiter) -> Self {
+        self.limiter = Arc::new(limiter);
+        self
+    }
+
+    /// Sends within the limits. For a search, «Не найдено» comes back as a reply, to be
+    /// read as empty; elsewhere it stays an error (a wrong `company_id` answers the same, and
+    /// must not pass for a salon without visits).
+    async fn send(
+        &self,
+        search: bool,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<Reply, VendorError> {
+        send_classified(
+            &self.policy,
+            Some(&self.limiter),
+            |_, body| {
+                if search && Envelope::not_found(body) {
+                    Verdict::Accept
+                } else {
+                    Verdict::Generic
+                }
+            },
+            build,
+        )
+        .await
     }
 
     fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
@@ -141,6 +177,14 @@ struct Envelope {
 }
 
 impl Envelope {
+    /// `success: false` with «Не найдено»: nothing matched.
+    fn not_found(body: &str) -> bool {
+        serde_json::from_str::<Envelope>(body).is_ok_and(|e| {
+            e.success == Some(false)
+                && e.meta.get("message").and_then(Value::as_str).map(str::trim) == Some(NOT_FOUND)
+        })
+    }
+
     /// The reply's `data` array, or why the reply is unusable.
     fn parse_list(body: &str, status: u16) -> Result<(Vec<Value>, Value), VendorError> {
         let envelope: Envelope =
@@ -149,7 +193,7 @@ impl Envelope {
             // A 2xx that says it failed: the request was refused, with the reason in `meta`.
             return Err(VendorError::Rejected {
                 status,
-                excerpt: crate::excerpt(body, 200),
+                detail: crate::http::reply_detail(body),
             });
         }
         match envelope.data {
@@ -281,10 +325,11 @@ impl CrmClient for HttpYclients {
                 // Deleted records are how YCLIENTS reports a voided visit.
                 ("with_deleted", "1".to_owned()),
             ];
-            let reply = send(&self.policy, Some(&self.limiter), || {
-                self.request(reqwest::Method::GET, &path).query(&query)
-            })
-            .await?;
+            let reply = self
+                .send(false, || {
+                    self.request(reqwest::Method::GET, &path).query(&query)
+                })
+                .await?;
             let (records, meta) = Envelope::parse_list(&reply.body, reply.status)?;
             if records.is_empty() {
                 return Ok(out);
@@ -292,10 +337,10 @@ impl CrmClient for HttpYclients {
             delivered += records.len();
             for record in records {
                 let record: Record = serde_json::from_value(record)
-                    .map_err(|_| VendorError::malformed(&reply.body))?;
+                    .map_err(|_| VendorError::unreadable("a YCLIENTS record of another shape"))?;
                 let found = record
                     .transactions(window)
-                    .map_err(|why| VendorError::malformed(&format!("{why}: {}", reply.body)))?;
+                    .map_err(VendorError::unreadable)?;
                 // A record delivered twice (a vendor's retry, or one that moved between
                 // pages while we walked) is reported once.
                 out.extend(
@@ -311,7 +356,7 @@ impl CrmClient for HttpYclients {
                 return Ok(out);
             }
         }
-        Err(VendorError::malformed(&format!(
+        Err(VendorError::unreadable(format!(
             "YCLIENTS records paging did not end after {MAX_PAGES} pages"
         )))
     }
@@ -330,10 +375,14 @@ impl CrmClient for HttpYclients {
             "filters": [{"type": "quick_search", "state": {"value": wanted}}],
         });
         let path = format!("/company/{}/clients/search", self.company_id);
-        let reply = send(&self.policy, Some(&self.limiter), || {
-            self.request(reqwest::Method::POST, &path).json(&body)
-        })
-        .await?;
+        let reply = self
+            .send(true, || {
+                self.request(reqwest::Method::POST, &path).json(&body)
+            })
+            .await?;
+        if Envelope::not_found(&reply.body) {
+            return Ok(None);
+        }
         let (clients, _) = Envelope::parse_list(&reply.body, reply.status)?;
         for client in &clients {
             let client_phone = client.get("phone").and_then(Value::as_str);
@@ -343,7 +392,7 @@ impl CrmClient for HttpYclients {
             let external_id = client
                 .get("id")
                 .and_then(id_text)
-                .ok_or_else(|| VendorError::malformed(&reply.body))?;
+                .ok_or_else(|| VendorError::unreadable("a YCLIENTS client without an id"))?;
             return Ok(Some(CrmCustomer {
                 external_id,
                 phone: client_phone.map(str::to_owned),
@@ -465,6 +514,11 @@ mod tests {
                 "+79990001122",
             ),
         ]
+    }
+
+    fn client(url: &str, credentials: &Value) -> Result<Box<dyn CrmClient>, ConfigError> {
+        HttpYclients::new(&Target::new(url, credentials, crate::test_egress()))
+            .map(|c| Box::new(c) as Box<dyn CrmClient>)
     }
 
     async fn salon(sales: Vec<Sale>) -> (Simulator, Box<dyn CrmClient>) {
@@ -654,6 +708,81 @@ mod tests {
         assert_eq!(found.phone.as_deref(), Some("89991112233"));
         assert!(!found.external_id.is_empty());
         assert_eq!(client.find_customer("+79997770000").await.unwrap(), None);
+    }
+
+    /// YCLIENTS answers a search that matches nobody with `success: false` and «Не найдено»
+    /// (HTTP 404 in the simulator): that is no client, not a failure.
+    #[tokio::test]
+    async fn not_found_from_a_search_is_an_empty_result() {
+        let (sim, client) = salon(Vec::new()).await;
+
+        let found = client.find_customer("+79997770000").await.unwrap();
+
+        assert_eq!(found, None);
+        assert_eq!(sim.requests(), 1);
+    }
+
+    /// The simulator refuses (429) anything beyond 5 a second or N a window, as YCLIENTS
+    /// does; the client keeps under both, so a walk longer than the window's allowance
+    /// never meets a 429. The minute is scaled down to two seconds (and 200 to 8).
+    #[tokio::test]
+    async fn a_long_walk_stays_within_both_limits() {
+        let sim = Simulator::start(Vendor::Yclients).await.unwrap();
+        sim.limit_rate(&[(5, Duration::from_secs(1)), (8, Duration::from_secs(2))]);
+        sim.add_sales(
+            (0..12)
+                .map(|i| {
+                    Sale::purchase(
+                        format!("{}", 5000 + i),
+                        dec!(100),
+                        datetime!(2026-03-02 13:00 UTC) + time::Duration::minutes(i),
+                        "+79990001122",
+                    )
+                })
+                .collect::<Vec<_>>(),
+        );
+        *sim.state.page_size.lock().unwrap() = Some(1);
+        let client = HttpYclients::new(&Target::new(
+            &sim.url,
+            &Vendor::Yclients.credentials(),
+            crate::test_egress(),
+        ))
+        .unwrap()
+        // The same margins as `LIMITS`.
+        .with_limiter(RateLimiter::new(&[
+            (5, Duration::from_millis(1100)),
+            (8, Duration::from_millis(2200)),
+        ]));
+
+        let got = client.fetch_transactions(afternoon()).await.unwrap();
+
+        assert_eq!(got.len(), 12);
+        assert_eq!(sim.requests(), 12);
+        assert_eq!(sim.refused_over_limit(), 0, "no request beyond a limit");
+    }
+
+    /// Without the per-window limit the same walk is refused: the simulator enforces it.
+    #[tokio::test]
+    async fn the_simulator_refuses_requests_beyond_the_window_limit() {
+        let sim = Simulator::start(Vendor::Yclients).await.unwrap();
+        sim.limit_rate(&[(5, Duration::from_secs(1)), (8, Duration::from_secs(60))]);
+        let http = crate::http_client(Duration::from_secs(5));
+        let mut statuses = Vec::new();
+        for _ in 0..10 {
+            let reply = http
+                .get(format!("{}/records/4564", sim.url))
+                .send()
+                .await
+                .unwrap();
+            statuses.push(reply.status().as_u16());
+            tokio::time::sleep(Duration::from_millis(210)).await;
+        }
+        assert_eq!(
+            statuses.iter().filter(|s| **s == 429).count(),
+            2,
+            "{statuses:?}"
+        );
+        assert_eq!(sim.refused_over_limit(), 2);
     }
 
     #[tokio::test]

@@ -1,15 +1,16 @@
-//! `/admin`: operators (superadmin, moderator) manage partner businesses and their staff.
+//! `/admin`: operators (superadmin, moderator) manage partner businesses, their staff and
+//! their CRM integrations (several per business; only a superadmin changes them).
 
 use crate::{
     audit::{self, Change},
-    auth::Superadmin,
+    auth::{Operator, Superadmin},
     envelope::Envelope,
     error::{ApiError, ApiResult},
-    routes::business::{BusinessView, business_view},
     state::AppState,
     wire::Amount,
     wire::Text,
 };
+use adapters::egress::EgressError;
 use domain::PhoneNumber;
 use jobs::{
     handlers::{crm::PollCrm, retention::business_became_medical},
@@ -22,9 +23,11 @@ use rust_decimal::{Decimal, prelude::ToPrimitive};
 use serde_json::Value;
 use std::sync::Arc;
 use storage::{
-    businesses::{self, BusinessPatch, NewBusiness},
+    businesses::{self, Business, BusinessPatch, NewBusiness},
+    integrations::{self, Integration, IntegrationPatch, NewIntegration},
     users,
 };
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 #[derive(Tags)]
@@ -81,17 +84,6 @@ impl CrmType {
             Self::Renovatio => "renovatio",
         }
     }
-
-    /// The credential fields each CRM needs (DESIGN.md).
-    fn required_credentials(self) -> &'static [&'static str] {
-        match self {
-            Self::Yclients => &["partner_token", "user_token", "company_id"],
-            Self::Iiko => &["api_login", "organization_id"],
-            Self::OneC => &["username", "password"],
-            Self::AmoCrm => &["access_token"],
-            Self::Renovatio => &["api_key", "clinic_id"],
-        }
-    }
 }
 
 #[derive(Debug, Clone, Copy, Enum)]
@@ -114,16 +106,25 @@ pub struct CreateBusiness {
     /// Medical businesses never reach analytics or cross-promo. Default false.
     #[oai(nullable)]
     pub is_medical: Option<bool>,
+    /// The business's first CRM integration (superadmin only); more are added through
+    /// `/admin/businesses/{id}/integrations`.
     #[oai(nullable)]
     pub crm_type: Option<CrmType>,
+    /// https to a public address (plain http and private addresses only for hosts in
+    /// `KRUG_CRM_ALLOWED_HOSTS`).
     #[oai(validator(max_length = 500))]
     #[oai(nullable)]
     pub crm_base_url: Option<Text>,
     /// By `crm_type` — yclients: `partner_token`, `user_token`, `company_id`; iiko:
-    /// `api_login`, `organization_id`; 1c: `username`, `password`, `document`; amo_crm:
-    /// `access_token`; renovatio: `api_key`, `clinic_id`. Stored encrypted, never returned.
+    /// `app_id`, `client_secret`, `api_key` (or the deprecated `api_login`) and
+    /// `organization_id`; 1c: `username`, `password`; amo_crm: a long-lived `access_token`,
+    /// or `client_id`, `client_secret`, `redirect_uri`, `refresh_token`; renovatio:
+    /// `api_key`, `clinic_id`. Stored encrypted, never returned.
     #[oai(nullable)]
     pub crm_credentials: Option<Value>,
+    /// The integration's settings (not secret), see `CreateIntegration`.
+    #[oai(nullable)]
+    pub crm_settings: Option<Value>,
 }
 
 #[derive(Debug, Object)]
@@ -141,14 +142,171 @@ pub struct UpdateBusiness {
     pub is_medical: Option<bool>,
     #[oai(nullable)]
     pub is_active: Option<bool>,
-    /// `null` disconnects the CRM.
+    /// The first integration's CRM (superadmin only); `null` removes that integration.
+    /// Changing the type or `crm_base_url` drops the stored credentials: give them again.
     #[oai(nullable)]
     pub crm_type: MaybeUndefined<CrmType>,
     #[oai(validator(max_length = 500))]
     #[oai(nullable)]
-    pub crm_base_url: MaybeUndefined<Text>,
+    pub crm_base_url: Option<Text>,
     #[oai(nullable)]
-    pub crm_credentials: MaybeUndefined<Value>,
+    pub crm_credentials: Option<Value>,
+    #[oai(nullable)]
+    pub crm_settings: Option<Value>,
+}
+
+/// A CRM connection of a business.
+#[derive(Debug, Object)]
+pub struct CreateIntegration {
+    pub crm_type: CrmType,
+    /// https to a public address (plain http and private addresses only for hosts in
+    /// `KRUG_CRM_ALLOWED_HOSTS`).
+    #[oai(validator(max_length = 500))]
+    pub crm_base_url: Text,
+    /// See `CreateBusiness.crm_credentials`. Stored encrypted, never returned.
+    pub crm_credentials: Value,
+    /// Not secret. 1c: `preset` (`retail_2` default, `ut_11`, `unf`, `retail_1`) and field
+    /// names; renovatio: `ca_certificate` (PEM of a self-hosted installation's CA).
+    #[oai(nullable)]
+    pub settings: Option<Value>,
+}
+
+/// A change to a CRM connection. A new `crm_type` or `crm_base_url` without new
+/// `crm_credentials` drops the stored ones (they were given for the old host).
+#[derive(Debug, Object)]
+pub struct UpdateIntegration {
+    #[oai(nullable)]
+    pub crm_type: Option<CrmType>,
+    #[oai(validator(max_length = 500))]
+    #[oai(nullable)]
+    pub crm_base_url: Option<Text>,
+    #[oai(nullable)]
+    pub crm_credentials: Option<Value>,
+    /// Replaces the settings whole.
+    #[oai(nullable)]
+    pub settings: Option<Value>,
+    /// `false` stops polling (`disabled`); `true` resumes it.
+    #[oai(nullable)]
+    pub enabled: Option<bool>,
+}
+
+/// A CRM connection and its health.
+#[derive(Debug, Object)]
+pub struct IntegrationView {
+    pub id: Uuid,
+    pub business_id: Uuid,
+    /// `yclients`, `iiko`, `1c`, `amo_crm` or `renovatio`.
+    pub crm_type: String,
+    pub crm_base_url: String,
+    /// `ok`; `failing` (see `last_error`: polling waits for an operator); `disabled`
+    /// (switched off, or waiting for credentials).
+    pub status: String,
+    /// Whether credentials are stored (they are never returned).
+    pub has_credentials: bool,
+    pub settings: Value,
+    /// The last poll, successful or not.
+    #[oai(nullable)]
+    pub last_polled_at: Option<OffsetDateTime>,
+    #[oai(nullable)]
+    pub last_success_at: Option<OffsetDateTime>,
+    /// How far behind the stored records are, seconds (null before the first poll).
+    #[oai(nullable)]
+    pub lag_s: Option<i64>,
+    /// Why the last poll failed; never a vendor's raw reply.
+    #[oai(nullable)]
+    pub last_error: Option<String>,
+    /// Something to know that is not a failure (an incomplete catch-up).
+    #[oai(nullable)]
+    pub warning: Option<String>,
+    /// Checks whose buyer could not be resolved.
+    pub unattributed: i64,
+    pub created_at: OffsetDateTime,
+}
+
+fn integration_view(i: Integration) -> IntegrationView {
+    IntegrationView {
+        lag_s: i
+            .polled_until
+            .map(|p| (OffsetDateTime::now_utc() - p).whole_seconds().max(0)),
+        id: i.id,
+        business_id: i.business_id,
+        crm_type: i.crm_type,
+        crm_base_url: i.base_url,
+        status: i.status,
+        has_credentials: i.has_credentials,
+        settings: i.settings,
+        last_polled_at: i.last_polled_at,
+        last_success_at: i.last_success_at,
+        last_error: i.last_error,
+        warning: i.warning,
+        unattributed: i.unattributed,
+        created_at: i.created_at,
+    }
+}
+
+/// A partner business as operators see it (never its CRM credentials).
+#[derive(Debug, Object)]
+pub struct BusinessView {
+    pub id: Uuid,
+    pub name: String,
+    /// `beauty`, `wellness`, `gastronomy` or `health`.
+    pub category: String,
+    pub cashback_percent: Amount,
+    pub max_redeem_percent: Amount,
+    pub is_medical: bool,
+    pub is_active: bool,
+    /// The first integration's CRM (`yclients`, `iiko`, `1c`, `amo_crm`, `renovatio`), or
+    /// absent; `integrations` has them all.
+    #[oai(nullable)]
+    pub crm_type: Option<String>,
+    #[oai(nullable)]
+    pub crm_base_url: Option<String>,
+    /// Whether the first integration has credentials (they are never returned).
+    pub has_crm_credentials: bool,
+    /// The first integration's status (`ok` without one).
+    pub integration_status: String,
+    #[oai(nullable)]
+    pub integration_error: Option<String>,
+    pub integrations: Vec<IntegrationView>,
+    pub created_at: OffsetDateTime,
+}
+
+fn business_view(b: Business, integrations: Vec<Integration>) -> BusinessView {
+    let first = integrations.first();
+    BusinessView {
+        crm_type: first.map(|i| i.crm_type.clone()),
+        crm_base_url: first.map(|i| i.base_url.clone()),
+        has_crm_credentials: first.is_some_and(|i| i.has_credentials),
+        integration_status: first.map_or_else(|| "ok".to_owned(), |i| i.status.clone()),
+        integration_error: first.and_then(|i| i.last_error.clone()),
+        integrations: integrations.into_iter().map(integration_view).collect(),
+        id: b.id,
+        name: b.name,
+        category: b.category,
+        cashback_percent: b.cashback_percent.into(),
+        max_redeem_percent: b.max_redeem_percent.into(),
+        is_medical: b.is_medical,
+        is_active: b.is_active,
+        created_at: b.created_at,
+    }
+}
+
+#[derive(Debug, Object)]
+pub struct BusinessList {
+    pub items: Vec<BusinessView>,
+}
+
+#[derive(ApiResponse)]
+pub enum CreatedIntegration {
+    #[oai(status = 201)]
+    Created(Json<Envelope<IntegrationView>>),
+}
+
+#[derive(ApiResponse)]
+pub enum DeletedIntegration {
+    /// Deleted: its credentials are erased; the purchases it recorded stay.
+    #[oai(status = 204)]
+    Deleted,
 }
 
 #[derive(ApiResponse)]
@@ -260,49 +418,213 @@ fn percent(value: Decimal, field: &str) -> Result<Decimal, ApiError> {
     Ok(value.round_dp(2))
 }
 
-fn base_url(url: &str) -> Result<String, ApiError> {
-    let url = url.trim();
-    if !(url.starts_with("https://") || url.starts_with("http://"))
-        || url.len() < 10
-        || url.contains(char::is_whitespace)
-    {
-        return Err(ApiError::unprocessable(
+/// A CRM URL, if the egress rule lets us reach it (scheme, credentials in the URL, and
+/// the address, written or resolved).
+async fn crm_url(state: &AppState, url: &str) -> Result<String, ApiError> {
+    match state.egress.check_url_resolved(url).await {
+        Ok(_) => Ok(url.trim().trim_end_matches('/').to_owned()),
+        Err(EgressError::Invalid) => Err(ApiError::unprocessable(
             "invalid_url",
             "crm_base_url must be an http(s) URL",
-        ));
+        )),
+        Err(e) => Err(ApiError::unprocessable(
+            "crm_url_not_allowed",
+            e.to_string(),
+        )),
     }
-    Ok(url.trim_end_matches('/').to_owned())
 }
 
-fn credentials(crm_type: CrmType, value: &Value) -> Result<Value, ApiError> {
-    let Some(object) = value.as_object() else {
-        return Err(ApiError::unprocessable(
+/// A JSON object, or `{}` for none.
+fn object(value: Option<&Value>, field: &str) -> Result<Value, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(Value::Object(Default::default())),
+        Some(v @ Value::Object(_)) => Ok(v.clone()),
+        Some(_) => Err(ApiError::unprocessable(
             "invalid_credentials",
-            "crm_credentials must be an object",
-        ));
-    };
-    for field in crm_type.required_credentials() {
-        let present = match object.get(*field) {
-            Some(Value::String(s)) => !s.trim().is_empty(),
-            Some(Value::Number(_)) => true,
-            _ => false,
-        };
-        if !present {
-            return Err(ApiError::unprocessable(
-                "invalid_credentials",
-                format!(
-                    "crm_credentials.{field} is required for {}",
-                    crm_type.as_str()
-                ),
-            ));
-        }
+            format!("{field} must be an object"),
+        )),
     }
-    Ok(value.clone())
+}
+
+/// Checks that a connection of `crm_type` can be built from these credentials and
+/// settings (no network call; what is wrong is named, never a value).
+fn check_connection(
+    state: &AppState,
+    crm_type: &str,
+    url: &str,
+    credentials: &Value,
+    settings: &Value,
+) -> Result<(), ApiError> {
+    jobs::handlers::crm::check_connection(crm_type, url, credentials, settings, &state.egress)
+        .map_err(|e| ApiError::unprocessable("invalid_credentials", e.0))
+}
+
+async fn existing_business(state: &AppState, id: Uuid) -> Result<Business, ApiError> {
+    businesses::get(&state.db, id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("business_not_found", "No such business."))
+}
+
+/// A new integration, checked.
+async fn new_integration(
+    state: &AppState,
+    crm_type: CrmType,
+    url: &str,
+    credentials: &Value,
+    settings: Option<&Value>,
+) -> Result<NewIntegration, ApiError> {
+    let base_url = crm_url(state, url).await?;
+    let credentials = object(Some(credentials), "crm_credentials")?;
+    let settings = object(settings, "settings")?;
+    check_connection(state, crm_type.as_str(), &base_url, &credentials, &settings)?;
+    Ok(NewIntegration {
+        crm_type: crm_type.as_str().to_owned(),
+        base_url,
+        credentials: Some(credentials),
+        settings,
+    })
+}
+
+/// The patch a change to an integration makes, checked: what will be used together (the
+/// type, the URL, the credentials and the settings) must make a working client.
+async fn integration_patch(
+    state: &AppState,
+    current: &Integration,
+    change: &UpdateIntegration,
+) -> Result<IntegrationPatch, ApiError> {
+    let base_url = match &change.crm_base_url {
+        Some(url) => Some(crm_url(state, url).await?),
+        None => None,
+    };
+    let credentials = change
+        .crm_credentials
+        .as_ref()
+        .map(|c| object(Some(c), "crm_credentials"))
+        .transpose()?;
+    let settings = change
+        .settings
+        .as_ref()
+        .map(|s| object(Some(s), "settings"))
+        .transpose()?;
+    let crm_type = change.crm_type.map(|t| t.as_str().to_owned());
+    let moved = crm_type.as_ref().is_some_and(|t| *t != current.crm_type)
+        || base_url.as_ref().is_some_and(|u| *u != current.base_url);
+    // The credentials the integration will use: new ones, or (if it stays where it is) the
+    // stored ones, checked with the new settings.
+    let effective = match &credentials {
+        Some(given) => Some(given.clone()),
+        None if !moved && settings.is_some() => {
+            integrations::credentials(&state.db, &state.secrets, current.id)
+                .await
+                .map_err(ApiError::internal)?
+        }
+        None => None,
+    };
+    if let Some(effective) = &effective {
+        check_connection(
+            state,
+            crm_type.as_deref().unwrap_or(&current.crm_type),
+            base_url.as_deref().unwrap_or(&current.base_url),
+            effective,
+            settings.as_ref().unwrap_or(&current.settings),
+        )?;
+    }
+    Ok(IntegrationPatch {
+        crm_type,
+        base_url,
+        credentials: credentials.map(Some),
+        settings,
+        enabled: change.enabled,
+    })
+}
+
+/// What the `crm_*` fields of `PATCH /admin/businesses/{id}` do to its first integration.
+enum FirstIntegration {
+    Unchanged,
+    Remove(Uuid),
+    Create(NewIntegration),
+    Change(Uuid, IntegrationPatch),
+}
+
+async fn first_integration_change(
+    state: &AppState,
+    business_id: Uuid,
+    body: &UpdateBusiness,
+) -> Result<FirstIntegration, ApiError> {
+    let touched = !matches!(body.crm_type, MaybeUndefined::Undefined)
+        || body.crm_base_url.is_some()
+        || body.crm_credentials.is_some()
+        || body.crm_settings.is_some();
+    if !touched {
+        return Ok(FirstIntegration::Unchanged);
+    }
+    let first = integrations::of_business(&state.db, business_id)
+        .await?
+        .into_iter()
+        .next();
+    Ok(match (&body.crm_type, first) {
+        (MaybeUndefined::Null, Some(first)) => FirstIntegration::Remove(first.id),
+        (MaybeUndefined::Null, None) => FirstIntegration::Unchanged,
+        (crm_type, Some(first)) => {
+            let change = UpdateIntegration {
+                crm_type: crm_type.value().copied(),
+                crm_base_url: body.crm_base_url.clone(),
+                crm_credentials: body.crm_credentials.clone(),
+                settings: body.crm_settings.clone(),
+                enabled: None,
+            };
+            FirstIntegration::Change(first.id, integration_patch(state, &first, &change).await?)
+        }
+        (crm_type, None) => {
+            let crm = crm_type.value().copied().ok_or_else(|| {
+                ApiError::unprocessable("invalid_credentials", "set crm_type to connect a CRM")
+            })?;
+            let url = body.crm_base_url.as_deref().ok_or_else(|| {
+                ApiError::unprocessable("invalid_url", "crm_base_url is required with crm_type")
+            })?;
+            let credentials = body.crm_credentials.as_ref().ok_or_else(|| {
+                ApiError::unprocessable(
+                    "invalid_credentials",
+                    "crm_credentials are required with crm_type",
+                )
+            })?;
+            FirstIntegration::Create(
+                new_integration(state, crm, url, credentials, body.crm_settings.as_ref()).await?,
+            )
+        }
+    })
 }
 
 #[OpenApi(prefix_path = "/admin", tag = "Tag::Admin")]
 impl AdminApi {
-    /// Add a partner business, with its CRM connection.
+    /// Every business, with its integrations' health.
+    #[oai(path = "/businesses", method = "get")]
+    async fn list_businesses(
+        &self,
+        _operator: Operator,
+    ) -> ApiResult<Json<Envelope<BusinessList>>> {
+        let state = &self.state;
+        let all = businesses::list_all(&state.db).await?;
+        let ids: Vec<Uuid> = all.iter().map(|b| b.id).collect();
+        let mut by_business: std::collections::HashMap<Uuid, Vec<Integration>> =
+            std::collections::HashMap::new();
+        for integration in integrations::of_businesses(&state.db, &ids).await? {
+            by_business
+                .entry(integration.business_id)
+                .or_default()
+                .push(integration);
+        }
+        let items = all
+            .into_iter()
+            .map(|b| {
+                let list = by_business.remove(&b.id).unwrap_or_default();
+                business_view(b, list)
+            })
+            .collect();
+        Ok(Json(Envelope::new(BusinessList { items })))
+    }
+
+    /// Add a partner business, with its first CRM integration.
     #[oai(path = "/businesses", method = "post")]
     async fn create_business(
         &self,
@@ -310,19 +632,23 @@ impl AdminApi {
         body: Json<CreateBusiness>,
     ) -> ApiResult<CreatedBusiness> {
         let body = body.0;
-        let (crm_base_url, crm_credentials) = match body.crm_type {
-            None => (None, None),
+        let state = &self.state;
+        let integration = match body.crm_type {
+            None => None,
             Some(crm) => {
                 let url = body.crm_base_url.as_deref().ok_or_else(|| {
                     ApiError::unprocessable("invalid_url", "crm_base_url is required with crm_type")
                 })?;
-                let creds = body.crm_credentials.as_ref().ok_or_else(|| {
+                let credentials = body.crm_credentials.as_ref().ok_or_else(|| {
                     ApiError::unprocessable(
                         "invalid_credentials",
                         "crm_credentials are required with crm_type",
                     )
                 })?;
-                (Some(base_url(url)?), Some(credentials(crm, creds)?))
+                Some(
+                    new_integration(state, crm, url, credentials, body.crm_settings.as_ref())
+                        .await?,
+                )
             }
         };
         let new = NewBusiness {
@@ -335,13 +661,14 @@ impl AdminApi {
                 "max_redeem_percent",
             )?,
             is_medical: body.is_medical.unwrap_or(false),
-            crm_type: body.crm_type.map(|c| c.as_str().to_owned()),
-            crm_base_url,
-            crm_credentials,
         };
-        let mut tx = self.state.db.begin().await?;
-        let business =
-            business_view(businesses::create(&mut *tx, &self.state.secrets, &new).await?);
+        let mut tx = state.db.begin().await?;
+        let business = businesses::create(&mut *tx, &new).await?;
+        if let Some(integration) = &integration {
+            integrations::create(&mut tx, &state.secrets, business.id, integration).await?;
+        }
+        let list = integrations::of_business(&mut *tx, business.id).await?;
+        let business = business_view(business, list);
         audit::record(
             &mut *tx,
             superadmin.user_id(),
@@ -353,7 +680,8 @@ impl AdminApi {
         Ok(CreatedBusiness::Created(Json(Envelope::new(business))))
     }
 
-    /// Change a partner business. Credentials are replaced whole, never merged or returned.
+    /// Change a partner business. `crm_*` fields manage its first integration: credentials
+    /// are replaced whole, never merged or returned, and a new type or URL drops them.
     #[oai(path = "/businesses/:id", method = "patch")]
     async fn update_business(
         &self,
@@ -362,11 +690,17 @@ impl AdminApi {
         body: Json<UpdateBusiness>,
     ) -> ApiResult<Json<Envelope<BusinessView>>> {
         let state = &self.state;
+        let body = body.0;
+        // Checked before the transaction: the URL check may wait on DNS.
+        let first_change = first_integration_change(state, id.0, &body).await?;
         let mut tx = state.db.begin().await?;
         let current = businesses::get_for_update(&mut *tx, id.0)
             .await?
             .ok_or_else(|| ApiError::not_found("business_not_found", "No such business."))?;
-        let body = body.0;
+        let before = business_view(
+            current.clone(),
+            integrations::of_business(&mut *tx, id.0).await?,
+        );
         if current.is_medical && body.is_medical == Some(false) {
             // Medical secrecy covers the visits already made: no operator may lift it.
             return Err(ApiError::unprocessable(
@@ -374,41 +708,18 @@ impl AdminApi {
                 "A medical business stays medical: the flag cannot be cleared.",
             ));
         }
-        let crm_type = match &body.crm_type {
-            MaybeUndefined::Undefined => None,
-            MaybeUndefined::Null => Some(None),
-            MaybeUndefined::Value(crm) => Some(Some(*crm)),
-        };
-        // Credentials are checked against the CRM type they will be used with.
-        let effective_crm = match crm_type {
-            Some(crm) => crm,
-            None => current.crm_type.as_deref().and_then(|name| match name {
-                "yclients" => Some(CrmType::Yclients),
-                "iiko" => Some(CrmType::Iiko),
-                "1c" => Some(CrmType::OneC),
-                "amo_crm" => Some(CrmType::AmoCrm),
-                "renovatio" => Some(CrmType::Renovatio),
-                _ => None,
-            }),
-        };
-        let crm_credentials = match &body.crm_credentials {
-            MaybeUndefined::Undefined => None,
-            MaybeUndefined::Null => Some(None),
-            MaybeUndefined::Value(value) => {
-                let crm = effective_crm.ok_or_else(|| {
-                    ApiError::unprocessable(
-                        "invalid_credentials",
-                        "set crm_type before crm_credentials",
-                    )
-                })?;
-                Some(Some(credentials(crm, value)?))
+        match first_change {
+            FirstIntegration::Unchanged => {}
+            FirstIntegration::Remove(integration) => {
+                integrations::delete(&mut *tx, id.0, integration).await?;
             }
-        };
-        let crm_base_url = match &body.crm_base_url {
-            MaybeUndefined::Undefined => None,
-            MaybeUndefined::Null => Some(None),
-            MaybeUndefined::Value(url) => Some(Some(base_url(url)?)),
-        };
+            FirstIntegration::Create(new) => {
+                integrations::create(&mut tx, &state.secrets, id.0, &new).await?;
+            }
+            FirstIntegration::Change(integration, patch) => {
+                integrations::update(&mut tx, &state.secrets, id.0, integration, &patch).await?;
+            }
+        }
         let patch = BusinessPatch {
             name: body.name.map(|n| n.trim().to_owned()),
             category: body.category.map(|c| c.as_str().to_owned()),
@@ -422,23 +733,21 @@ impl AdminApi {
                 .transpose()?,
             is_medical: body.is_medical,
             is_active: body.is_active,
-            crm_type: crm_type.map(|c| c.map(|c| c.as_str().to_owned())),
-            crm_base_url,
-            crm_credentials,
         };
-        let business = businesses::update(&mut *tx, &state.secrets, id.0, &patch)
+        let business = businesses::update(&mut *tx, id.0, &patch)
             .await?
             .ok_or_else(|| ApiError::not_found("business_not_found", "No such business."))?;
         let mut follow_ups = Vec::new();
         if business.is_medical && !current.is_medical {
             follow_ups.push(business_became_medical(&mut tx, business.id).await?);
         }
-        let business = business_view(business);
+        let list = integrations::of_business(&mut *tx, id.0).await?;
+        let business = business_view(business, list);
         audit::record(
             &mut *tx,
             superadmin.user_id(),
             Change::new("business.update", "business", business.id)
-                .before(&business_view(current))
+                .before(&before)
                 .after(&business),
         )
         .await?;
@@ -447,6 +756,104 @@ impl AdminApi {
             tracing::warn!(error = %e, "medical facts purge recorded but not relayed");
         }
         Ok(Json(Envelope::new(business)))
+    }
+
+    /// Connect another CRM to a business.
+    #[oai(path = "/businesses/:id/integrations", method = "post")]
+    async fn create_integration(
+        &self,
+        superadmin: Superadmin,
+        id: Path<Uuid>,
+        body: Json<CreateIntegration>,
+    ) -> ApiResult<CreatedIntegration> {
+        let state = &self.state;
+        existing_business(state, id.0).await?;
+        let body = body.0;
+        let new = new_integration(
+            state,
+            body.crm_type,
+            &body.crm_base_url,
+            &body.crm_credentials,
+            body.settings.as_ref(),
+        )
+        .await?;
+        let mut tx = state.db.begin().await?;
+        let created =
+            integration_view(integrations::create(&mut tx, &state.secrets, id.0, &new).await?);
+        audit::record(
+            &mut *tx,
+            superadmin.user_id(),
+            Change::new("integration.create", "integration", created.id).after(&created),
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(business_id = %id.0, integration_id = %created.id, crm_type = %created.crm_type, "integration created");
+        Ok(CreatedIntegration::Created(Json(Envelope::new(created))))
+    }
+
+    /// Change a CRM integration. A new `crm_type` or `crm_base_url` without new
+    /// `crm_credentials` drops the stored credentials: the integration waits, `disabled`,
+    /// until they are given again.
+    #[oai(path = "/businesses/:id/integrations/:iid", method = "patch")]
+    async fn update_integration(
+        &self,
+        superadmin: Superadmin,
+        id: Path<Uuid>,
+        iid: Path<Uuid>,
+        body: Json<UpdateIntegration>,
+    ) -> ApiResult<Json<Envelope<IntegrationView>>> {
+        let state = &self.state;
+        let current = integrations::get(&state.db, iid.0)
+            .await?
+            .filter(|i| i.business_id == id.0)
+            .ok_or_else(|| ApiError::not_found("integration_not_found", "No such integration."))?;
+        let patch = integration_patch(state, &current, &body.0).await?;
+        let mut tx = state.db.begin().await?;
+        let updated = integrations::update(&mut tx, &state.secrets, id.0, current.id, &patch)
+            .await?
+            .ok_or_else(|| ApiError::not_found("integration_not_found", "No such integration."))?;
+        let updated = integration_view(updated);
+        audit::record(
+            &mut *tx,
+            superadmin.user_id(),
+            Change::new("integration.update", "integration", current.id)
+                .before(&integration_view(current))
+                .after(&updated),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Json(Envelope::new(updated)))
+    }
+
+    /// Remove a CRM integration: its credentials are erased, its purchases stay.
+    #[oai(path = "/businesses/:id/integrations/:iid", method = "delete")]
+    async fn delete_integration(
+        &self,
+        superadmin: Superadmin,
+        id: Path<Uuid>,
+        iid: Path<Uuid>,
+    ) -> ApiResult<DeletedIntegration> {
+        let state = &self.state;
+        let current = integrations::get(&state.db, iid.0)
+            .await?
+            .filter(|i| i.business_id == id.0)
+            .ok_or_else(|| ApiError::not_found("integration_not_found", "No such integration."))?;
+        let mut tx = state.db.begin().await?;
+        if !integrations::delete(&mut *tx, id.0, iid.0).await? {
+            return Err(ApiError::not_found(
+                "integration_not_found",
+                "No such integration.",
+            ));
+        }
+        audit::record(
+            &mut *tx,
+            superadmin.user_id(),
+            Change::new("integration.delete", "integration", iid.0)
+                .before(&integration_view(current)),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(DeletedIntegration::Deleted)
     }
 
     /// Add a staff member to a business (the user is created if new), or change their role.
@@ -487,14 +894,15 @@ impl AdminApi {
         }))))
     }
 
-    /// Poll this business's CRM now (also when its integration is marked failing).
+    /// Poll this business's CRMs now (also integrations marked failing).
     #[oai(path = "/businesses/:id/poll", method = "post")]
     async fn poll_now(&self, superadmin: Superadmin, id: Path<Uuid>) -> ApiResult<PollAccepted> {
         let state = &self.state;
-        let business = businesses::get(&state.db, id.0)
+        let business = existing_business(state, id.0).await?;
+        if integrations::of_business(&state.db, business.id)
             .await?
-            .ok_or_else(|| ApiError::not_found("business_not_found", "No such business."))?;
-        if business.crm_type.is_none() {
+            .is_empty()
+        {
             return Err(ApiError::conflict(
                 "no_crm",
                 "This business has no CRM to poll.",
@@ -502,6 +910,7 @@ impl AdminApi {
         }
         let job_id = Uuid::now_v7();
         let job = PollCrm {
+            integration_id: None,
             business_id: Some(business.id),
             force: true,
         };

@@ -34,49 +34,6 @@ pub struct BusinessApi {
     pub state: Arc<AppState>,
 }
 
-/// A partner business as members and operators see it (never its CRM credentials).
-#[derive(Debug, Object)]
-pub struct BusinessView {
-    pub id: Uuid,
-    pub name: String,
-    /// `beauty`, `wellness`, `gastronomy` or `health`.
-    pub category: String,
-    pub cashback_percent: Amount,
-    pub max_redeem_percent: Amount,
-    pub is_medical: bool,
-    pub is_active: bool,
-    /// `yclients`, `iiko`, `1c`, `amo_crm`, `renovatio`, or absent.
-    #[oai(nullable)]
-    pub crm_type: Option<String>,
-    #[oai(nullable)]
-    pub crm_base_url: Option<String>,
-    /// Whether CRM credentials are stored (they are never returned).
-    pub has_crm_credentials: bool,
-    /// `ok`, or `failing` when the CRM refused our credentials.
-    pub integration_status: String,
-    #[oai(nullable)]
-    pub integration_error: Option<String>,
-    pub created_at: OffsetDateTime,
-}
-
-pub(crate) fn business_view(b: Business) -> BusinessView {
-    BusinessView {
-        id: b.id,
-        name: b.name,
-        category: b.category,
-        cashback_percent: b.cashback_percent.into(),
-        max_redeem_percent: b.max_redeem_percent.into(),
-        is_medical: b.is_medical,
-        is_active: b.is_active,
-        crm_type: b.crm_type,
-        crm_base_url: b.crm_base_url,
-        has_crm_credentials: b.has_crm_credentials,
-        integration_status: b.integration_status,
-        integration_error: b.integration_error,
-        created_at: b.created_at,
-    }
-}
-
 /// The catalog entry members see.
 #[derive(Debug, Object)]
 pub struct CatalogEntry {

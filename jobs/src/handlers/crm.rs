@@ -1,11 +1,15 @@
-//! `crm_poll`: pulls new purchases and refunds from a partner's CRM into Postgres.
+//! `crm_poll`: pulls new purchases and refunds from the partners' CRMs into Postgres, one
+//! job per integration (a business may have several: Лисичкино runs iiko and 1C).
 //!
-//! The schedule enqueues a fan-out job (no business) that enqueues one job per business
-//! with a CRM. Each polls the window from its cursor (minus an overlap, for records the
-//! vendor files late) to now, stores it in one transaction together with the `bonus_calc`
-//! jobs it calls for and the advanced cursor, then relays those jobs. A failed poll leaves
-//! the cursor where it was, so the next one covers the same window; duplicates are ignored
-//! by the (business, vendor id) key.
+//! The schedule enqueues a fan-out job that enqueues one job per integration due. Each polls
+//! the window from its integration's cursor (minus an overlap, for records the vendor files
+//! late) to now, stores it in one transaction together with the `bonus_calc` jobs it calls
+//! for and the advanced cursor, then relays those jobs. A failed poll leaves the cursor
+//! where it was, so the next one covers the same window; duplicates are ignored by the
+//! (integration, vendor id) key.
+//!
+//! What reaches operators (an integration's `last_error`, the job's error) never holds a
+//! vendor's raw reply, and nothing the vendor wrote at all for a medical business.
 
 use crate::{
     client::RawJob,
@@ -14,13 +18,22 @@ use crate::{
     queue::{Job, JobCtx, JobError, QueueName},
 };
 use adapters::{
-    crm::{self, CrmKind, Window},
+    crm::{self, ConfigError, CrmKind, Target, TokenLease, TokenStore, Window},
+    egress::Egress,
     http::VendorError,
 };
+use async_trait::async_trait;
 use domain::PhoneNumber;
 use serde::{Deserialize, Serialize};
-use storage::{businesses, crm as crm_store};
-use time::{Duration, OffsetDateTime};
+use serde_json::Value;
+use sqlx::PgPool;
+use std::sync::Arc;
+use storage::{
+    businesses, crm as crm_store,
+    integrations::{self, CredentialsError, Integration, LockedCredentials},
+    secret::SecretBox,
+};
+use time::{Duration, OffsetDateTime, format_description::well_known::Rfc3339};
 use uuid::Uuid;
 
 /// Records a vendor files late are still picked up by the next poll.
@@ -30,9 +43,13 @@ pub const FIRST_POLL_LOOKBACK: Duration = Duration::days(1);
 /// New transactions per `bonus_calc` job.
 pub const BONUS_BATCH: usize = 500;
 
-/// Poll one business's CRM, or (without a business) every business that has one.
+/// Poll one integration; or, without one, every integration due (of one business, or of
+/// all). Jobs queued before integrations existed carry only `business_id`: they fan out
+/// to that business's integrations.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct PollCrm {
+    #[serde(default)]
+    pub integration_id: Option<Uuid>,
     #[serde(default)]
     pub business_id: Option<Uuid>,
     /// Poll even if the integration is marked failing (an operator's "poll now").
@@ -44,29 +61,25 @@ impl Job for PollCrm {
     const QUEUE: QueueName = QueueName::CrmPoll;
 
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
-        match self.business_id {
-            None => fan_out(&ctx).await,
-            Some(id) => poll(&ctx, id, self.force).await,
+        match self.integration_id {
+            Some(id) => poll(&ctx.env, id, self.force).await,
+            None => fan_out(&ctx, self.business_id, self.force).await,
         }
     }
 }
 
-async fn fan_out(ctx: &JobCtx) -> Result<(), JobError> {
+async fn fan_out(ctx: &JobCtx, business_id: Option<Uuid>, force: bool) -> Result<(), JobError> {
     let env = &ctx.env;
-    let due: Vec<Uuid> = businesses::list_active(&env.db)
-        .await?
-        .into_iter()
-        .filter(|b| b.crm_type.is_some() && b.integration_status == "ok")
-        .map(|b| b.id)
-        .collect();
+    let due = integrations::due(&env.db, business_id, force).await?;
     // Ids derived from this job's: a retried fan-out does not poll anyone twice.
     let jobs: Vec<RawJob> = due
         .iter()
-        .map(|business_id| RawJob {
-            id: Uuid::new_v5(&ctx.job_id, business_id.as_bytes()),
+        .map(|integration_id| RawJob {
+            id: Uuid::new_v5(&ctx.job_id, integration_id.as_bytes()),
             payload: serde_json::to_vec(&PollCrm {
-                business_id: Some(*business_id),
-                force: false,
+                integration_id: Some(*integration_id),
+                business_id: None,
+                force,
             })
             .expect("job payloads serialize"),
             max_attempts: QueueName::CrmPoll.max_attempts(),
@@ -79,52 +92,78 @@ async fn fan_out(ctx: &JobCtx) -> Result<(), JobError> {
         .push_raw(QueueName::CrmPoll, &jobs)
         .await
         .map_err(|e| JobError::Retry(e.into()))?;
-    tracing::info!(businesses = jobs.len(), "CRM polls enqueued");
+    tracing::info!(integrations = jobs.len(), "CRM polls enqueued");
     Ok(())
 }
 
-async fn poll(ctx: &JobCtx, business_id: Uuid, force: bool) -> Result<(), JobError> {
-    let env = &ctx.env;
-    let Some(business) = businesses::get(&env.db, business_id).await? else {
-        tracing::warn!(%business_id, "business gone; nothing to poll");
+/// Polls one integration now. Two polls of the same integration may run at once (a
+/// schedule tick and an operator's "poll now"): the (integration, vendor id) key and the
+/// integration's credentials lock keep them from doing anything twice.
+pub async fn poll(env: &crate::Env, id: Uuid, force: bool) -> Result<(), JobError> {
+    let Some(integration) = integrations::get(&env.db, id).await? else {
+        tracing::warn!(integration_id = %id, "integration gone; nothing to poll");
         return Ok(());
     };
-    let (Some(crm_type), Some(base_url)) = (
-        business.crm_type.as_deref(),
-        business.crm_base_url.as_deref(),
-    ) else {
+    let Some(business) = businesses::get(&env.db, integration.business_id).await? else {
         return Ok(());
     };
-    if !business.is_active || (business.integration_status == "failing" && !force) {
+    if !business.is_active
+        || integration.status == "disabled"
+        || (integration.status == "failing" && !force)
+    {
         return Ok(());
     }
-    let credentials = businesses::credentials(&env.db, &env.secrets, business.id)
-        .await
-        .map_err(JobError::Permanent)?
-        .ok_or_else(|| JobError::permanent("the business has a CRM but no credentials"))?;
-    let client = match crm::client(crm_type, base_url, &credentials) {
+    let credentials = match integrations::credentials(&env.db, &env.secrets, id).await {
+        Ok(Some(credentials)) => credentials,
+        Ok(None) => return Ok(()),
+        Err(CredentialsError::Database(e)) => return Err(e.into()),
+        Err(e) => {
+            let message = e.to_string();
+            integrations::record_failure(&env.db, id, &message, true).await?;
+            return Err(JobError::permanent(message));
+        }
+    };
+    let tokens: Arc<dyn TokenStore> = Arc::new(StoredTokens {
+        db: env.db.clone(),
+        secrets: env.secrets.clone(),
+        id,
+    });
+    let target = Target::new(&integration.base_url, &credentials, &env.egress)
+        .with_settings(&integration.settings)
+        .with_tokens(tokens);
+    let client = match crm::client(&integration.crm_type, &target) {
         Ok(client) => client,
         Err(e) => {
-            businesses::set_integration_status(
-                &env.db,
-                business.id,
-                "failing",
-                Some(&e.to_string()),
-            )
-            .await?;
-            return Err(JobError::Permanent(e.into()));
+            let message = e.to_string();
+            integrations::record_failure(&env.db, id, &message, true).await?;
+            return Err(JobError::permanent(message));
         }
     };
     let now = OffsetDateTime::now_utc();
-    let cursor = crm_store::cursor(&env.db, business.id).await?;
-    let from = cursor
-        .as_ref()
-        .map_or(now - FIRST_POLL_LOOKBACK, |c| c.polled_until - OVERLAP);
+    let mut from = integration
+        .polled_until
+        .map_or(now - FIRST_POLL_LOOKBACK, |p| p - OVERLAP);
+    if let Some(kept) = client.keeps_records_for() {
+        // A minute of margin: the vendor's clock and ours are not the same clock.
+        let oldest = now - kept + Duration::minutes(1);
+        if from < oldest {
+            let warning = format!(
+                "incomplete catch-up: {} keeps records for {} days, so records from {} to {} could not be read",
+                integration.crm_type,
+                kept.whole_days(),
+                from.format(&Rfc3339).unwrap_or_default(),
+                oldest.format(&Rfc3339).unwrap_or_default(),
+            );
+            tracing::warn!(integration_id = %id, %warning);
+            integrations::set_warning(&env.db, id, Some(&warning)).await?;
+            from = oldest;
+        }
+    }
     let window = Window { from, to: now };
 
     let fetched = match client.fetch_transactions(window).await {
         Ok(fetched) => fetched,
-        Err(e) => return Err(vendor_failure(ctx, &business, window, e).await),
+        Err(e) => return Err(vendor_failure(env, &integration, business.is_medical, e).await),
     };
     let records: Vec<crm_store::Record> = fetched
         .into_iter()
@@ -147,7 +186,7 @@ async fn poll(ctx: &JobCtx, business_id: Uuid, force: bool) -> Result<(), JobErr
         .collect();
 
     let mut tx = storage::begin_batch(&env.db).await?;
-    let ingested = crm_store::ingest(&mut tx, &business, &records).await?;
+    let ingested = crm_store::ingest(&mut tx, &business, id, &records).await?;
     let mut follow_ups = Vec::new();
     for chunk in ingested.new_transaction_ids.chunks(BONUS_BATCH) {
         let job = CalcBonus {
@@ -155,48 +194,127 @@ async fn poll(ctx: &JobCtx, business_id: Uuid, force: bool) -> Result<(), JobErr
         };
         follow_ups.push(outbox::record(&mut tx, Uuid::now_v7(), &job, None).await?);
     }
-    crm_store::advance(&mut *tx, business.id, window.to).await?;
-    if business.integration_status != "ok" {
-        businesses::set_integration_status(&mut *tx, business.id, "ok", None).await?;
-    }
+    integrations::advance(&mut *tx, id, window.to).await?;
     tx.commit().await?;
     if let Err(e) = outbox::relay(&env.db, &env.queue, &follow_ups).await {
         // Stored and recorded: reconcile relays them.
         tracing::warn!(error = %e, "bonus_calc jobs recorded but not relayed");
     }
     tracing::info!(
-        vendor = crm_type,
+        vendor = integration.crm_type,
+        integration_id = %id,
         fetched = records.len(),
         new = ingested.new_transaction_ids.len(),
         duplicates = ingested.duplicates,
         unattributed = ingested.unattributed,
+        orphan_refunds = ingested.orphan_refunds,
         "CRM window stored"
     );
     Ok(())
 }
 
-/// Decides what a vendor failure means: bad credentials stop polling this business until an
-/// operator acts; a bad payload fails the job with what came; the rest is retried.
+/// Decides what a vendor failure means: refused credentials, a configuration to change and
+/// an address we may not reach stop polling this integration until an operator acts; a bad
+/// payload fails the job with what was wrong; the rest is retried.
 async fn vendor_failure(
-    ctx: &JobCtx,
-    business: &businesses::Business,
-    window: Window,
+    env: &crate::Env,
+    integration: &Integration,
+    medical: bool,
     error: VendorError,
 ) -> JobError {
-    let db = &ctx.env.db;
-    let message = error.to_string();
-    let _ = crm_store::record_failure(db, business.id, window.from + OVERLAP, &message).await;
-    match error {
-        VendorError::Unauthorized { .. } => {
-            if let Err(e) =
-                businesses::set_integration_status(db, business.id, "failing", Some(&message)).await
-            {
-                return JobError::Retry(e.into());
-            }
-            tracing::warn!(business_id = %business.id, error = %message, "CRM refused our credentials; integration marked failing");
-            JobError::permanent(message)
+    let message = if medical {
+        error.redacted()
+    } else {
+        error.to_string()
+    };
+    let needs_operator = matches!(
+        error,
+        VendorError::Unauthorized { .. } | VendorError::Configuration(_) | VendorError::Egress(_)
+    );
+    if let Err(e) =
+        integrations::record_failure(&env.db, integration.id, &message, needs_operator).await
+    {
+        return JobError::Retry(e.into());
+    }
+    if needs_operator {
+        tracing::warn!(integration_id = %integration.id, error = %message, "CRM integration needs an operator; marked failing");
+        JobError::permanent(message)
+    } else if error.is_transient() {
+        JobError::Retry(anyhow::anyhow!(message))
+    } else {
+        JobError::permanent(message)
+    }
+}
+
+/// Builds the client an integration would get, without a network call: how the API checks
+/// a CRM type, URL, credentials and settings before storing them.
+pub fn check_connection(
+    crm_type: &str,
+    base_url: &str,
+    credentials: &Value,
+    settings: &Value,
+    egress: &Egress,
+) -> Result<(), ConfigError> {
+    let target = Target::new(base_url, credentials, egress)
+        .with_settings(settings)
+        .with_tokens(Arc::new(NoTokens));
+    crm::client(crm_type, &target).map(|_| ())
+}
+
+/// An integration's credentials as the AMO client renews them: under the row's lock.
+struct StoredTokens {
+    db: PgPool,
+    secrets: SecretBox,
+    id: Uuid,
+}
+
+#[async_trait]
+impl TokenStore for StoredTokens {
+    async fn lease(&self) -> Result<Box<dyn TokenLease>, VendorError> {
+        match integrations::lock_credentials(&self.db, &self.secrets, self.id).await {
+            Ok(locked) => Ok(Box::new(StoredLease {
+                locked,
+                secrets: self.secrets.clone(),
+            })),
+            Err(CredentialsError::Database(e)) => Err(VendorError::Unavailable {
+                detail: format!("the credentials store is unavailable: {e}"),
+                retry_after: None,
+            }),
+            Err(e) => Err(VendorError::Configuration(e.to_string())),
         }
-        e if e.is_transient() => JobError::Retry(e.into()),
-        e => JobError::Permanent(e.into()),
+    }
+}
+
+struct StoredLease {
+    locked: LockedCredentials,
+    secrets: SecretBox,
+}
+
+#[async_trait]
+impl TokenLease for StoredLease {
+    fn credentials(&self) -> &Value {
+        &self.locked.value
+    }
+
+    async fn save(self: Box<Self>, credentials: Value) -> Result<(), VendorError> {
+        self.locked
+            .save(&self.secrets, &credentials)
+            .await
+            .map_err(|e| VendorError::Unavailable {
+                detail: format!("the rotated tokens could not be stored: {e}"),
+                retry_after: None,
+            })
+    }
+}
+
+/// For checks that never reach the vendor.
+struct NoTokens;
+
+#[async_trait]
+impl TokenStore for NoTokens {
+    async fn lease(&self) -> Result<Box<dyn TokenLease>, VendorError> {
+        Err(VendorError::Configuration(
+            "tokens are not stored while checking a configuration".to_owned(),
+        ))
     }
 }

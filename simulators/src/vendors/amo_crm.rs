@@ -12,7 +12,15 @@
 //! - `GET /api/v4/contacts/{id}` → `{id, name, custom_fields_values: [{field_code: "PHONE",
 //!   values: [{value, enum_code}]}]}`; `GET /api/v4/contacts?query=…` searches them;
 //!   `204 No Content` when nothing matches.
-//! - Without the right token: `401` with a `application/problem+json` body.
+//! - Without the right token: `401` with a `application/problem+json` body. A token is
+//!   right if it is the long-lived one of `Vendor::AmoCrm.credentials()`, or an OAuth
+//!   access token issued here and not expired (`TokenBook::expire_all` expires them).
+//! - `POST /oauth2/access_token {client_id, client_secret, grant_type: "refresh_token",
+//!   refresh_token, redirect_uri}` → `{token_type: "Bearer", expires_in: 86400,
+//!   server_time, access_token, refresh_token}`: a new pair, and the refresh token spent
+//!   (developers.kommo.com «Get token»). A spent or unknown refresh token gets 400
+//!   problem+json (the body is our assumption).
+//! - `Fault::Blocked`: 403, AMO's restriction of an abusive address.
 //!
 //! Lead and contact ids are numbers in AMO: a sale id that is not one gets a stable number.
 
@@ -31,6 +39,8 @@ use time::OffsetDateTime;
 const WON: u64 = 142;
 const LOST: u64 = 143;
 const PIPELINE: u64 = 3_177_727;
+/// The refresh token of `amo_oauth_credentials()`, good once.
+pub(crate) const FIRST_REFRESH_TOKEN: &str = "sim-refresh-token-0";
 /// AMO's own maximum page size.
 const MAX_LIMIT: usize = 250;
 /// AMO's default page size when `limit` is not given.
@@ -38,19 +48,62 @@ const DEFAULT_LIMIT: usize = 50;
 
 pub(crate) fn routes(state: Arc<State>) -> Route {
     let base = super::base_path(Vendor::AmoCrm);
-    Route::new().nest(
-        base,
-        Route::new()
-            .at("/leads", get(list_leads))
-            .at("/contacts", get(search_contacts))
-            .at("/contacts/:id", get(one_contact))
-            .data(state),
-    )
+    state.tokens.accept_refresh(FIRST_REFRESH_TOKEN);
+    Route::new()
+        .at(
+            "/oauth2/access_token",
+            poem::post(access_token).data(state.clone()),
+        )
+        .nest(
+            base,
+            Route::new()
+                .at("/leads", get(list_leads))
+                .at("/contacts", get(search_contacts))
+                .at("/contacts/:id", get(one_contact))
+                .data(state),
+        )
+}
+
+#[handler]
+fn access_token(
+    poem::web::Json(body): poem::web::Json<Value>,
+    Data(state): Data<&Arc<State>>,
+) -> Response {
+    let expected = crate::amo_oauth_credentials();
+    let field = |name: &str| body.get(name).and_then(Value::as_str).unwrap_or_default();
+    let problem = |hint: &str| {
+        Response::builder()
+            .status(StatusCode::BAD_REQUEST)
+            .content_type("application/problem+json")
+            .body(
+                json!({"hint": hint, "title": "Некорректный запрос",
+                       "type": "https://developers.amocrm.ru/v3/errors/OAuthProblemJson",
+                       "status": 400, "detail": "В запросе отсутствует ряд параметров или параметры невалидны"})
+                .to_string(),
+            )
+    };
+    if field("grant_type") != "refresh_token"
+        || field("client_id") != expected["client_id"]
+        || field("client_secret") != expected["client_secret"]
+        || field("redirect_uri") != expected["redirect_uri"]
+    {
+        return problem("Client authentication failed");
+    }
+    if state.tokens.spend_refresh(field("refresh_token")).is_err() {
+        return problem("Token has been revoked");
+    }
+    hal(json!({
+        "token_type": "Bearer",
+        "expires_in": 86_400,
+        "server_time": OffsetDateTime::now_utc().unix_timestamp(),
+        "access_token": state.tokens.issue_access("amo"),
+        "refresh_token": state.tokens.issue_refresh("amo"),
+    }))
 }
 
 #[handler]
 fn list_leads(req: &Request, Data(state): Data<&Arc<State>>) -> Response {
-    if let Some(denied) = unauthorized(req) {
+    if let Some(denied) = unauthorized(req, state) {
         return denied;
     }
     let query: HashMap<String, String> = req.params().unwrap_or_default();
@@ -135,7 +188,7 @@ fn lead(sale: &Sale, with_contacts: bool) -> Value {
 
 #[handler]
 fn one_contact(req: &Request, Path(id): Path<u64>, Data(state): Data<&Arc<State>>) -> Response {
-    if let Some(denied) = unauthorized(req) {
+    if let Some(denied) = unauthorized(req, state) {
         return denied;
     }
     match people(state).into_iter().find(|(cid, _)| *cid == id) {
@@ -147,7 +200,7 @@ fn one_contact(req: &Request, Path(id): Path<u64>, Data(state): Data<&Arc<State>
 /// `?query=` searches the contacts' fields; for phones, by digits.
 #[handler]
 fn search_contacts(req: &Request, Data(state): Data<&Arc<State>>) -> Response {
-    if let Some(denied) = unauthorized(req) {
+    if let Some(denied) = unauthorized(req, state) {
         return denied;
     }
     let query: HashMap<String, String> = req.params().unwrap_or_default();
@@ -201,17 +254,16 @@ fn people(state: &State) -> Vec<(u64, Value)> {
     out
 }
 
-fn unauthorized(req: &Request) -> Option<Response> {
+fn unauthorized(req: &Request, state: &State) -> Option<Response> {
     let credentials = Vendor::AmoCrm.credentials();
-    let expected = format!(
-        "Bearer {}",
-        credentials["access_token"].as_str().unwrap_or_default()
-    );
+    let long_lived = credentials["access_token"].as_str().unwrap_or_default();
     let given = req
         .headers()
         .get("authorization")
-        .and_then(|v| v.to_str().ok());
-    (given != Some(expected.as_str())).then(|| {
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    (given != long_lived && !state.tokens.is_live(given)).then(|| {
         Response::builder()
             .status(StatusCode::UNAUTHORIZED)
             .content_type("application/problem+json")

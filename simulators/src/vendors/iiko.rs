@@ -1,9 +1,13 @@
 //! iiko (iikoCloud API): delivery orders of one organization and its iikoCard customers, in
 //! the shapes of iiko's OpenAPI document.
 //!
-//! - `POST /api/1/access_token {"apiLogin"}` → `{"correlationId", "token"}`; every other
+//! - `POST /api/v2/access_token {"appId", "clientSecret", "apiKey"}` and the deprecated
+//!   `POST /api/1/access_token {"apiLogin"}` → `{"correlationId", "token"}`; every other
 //!   call needs `Authorization: Bearer {token}` of a token issued here (401 otherwise).
 //!   Tokens do not expire here: an expired one is simulated with `Fault::Unauthorized`.
+//! - Delivery orders are kept 7 days (before the vendor's "now", `Simulator::set_now`):
+//!   older ones are not listed, as the spec of `by_delivery_date_and_status` says.
+//! - `Fault::RequestTimeout` is iiko's 408 (its server-side timeout, on every operation).
 //! - `POST /api/1/deliveries/by_delivery_date_and_status` with `organizationIds`,
 //!   `deliveryDateFrom` / `deliveryDateTo` (`yyyy-MM-dd HH:mm:ss.fff`, Moscow time, the
 //!   terminal's) and `statuses`. Like iiko, it answers the whole period at once: there is no
@@ -43,6 +47,8 @@ use time::{
 
 /// The terminal's zone: iiko's dates are local to it and carry no offset.
 const TERMINAL_OFFSET: UtcOffset = offset!(+3);
+/// How long iiko keeps delivery orders.
+const RETENTION: time::Duration = time::Duration::days(7);
 /// The id of every customer's bonus wallet.
 const BONUS_WALLET_ID: &str = "5b1b4a36-2d53-4c8a-9f0e-b0b0b0b0b0b1";
 
@@ -119,6 +125,10 @@ pub(crate) fn routes(state: Arc<State>) -> Route {
             poem::post(access_token).data(iiko.clone()),
         )
         .at(
+            "/api/v2/access_token",
+            poem::post(access_token_v2).data(iiko.clone()),
+        )
+        .at(
             "/api/1/deliveries/by_delivery_date_and_status",
             poem::post(deliveries).data(iiko.clone()),
         )
@@ -143,10 +153,35 @@ fn access_token(Json(body): Json<Value>, Data(iiko): Data<&Arc<Iiko>>) -> Respon
             "Unauthorized",
         );
     }
-    let n = iiko.counter.fetch_add(1, Ordering::SeqCst);
-    let token = hex::encode(Sha256::digest(format!("{given}:{n}")));
-    iiko.tokens.lock().unwrap().insert(token.clone());
-    ok(json!({"correlationId": iiko.correlation_id(), "token": token}))
+    iiko.issue_token(&given.to_string())
+}
+
+#[handler]
+fn access_token_v2(Json(body): Json<Value>, Data(iiko): Data<&Arc<Iiko>>) -> Response {
+    let expected = crate::iiko_application_credentials();
+    let given = |ours: &str, theirs: &str| {
+        body.get(theirs).cloned().unwrap_or(Value::Null) == expected[ours]
+    };
+    if !(given("app_id", "appId")
+        && given("client_secret", "clientSecret")
+        && given("api_key", "apiKey"))
+    {
+        return iiko.error(
+            StatusCode::UNAUTHORIZED,
+            "Application is not authorized: check appId, clientSecret and apiKey",
+            "Unauthorized",
+        );
+    }
+    iiko.issue_token(&body.to_string())
+}
+
+impl Iiko {
+    fn issue_token(&self, seed: &str) -> Response {
+        let n = self.counter.fetch_add(1, Ordering::SeqCst);
+        let token = hex::encode(Sha256::digest(format!("{seed}:{n}")));
+        self.tokens.lock().unwrap().insert(token.clone());
+        ok(json!({"correlationId": self.correlation_id(), "token": token}))
+    }
 }
 
 #[handler]
@@ -194,8 +229,14 @@ fn deliveries(req: &Request, Json(body): Json<Value>, Data(iiko): Data<&Arc<Iiko
         .map(|s| s.iter().filter_map(Value::as_str).collect());
 
     let all = iiko.state.all_sales();
+    let kept_since = iiko.state.now() - RETENTION;
     let mut orders = Vec::new();
-    for (position, sale) in iiko.state.sales_between(from, to).iter().enumerate() {
+    for (position, sale) in iiko
+        .state
+        .sales_between(from.max(kept_since), to)
+        .iter()
+        .enumerate()
+    {
         let Some(order) = order(sale, &all, position + 1) else {
             continue;
         };

@@ -35,6 +35,24 @@ pub(crate) fn credentials(vendor: Vendor) -> serde_json::Value {
     }
 }
 
+pub(crate) fn iiko_application_credentials() -> serde_json::Value {
+    serde_json::json!({
+        "app_id": "5e3c1b7a-0000-4000-8000-00000000a991",
+        "client_secret": "sim-client-secret",
+        "api_key": "sim-api-key",
+        "organization_id": "7bc05553-4b68-44e8-b7bc-37be63c6d9e9",
+    })
+}
+
+pub(crate) fn amo_oauth_credentials() -> serde_json::Value {
+    serde_json::json!({
+        "client_id": "sim-client-id",
+        "client_secret": "sim-client-secret",
+        "redirect_uri": "https://svoy-krug.example/amo/callback",
+        "refresh_token": amo_crm::FIRST_REFRESH_TOKEN,
+    })
+}
+
 pub(crate) fn routes(vendor: Vendor, state: Arc<State>) -> Routes {
     match vendor {
         Vendor::Yclients => yclients::routes(state),

@@ -1,19 +1,31 @@
 //! 1C:Enterprise's standard OData interface (`/odata/standard.odata`), as a retail
-//! configuration publishes it (Розница / УТ style `Document_ЧекККМ`).
+//! configuration publishes it. By default it is Розница 2 (`State::onec` changes that):
 //!
 //! - `GET {base}/odata/standard.odata/Document_ЧекККМ?$format=json&$filter=Date ge
 //!   datetime'…' and Date lt datetime'…'&$top=N&$skip=M&$orderby=Date` with HTTP Basic
 //!   auth → `{"odata.metadata": "…", "value": [{Ref_Key, DataVersion, DeletionMark, Number,
-//!   Date, Posted, ВидОперации, ЧекККМПродажа_Key, СуммаДокумента, Телефон, …}]}`.
-//! - A sale is a posted check (`ВидОперации: "Продажа"`); a refund is a posted check with
-//!   `ВидОперации: "Возврат"` pointing at the sale through `ЧекККМПродажа_Key`; a cancelled
-//!   sale is marked for deletion, which in 1C also clears `Posted`.
-//! - Customers: `Catalog_Контрагенты_КонтактнаяИнформация?$filter=НомерТелефона eq '…'`
-//!   (the contact-information tabular section) and `Catalog_Контрагенты(guid'…')`.
+//!   Date, Posted, ВидОперации, Контрагент_Key, ДисконтнаяКарта_Key, СуммаДокумента, …}]}`.
+//!   A check carries **no phone**: the buyer is the counterparty (`Контрагент_Key`), or the
+//!   owner of the discount card (`ДисконтнаяКарта_Key`) a check paid with a card points at
+//!   (its counterparty is then the generic «Розничный покупатель», who has no phone).
+//! - Refunds are `Document_ЧекККМВозврат` (`ЧекККМ_Key` → the sale); an older
+//!   configuration (`separate_refunds: false`) keeps them in `Document_ЧекККМ` with
+//!   `ВидОперации: "Возврат"` and `ЧекККМПродажа_Key`. A cancelled sale is marked for
+//!   deletion, which in 1C also clears `Posted`.
+//! - `Catalog_Контрагенты(guid'…')` → the element with its `КонтактнаяИнформация` rows
+//!   (`Тип: "Телефон"`, `Представление`, `НомерТелефона` as digits);
+//!   `Catalog_Контрагенты_КонтактнаяИнформация?$filter=НомерТелефона eq '…'` searches them.
+//! - Discount cards: `Catalog_ИнформационныеКарты(guid'…')` with the composite
+//!   `ВладелецКарты` + `ВладелецКарты_Type` (Розница), or `Catalog_ДисконтныеКарты(guid'…')`
+//!   with `ВладелецКарты_Key` (УНФ, `unf_cards`).
+//! - `refuses_date_filter`: any `$filter` on `Date` gets HTTP 500 with `odata.error`
+//!   «Операция не разрешена в предложении "ГДЕ"», as publications whose role may not
+//!   filter answer.
+//! - `phone_attribute`: an installation that added its own phone attribute to checks.
 //! - Dates are the infobase's local time (Moscow here) without an offset, as 1C writes them.
 //! - 1C itself has no server page limit; `State::page_size` caps `$top` to force paging.
-//! - `Телефон` is not a standard attribute of a check: it is the installation-specific
-//!   field the adapter reads by default (its `phone_field` credential).
+//!
+//! Where each behaviour was confirmed is written in the adapter (`adapters::crm::onec`).
 
 use crate::{Sale, State, Vendor};
 use base64::Engine;
@@ -36,11 +48,16 @@ const LOCAL: UtcOffset = offset!(+3);
 /// 1C's `Date` literal and JSON form.
 const DATE: &[BorrowedFormatItem<'_>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
-const DOCUMENT: &str = "Document_ЧекККМ";
+const SALES: &str = "Document_ЧекККМ";
+const REFUNDS: &str = "Document_ЧекККМВозврат";
 const CUSTOMERS: &str = "Catalog_Контрагенты";
 const CONTACT_INFO: &str = "Catalog_Контрагенты_КонтактнаяИнформация";
+const RETAIL_CARDS: &str = "Catalog_ИнформационныеКарты";
+const UNF_CARDS: &str = "Catalog_ДисконтныеКарты";
 /// An empty reference in 1C.
 const ZERO_GUID: &str = "00000000-0000-0000-0000-000000000000";
+/// «Розничный покупатель»: the counterparty of anonymous checks, without a phone.
+const RETAIL_BUYER: &str = "a0000000-0000-4000-8000-000000000001";
 
 pub(crate) fn routes(state: Arc<State>) -> Route {
     let base = super::base_path(Vendor::OneC);
@@ -64,15 +81,34 @@ fn resource(
             .body("");
     }
     let query: HashMap<String, String> = req.params().unwrap_or_default();
-    if resource == DOCUMENT {
-        documents(state, &query)
+    let setup = state.onec.lock().unwrap().clone();
+    let filter = query.get("$filter").map(String::as_str).unwrap_or_default();
+    if setup.refuses_date_filter && filter.contains("Date") {
+        return odata_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Ошибка при выполнении запроса POST к ресурсу /e1cib/odata/standard.odata/: Операция не разрешена в предложении \"ГДЕ\"",
+        );
+    }
+    let element = |catalog: &str| {
+        resource
+            .strip_prefix(&format!("{catalog}(guid'"))
+            .and_then(|rest| rest.strip_suffix("')"))
+            .map(str::to_owned)
+    };
+    if resource == SALES {
+        documents(state, &setup, &query, false)
+    } else if resource == REFUNDS && setup.separate_refunds {
+        documents(state, &setup, &query, true)
     } else if resource == CONTACT_INFO {
         contact_info(state, &query)
-    } else if let Some(key) = resource
-        .strip_prefix(&format!("{CUSTOMERS}(guid'"))
-        .and_then(|rest| rest.strip_suffix("')"))
-    {
-        customer(state, key)
+    } else if let Some(key) = element(CUSTOMERS) {
+        customer(state, &key)
+    } else if let Some(key) = element(if setup.unf_cards {
+        UNF_CARDS
+    } else {
+        RETAIL_CARDS
+    }) {
+        card(state, &setup, &key)
     } else {
         odata_error(
             StatusCode::NOT_FOUND,
@@ -98,29 +134,56 @@ fn authorized(req: &Request) -> bool {
         == Some(expected.as_str())
 }
 
-fn documents(state: &State, query: &HashMap<String, String>) -> Response {
+/// The sales (or, with `refunds`, the refund documents) dated in the filter's range.
+fn documents(
+    state: &State,
+    setup: &crate::OneCSetup,
+    query: &HashMap<String, String>,
+    refunds: bool,
+) -> Response {
     let filter = query.get("$filter").map(String::as_str).unwrap_or_default();
     let from = filter_date(filter, "Date ge datetime'").unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let to = filter_date(filter, "Date lt datetime'")
         .unwrap_or_else(|| OffsetDateTime::now_utc() + time::Duration::days(3650));
-    let sales = state.sales_between(from, to);
+    let all = state.all_sales();
+    let sales: Vec<Sale> = state
+        .sales_between(from, to)
+        .into_iter()
+        // With separate refund documents, a refund is not a check of sales and vice versa.
+        .filter(|s| !setup.separate_refunds || s.refund_of.is_some() == refunds)
+        .collect();
     let skip = number_param(query, "$skip").unwrap_or(0);
     let top = number_param(query, "$top").unwrap_or(usize::MAX);
     let page = top.min(state.page_size_or(usize::MAX));
-    let value: Vec<Value> = sales.iter().skip(skip).take(page).map(document).collect();
+    let value: Vec<Value> = sales
+        .iter()
+        .skip(skip)
+        .take(page)
+        .map(|sale| document(sale, setup, &all))
+        .collect();
+    let object = if refunds { REFUNDS } else { SALES };
     ok(json!({
-        "odata.metadata": format!("http://localhost/base/odata/standard.odata/$metadata#{DOCUMENT}"),
+        "odata.metadata": format!("http://localhost/base/odata/standard.odata/$metadata#{object}"),
         "value": value,
     }))
 }
 
-fn document(sale: &Sale) -> Value {
-    let operation = if sale.refund_of.is_some() {
-        "Возврат"
-    } else {
-        "Продажа"
+fn document(sale: &Sale, setup: &crate::OneCSetup, all: &[Sale]) -> Value {
+    // The buyer: the counterparty, or the card's owner behind «Розничный покупатель».
+    let buyer = all
+        .iter()
+        .find(|s| Some(&s.id) == sale.refund_of.as_ref())
+        .unwrap_or(sale);
+    let counterparty = match (&buyer.card, &buyer.phone) {
+        (None, Some(phone)) => customer_key(phone),
+        _ => RETAIL_BUYER.to_owned(),
     };
-    json!({
+    let card = buyer
+        .card
+        .as_deref()
+        .map(card_key)
+        .unwrap_or_else(|| ZERO_GUID.to_owned());
+    let mut doc = json!({
         "Ref_Key": guid(&sale.id),
         "DataVersion": "AAAAAQAAAAA=",
         // Marking a posted document for deletion un-posts it in 1C.
@@ -128,13 +191,35 @@ fn document(sale: &Sale) -> Value {
         "Number": sale.id,
         "Date": local(sale.at),
         "Posted": !sale.cancelled,
-        "ВидОперации": operation,
-        "ЧекККМПродажа_Key": sale.refund_of.as_deref().map(guid).unwrap_or_else(|| ZERO_GUID.to_owned()),
+        "Контрагент_Key": counterparty,
+        "ДисконтнаяКарта_Key": card,
         "СуммаДокумента": decimal_number(sale.amount),
-        "Телефон": sale.phone.clone().unwrap_or_default(),
         "Комментарий": "",
         "Товары": [],
-    })
+    });
+    let original = sale
+        .refund_of
+        .as_deref()
+        .map(guid)
+        .unwrap_or_else(|| ZERO_GUID.to_owned());
+    if setup.separate_refunds {
+        if sale.refund_of.is_some() {
+            doc["ЧекККМ_Key"] = json!(original);
+        } else {
+            doc["ВидОперации"] = json!("Продажа");
+        }
+    } else {
+        doc["ВидОперации"] = json!(if sale.refund_of.is_some() {
+            "Возврат"
+        } else {
+            "Продажа"
+        });
+        doc["ЧекККМПродажа_Key"] = json!(original);
+    }
+    if let Some(attribute) = &setup.phone_attribute {
+        doc[attribute.as_str()] = json!(buyer.phone.clone().unwrap_or_default());
+    }
+    doc
 }
 
 /// Rows of the contact-information tabular section whose `НомерТелефона` is one of the
@@ -160,13 +245,9 @@ fn contact_info(state: &State, query: &HashMap<String, String>) -> Response {
         if number.is_empty() || seen.contains(&number) || !wanted.contains(&number.as_str()) {
             continue;
         }
-        rows.push(json!({
-            "Ref_Key": guid(&format!("customer:{number}")),
-            "LineNumber": "1",
-            "Тип": "Телефон",
-            "Представление": phone,
-            "НомерТелефона": number,
-        }));
+        let mut row = contact_row(phone);
+        row["Ref_Key"] = json!(customer_key(phone));
+        rows.push(row);
         seen.push(number);
     }
     let top = number_param(query, "$top").unwrap_or(usize::MAX);
@@ -177,21 +258,72 @@ fn contact_info(state: &State, query: &HashMap<String, String>) -> Response {
     }))
 }
 
+fn contact_row(phone: &str) -> Value {
+    json!({
+        "LineNumber": "1",
+        "Тип": "Телефон",
+        "Вид_Key": "b0000000-0000-4000-8000-0000000000a1",
+        "Представление": phone,
+        "НомерТелефона": digits(phone),
+    })
+}
+
+/// A counterparty: one per phone of the sales, and «Розничный покупатель» without one.
 fn customer(state: &State, key: &str) -> Response {
-    let found = state.all_sales().into_iter().find(|sale| {
-        sale.phone
-            .as_deref()
-            .is_some_and(|p| guid(&format!("customer:{}", digits(p))) == key)
-    });
-    match found {
-        Some(sale) => ok(json!({
+    let element = |description: &str, rows: Vec<Value>| {
+        ok(json!({
             "odata.metadata": format!("http://localhost/base/odata/standard.odata/$metadata#{CUSTOMERS}/@Element"),
             "Ref_Key": key,
             "DeletionMark": false,
-            "Description": sale.name.unwrap_or_default(),
-        })),
+            "Description": description,
+            "КонтактнаяИнформация": rows,
+        }))
+    };
+    if key == RETAIL_BUYER {
+        return element("Розничный покупатель", Vec::new());
+    }
+    let found = state.all_sales().into_iter().rev().find(|sale| {
+        sale.phone
+            .as_deref()
+            .is_some_and(|p| customer_key(p) == key)
+    });
+    match found {
+        Some(sale) => {
+            let phone = sale.phone.clone().unwrap_or_default();
+            element(&sale.name.unwrap_or_default(), vec![contact_row(&phone)])
+        }
         None => odata_error(StatusCode::NOT_FOUND, "Объект не найден"),
     }
+}
+
+/// A discount card and its owner (the counterparty of the phone of the sales paid with it).
+fn card(state: &State, setup: &crate::OneCSetup, key: &str) -> Response {
+    let found = state
+        .all_sales()
+        .into_iter()
+        .find(|sale| sale.card.as_deref().is_some_and(|c| card_key(c) == key));
+    let Some(sale) = found else {
+        return odata_error(StatusCode::NOT_FOUND, "Объект не найден");
+    };
+    let owner = sale
+        .phone
+        .as_deref()
+        .map(customer_key)
+        .unwrap_or_else(|| ZERO_GUID.to_owned());
+    let number = sale.card.clone().unwrap_or_default();
+    let mut element = json!({
+        "Ref_Key": key,
+        "DeletionMark": false,
+        "Description": format!("Карта {number}"),
+        "КодКарты": number,
+    });
+    if setup.unf_cards {
+        element["ВладелецКарты_Key"] = json!(owner);
+    } else {
+        element["ВладелецКарты"] = json!(owner);
+        element["ВладелецКарты_Type"] = json!("StandardODATA.Catalog_Контрагенты");
+    }
+    ok(element)
 }
 
 fn ok(body: Value) -> Response {
@@ -232,6 +364,14 @@ fn decimal_number(amount: rust_decimal::Decimal) -> Value {
     serde_json::Number::from_str(&amount.normalize().to_string())
         .map(Value::Number)
         .unwrap_or(Value::Null)
+}
+
+fn customer_key(phone: &str) -> String {
+    guid(&format!("customer:{}", digits(phone)))
+}
+
+fn card_key(number: &str) -> String {
+    guid(&format!("card:{number}"))
 }
 
 /// The sale's id if it already is a GUID, else a stable GUID made from it.

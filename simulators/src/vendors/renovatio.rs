@@ -9,8 +9,12 @@
 //!   `{id, patient_id, clinic_id, date: "dd.mm.yyyy HH:MM", value: "1250.50", status}`:
 //!   status 2 is paid, 3 cancelled. A refund shows as its original invoice cancelled at the
 //!   time of the refund; a cancelled sale likewise.
-//! - `getPatient` (`patient_id`, or `mobile`) → `{id, last_name, first_name, third_name,
-//!   mobile, …}`; an unknown patient is an error reply.
+//! - Methods are opened per key by the clinic: `getInvoices` is closed until
+//!   `Simulator::open_renovatio_invoices`, and answers
+//!   `{"error":1,"data":{"code":403,"desc":"No access to method"}}` meanwhile.
+//! - A missing required parameter is a body-level code 500.
+//! - `getPatient` (`patient_id`, or `mobile`) → `{patient_id, number, last_name,
+//!   first_name, third_name, mobile, …}`; an unknown patient is an error reply.
 //! - A wrong `api_key` is an error reply with code 401.
 //! - Times are the clinic's local time (Moscow here), to the minute.
 //!
@@ -55,6 +59,13 @@ fn call(
         return error(401, "Неверный api_key");
     }
     match method.as_str() {
+        "getInvoices"
+            if !state
+                .renovatio_invoices_open
+                .load(std::sync::atomic::Ordering::SeqCst) =>
+        {
+            error(403, "No access to method")
+        }
         "getInvoices" => invoices(state, &params, &credentials),
         "getPatient" => patient(state, &params),
         "getClinics" => ok(json!([{"id": credentials["clinic_id"], "title": "Миллениум"}])),
@@ -64,6 +75,11 @@ fn call(
 
 fn invoices(state: &State, params: &HashMap<String, String>, credentials: &Value) -> Response {
     let clinic = credentials["clinic_id"].to_string();
+    for required in ["clinic_id", "date_from", "date_to"] {
+        if params.get(required).is_none_or(|v| v.trim().is_empty()) {
+            return error(500, &format!("Не передан обязательный параметр {required}"));
+        }
+    }
     if params.get("clinic_id").map(|c| c.trim()) != Some(clinic.as_str()) {
         return ok(json!([]));
     }
@@ -136,7 +152,8 @@ fn patient(state: &State, params: &HashMap<String, String>) -> Response {
         ""
     };
     ok(json!({
-        "id": patient_id(&phone),
+        "patient_id": patient_id(&phone),
+        "number": format!("{:06}", patient_id(&phone) % 1_000_000),
         "last_name": last_name,
         "first_name": words.join(" "),
         "third_name": "",

@@ -4,7 +4,10 @@
 //! - `GET /api/v1/records/{company_id}` with `page`, `count`, `changed_after`,
 //!   `changed_before` (read in the company's zone, Moscow, as they carry no offset) and
 //!   `with_deleted`; `meta: {page, total_count}`.
-//! - `POST /api/v1/company/{company_id}/clients/search` with a `quick_search` filter.
+//! - `POST /api/v1/company/{company_id}/clients/search` with a `quick_search` filter; no
+//!   match is `404 {"success": false, "meta": {"message": "Не найдено"}}`.
+//! - 5 requests a second and 200 a minute per IP ("Лимиты" of the blueprint) when
+//!   `Simulator::limit_rate` turns them on: beyond them, 429.
 //! - Every call needs `Authorization: Bearer {partner_token}, User {user_token}` (401
 //!   otherwise) and `Accept: application/vnd.yclients.v2+json` (400 otherwise).
 //!
@@ -147,6 +150,11 @@ fn clients_search(
         .and_then(Value::as_u64)
         .unwrap_or(25)
         .clamp(1, 200) as usize;
+    if clients.is_empty() {
+        // What YCLIENTS answers a search that matches nobody (strukovsv/yclients-micro
+        // reads it as an empty list; the status is our assumption).
+        return failure(StatusCode::NOT_FOUND, "Не найдено");
+    }
     let total = clients.len();
     let items: Vec<Value> = clients
         .into_iter()

@@ -115,7 +115,7 @@ pub async fn record_qr_purchases(
          FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::numeric[], $6::numeric[], $7::uuid[],
                      $8::numeric[], $9::numeric[], $10::bool[])
               AS p(id, user_id, business_id, code, amount, coupon_discount, coupon_id, redeemed, accrued, medical)
-         ON CONFLICT (business_id, source, external_id) DO NOTHING RETURNING id",
+         ON CONFLICT (business_id, external_id) WHERE source = 'qr' DO NOTHING RETURNING id",
     )
     .bind(priced.iter().map(|(p, _)| p.id).collect::<Vec<_>>())
     .bind(priced.iter().map(|(p, _)| p.user_id).collect::<Vec<_>>())

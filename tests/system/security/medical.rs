@@ -269,7 +269,7 @@ async fn the_seed_flags_both_medical_partners_and_starts_no_chain_at_them() {
     .execute(&app.db)
     .await
     .unwrap();
-    let partners = krug::seed::partners(&services.db, &services.queue, &services.secrets)
+    let partners = krug::seed::partners(&services.db, &services.queue)
         .await
         .unwrap();
     let chains = krug::seed::promo_chains(&services.db, &partners)
