@@ -158,25 +158,47 @@ pub fn reply_detail(body: &str) -> String {
     out
 }
 
-/// Masks what could identify a person or open an account: digit runs of four or more (phones,
-/// card and document numbers), e-mail addresses, and long letter-digit strings (tokens).
+/// Masks what could identify a person or open an account: e-mail addresses, long
+/// letter-and-digit strings (tokens), and the digits of any number written with four or more
+/// of them, spaces, `+`, `-`, `(`, `)` included (phones, cards, documents).
 fn mask(text: &str) -> String {
-    text.split(' ')
+    let words: Vec<String> = text
+        .split(' ')
         .map(|word| {
             let digits = word.chars().filter(char::is_ascii_digit).count();
             let alnum = word.chars().filter(char::is_ascii_alphanumeric).count();
             if word.contains('@') || (alnum >= 20 && digits > 0) {
                 "•••".to_owned()
-            } else if digits >= 4 {
-                word.chars()
-                    .map(|c| if c.is_ascii_digit() { '•' } else { c })
-                    .collect()
             } else {
                 word.to_owned()
             }
         })
-        .collect::<Vec<_>>()
-        .join(" ")
+        .collect();
+    let text: Vec<char> = words.join(" ").chars().collect();
+    let numeric = |c: char| c.is_ascii_digit() || matches!(c, ' ' | '+' | '-' | '(' | ')');
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    while i < text.len() {
+        if !text[i].is_ascii_digit() && text[i] != '+' && text[i] != '(' {
+            out.push(text[i]);
+            i += 1;
+            continue;
+        }
+        let end = (i..text.len())
+            .find(|&j| !numeric(text[j]))
+            .unwrap_or(text.len());
+        let run = &text[i..end];
+        let masked = run.iter().filter(|c| c.is_ascii_digit()).count() >= 4;
+        out.extend(run.iter().map(|&c| {
+            if masked && c.is_ascii_digit() {
+                '•'
+            } else {
+                c
+            }
+        }));
+        i = end;
+    }
+    out
 }
 
 /// How hard to try before giving up on one call.

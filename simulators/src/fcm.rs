@@ -158,7 +158,7 @@ fn token(Form(form): Form<HashMap<String, String>>, Data(state): Data<&Arc<FcmSt
     };
     let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
     validation.set_audience(&[state.token_url.lock().unwrap().clone()]);
-    validation.set_issuer(&[state.client_email.clone()]);
+    validation.set_issuer(std::slice::from_ref(&state.client_email));
     validation.set_required_spec_claims(&["exp", "iat", "aud", "iss"]);
     let assertion = form
         .get("assertion")

@@ -207,7 +207,7 @@ impl HttpRenovatio {
                 detail: format!("Renovatio refused the api_key ({method}, code 401)"),
             }),
             "403" => Err(VendorError::Configuration(format!(
-                "Renovatio has not opened `{method}` for this API key (code 403, «No access to method»): ask the clinic to enable `{method}` for the key in Renovatio's API settings"
+                "Renovatio has not opened `{method}` for this API key (code 403): ask the clinic to enable `{method}` for the key in Renovatio's API settings"
             ))),
             "500" => Err(VendorError::Configuration(format!(
                 "Renovatio answered `{method}` with code 500, a required parameter missing; we sent {}",

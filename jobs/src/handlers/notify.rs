@@ -128,6 +128,8 @@ impl Notify {
             return Ok(());
         }
         let mut retry = None;
+        // The longest wait a provider asked for (429/503 with a long `Retry-After`).
+        let mut throttled: Option<std::time::Duration> = None;
         for device in devices {
             let key = format!("{}:push:{}", self.dedupe_key, device.id);
             if notifications::sent_before(&env.db, &key).await? {
@@ -175,10 +177,18 @@ impl Notify {
                             tracing::info!(device_id = %device.id, "push token is dead; device forgotten");
                         }
                         PushError::Transient(_) => retry = Some(e),
+                        PushError::Throttled { retry_after } => {
+                            throttled = throttled.max(Some(retry_after));
+                        }
                         _ => tracing::warn!(error = %e, "push refused"),
                     }
                 }
             }
+        }
+        if let Some(wait) = throttled {
+            // As told: the devices that got it are recorded as sent and skipped then.
+            let until = OffsetDateTime::now_utc() + wait;
+            return retry_at(&ctx, &self, until).await;
         }
         match retry {
             // The devices that got it are recorded as sent and skipped on the retry.
@@ -186,6 +196,34 @@ impl Notify {
             None => Ok(()),
         }
     }
+}
+
+/// Schedules this message again at `until`, when the push provider asked us to come back.
+async fn retry_at(ctx: &JobCtx, notify: &Notify, until: OffsetDateTime) -> Result<(), JobError> {
+    let job = RawJob {
+        id: Uuid::new_v5(
+            &Uuid::NAMESPACE_OID,
+            format!(
+                "notify-retry-after:{}:{}",
+                notify.dedupe_key,
+                until.unix_timestamp()
+            )
+            .as_bytes(),
+        ),
+        payload: serde_json::to_vec(&NotifyJob::Send(notify.clone()))
+            .expect("job payloads serialize"),
+        max_attempts: QueueName::Notify.max_attempts(),
+        run_at: Some(until),
+        idempotency_key: None,
+        from_outbox: false,
+    };
+    ctx.env
+        .queue
+        .push_raw(QueueName::Notify, &[job])
+        .await
+        .map_err(|e| JobError::Retry(e.into()))?;
+    tracing::info!(until = %until, "push provider asked to retry later: message rescheduled");
+    Ok(())
 }
 
 async fn send_sms(
