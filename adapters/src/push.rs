@@ -395,54 +395,8 @@ mod tests {
         ));
     }
 
-    /// A service account and the fake of Google's token endpoint and FCM that trusts it.
-    async fn google() -> (simulators::fcm::FakeFcm, HttpFcm) {
-        use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
-        let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
-        let private = key.to_pkcs8_pem(LineEnding::LF).unwrap();
-        let public = key
-            .to_public_key()
-            .to_public_key_pem(LineEnding::LF)
-            .unwrap();
-        let email = "krug-push@krug-test.iam.gserviceaccount.com";
-        let fake = simulators::fcm::FakeFcm::start(email, public.as_bytes())
-            .await
-            .unwrap();
-        let account = ServiceAccount::from_json(
-            &json!({
-                "type": "service_account", "project_id": "krug-test",
-                "private_key_id": "k1", "private_key": private.as_str(),
-                "client_email": email, "token_uri": fake.token_url,
-            })
-            .to_string(),
-        )
-        .unwrap();
-        let client = HttpFcm::new(&fake.url, "krug-test", FcmAuth::ServiceAccount(account));
-        (fake, client)
-    }
-
-    /// The token is minted from the service account once, reused, and minted again when
-    /// FCM says it expired (401): no message is lost on the way.
-    #[tokio::test]
-    async fn an_expired_token_is_renewed_from_the_service_account() {
-        let (fake, client) = google().await;
-
-        client.send(&message()).await.unwrap();
-        client.send(&message()).await.unwrap();
-        let minted_before_expiry = fake.minted();
-        fake.expire_tokens();
-        client.send(&message()).await.unwrap();
-
-        assert_eq!(minted_before_expiry, 1, "one token for two messages");
-        assert_eq!(fake.minted(), 2);
-        assert_eq!(
-            fake.state
-                .refused_bearer
-                .load(std::sync::atomic::Ordering::SeqCst),
-            1
-        );
-        assert_eq!(fake.sent().len(), 3);
-    }
+    // The service-account flow against the fakes of Google's token endpoint and FCM is
+    // tested end to end in `tests/system/push.rs`.
 
     #[test]
     fn a_key_file_without_an_rsa_key_is_refused_without_quoting_it() {

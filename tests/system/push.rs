@@ -3,7 +3,6 @@
 
 use crate::helpers::{Options, TestApp, eventually, member_phone, zone_where_it_is};
 use krug::client::{expect, scan_and_wait};
-use rsa::pkcs8::{EncodePrivateKey, EncodePublicKey, LineEnding};
 use serde_json::json;
 use simulators::fcm::FakeFcm;
 
@@ -12,19 +11,15 @@ use simulators::fcm::FakeFcm;
 /// and the message sent: nothing is lost and no static token is ever configured.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_fcm_token_is_renewed_from_the_service_account() {
-    let key = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 2048).unwrap();
+    let (private, public) = krug::keys::generate_rsa_pair().unwrap();
     let email = "krug-push@krug-test.iam.gserviceaccount.com";
-    let public = key
-        .to_public_key()
-        .to_public_key_pem(LineEnding::LF)
-        .unwrap();
     let google = FakeFcm::start(email, public.as_bytes()).await.unwrap();
     let file = std::env::temp_dir().join(format!("krug-sa-{}.json", uuid::Uuid::new_v4()));
     std::fs::write(
         &file,
         json!({
             "type": "service_account", "project_id": "krug-test", "private_key_id": "k1",
-            "private_key": key.to_pkcs8_pem(LineEnding::LF).unwrap().as_str(),
+            "private_key": private,
             "client_email": email, "token_uri": google.token_url,
         })
         .to_string(),
