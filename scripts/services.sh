@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what is missing and starts PostgreSQL, Redis and ClickHouse on loopback, then waits
+# Installs what is missing and starts PostgreSQL, Redis, ClickHouse, an S3-compatible object
+# store and an SMTP sink on loopback, then waits
 # until each answers. Idempotent: services that already run are left alone.
 # Written for this project's machines (Debian 12, root, PostgreSQL 15 with trust auth on loopback).
 set -euo pipefail
@@ -63,3 +64,26 @@ if ! curl -fsS http://127.0.0.1:8123/ping >/dev/null 2>&1; then
         "$server --config=/etc/clickhouse-server/config.xml --daemon")
 fi
 wait_for ClickHouse 60 curl -fsS http://127.0.0.1:8123/ping
+
+# --- S3-compatible object store (media) ---------------------------------------------------
+# s3s-fs (crates.io) serves the S3 API over a directory: each bucket is a folder. The keys
+# are development keys, the same as the defaults of S3_ACCESS_KEY_ID / S3_SECRET_ACCESS_KEY.
+S3_PORT="${KRUG_S3_PORT:-9100}"
+S3S_VERSION=0.14.1
+S3_ROOT=/var/lib/krug-s3
+s3s_bin=$(command -v s3s-fs || echo "$HOME/.cargo/bin/s3s-fs")
+if [ ! -x "$s3s_bin" ]; then
+    log "installing s3s-fs $S3S_VERSION from crates.io (a few minutes)"
+    cargo install --locked --quiet s3s-fs --version "$S3S_VERSION" --features binary \
+        >/tmp/krug-s3s-install.log 2>&1 \
+        || { log "could not install s3s-fs (see /tmp/krug-s3s-install.log)"; exit 1; }
+    s3s_bin="$HOME/.cargo/bin/s3s-fs"
+fi
+if ! curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; then
+    log "starting the S3 server (s3s-fs) on 127.0.0.1:$S3_PORT"
+    $SUDO mkdir -p "$S3_ROOT/krug" /var/log/krug
+    nohup "$s3s_bin" --host 127.0.0.1 --port "$S3_PORT" \
+        --access-key krug-dev --secret-key krug-dev-secret "$S3_ROOT" \
+        >/var/log/krug/s3s-fs.log 2>&1 </dev/null &
+fi
+wait_for "S3 (s3s-fs)" 30 curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"

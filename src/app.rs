@@ -6,6 +6,7 @@ use crate::{
 };
 use adapters::{
     egress::Egress,
+    objects::ObjectStorage,
     push::{FcmAuth, HttpFcm, LogPush, PushSender, ServiceAccount},
     sms::{HttpSmsRu, LogSms, SmsSender},
 };
@@ -32,6 +33,7 @@ pub struct Services {
     pub push: Arc<dyn PushSender>,
     /// Where CRM calls may go.
     pub egress: Egress,
+    pub objects: Arc<ObjectStorage>,
 }
 
 impl Services {
@@ -76,7 +78,12 @@ impl Services {
                 Arc::new(HttpFcm::new(base_url, &project_id, auth))
             }
         };
+        let objects = Arc::new(
+            ObjectStorage::new(&config.s3)
+                .context("Failed to configure the object store (S3_*)")?,
+        );
         Ok(Self {
+            objects,
             push,
             egress: Egress::new(&config.crm_allowed_hosts),
             db,
@@ -100,6 +107,7 @@ impl Services {
             secrets: self.secrets.clone(),
             jwt: self.jwt.clone(),
             clickhouse: self.clickhouse.clone(),
+            objects: self.objects.clone(),
             timezone: self.config.timezone,
             redis_url: self.config.redis_url.clone(),
             balances: Default::default(),
@@ -119,6 +127,7 @@ impl Services {
             push: self.push.clone(),
             egress: self.egress.clone(),
             clickhouse: self.clickhouse.clone(),
+            objects: self.objects.clone(),
             timezone: self.config.timezone,
             tier_rules: Default::default(),
             finisher: jobs::finisher::Finisher::start(self.db.clone()),

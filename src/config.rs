@@ -130,6 +130,11 @@ pub struct Config {
     /// at although they are not public (plain http allowed too), e.g. `127.0.0.1` for the
     /// simulators of tests and the demo, or a self-hosted CRM on a private network.
     pub crm_allowed_hosts: Vec<String>,
+    /// The object store for media: `S3_ENDPOINT` (default `http://127.0.0.1:9100`, the
+    /// local server `scripts/services.sh` runs), `S3_BUCKET` (default `krug`), `S3_REGION`
+    /// (default `ru-central1`), `S3_ACCESS_KEY_ID` and `S3_SECRET_ACCESS_KEY` (development
+    /// defaults `krug-dev` / `krug-dev-secret`, the local server's; required in production).
+    pub s3: adapters::objects::S3Config,
 }
 
 fn var(name: &str, default: &str) -> String {
@@ -245,6 +250,20 @@ impl Config {
             },
             ..default_limits
         };
+        let s3_key = |name: &str, development: &str| match (optional(name), environment) {
+            (Some(value), _) => Ok(value),
+            (None, Environment::Development) => Ok(development.to_owned()),
+            (None, Environment::Production) => {
+                Err(anyhow::anyhow!("KRUG_ENV=production needs {name}"))
+            }
+        };
+        let s3 = adapters::objects::S3Config {
+            endpoint: var("S3_ENDPOINT", "http://127.0.0.1:9100"),
+            bucket: var("S3_BUCKET", "krug"),
+            region: var("S3_REGION", "ru-central1"),
+            access_key_id: s3_key("S3_ACCESS_KEY_ID", "krug-dev")?,
+            secret_access_key: s3_key("S3_SECRET_ACCESS_KEY", "krug-dev-secret")?.into(),
+        };
         Ok(Self {
             limits,
             environment,
@@ -298,6 +317,7 @@ impl Config {
                 .filter(|h| !h.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            s3,
         })
     }
 }

@@ -3,12 +3,23 @@
 pub mod crm;
 pub mod egress;
 pub mod http;
+pub mod objects;
 pub mod push;
 pub mod sms;
 
 use std::{sync::Once, time::Duration};
 
-/// A reqwest client with rustls on the `ring` provider, installed once per process.
+/// Installs rustls's `ring` provider for the process, once: every HTTPS client of ours
+/// (reqwest here, the object store's own) uses it.
+pub fn install_tls_provider() {
+    static PROVIDER: Once = Once::new();
+    PROVIDER.call_once(|| {
+        // Another part of the process may have installed one already: that is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// A reqwest client with rustls on the `ring` provider.
 pub fn http_client(timeout: Duration) -> reqwest::Client {
     http_client_builder(timeout)
         .build()
@@ -17,11 +28,7 @@ pub fn http_client(timeout: Duration) -> reqwest::Client {
 
 /// What every client of ours starts from (vendor clients add the rules of [`egress`]).
 pub(crate) fn http_client_builder(timeout: Duration) -> reqwest::ClientBuilder {
-    static PROVIDER: Once = Once::new();
-    PROVIDER.call_once(|| {
-        // Another part of the process may have installed one already: that is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
+    install_tls_provider();
     reqwest::Client::builder()
         .timeout(timeout)
         .connect_timeout(Duration::from_secs(5))

@@ -29,6 +29,7 @@ use routes::{
     business::BusinessApi,
     events::{AdminEventsApi, EventsApi},
     loyalty::LoyaltyApi,
+    media::MediaApi,
     operations::OperationsApi,
     search::SearchApi,
     users::UserApi,
@@ -73,6 +74,7 @@ pub fn api_service(
         AdminEventsApi,
         AuditApi,
         SearchApi,
+        MediaApi,
     ),
     (),
 > {
@@ -109,6 +111,9 @@ pub fn api_service(
                 state: state.clone(),
             },
             SearchApi {
+                state: state.clone(),
+            },
+            MediaApi {
                 state: state.clone(),
             },
         ),

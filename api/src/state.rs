@@ -13,6 +13,8 @@ pub struct AppState {
     pub secrets: SecretBox,
     pub jwt: JwtKeys,
     pub clickhouse: clickhouse::Client,
+    /// Media: presigned uploads, checks on completion, image URLs.
+    pub objects: Arc<adapters::objects::ObjectStorage>,
     /// `KRUG_TIMEZONE`: schedules' next fire times.
     pub timezone: chrono_tz::Tz,
     /// `REDIS_URL`: the balance cache subscribes to the workers' announcements there.

@@ -2,8 +2,10 @@
 
 pub mod codes;
 pub mod loyalty;
+pub mod media;
 pub mod messages;
 pub mod money;
+pub mod onboarding;
 pub mod phone;
 pub mod rfm;
 

@@ -1,7 +1,7 @@
 //! What every job handler can reach: the database, Redis, the queues and the vendors.
 
 use crate::client::JobQueue;
-use adapters::{egress::Egress, push::PushSender, sms::SmsSender};
+use adapters::{egress::Egress, objects::ObjectStorage, push::PushSender, sms::SmsSender};
 use sqlx::PgPool;
 use std::sync::Arc;
 use storage::{cache::Cache, secret::SecretBox};
@@ -17,6 +17,8 @@ pub struct Env {
     /// Where CRM calls may go (`KRUG_CRM_ALLOWED_HOSTS`).
     pub egress: Egress,
     pub clickhouse: clickhouse::Client,
+    /// Media: uploaded files and their thumbnails.
+    pub objects: Arc<ObjectStorage>,
     /// `KRUG_TIMEZONE`: what "today" means for daily jobs.
     pub timezone: chrono_tz::Tz,
     pub reconcile: ReconcilePolicy,

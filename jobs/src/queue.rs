@@ -19,10 +19,11 @@ pub enum QueueName {
     Expire,
     Reconcile,
     Retention,
+    Media,
 }
 
 impl QueueName {
-    pub const ALL: [QueueName; 11] = [
+    pub const ALL: [QueueName; 12] = [
         Self::OtpSend,
         Self::QrScan,
         Self::CrmPoll,
@@ -34,6 +35,7 @@ impl QueueName {
         Self::Expire,
         Self::Reconcile,
         Self::Retention,
+        Self::Media,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,6 +51,7 @@ impl QueueName {
             Self::Expire => "expire",
             Self::Reconcile => "reconcile",
             Self::Retention => "retention",
+            Self::Media => "media",
         }
     }
 
@@ -58,7 +61,7 @@ impl QueueName {
         match self {
             Self::OtpSend => 4,
             Self::QrScan | Self::BonusCalc | Self::CrossPromo => 10,
-            Self::CrmPoll | Self::Notify => 8,
+            Self::CrmPoll | Self::Notify | Self::Media => 8,
             Self::RfmSnapshot | Self::TierReview | Self::Expire | Self::Retention => 5,
             Self::Reconcile => 2,
         }
@@ -74,6 +77,8 @@ impl QueueName {
             // more at once only wait on each other's locks and the CPU.
             Self::BonusCalc => 4,
             Self::CrmPoll => 8,
+            // Decoding and scaling an image is CPU work: two at a time per process.
+            Self::Media => 2,
             Self::RfmSnapshot
             | Self::TierReview
             | Self::Expire
@@ -92,7 +97,7 @@ impl fmt::Display for QueueName {
 /// A name that is not one of our queues.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "unknown queue `{0}`; queues are: otp_send, qr_scan, crm_poll, bonus_calc, cross_promo, notify, rfm_snapshot, tier_review, expire, reconcile, retention"
+    "unknown queue `{0}`; queues are: otp_send, qr_scan, crm_poll, bonus_calc, cross_promo, notify, rfm_snapshot, tier_review, expire, reconcile, retention, media"
 )]
 pub struct UnknownQueue(pub String);
 

@@ -11,9 +11,9 @@
 use crate::{
     env::Env,
     handlers::{
-        analytics::RfmSnapshot, bonus::CalcBonus, crm::PollCrm, expire::Expire, notify::NotifyJob,
-        otp::SendOtp, promo::IssueCoupons, reconcile::Reconcile, retention::Purge, scan::ScanQr,
-        tiers::ReviewTiers,
+        analytics::RfmSnapshot, bonus::CalcBonus, crm::PollCrm, expire::Expire,
+        media::ProcessMedia, notify::NotifyJob, otp::SendOtp, promo::IssueCoupons,
+        reconcile::Reconcile, retention::Purge, scan::ScanQr, tiers::ReviewTiers,
     },
     metrics::{JOB_DURATION, JOBS_PROCESSED},
     processes::{self, ProcessInfo},
@@ -131,6 +131,7 @@ async fn supervise(
             QueueName::Expire => run_queue::<Expire>(env, wakeup, options, name, shutdown),
             QueueName::Reconcile => run_queue::<Reconcile>(env, wakeup, options, name, shutdown),
             QueueName::Retention => run_queue::<Purge>(env, wakeup, options, name, shutdown),
+            QueueName::Media => run_queue::<ProcessMedia>(env, wakeup, options, name, shutdown),
             QueueName::Notify => run_queue::<NotifyJob>(env, wakeup, options, name, shutdown),
             QueueName::CrossPromo => {
                 run_queue::<IssueCoupons>(env, wakeup, options, name, shutdown)

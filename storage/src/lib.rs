@@ -12,6 +12,7 @@ pub mod integrations;
 pub mod ledger;
 pub mod limits;
 pub mod loyalty;
+pub mod media;
 pub mod notifications;
 pub mod otp;
 pub mod outbox;

@@ -15,6 +15,7 @@ mod events;
 mod fuzz;
 mod http;
 mod integrations;
+mod media;
 mod members;
 mod operations;
 mod ops;

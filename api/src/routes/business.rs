@@ -4,6 +4,7 @@ use crate::{
     auth::Auth,
     envelope::Envelope,
     error::{ApiError, ApiResult},
+    routes::media::{ImageView, image_views},
     routes::{loyalty::QR_CODE_LEN, positive_money},
     state::AppState,
     wire::Amount,
@@ -42,15 +43,38 @@ pub struct CatalogEntry {
     pub category: String,
     pub cashback_percent: Amount,
     pub max_redeem_percent: Amount,
+    /// The logo (first) and photos.
+    pub images: Vec<ImageView>,
 }
 
-fn catalog_entry(b: Business) -> CatalogEntry {
+fn catalog_entry(b: Business, images: Vec<ImageView>) -> CatalogEntry {
     CatalogEntry {
         id: b.id,
         name: b.name,
         category: b.category,
         cashback_percent: b.cashback_percent.into(),
         max_redeem_percent: b.max_redeem_percent.into(),
+        images,
+    }
+}
+
+impl BusinessApi {
+    /// Catalog entries with their ready images, logo first.
+    async fn catalog(&self, businesses: Vec<Business>) -> ApiResult<Vec<CatalogEntry>> {
+        let ids: Vec<Uuid> = businesses.iter().map(|b| b.id).collect();
+        let mut media = storage::media::of_businesses(&self.state.db, &ids).await?;
+        media.sort_by_key(|m| m.purpose != "business_logo");
+        let mut entries = Vec::with_capacity(businesses.len());
+        for business in businesses {
+            let own: Vec<_> = media
+                .iter()
+                .filter(|m| m.business_id == Some(business.id))
+                .cloned()
+                .collect();
+            let images = image_views(&self.state.objects, &own).await;
+            entries.push(catalog_entry(business, images));
+        }
+        Ok(entries)
     }
 }
 
@@ -84,7 +108,7 @@ impl BusinessApi {
     async fn list(&self, _auth: Auth) -> ApiResult<Json<Envelope<CatalogList>>> {
         let items = businesses::list_active(&self.state.db).await?;
         Ok(Json(Envelope::new(CatalogList {
-            items: items.into_iter().map(catalog_entry).collect(),
+            items: self.catalog(items).await?,
         })))
     }
 
@@ -95,7 +119,8 @@ impl BusinessApi {
             .await?
             .filter(|b| b.is_active)
             .ok_or_else(|| ApiError::not_found("business_not_found", "No such business."))?;
-        Ok(Json(Envelope::new(catalog_entry(business))))
+        let entry = self.catalog(vec![business]).await?.remove(0);
+        Ok(Json(Envelope::new(entry)))
     }
 
     /// Issue a one-time QR code for a check (owners and staff of the business).

@@ -6,6 +6,7 @@ use crate::{
     auth::{Auth, Operator},
     envelope::{Envelope, ErrorEnvelope, Page},
     error::{ApiError, ApiResult},
+    routes::media::{ImageView, image_views},
     routes::{page_limit, parse_cursor},
     state::AppState,
     wire::Text,
@@ -72,9 +73,32 @@ pub struct EventView {
     pub registered_count: u32,
     /// Whether the signed-in user holds a seat.
     pub is_registered: bool,
+    /// The cover, when one is uploaded.
+    pub images: Vec<ImageView>,
 }
 
-fn event_view(e: Event) -> EventView {
+/// Events as the signed-in user sees them, with their covers.
+async fn event_views(state: &AppState, events: Vec<Event>) -> ApiResult<Vec<EventView>> {
+    let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
+    let media = storage::media::of_events(&state.db, &ids).await?;
+    let mut views = Vec::with_capacity(events.len());
+    for event in events {
+        let own: Vec<_> = media
+            .iter()
+            .filter(|m| m.event_id == Some(event.id))
+            .cloned()
+            .collect();
+        let images = image_views(&state.objects, &own).await;
+        views.push(bare_view(event, images));
+    }
+    Ok(views)
+}
+
+async fn event_view(state: &AppState, event: Event) -> ApiResult<EventView> {
+    Ok(event_views(state, vec![event]).await?.remove(0))
+}
+
+fn bare_view(e: Event, images: Vec<ImageView>) -> EventView {
     EventView {
         id: e.id,
         title: e.title,
@@ -86,6 +110,7 @@ fn event_view(e: Event) -> EventView {
         status: e.status,
         registered_count: e.registered_count.max(0) as u32,
         is_registered: e.is_registered,
+        images,
     }
 }
 
@@ -281,7 +306,7 @@ impl EventsApi {
         )
         .await?;
         Ok(Json(Envelope::new(Page {
-            items: page.items.into_iter().map(event_view).collect(),
+            items: event_views(&self.state, page.items).await?,
             next_cursor: page.next_cursor,
         })))
     }
@@ -292,7 +317,7 @@ impl EventsApi {
         let event = events::get_visible(&self.state.db, id.0, Self::viewer(&auth))
             .await?
             .ok_or_else(event_not_found)?;
-        Ok(Json(Envelope::new(event_view(event))))
+        Ok(Json(Envelope::new(event_view(&self.state, event).await?)))
     }
 
     /// Propose an event (VIP and Elite members). It is published once an operator
@@ -306,9 +331,9 @@ impl EventsApi {
         let new = new_event(body.0, user_id)?;
         let event = events::create(&self.state.db, &new).await?;
         tracing::info!(event_id = %event.id, "event proposed");
-        Ok(ProposeResponse::Created(Json(Envelope::new(event_view(
-            event,
-        )))))
+        Ok(ProposeResponse::Created(Json(Envelope::new(
+            event_view(&self.state, event).await?,
+        ))))
     }
 
     /// Take a seat. Idempotent: a second call answers 200 and changes nothing. A full
@@ -327,7 +352,7 @@ impl EventsApi {
         }
         if event.is_registered {
             return Ok(RegisterResponse::AlreadyRegistered(Json(Envelope::new(
-                event_view(event),
+                event_view(&self.state, event).await?,
             ))));
         }
         let required = event.min_status_tier.parse().unwrap_or(Tier::Elite);
@@ -338,10 +363,10 @@ impl EventsApi {
         }
         match events::register(db, event.id, user_id).await? {
             Registration::Registered(event) => Ok(RegisterResponse::Registered(Json(
-                Envelope::new(event_view(event)),
+                Envelope::new(event_view(&self.state, event).await?),
             ))),
             Registration::AlreadyRegistered(event) => Ok(RegisterResponse::AlreadyRegistered(
-                Json(Envelope::new(event_view(event))),
+                Json(Envelope::new(event_view(&self.state, event).await?)),
             )),
             Registration::Full => Err(ApiError::conflict(
                 "event_full",
@@ -361,7 +386,7 @@ impl EventsApi {
             .ok_or_else(event_not_found)?;
         match events::unregister(db, event.id, auth.user_id()).await? {
             Cancellation::Cancelled(event) | Cancellation::NotRegistered(event) => {
-                Ok(Json(Envelope::new(event_view(event))))
+                Ok(Json(Envelope::new(event_view(&self.state, event).await?)))
             }
             Cancellation::Completed => Err(ApiError::conflict(
                 "event_completed",
@@ -397,7 +422,7 @@ impl AdminEventsApi {
         let mut tx = self.state.db.begin().await?;
         match events::set_status(&mut tx, id.0, to, viewer).await? {
             StatusChange::Changed(event) => {
-                let view = event_view(event);
+                let view = event_view(&self.state, event).await?;
                 audit::record(
                     &mut *tx,
                     operator.user_id(),
@@ -409,7 +434,9 @@ impl AdminEventsApi {
                 tracing::info!(event_id = %view.id, status = %to, "event status changed");
                 Ok(Json(Envelope::new(view)))
             }
-            StatusChange::Unchanged(event) => Ok(Json(Envelope::new(event_view(event)))),
+            StatusChange::Unchanged(event) => {
+                Ok(Json(Envelope::new(event_view(&self.state, event).await?)))
+            }
             StatusChange::NotAllowed(from) => Err(invalid(
                 "invalid_transition",
                 format!("status: a {from} event cannot become {to}"),

@@ -7,6 +7,7 @@ pub mod auth;
 pub mod business;
 pub mod events;
 pub mod loyalty;
+pub mod media;
 pub mod operations;
 pub mod search;
 pub mod users;

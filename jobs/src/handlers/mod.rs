@@ -5,6 +5,7 @@ pub mod bonus;
 pub mod crm;
 pub mod events;
 pub mod expire;
+pub mod media;
 pub mod notify;
 pub mod otp;
 pub mod promo;
