@@ -253,9 +253,10 @@ impl Config {
         let s3_key = |name: &str, development: &str| match (optional(name), environment) {
             (Some(value), _) => Ok(value),
             (None, Environment::Development) => Ok(development.to_owned()),
-            (None, Environment::Production) => {
-                Err(anyhow::anyhow!("KRUG_ENV=production needs {name}"))
-            }
+            // A deployed environment never runs on the local server's development keys.
+            (None, Environment::Staging | Environment::Production) => Err(anyhow::anyhow!(
+                "KRUG_ENV=staging and production need {name}"
+            )),
         };
         let s3 = adapters::objects::S3Config {
             endpoint: var("S3_ENDPOINT", "http://127.0.0.1:9100"),
