@@ -23,6 +23,7 @@ use poem_openapi::{Object, OpenApiService, payload::Json};
 use prometheus::{HistogramVec, register_histogram_vec};
 use routes::{
     admin::AdminApi,
+    admin_users::AdminUsersApi,
     analytics::AnalyticsApi,
     audit::AuditApi,
     auth::AuthApi,
@@ -68,6 +69,7 @@ pub fn api_service(
         LoyaltyApi,
         BusinessApi,
         AdminApi,
+        AdminUsersApi,
         OperationsApi,
         AnalyticsApi,
         EventsApi,
@@ -93,6 +95,9 @@ pub fn api_service(
                 state: state.clone(),
             },
             AdminApi {
+                state: state.clone(),
+            },
+            AdminUsersApi {
                 state: state.clone(),
             },
             OperationsApi {

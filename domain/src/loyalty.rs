@@ -53,17 +53,26 @@ pub enum Tier {
     #[serde(rename = "VIP")]
     Vip,
     Elite,
+    /// Above Elite, by a superadmin's invitation only: no spend earns it, purchases and
+    /// `tier_review` never move a member into or out of it, only a revocation does.
+    InnerCircle,
 }
 
 impl Tier {
-    pub const ALL: [Tier; 3] = [Self::Insider, Self::Vip, Self::Elite];
+    pub const ALL: [Tier; 4] = [Self::Insider, Self::Vip, Self::Elite, Self::InnerCircle];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Insider => "Insider",
             Self::Vip => "VIP",
             Self::Elite => "Elite",
+            Self::InnerCircle => "InnerCircle",
         }
+    }
+
+    /// Whether the tier is given by invitation rather than earned by spend.
+    pub fn is_by_invitation(self) -> bool {
+        self == Self::InnerCircle
     }
 }
 
@@ -109,7 +118,8 @@ pub struct TierRules {
 }
 
 impl Default for TierRules {
-    /// DESIGN.md: Insider ×1.0; VIP ≥ 100 000 ₽ in ≥ 2 categories ×1.5; Elite ≥ 300 000 ₽ in ≥ 3 ×2.0.
+    /// DESIGN.md: Insider ×1.0; VIP ≥ 100 000 ₽ in ≥ 2 categories ×1.5; Elite ≥ 300 000 ₽ in
+    /// ≥ 3 ×2.0; InnerCircle (by invitation, its thresholds unused) ×2.5.
     fn default() -> Self {
         Self::new(vec![
             TierRule {
@@ -129,6 +139,12 @@ impl Default for TierRules {
                 min_spend: Decimal::from(300_000),
                 min_categories: 3,
                 multiplier: Decimal::from(2),
+            },
+            TierRule {
+                tier: Tier::InnerCircle,
+                min_spend: Decimal::ZERO,
+                min_categories: 0,
+                multiplier: Decimal::new(25, 1),
             },
         ])
     }
@@ -158,10 +174,14 @@ impl TierRules {
         self.rule(tier).multiplier
     }
 
+    /// The tiers spend can earn, lowest first (never the Inner Circle, whatever its row says).
+    fn earnable(&self) -> impl DoubleEndedIterator<Item = &TierRule> {
+        self.rules.iter().filter(|r| !r.tier.is_by_invitation())
+    }
+
     /// The highest tier whose thresholds the member meets.
     pub fn earned(&self, spend: Decimal, categories: u32) -> Tier {
-        self.rules
-            .iter()
+        self.earnable()
             .rev()
             .find(|r| spend >= r.min_spend && categories >= r.min_categories)
             .map_or(Tier::Insider, |r| r.tier)
@@ -172,9 +192,21 @@ impl TierRules {
         current.max(self.earned(spend, categories))
     }
 
-    /// The tier above `current` and what is missing to reach it; `None` at the top.
+    /// At `tier_review`: the lower tier the member moves down to, if her year no longer holds
+    /// up the one she has. `None` keeps her tier; the Inner Circle is always kept (only a
+    /// superadmin revokes it).
+    pub fn after_review(&self, current: Tier, spend: Decimal, categories: u32) -> Option<Tier> {
+        if current.is_by_invitation() {
+            return None;
+        }
+        let earned = self.earned(spend, categories);
+        (earned < current).then_some(earned)
+    }
+
+    /// The tier above `current` and what is missing to reach it; `None` at the top of what
+    /// spend can earn (Elite and the Inner Circle).
     pub fn next(&self, current: Tier, spend: Decimal, categories: u32) -> Option<NextTier> {
-        let rule = self.rules.iter().find(|r| r.tier > current)?;
+        let rule = self.earnable().find(|r| r.tier > current)?;
         Some(NextTier {
             tier: rule.tier,
             spend_needed: (rule.min_spend - spend).max(Decimal::ZERO).round_dp(2),
@@ -368,6 +400,7 @@ mod tests {
             (dec!(1000), dec!(5), dec!(1.0), dec!(50.00)),
             (dec!(1000), dec!(5), dec!(1.5), dec!(75.00)),
             (dec!(1000), dec!(5), dec!(2.0), dec!(100.00)),
+            (dec!(1000), dec!(5), dec!(2.5), dec!(125.00)),
             (dec!(999.99), dec!(3), dec!(1.0), dec!(29.99)), // 29.9997
             (dec!(0.33), dec!(10), dec!(1.5), dec!(0.04)),   // 0.0495
             (dec!(0), dec!(10), dec!(2), dec!(0.00)),
@@ -531,6 +564,42 @@ mod tests {
             }
         );
         assert_eq!(rules.next(Tier::Elite, dec!(0), 0), None);
+        assert_eq!(
+            rules.next(Tier::Vip, dec!(10_000_000), 4).map(|n| n.tier),
+            Some(Tier::Elite),
+            "nothing leads to the Inner Circle"
+        );
+        assert_eq!(rules.next(Tier::InnerCircle, dec!(0), 0), None);
+    }
+
+    #[test]
+    fn the_inner_circle_is_never_earned_and_never_reviewed_away() {
+        let rules = TierRules::default();
+        assert_eq!(rules.multiplier(Tier::InnerCircle), dec!(2.5));
+        assert_eq!(rules.earned(dec!(100_000_000), 4), Tier::Elite);
+        assert_eq!(
+            rules.after_purchase(Tier::Elite, dec!(100_000_000), 4),
+            Tier::Elite
+        );
+        assert_eq!(
+            rules.after_purchase(Tier::InnerCircle, dec!(0), 0),
+            Tier::InnerCircle
+        );
+        assert_eq!(rules.after_review(Tier::InnerCircle, dec!(0), 0), None);
+        assert_eq!(
+            rules.after_review(Tier::Elite, dec!(150_000), 2),
+            Some(Tier::Vip)
+        );
+        assert_eq!(rules.after_review(Tier::Vip, dec!(150_000), 2), None);
+        // A stored row with thresholds for the Inner Circle changes nothing of that.
+        let stored = TierRules::new(vec![TierRule {
+            tier: Tier::InnerCircle,
+            min_spend: dec!(1),
+            min_categories: 0,
+            multiplier: dec!(3),
+        }]);
+        assert_eq!(stored.earned(dec!(500_000), 4), Tier::Elite);
+        assert_eq!(stored.multiplier(Tier::InnerCircle), dec!(3));
     }
 
     #[test]

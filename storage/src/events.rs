@@ -106,7 +106,7 @@ pub struct Event {
     pub date: OffsetDateTime,
     pub location: String,
     pub max_participants: i32,
-    /// `Insider`, `VIP` or `Elite`.
+    /// `Insider`, `VIP`, `Elite` or `InnerCircle`.
     pub min_status_tier: String,
     pub status: String,
     pub registered_count: i32,

@@ -1,6 +1,7 @@
-//! Status tiers as stored: the rules, the rolling 365-day spend they are judged on, and the
-//! one statement that moves members between tiers (upgrades at purchase, downgrades at
-//! `tier_review`).
+//! Status tiers as stored: the rules, the rolling 365-day spend they are judged on, the
+//! statement that moves members between earned tiers (upgrades at purchase, downgrades at
+//! `tier_review`), and the only two that move a member into or out of the Inner Circle
+//! (a superadmin's grant and revocation).
 
 use crate::states;
 use domain::{Tier, TierRule, TierRules};
@@ -111,20 +112,70 @@ pub async fn above_insider(
         .collect()
 }
 
-/// Moves members to new tiers, in one statement.
+/// Moves members to new earned tiers, in one statement. A member in the Inner Circle is left
+/// where she is, and nobody is moved into it here: the caller may have read her tier before
+/// a superadmin's grant committed (a purchase's row lock does not re-read `users`), and only
+/// [`grant_inner_circle`] and [`revoke_inner_circle`] cross that line.
 pub async fn set(tx: &mut Transaction<'_, Postgres>, changes: &[(Uuid, Tier)]) -> sqlx::Result<()> {
-    if changes.is_empty() {
+    let (users, tiers): (Vec<Uuid>, Vec<&str>) = changes
+        .iter()
+        .filter(|(_, t)| !t.is_by_invitation())
+        .map(|(u, t)| (*u, t.as_str()))
+        .unzip();
+    if users.is_empty() {
         return Ok(());
     }
-    let (users, tiers): (Vec<Uuid>, Vec<&str>) =
-        changes.iter().map(|(u, t)| (*u, t.as_str())).unzip();
     sqlx::query(
         "UPDATE users u SET status_tier = n.tier, tier_changed_at = now(), updated_at = now()
-         FROM UNNEST($1::uuid[], $2::text[]) AS n(id, tier) WHERE u.id = n.id",
+         FROM UNNEST($1::uuid[], $2::text[]) AS n(id, tier)
+         WHERE u.id = n.id AND u.status_tier <> 'InnerCircle'",
     )
     .bind(&users)
     .bind(&tiers)
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+/// Puts the member in the Inner Circle. Returns the tier she had, or `None` if she was in it
+/// already (or is not a member: deleted or unknown), when nothing changed.
+pub async fn grant_inner_circle(
+    tx: &mut Transaction<'_, Postgres>,
+    user: Uuid,
+) -> sqlx::Result<Option<Tier>> {
+    let before: Option<String> = sqlx::query_scalar(
+        "WITH old AS (
+             SELECT id, status_tier FROM users
+             WHERE id = $1 AND deleted_at IS NULL AND status_tier <> 'InnerCircle'
+             FOR UPDATE
+         )
+         UPDATE users u SET status_tier = 'InnerCircle', tier_changed_at = now(), updated_at = now()
+         FROM old WHERE u.id = old.id
+         RETURNING old.status_tier",
+    )
+    .bind(user)
+    .fetch_optional(&mut **tx)
+    .await?;
+    before
+        .map(|tier| states::parse("users", user, "status_tier", &tier))
+        .transpose()
+}
+
+/// Takes the member out of the Inner Circle to `earned` (the tier her year earns). Returns
+/// whether she was in it; if not, nothing changed.
+pub async fn revoke_inner_circle(
+    tx: &mut Transaction<'_, Postgres>,
+    user: Uuid,
+    earned: Tier,
+) -> sqlx::Result<bool> {
+    debug_assert!(!earned.is_by_invitation());
+    let changed = sqlx::query(
+        "UPDATE users SET status_tier = $2, tier_changed_at = now(), updated_at = now()
+         WHERE id = $1 AND status_tier = 'InnerCircle' AND deleted_at IS NULL",
+    )
+    .bind(user)
+    .bind(earned.as_str())
+    .execute(&mut **tx)
+    .await?;
+    Ok(changed.rows_affected() == 1)
 }

@@ -14,6 +14,7 @@ mod crm;
 mod events;
 mod fuzz;
 mod http;
+mod inner_circle;
 mod integrations;
 mod media;
 mod members;

@@ -65,7 +65,7 @@ pub struct EventView {
     pub date: OffsetDateTime,
     pub location: String,
     pub max_participants: u32,
-    /// The lowest status that may register: `Insider`, `VIP` or `Elite`.
+    /// The lowest status that may register: `Insider`, `VIP`, `Elite` or `InnerCircle`.
     pub min_status_tier: String,
     /// `proposed`, `approved`, `active`, `completed` or `cancelled`.
     pub status: String,
@@ -129,7 +129,7 @@ pub struct ProposeEvent {
     pub location: Option<Text>,
     /// 1 to 10 000.
     pub max_participants: i64,
-    /// `Insider` (the default), `VIP` or `Elite`.
+    /// `Insider` (the default), `VIP`, `Elite` or `InnerCircle` (its members only).
     #[oai(nullable)]
     pub min_status_tier: Option<Text>,
 }
@@ -182,7 +182,7 @@ fn parse_tier(value: &str) -> Result<Tier, ApiError> {
     value.parse().map_err(|_| {
         invalid(
             "invalid_tier",
-            "min_status_tier must be Insider, VIP or Elite",
+            "min_status_tier must be Insider, VIP, Elite or InnerCircle",
         )
     })
 }
@@ -326,7 +326,9 @@ impl EventsApi {
     async fn propose(&self, auth: Auth, body: Json<ProposeEvent>) -> ApiResult<ProposeResponse> {
         let user_id = auth.user_id();
         if !auth.0.is_operator() && self.tier(user_id).await? < Tier::Vip {
-            return Err(tier_too_low("Proposing events needs VIP or Elite status."));
+            return Err(tier_too_low(
+                "Proposing events needs VIP, Elite or Inner Circle status.",
+            ));
         }
         let new = new_event(body.0, user_id)?;
         let event = events::create(&self.state.db, &new).await?;
@@ -355,11 +357,13 @@ impl EventsApi {
                 event_view(&self.state, event).await?,
             ))));
         }
-        let required = event.min_status_tier.parse().unwrap_or(Tier::Elite);
+        let required = event.min_status_tier.parse().unwrap_or(Tier::InnerCircle);
         if self.tier(user_id).await? < required {
-            return Err(tier_too_low(format!(
-                "This event is for {required} members and above."
-            )));
+            return Err(tier_too_low(if required.is_by_invitation() {
+                "This event is for the Inner Circle only.".to_owned()
+            } else {
+                format!("This event is for {required} members and above.")
+            }));
         }
         match events::register(db, event.id, user_id).await? {
             Registration::Registered(event) => Ok(RegisterResponse::Registered(Json(

@@ -52,7 +52,8 @@ pub struct BalanceView {
     pub lifetime_earned: Amount,
     pub lifetime_spent: Amount,
     pub status_tier: String,
-    /// Absent at the top tier.
+    /// Absent at Elite and in the Inner Circle (no spend leads further: the Inner Circle is
+    /// by invitation).
     #[oai(nullable)]
     pub next_tier: Option<NextTierView>,
 }

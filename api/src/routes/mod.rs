@@ -1,6 +1,7 @@
 //! One `#[OpenApi]` struct per area of DESIGN.md.
 
 pub mod admin;
+pub mod admin_users;
 pub mod analytics;
 pub mod audit;
 pub mod auth;

@@ -44,7 +44,7 @@ pub struct UserView {
     pub last_name: Option<String>,
     #[oai(nullable)]
     pub email: Option<String>,
-    /// `Insider`, `VIP` or `Elite`.
+    /// `Insider`, `VIP`, `Elite` or `InnerCircle`.
     pub status_tier: String,
     pub roles: Vec<RoleView>,
 }

@@ -1,5 +1,6 @@
 //! `tier_review` (04:00): the yearly re-evaluation. Members below their tier's thresholds
 //! over the rolling 365 days move down to the tier they earn (upgrades happen at purchase).
+//! The Inner Circle is never reviewed: only a superadmin revokes it.
 
 use crate::{
     handlers::notify::Notify,
@@ -24,8 +25,9 @@ impl Job for ReviewTiers {
         let down: Vec<(Uuid, Tier)> = members
             .iter()
             .filter_map(|(user, current, stats)| {
-                let earned = rules.earned(stats.spend, stats.categories);
-                (earned < *current).then_some((*user, earned))
+                rules
+                    .after_review(*current, stats.spend, stats.categories)
+                    .map(|lower| (*user, lower))
             })
             .collect();
         if !down.is_empty() {
