@@ -72,9 +72,12 @@ async fn only_a_superadmin_grants_the_inner_circle_and_only_a_revocation_ends_it
     // Her year earns VIP: 120 000 ₽ in two categories.
     let member = app.sign_in(&member_phone()).await;
     for staff in [&salon, &spa] {
-        scan_and_wait(&member, &json!({"code": app.issue_qr(staff, "60000").await}))
-            .await
-            .unwrap();
+        scan_and_wait(
+            &member,
+            &json!({"code": app.issue_qr(staff, "60000").await}),
+        )
+        .await
+        .unwrap();
     }
     assert_eq!(tier(&member).await, "VIP");
     let id = user_id(&member).await;
@@ -120,9 +123,12 @@ async fn only_a_superadmin_grants_the_inner_circle_and_only_a_revocation_ends_it
     assert_eq!(tier(&member).await, "InnerCircle");
 
     // 1 000 ₽ at 5 % × 2.5.
-    let bought = scan_and_wait(&member, &json!({"code": app.issue_qr(&salon, "1000").await}))
-        .await
-        .unwrap();
+    let bought = scan_and_wait(
+        &member,
+        &json!({"code": app.issue_qr(&salon, "1000").await}),
+    )
+    .await
+    .unwrap();
     assert_eq!(bought["result"]["bonus_accrued"], "125.00", "{bought}");
     assert_eq!(bought["result"]["status_tier"], "InnerCircle");
     let balance = expect(member.get("/loyalty/balance").await.unwrap(), 200).unwrap();
@@ -131,9 +137,12 @@ async fn only_a_superadmin_grants_the_inner_circle_and_only_a_revocation_ends_it
 
     // Another member whose VIP year has passed: the review moves her down, so it ran.
     let lapsed = app.sign_in(&member_phone()).await;
-    scan_and_wait(&lapsed, &json!({"code": app.issue_qr(&salon, "90000").await}))
-        .await
-        .unwrap();
+    scan_and_wait(
+        &lapsed,
+        &json!({"code": app.issue_qr(&salon, "90000").await}),
+    )
+    .await
+    .unwrap();
     scan_and_wait(&lapsed, &json!({"code": app.issue_qr(&spa, "20000").await}))
         .await
         .unwrap();
@@ -186,9 +195,12 @@ async fn only_a_superadmin_grants_the_inner_circle_and_only_a_revocation_ends_it
             (json!("InnerCircle"), json!("VIP"))
         ]
     );
-    let after = scan_and_wait(&member, &json!({"code": app.issue_qr(&salon, "1000").await}))
-        .await
-        .unwrap();
+    let after = scan_and_wait(
+        &member,
+        &json!({"code": app.issue_qr(&salon, "1000").await}),
+    )
+    .await
+    .unwrap();
     assert_eq!(after["result"]["bonus_accrued"], "75.00", "VIP again: ×1.5");
 
     let unknown = superadmin
@@ -266,7 +278,10 @@ async fn an_inner_circle_event_refuses_everyone_else() {
     let id = proposed.data()["id"].as_str().unwrap().to_owned();
     expect(
         superadmin
-            .patch(&format!("/admin/events/{id}"), &json!({"status": "approved"}))
+            .patch(
+                &format!("/admin/events/{id}"),
+                &json!({"status": "approved"}),
+            )
             .await
             .unwrap(),
         200,
