@@ -134,6 +134,7 @@ impl Services {
             scans: Default::default(),
             retention: self.config.retention,
             activity: Default::default(),
+            fraud_outlier_percent: self.config.fraud_outlier_percent,
             reconcile: jobs::env::ReconcilePolicy {
                 lost_after_s: self.config.reconcile_lost_after_s,
                 ..Default::default()

@@ -548,6 +548,7 @@ async fn business_and_members(
             category: "beauty".to_owned(),
             cashback_percent: rust_decimal::Decimal::from(5),
             max_redeem_percent: rust_decimal::Decimal::from(30),
+            max_check_amount: storage::businesses::DEFAULT_MAX_CHECK_AMOUNT,
             is_medical: false,
         },
     )
@@ -771,6 +772,7 @@ async fn crm_ingest(system: &System, count: usize) -> anyhow::Result<Figure> {
             category: "beauty".to_owned(),
             cashback_percent: rust_decimal::Decimal::from(7),
             max_redeem_percent: rust_decimal::Decimal::from(30),
+            max_check_amount: storage::businesses::DEFAULT_MAX_CHECK_AMOUNT,
             is_medical: false,
         },
     )

@@ -135,6 +135,9 @@ pub struct Config {
     /// (default `ru-central1`), `S3_ACCESS_KEY_ID` and `S3_SECRET_ACCESS_KEY` (development
     /// defaults `krug-dev` / `krug-dev-secret`, the local server's; required in production).
     pub s3: adapters::objects::S3Config,
+    /// `KRUG_FRAUD_OUTLIER_PERCENT` (default 50): a QR purchase at or over this percent of
+    /// its business's `max_check_amount` is listed in `GET /admin/fraud-flags`.
+    pub fraud_outlier_percent: rust_decimal::Decimal,
 }
 
 fn var(name: &str, default: &str) -> String {
@@ -265,7 +268,21 @@ impl Config {
             access_key_id: s3_key("S3_ACCESS_KEY_ID", "krug-dev")?,
             secret_access_key: s3_key("S3_SECRET_ACCESS_KEY", "krug-dev-secret")?.into(),
         };
+        let fraud_outlier_percent = match optional("KRUG_FRAUD_OUTLIER_PERCENT") {
+            None => rust_decimal::Decimal::from(50),
+            Some(raw) => raw
+                .trim()
+                .parse::<rust_decimal::Decimal>()
+                .ok()
+                .filter(|p| {
+                    *p > rust_decimal::Decimal::ZERO && *p <= rust_decimal::Decimal::ONE_HUNDRED
+                })
+                .with_context(|| {
+                    format!("KRUG_FRAUD_OUTLIER_PERCENT must be a percent (0–100], not `{raw}`")
+                })?,
+        };
         Ok(Self {
+            fraud_outlier_percent,
             limits,
             environment,
             database_url: var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/krug"),

@@ -72,6 +72,7 @@ pub async fn partners(db: &PgPool, queue: &JobQueue) -> anyhow::Result<Vec<Busin
                     category: partner.category.to_owned(),
                     cashback_percent: partner.cashback_percent,
                     max_redeem_percent: dec!(30),
+                    max_check_amount: businesses::DEFAULT_MAX_CHECK_AMOUNT,
                     is_medical: partner.is_medical,
                 },
             )

@@ -24,6 +24,9 @@ pub struct Env {
     pub reconcile: ReconcilePolicy,
     /// How long `retention` keeps what is kept only for a while (`KRUG_RETAIN_*`).
     pub retention: storage::retention::RetentionPolicy,
+    /// A QR purchase at or over this percent of its business's `max_check_amount` is listed
+    /// for operators as an outlier (`KRUG_FRAUD_OUTLIER_PERCENT`, default 50).
+    pub fraud_outlier_percent: rust_decimal::Decimal,
     /// The tier rules, read at most once a minute (every purchase needs them).
     pub tier_rules: RulesCache,
     /// Writes jobs' outcomes to the outbox in batches.

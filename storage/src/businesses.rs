@@ -14,14 +14,20 @@ pub struct Business {
     pub max_redeem_percent: Decimal,
     pub is_medical: bool,
     pub is_active: bool,
+    /// The largest check its staff may issue a QR code for (set by a superadmin).
+    pub max_check_amount: Decimal,
     pub created_at: OffsetDateTime,
 }
 
 macro_rules! business_columns {
     () => {
-        "id, name, category, cashback_percent, max_redeem_percent, is_medical, is_active, created_at"
+        "id, name, category, cashback_percent, max_redeem_percent, is_medical, is_active,
+    max_check_amount, created_at"
     };
 }
+
+/// DESIGN.md's default `max_check_amount`: 500 000.00 ₽ (the column's default too).
+pub const DEFAULT_MAX_CHECK_AMOUNT: Decimal = Decimal::from_parts(50_000_000, 0, 0, false, 2);
 
 /// The fields of a new business, already validated.
 #[derive(Debug, Clone)]
@@ -31,12 +37,14 @@ pub struct NewBusiness {
     pub cashback_percent: Decimal,
     pub max_redeem_percent: Decimal,
     pub is_medical: bool,
+    pub max_check_amount: Decimal,
 }
 
 pub async fn create(db: impl PgExecutor<'_>, new: &NewBusiness) -> sqlx::Result<Business> {
     sqlx::query_as(concat!(
-        "INSERT INTO businesses (name, category, cashback_percent, max_redeem_percent, is_medical)
-         VALUES ($1, $2, $3, $4, $5)
+        "INSERT INTO businesses (name, category, cashback_percent, max_redeem_percent, is_medical,
+                                 max_check_amount)
+         VALUES ($1, $2, $3, $4, $5, $6)
          RETURNING ",
         business_columns!()
     ))
@@ -45,6 +53,7 @@ pub async fn create(db: impl PgExecutor<'_>, new: &NewBusiness) -> sqlx::Result<
     .bind(new.cashback_percent)
     .bind(new.max_redeem_percent)
     .bind(new.is_medical)
+    .bind(new.max_check_amount)
     .fetch_one(db)
     .await
 }
@@ -58,6 +67,7 @@ pub struct BusinessPatch {
     pub max_redeem_percent: Option<Decimal>,
     pub is_medical: Option<bool>,
     pub is_active: Option<bool>,
+    pub max_check_amount: Option<Decimal>,
 }
 
 pub async fn update(
@@ -73,6 +83,7 @@ pub async fn update(
             max_redeem_percent = COALESCE($5, max_redeem_percent),
             is_medical         = COALESCE($6, is_medical),
             is_active          = COALESCE($7, is_active),
+            max_check_amount   = COALESCE($8, max_check_amount),
             updated_at         = now()
          WHERE id = $1
          RETURNING ",
@@ -85,6 +96,7 @@ pub async fn update(
     .bind(patch.max_redeem_percent)
     .bind(patch.is_medical)
     .bind(patch.is_active)
+    .bind(patch.max_check_amount)
     .fetch_optional(db)
     .await
 }

@@ -8,6 +8,7 @@ pub mod coupons;
 pub mod crm;
 pub mod devices;
 pub mod events;
+pub mod fraud;
 pub mod integrations;
 pub mod ledger;
 pub mod limits;

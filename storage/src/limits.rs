@@ -11,12 +11,26 @@ use crate::cache::Cache;
 use redis::Script;
 use std::sync::LazyLock;
 
-/// One limit: at most `limit` counts per `seconds`, on `key`.
+/// One limit: at most `limit` per `seconds`, on `key`; a request counts `cost` (1 for a
+/// request, kopecks for an amount of money).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
     pub key: String,
     pub limit: u64,
     pub seconds: u64,
+    pub cost: u64,
+}
+
+impl Window {
+    /// A window that counts requests.
+    pub fn requests(key: String, limit: u64, seconds: u64) -> Self {
+        Self {
+            key,
+            limit,
+            seconds,
+            cost: 1,
+        }
+    }
 }
 
 /// What checking a request's limits came to.
@@ -28,13 +42,14 @@ pub enum Taken {
     Refused { index: usize, retry_after_s: u64 },
 }
 
-/// KEYS: the windows; ARGV: limit and seconds of each. Returns {0, count…} or {index, ttl}.
+/// KEYS: the windows; ARGV: limit, seconds and cost of each. Returns {0, count…} or
+/// {index, ttl}.
 static TAKE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
         for i, key in ipairs(KEYS) do
             local used = tonumber(redis.call('GET', key) or '0')
-            if used >= tonumber(ARGV[2 * i - 1]) then
+            if used + tonumber(ARGV[3 * i]) > tonumber(ARGV[3 * i - 2]) then
                 local ttl = redis.call('TTL', key)
                 if ttl < 1 then ttl = 1 end
                 return {i, ttl}
@@ -42,8 +57,8 @@ static TAKE: LazyLock<Script> = LazyLock::new(|| {
         end
         local out = {0}
         for i, key in ipairs(KEYS) do
-            local n = redis.call('INCR', key)
-            if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ARGV[2 * i]) end
+            local n = redis.call('INCRBY', key, ARGV[3 * i])
+            if redis.call('TTL', key) < 0 then redis.call('EXPIRE', key, ARGV[3 * i - 1]) end
             out[#out + 1] = n
         end
         return out
@@ -85,7 +100,8 @@ impl Cache {
             invocation
                 .key(&window.key)
                 .arg(window.limit)
-                .arg(window.seconds.max(1));
+                .arg(window.seconds.max(1))
+                .arg(window.cost);
         }
         let reply: Vec<u64> = invocation.invoke_async(&mut self.connection()).await?;
         Ok(match reply.as_slice() {
@@ -100,11 +116,14 @@ impl Cache {
         })
     }
 
-    /// Gives back a count taken by [`Cache::take`] (the request did not happen after all).
-    pub async fn give_back(&self, keys: &[String]) -> redis::RedisResult<()> {
+    /// Gives back what [`Cache::take`] counted (the request did not happen after all).
+    pub async fn give_back(&self, windows: &[Window]) -> redis::RedisResult<()> {
         let mut pipe = redis::pipe();
-        for key in keys {
-            pipe.cmd("DECR").arg(key).ignore();
+        for window in windows {
+            pipe.cmd("DECRBY")
+                .arg(&window.key)
+                .arg(window.cost)
+                .ignore();
         }
         pipe.query_async::<()>(&mut self.connection()).await
     }

@@ -338,11 +338,15 @@ async fn unknown_and_expired_codes_fail_with_a_reason() {
         .await;
     let member = app.sign_in(&member_phone()).await;
 
-    let unknown = scan_and_wait(&member, &json!({"code": "ABCDEFGHJKMN"}))
+    // Refused at once: nothing is queued for a code that cannot succeed.
+    let unknown = member
+        .post("/transactions/scan", &json!({"code": "ABCDEFGHJKMN"}))
         .await
         .unwrap();
-    assert_eq!(unknown["state"], "failed");
-    assert_eq!(unknown["error"]["code"], "code_expired");
+    assert_eq!(
+        (unknown.status, unknown.error_code()),
+        (422, Some("code_expired"))
+    );
 
     // A code whose five minutes are over (its Redis entry outlives it a little).
     let code = app.issue_qr(&staff, "700").await;
@@ -361,11 +365,14 @@ async fn unknown_and_expired_codes_fail_with_a_reason() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    let expired = scan_and_wait(&member, &json!({"code": code}))
+    let expired = member
+        .post("/transactions/scan", &json!({"code": code}))
         .await
         .unwrap();
-    assert_eq!(expired["state"], "failed");
-    assert_eq!(expired["error"]["code"], "code_expired");
+    assert_eq!(
+        (expired.status, expired.error_code()),
+        (422, Some("code_expired"))
+    );
 
     for bad in ["", "short", "0OIL1ABCDEFG", "ABCDEFGHJKMNP"] {
         let response = member

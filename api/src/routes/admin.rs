@@ -6,6 +6,7 @@ use crate::{
     auth::{Operator, Superadmin},
     envelope::Envelope,
     error::{ApiError, ApiResult},
+    routes::positive_money,
     state::AppState,
     wire::Amount,
     wire::Text,
@@ -106,6 +107,9 @@ pub struct CreateBusiness {
     /// Medical businesses never reach analytics or cross-promo. Default false.
     #[oai(nullable)]
     pub is_medical: Option<bool>,
+    /// The largest check its staff may issue a QR code for, roubles. Default 500000.00.
+    #[oai(nullable)]
+    pub max_check_amount: Option<Amount>,
     /// The business's first CRM integration (superadmin only); more are added through
     /// `/admin/businesses/{id}/integrations`.
     #[oai(nullable)]
@@ -138,10 +142,14 @@ pub struct UpdateBusiness {
     pub cashback_percent: Option<Amount>,
     #[oai(nullable)]
     pub max_redeem_percent: Option<Amount>,
+    /// Once set, it cannot be cleared (422 `medical_flag_permanent`).
     #[oai(nullable)]
     pub is_medical: Option<bool>,
     #[oai(nullable)]
     pub is_active: Option<bool>,
+    /// The largest check its staff may issue a QR code for, roubles.
+    #[oai(nullable)]
+    pub max_check_amount: Option<Amount>,
     /// The first integration's CRM (superadmin only); `null` removes that integration.
     /// Changing the type or `crm_base_url` drops the stored credentials: give them again.
     #[oai(nullable)]
@@ -255,6 +263,8 @@ pub struct BusinessView {
     pub max_redeem_percent: Amount,
     pub is_medical: bool,
     pub is_active: bool,
+    /// The largest check its staff may issue a QR code for (superadmin only).
+    pub max_check_amount: Amount,
     /// The first integration's CRM (`yclients`, `iiko`, `1c`, `amo_crm`, `renovatio`), or
     /// absent; `integrations` has them all.
     #[oai(nullable)]
@@ -287,6 +297,7 @@ fn business_view(b: Business, integrations: Vec<Integration>) -> BusinessView {
         max_redeem_percent: b.max_redeem_percent.into(),
         is_medical: b.is_medical,
         is_active: b.is_active,
+        max_check_amount: b.max_check_amount.into(),
         created_at: b.created_at,
     }
 }
@@ -661,6 +672,10 @@ impl AdminApi {
                 "max_redeem_percent",
             )?,
             is_medical: body.is_medical.unwrap_or(false),
+            max_check_amount: match body.max_check_amount {
+                None => businesses::DEFAULT_MAX_CHECK_AMOUNT,
+                Some(amount) => positive_money(amount.value(), "max_check_amount")?.amount(),
+            },
         };
         let mut tx = state.db.begin().await?;
         let business = businesses::create(&mut *tx, &new).await?;
@@ -733,6 +748,10 @@ impl AdminApi {
                 .transpose()?,
             is_medical: body.is_medical,
             is_active: body.is_active,
+            max_check_amount: body
+                .max_check_amount
+                .map(|a| positive_money(a.value(), "max_check_amount").map(|m| m.amount()))
+                .transpose()?,
         };
         let business = businesses::update(&mut *tx, id.0, &patch)
             .await?

@@ -1,4 +1,5 @@
-//! `/admin/audit`: what operators and owners changed, for operators to review.
+//! `/admin/audit` and `/admin/fraud-flags`: what operators and owners changed, and the scans
+//! and QR codes that looked like fraud, for operators to review.
 
 use crate::{
     auth::Operator,
@@ -6,17 +7,18 @@ use crate::{
     error::{ApiError, ApiResult},
     routes::{page_limit, parse_cursor},
     state::AppState,
+    wire::Amount,
 };
 use poem_openapi::{Object, OpenApi, Tags, param::Query, payload::Json};
 use serde_json::Value;
 use std::sync::Arc;
-use storage::audit;
+use storage::{audit, fraud};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 #[derive(Tags)]
 enum Tag {
-    /// Operators: the audit log.
+    /// Operators: the audit log and fraud flags.
     Audit,
 }
 
@@ -46,6 +48,29 @@ pub struct AuditEntryView {
     /// The request that made it (`x-request-id`), to find it in the logs.
     #[oai(nullable)]
     pub request_id: Option<String>,
+    pub created_at: OffsetDateTime,
+}
+
+/// A scan or QR code that looked like fraud.
+#[derive(Debug, Object)]
+pub struct FraudFlagView {
+    pub id: Uuid,
+    /// `self_scan` (a member scanned a code she issued as staff; refused),
+    /// `staff_daily_limit` (a staff member's codes of the day would have passed
+    /// `KRUG_STAFF_QR_DAILY_TOTAL`; refused) or `outlier_amount` (a purchase at or over
+    /// `KRUG_FRAUD_OUTLIER_PERCENT` of the business's `max_check_amount`; recorded).
+    pub kind: String,
+    pub business_id: Uuid,
+    /// The staff member who issued the QR code.
+    #[oai(nullable)]
+    pub staff_id: Option<Uuid>,
+    /// The member who scanned it (absent when nobody did).
+    #[oai(nullable)]
+    pub member_id: Option<Uuid>,
+    pub amount: Amount,
+    /// The purchase, when one was recorded.
+    #[oai(nullable)]
+    pub transaction_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
 }
 
@@ -90,6 +115,44 @@ impl AuditApi {
                     after: e.after,
                     request_id: e.request_id,
                     created_at: e.created_at,
+                })
+                .collect(),
+            next_cursor: page.next_cursor,
+        })))
+    }
+
+    /// Fraud flags, newest first: self-scans and staff daily totals refused, and purchases
+    /// near their business's largest allowed check.
+    #[oai(path = "/fraud-flags", method = "get")]
+    async fn fraud_flags(
+        &self,
+        _operator: Operator,
+        /// Only flags of this business.
+        business_id: Query<Option<Uuid>>,
+        cursor: Query<Option<String>>,
+        limit: Query<Option<u32>>,
+    ) -> ApiResult<Json<Envelope<Page<FraudFlagView>>>> {
+        let page = fraud::page(
+            &self.state.db,
+            business_id.0,
+            parse_cursor(cursor.0.as_deref())?,
+            page_limit(limit.0)?,
+        )
+        .await
+        .map_err(ApiError::from)?;
+        Ok(Json(Envelope::new(Page {
+            items: page
+                .items
+                .into_iter()
+                .map(|f| FraudFlagView {
+                    id: f.id,
+                    kind: f.kind,
+                    business_id: f.business_id,
+                    staff_id: f.staff_id,
+                    member_id: f.member_id,
+                    amount: f.amount.into(),
+                    transaction_id: f.transaction_id,
+                    created_at: f.created_at,
                 })
                 .collect(),
             next_cursor: page.next_cursor,

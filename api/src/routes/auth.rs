@@ -135,7 +135,6 @@ impl AuthApi {
             ));
         }
         let windows = send_windows(state, &phone, client.0);
-        let counted: Vec<String> = windows.iter().map(|w| w.key.clone()).collect();
         match state.cache.take(&windows).await {
             Err(e) => {
                 tracing::warn!(error = %e, "rate limiter unavailable");
@@ -172,7 +171,7 @@ impl AuthApi {
         let row = match recorded {
             Ok(row) => row,
             Err(e) => {
-                let _ = state.cache.give_back(&counted).await;
+                let _ = state.cache.give_back(&windows).await;
                 return Err(e.into());
             }
         };
@@ -182,7 +181,7 @@ impl AuthApi {
                 tracing::warn!(error = %e, "could not enqueue otp_send");
                 let _ = otp::delete(&state.db, otp_id).await;
                 let _ = storage::outbox::delete(&state.db, otp_id).await;
-                let _ = state.cache.give_back(&counted).await;
+                let _ = state.cache.give_back(&windows).await;
                 return Err(ApiError::queue_unavailable());
             }
             // Pushed, but not marked relayed: reconcile may push again, which is a no-op.
@@ -346,26 +345,26 @@ fn send_windows(state: &AppState, phone: &PhoneNumber, client: IpAddr) -> Vec<Wi
     let cache = &state.cache;
     let limits = &state.limits;
     vec![
-        Window {
-            key: cache.otp_minute_key(phone.as_ref()),
-            limit: 1,
-            seconds: RESEND_AFTER.as_secs(),
-        },
-        Window {
-            key: cache.limit_key("otp-phone-day", phone.as_ref()),
-            limit: limits.codes_per_phone_per_day,
-            seconds: 24 * 3600,
-        },
-        Window {
-            key: cache.limit_key("otp-ip-hour", &client.to_string()),
-            limit: limits.codes_per_ip_per_hour,
-            seconds: 3600,
-        },
-        Window {
-            key: cache.limit_key("sms-budget", "hour"),
-            limit: limits.sms_budget_per_hour,
-            seconds: 3600,
-        },
+        Window::requests(
+            cache.otp_minute_key(phone.as_ref()),
+            1,
+            RESEND_AFTER.as_secs(),
+        ),
+        Window::requests(
+            cache.limit_key("otp-phone-day", phone.as_ref()),
+            limits.codes_per_phone_per_day,
+            24 * 3600,
+        ),
+        Window::requests(
+            cache.limit_key("otp-ip-hour", &client.to_string()),
+            limits.codes_per_ip_per_hour,
+            3600,
+        ),
+        Window::requests(
+            cache.limit_key("sms-budget", "hour"),
+            limits.sms_budget_per_hour,
+            3600,
+        ),
     ]
 }
 

@@ -4,6 +4,7 @@ use crate::{
     auth::Auth,
     envelope::Envelope,
     error::{ApiError, ApiResult},
+    limits::REFUSED,
     routes::media::{ImageView, image_views},
     routes::{loyalty::QR_CODE_LEN, positive_money},
     state::AppState,
@@ -11,10 +12,13 @@ use crate::{
 };
 use domain::codes::human_code;
 use poem_openapi::{Object, OpenApi, Tags, param::Path, payload::Json};
+use rust_decimal::{Decimal, prelude::ToPrimitive};
 use std::{sync::Arc, time::Duration};
 use storage::{
     businesses::{self, Business},
     cache::QrCode,
+    fraud,
+    limits::{Taken, Window},
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -159,35 +163,109 @@ impl BusinessApi {
             .ok_or_else(|| {
                 ApiError::not_found("business_not_found", "This business is not active.")
             })?;
-        let expires_at = OffsetDateTime::now_utc() + QR_VALIDITY;
-        let qr = QrCode {
-            business_id: business.id,
-            amount: amount.amount(),
-            issued_by: auth.user_id(),
-            expires_at,
-        };
-        // 31^12 codes: a collision is all but impossible, and SET NX catches it if it happens.
-        for _ in 0..3 {
-            let code = human_code(&mut rand::rng(), QR_CODE_LEN);
-            let stored = state
-                .cache
-                .put_qr(&code, &qr, QR_VALIDITY + QR_KEEP_EXTRA)
-                .await
-                .map_err(|e| {
-                    tracing::warn!(error = %e, "QR store unavailable");
-                    ApiError::queue_unavailable()
-                })?;
-            if stored {
-                return Ok(Json(Envelope::new(IssuedQr {
-                    code,
-                    expires_at,
-                    business_id: business.id,
-                    amount: qr.amount.into(),
-                })));
-            }
+        if amount.amount() > business.max_check_amount {
+            return Err(ApiError::unprocessable(
+                "amount_over_limit",
+                format!(
+                    "A check at this business is at most {} ₽.",
+                    business.max_check_amount
+                ),
+            ));
         }
-        Err(ApiError::internal(anyhow::anyhow!(
-            "three QR code collisions in a row"
-        )))
+        // The day's total of this staff member's codes at this business, in kopecks.
+        let today = jobs::handlers::analytics::today(state.timezone);
+        let day_total = Window {
+            key: state.cache.limit_key(
+                "qr-staff-day",
+                &format!("{}:{}:{today}", business.id, auth.user_id()),
+            ),
+            limit: kopecks(state.limits.staff_qr_daily_total),
+            seconds: 2 * 24 * 3600,
+            cost: kopecks(amount.amount()),
+        };
+        match state.cache.take(std::slice::from_ref(&day_total)).await {
+            Err(e) => {
+                tracing::warn!(error = %e, "QR store unavailable");
+                return Err(ApiError::queue_unavailable());
+            }
+            Ok(Taken::Refused { .. }) => {
+                REFUSED.with_label_values(&["staff_qr_daily_total"]).inc();
+                fraud::record(
+                    &state.db,
+                    &[fraud::NewFlag {
+                        kind: fraud::FlagKind::StaffDailyLimit,
+                        business_id: business.id,
+                        staff_id: Some(auth.user_id()),
+                        member_id: None,
+                        amount: amount.amount(),
+                        transaction_id: None,
+                    }],
+                )
+                .await?;
+                return Err(ApiError::unprocessable(
+                    "staff_daily_limit",
+                    format!(
+                        "Your QR codes of today would pass {} ₽; an owner or operator can help.",
+                        state.limits.staff_qr_daily_total
+                    ),
+                ));
+            }
+            Ok(Taken::Allowed { .. }) => {}
+        }
+        let issued = issue_code(state, &business, amount.amount(), auth.user_id()).await;
+        if issued.is_err() {
+            let _ = state
+                .cache
+                .give_back(std::slice::from_ref(&day_total))
+                .await;
+        }
+        issued
     }
+}
+
+/// Whole kopecks of an amount (money has at most two decimals).
+fn kopecks(amount: Decimal) -> u64 {
+    (amount * Decimal::ONE_HUNDRED)
+        .trunc()
+        .to_u64()
+        .unwrap_or(u64::MAX)
+}
+
+/// Stores a new one-time code for `amount` at `business`, issued by `staff`.
+async fn issue_code(
+    state: &AppState,
+    business: &Business,
+    amount: Decimal,
+    staff: Uuid,
+) -> ApiResult<Json<Envelope<IssuedQr>>> {
+    let expires_at = OffsetDateTime::now_utc() + QR_VALIDITY;
+    let qr = QrCode {
+        business_id: business.id,
+        amount,
+        issued_by: staff,
+        expires_at,
+    };
+    // 31^12 codes: a collision is all but impossible, and SET NX catches it if it happens.
+    for _ in 0..3 {
+        let code = human_code(&mut rand::rng(), QR_CODE_LEN);
+        let stored = state
+            .cache
+            .put_qr(&code, &qr, QR_VALIDITY + QR_KEEP_EXTRA)
+            .await
+            .map_err(|e| {
+                tracing::warn!(error = %e, "QR store unavailable");
+                ApiError::queue_unavailable()
+            })?;
+        if stored {
+            return Ok(Json(Envelope::new(IssuedQr {
+                code,
+                expires_at,
+                business_id: business.id,
+                amount: qr.amount.into(),
+            })));
+        }
+    }
+    Err(ApiError::internal(anyhow::anyhow!(
+        "three QR code collisions in a row"
+    )))
 }

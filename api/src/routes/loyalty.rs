@@ -4,6 +4,7 @@ use crate::{
     auth::Auth,
     envelope::{Envelope, Page},
     error::{ApiError, ApiResult},
+    limits::REFUSED,
     routes::{page_limit, parse_cursor},
     state::AppState,
     wire::Amount,
@@ -19,7 +20,11 @@ use poem_openapi::{
 };
 use rust_decimal::Decimal;
 use std::sync::Arc;
-use storage::{loyalty, scans, tiers, users};
+use storage::{
+    fraud,
+    limits::{Taken, Window},
+    loyalty, scans, tiers, users,
+};
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
@@ -344,7 +349,10 @@ impl LoyaltyApi {
     /// Scan a staff member's QR code: queues the purchase.
     ///
     /// Answers 202 at once; the purchase, redemption and accrual happen in the `qr_scan`
-    /// job. Poll `GET /transactions/scan/{job_id}` for the outcome.
+    /// job. Poll `GET /transactions/scan/{job_id}` for the outcome. Refused at once, with
+    /// nothing recorded: a code unknown or expired (422 `code_expired`), a code the member
+    /// issued herself as staff (422 `self_scan`), more than
+    /// `KRUG_SCANS_PER_MEMBER_PER_MINUTE` scans a minute (429 `too_many_scans`).
     #[oai(path = "/transactions/scan", method = "post")]
     async fn scan(&self, auth: Auth, body: Json<ScanRequestBody>) -> ApiResult<ScanResponse> {
         let state = &self.state;
@@ -363,10 +371,59 @@ impl LoyaltyApi {
                 })?
                 .amount(),
         };
-        let qr = state.cache.get_qr(&code).await.map_err(|e| {
+        let member = auth.user_id();
+        let per_minute = Window::requests(
+            state.cache.limit_key("scans-minute", &member.to_string()),
+            state.limits.scans_per_member_per_minute,
+            60,
+        );
+        let unavailable = |e: redis::RedisError| {
             tracing::warn!(error = %e, "QR store unavailable");
             ApiError::queue_unavailable()
-        })?;
+        };
+        if let Taken::Refused { retry_after_s, .. } = state
+            .cache
+            .take(std::slice::from_ref(&per_minute))
+            .await
+            .map_err(unavailable)?
+        {
+            REFUSED.with_label_values(&["scans_per_minute"]).inc();
+            return Err(ApiError::too_many(
+                "too_many_scans",
+                format!("Too many scans; try again in {retry_after_s} s."),
+                retry_after_s,
+            ));
+        }
+        // Refused before anything is written: a code nobody issued (or no longer valid)…
+        let qr = state
+            .cache
+            .get_qr(&code)
+            .await
+            .map_err(unavailable)?
+            .filter(|qr| qr.expires_at > OffsetDateTime::now_utc())
+            .ok_or_else(|| {
+                ApiError::unprocessable("code_expired", "This code is unknown or has expired.")
+            })?;
+        // …and a code the member issued herself, as staff: cashback and a tier for nothing.
+        if qr.issued_by == member {
+            REFUSED.with_label_values(&["self_scan"]).inc();
+            fraud::record(
+                &state.db,
+                &[fraud::NewFlag {
+                    kind: fraud::FlagKind::SelfScan,
+                    business_id: qr.business_id,
+                    staff_id: Some(qr.issued_by),
+                    member_id: Some(member),
+                    amount: qr.amount,
+                    transaction_id: None,
+                }],
+            )
+            .await?;
+            return Err(ApiError::unprocessable(
+                "self_scan",
+                "A code you issued cannot be scanned by you.",
+            ));
+        }
         // The scan request is its own record of the job: a pending scan is what `reconcile`
         // pushes again if this push is lost (no outbox row needed on the hottest path).
         let scan_id = Uuid::now_v7();
@@ -374,9 +431,9 @@ impl LoyaltyApi {
             &state.db,
             &scans::NewScan {
                 id: scan_id,
-                user_id: auth.user_id(),
+                user_id: member,
                 code,
-                qr: qr.map(|q| serde_json::to_value(q).expect("QrCode serializes")),
+                qr: Some(serde_json::to_value(qr).expect("QrCode serializes")),
                 redeem_bonus: redeem,
                 coupon_id: body.coupon_id,
             },

@@ -12,6 +12,7 @@ use crate::{
     outbox,
     queue::{Job, JobCtx, JobError, QueueName},
 };
+use domain::fraud::is_outlier;
 use domain::{
     loyalty::{DiscountType, RedemptionError, coupon_discount},
     messages::Message,
@@ -26,6 +27,7 @@ use storage::{
     businesses::{self, Business},
     cache::QrCode,
     coupons::{self, Coupon},
+    fraud,
     ledger::{self, QrPurchase, QrPurchaseRefusal},
     outbox::OutboxJob,
     scans::{self, ScanRequest},
@@ -194,6 +196,8 @@ struct Candidate<'a> {
 struct Done<'a> {
     scan: &'a ScanRequest,
     business: &'a Business,
+    /// The staff member whose code it was.
+    issued_by: Uuid,
     result: ScanResult,
     upgraded: bool,
 }
@@ -251,6 +255,22 @@ async fn process_batch(env: &Env, ids: &[Uuid]) -> Result<(), JobError> {
                     ));
                 }
             };
+            if qr.issued_by == scan.user_id {
+                // The API refuses these; a scan recorded before it did is refused here.
+                return Err(Refusal::new(
+                    "self_scan",
+                    "A code you issued cannot be scanned by you",
+                ));
+            }
+            if qr.amount > business.max_check_amount {
+                return Err(Refusal::new(
+                    "amount_over_limit",
+                    format!(
+                        "A check at this business is at most {}",
+                        business.max_check_amount
+                    ),
+                ));
+            }
             let coupon = match scan.coupon_id {
                 None => None,
                 Some(id) => Some(usable_coupon(
@@ -322,6 +342,7 @@ async fn process_batch(env: &Env, ids: &[Uuid]) -> Result<(), JobError> {
         done.push(Done {
             scan: candidate.scan,
             business: candidate.business,
+            issued_by: candidate.qr.issued_by,
             result: ScanResult {
                 transaction_id: purchase.id,
                 business_id: candidate.business.id,
@@ -336,6 +357,26 @@ async fn process_batch(env: &Env, ids: &[Uuid]) -> Result<(), JobError> {
         });
     }
 
+    // Purchases near their business's largest allowed check, for operators to look at.
+    let outliers: Vec<fraud::NewFlag> = done
+        .iter()
+        .filter(|d| {
+            is_outlier(
+                d.result.amount,
+                d.business.max_check_amount,
+                env.fraud_outlier_percent,
+            )
+        })
+        .map(|d| fraud::NewFlag {
+            kind: fraud::FlagKind::OutlierAmount,
+            business_id: d.business.id,
+            staff_id: Some(d.issued_by),
+            member_id: Some(d.scan.user_id),
+            amount: d.result.amount,
+            transaction_id: Some(d.result.transaction_id),
+        })
+        .collect();
+    fraud::record(&mut *tx, &outliers).await?;
     let follow_ups = follow_ups(&mut tx, &done).await?;
     let completed: Vec<(Uuid, Uuid, serde_json::Value)> = done
         .iter()

@@ -6,5 +6,6 @@ mod crm;
 mod medical;
 mod retention;
 mod roles;
+mod scans;
 mod sign_in;
 mod tokens;
