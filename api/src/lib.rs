@@ -173,9 +173,11 @@ pub async fn serve<A: Acceptor + 'static>(
     served
 }
 
-/// Refuses bodies over [`MAX_BODY_BYTES`] with 413, whether or not they declare their length
-/// (poem's `SizeLimit` insists on `Content-Length`, which would refuse chunked bodies and
-/// bodiless GETs alike).
+/// Refuses bodies over [`MAX_BODY_BYTES`] with 413, whatever their headers say: every body
+/// is read up to the cap before a route sees it. A declared length over the cap is refused
+/// without reading; a body without `Content-Length` or `Transfer-Encoding` (a cleartext
+/// HTTP/2 stream has neither) is capped as it is read. (poem's `SizeLimit` insists on
+/// `Content-Length`, which would refuse chunked bodies and bodiless GETs alike.)
 async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Response> {
     let too_large = || poem::Error::from_status(StatusCode::PAYLOAD_TOO_LARGE);
     let declared = req
@@ -184,14 +186,12 @@ async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Resp
     if declared.is_some_and(|len| len > MAX_BODY_BYTES) {
         return Err(too_large());
     }
-    if declared.is_some_and(|len| len > 0) || req.header("transfer-encoding").is_some() {
-        let body = req
-            .take_body()
-            .into_bytes_limit(MAX_BODY_BYTES)
-            .await
-            .map_err(|_| too_large())?;
-        req.set_body(body);
-    }
+    let body = req
+        .take_body()
+        .into_bytes_limit(MAX_BODY_BYTES)
+        .await
+        .map_err(|_| too_large())?;
+    req.set_body(body);
     Ok(next.call(req).await?.into_response())
 }
 
