@@ -118,7 +118,11 @@ fn main() -> anyhow::Result<()> {
     let _ = dotenvy::dotenv();
     let cli = Cli::parse();
     let config = Config::from_env()?;
-    telemetry::init(config.environment);
+    let log_to = match cli.command {
+        Command::Api | Command::Worker { .. } | Command::Scheduler => telemetry::LogTo::Stdout,
+        _ => telemetry::LogTo::Stderr,
+    };
+    telemetry::init(config.environment, log_to);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

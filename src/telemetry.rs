@@ -21,7 +21,7 @@ use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// Dependencies that are chatty below warn whatever our own level is.
 const QUIET_DEPENDENCIES: &str = "sqlx=warn,apalis=warn,apalis_core=warn,apalis_redis=warn,\
-     hyper=info,hyper_util=info,h2=info,reqwest=info,rustls=info,tower=info";
+     hyper=info,hyper_util=info,h2=info,reqwest=info,rustls=info,tower=info,object_store=info";
 
 /// What the logs look like, decided from the environment (a pure function, unit-tested).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,8 +52,17 @@ impl LogSettings {
     }
 }
 
+/// Where a process writes its logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogTo {
+    /// The services (`api`, `worker`, `scheduler`): the platform collects stdout.
+    Stdout,
+    /// One-shot commands, whose stdout is their answer (`krug jobs list | …`).
+    Stderr,
+}
+
 /// Installs the log subscriber (a second call, as in tests, is harmless).
-pub fn init(environment: Environment) {
+pub fn init(environment: Environment, to: LogTo) {
     let settings = LogSettings::new(
         environment,
         std::env::var("RUST_LOG").ok().as_deref(),
@@ -67,10 +76,17 @@ pub fn init(environment: Environment) {
         EnvFilter::new("info")
     });
     let registry = tracing_subscriber::registry().with(filter);
+    let writer = fmt::writer::BoxMakeWriter::new(move || -> Box<dyn std::io::Write> {
+        match to {
+            LogTo::Stdout => Box::new(std::io::stdout()),
+            LogTo::Stderr => Box::new(std::io::stderr()),
+        }
+    });
     let _ = if settings.json {
         registry
             .with(
                 fmt::layer()
+                    .with_writer(writer)
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
@@ -78,7 +94,9 @@ pub fn init(environment: Environment) {
             )
             .try_init()
     } else {
-        registry.with(fmt::layer().with_target(false)).try_init()
+        registry
+            .with(fmt::layer().with_writer(writer).with_target(false))
+            .try_init()
     };
 }
 

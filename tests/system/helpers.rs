@@ -317,7 +317,10 @@ pub fn test_key_dir() -> PathBuf {
 /// Logs stay quiet unless TEST_LOG is set.
 fn init_logs() {
     if std::env::var("TEST_LOG").is_ok() {
-        krug::telemetry::init(krug::config::Environment::Development);
+        krug::telemetry::init(
+            krug::config::Environment::Development,
+            krug::telemetry::LogTo::Stdout,
+        );
     }
 }
 
