@@ -332,7 +332,19 @@ static QUEUE_DEPTH: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-/// Prometheus metrics of this process, with the queue depths of the whole system.
+/// Seconds each failing CRM integration has failed (since its last successful poll), read
+/// from Postgres at each scrape; an integration that recovers leaves the series.
+static INTEGRATION_FAILING: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
+    prometheus::register_int_gauge_vec!(
+        "crm_integration_failing_seconds",
+        "Seconds a failing CRM integration has failed, since its last successful poll",
+        &["business_id", "integration_id", "crm_type"]
+    )
+    .expect("metric registers once")
+});
+
+/// Prometheus metrics of this process, with the queue depths and the failing integrations
+/// of the whole system.
 #[handler]
 async fn metrics(state: Data<&Arc<AppState>>) -> Response {
     for queue in jobs::QueueName::ALL {
@@ -355,6 +367,21 @@ async fn metrics(state: Data<&Arc<AppState>>) -> Response {
                 break;
             }
         }
+    }
+    match storage::integrations::failing(&state.db).await {
+        Ok(failing) => {
+            INTEGRATION_FAILING.reset();
+            for f in failing {
+                INTEGRATION_FAILING
+                    .with_label_values(&[
+                        f.business_id.to_string().as_str(),
+                        f.id.to_string().as_str(),
+                        f.crm_type.as_str(),
+                    ])
+                    .set(f.seconds);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "integration health unavailable for /metrics"),
     }
     let text = prometheus::TextEncoder::new()
         .encode_to_string(&prometheus::gather())

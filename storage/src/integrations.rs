@@ -283,6 +283,30 @@ pub async fn due(
     .await
 }
 
+/// An integration that is `failing`, for the `crm_integration_failing_seconds` gauge.
+#[derive(Debug, Clone, FromRow)]
+pub struct Failing {
+    pub id: Uuid,
+    pub business_id: Uuid,
+    pub crm_type: String,
+    /// Since its last successful poll (or its creation, if it never had one).
+    pub seconds: i64,
+}
+
+/// The integrations now `failing` (deleted ones and inactive businesses left out).
+pub async fn failing(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Failing>> {
+    sqlx::query_as(
+        "SELECT i.id, i.business_id, i.crm_type,
+                EXTRACT(EPOCH FROM now() - COALESCE(i.last_success_at, i.created_at))::bigint
+                    AS seconds
+         FROM integrations i JOIN businesses b ON b.id = i.business_id
+         WHERE i.status = 'failing' AND i.deleted_at IS NULL AND b.is_active
+         ORDER BY i.id",
+    )
+    .fetch_all(db)
+    .await
+}
+
 /// Why stored credentials could not be read.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

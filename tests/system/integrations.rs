@@ -443,3 +443,75 @@ async fn an_iiko_catch_up_older_than_a_week_is_flagged_incomplete() {
     );
     assert_eq!(shown["status"], "ok");
 }
+
+/// The `crm_integration_failing_seconds` line of `/metrics` for `integration`, if any.
+async fn failing_seconds(app: &TestApp, integration: Uuid) -> Option<f64> {
+    let text = reqwest::get(format!("{}/metrics", app.api.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("crm_integration_failing_seconds{"))
+        .find(|l| l.contains(&format!("integration_id=\"{integration}\"")))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// The alert "an integration failing for an hour" reads `crm_integration_failing_seconds`:
+/// a failing integration is a series on the API's `/metrics` (labelled with its business,
+/// id and CRM), counting from its creation when it never succeeded; a poll that succeeds
+/// removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_integration_is_a_metric_until_it_recovers() {
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let clinic = business(&app, &operator, "Клиника", true).await;
+    let sim = Simulator::start(Vendor::Renovatio).await.unwrap();
+    let integration = connect(
+        &operator,
+        clinic,
+        &sim,
+        Vendor::Renovatio.credentials(),
+        json!({}),
+    )
+    .await;
+    assert_eq!(failing_seconds(&app, integration).await, None, "healthy");
+    // As if it had been set up two hours ago and never polled successfully since.
+    sqlx::query("UPDATE integrations SET created_at = now() - interval '2 hours' WHERE id = $1")
+        .bind(integration)
+        .execute(&app.db)
+        .await
+        .unwrap();
+
+    // Renovatio keeps `getInvoices` closed until the clinic opens it: the poll fails.
+    poll_business(&operator, clinic).await;
+    eventually(20, "the integration to be failing", || async {
+        (health(&operator, integration).await["status"] == "failing").then_some(())
+    })
+    .await;
+    let seconds = failing_seconds(&app, integration)
+        .await
+        .expect("a failing integration is on /metrics");
+    assert!(seconds >= 7200.0, "failing since its creation: {seconds}");
+    let text = reqwest::get(format!("{}/metrics", app.api.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains(&format!(
+            "crm_integration_failing_seconds{{business_id=\"{clinic}\",crm_type=\"renovatio\",integration_id=\"{integration}\"}}"
+        )),
+        "{text}"
+    );
+
+    sim.open_renovatio_invoices();
+    poll_business(&operator, clinic).await;
+    eventually(20, "the integration to recover", || async {
+        (health(&operator, integration).await["status"] == "ok").then_some(())
+    })
+    .await;
+    assert_eq!(failing_seconds(&app, integration).await, None, "recovered");
+}
