@@ -137,6 +137,21 @@ pub async fn sign_in(
     api: &ApiClient,
     phone: &str,
 ) -> anyhow::Result<ApiClient> {
+    let session = sign_in_session(services, api, phone, json!({})).await?;
+    let token = session["access_token"]
+        .as_str()
+        .context("no access token")?;
+    Ok(api.signed_in(token))
+}
+
+/// Signs `phone` in as [`sign_in`] does, with `extra` fields in `POST /auth/verify-code`
+/// (`referral_code`), and returns the session as answered.
+pub async fn sign_in_session(
+    services: &Services,
+    api: &ApiClient,
+    phone: &str,
+    extra: Value,
+) -> anyhow::Result<Value> {
     services.cache.release_otp_send(phone).await?;
     let sent = expect(
         api.post("/auth/send-code", &json!({"phone": phone}))
@@ -157,15 +172,14 @@ pub async fn sign_in(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    let session = expect(
-        api.post("/auth/verify-code", &json!({"phone": phone, "code": code}))
-            .await?,
-        200,
-    )?;
-    let token = session.data()["access_token"]
-        .as_str()
-        .context("no access token")?;
-    Ok(api.signed_in(token))
+    let mut body = json!({"phone": phone, "code": code});
+    if let Some(extra) = extra.as_object() {
+        for (key, value) in extra {
+            body[key] = value.clone();
+        }
+    }
+    let session = expect(api.post("/auth/verify-code", &body).await?, 200)?;
+    Ok(session.data().clone())
 }
 
 /// Polls a scan until it is `done` or `failed` and returns its status object.

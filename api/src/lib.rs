@@ -32,6 +32,7 @@ use routes::{
     loyalty::LoyaltyApi,
     media::MediaApi,
     operations::OperationsApi,
+    referral::ReferralApi,
     search::SearchApi,
     users::UserApi,
 };
@@ -77,6 +78,7 @@ pub fn api_service(
         AuditApi,
         SearchApi,
         MediaApi,
+        ReferralApi,
     ),
     (),
 > {
@@ -119,6 +121,9 @@ pub fn api_service(
                 state: state.clone(),
             },
             MediaApi {
+                state: state.clone(),
+            },
+            ReferralApi {
                 state: state.clone(),
             },
         ),

@@ -8,6 +8,7 @@ pub mod messages;
 pub mod money;
 pub mod onboarding;
 pub mod phone;
+pub mod referral;
 pub mod rfm;
 
 pub use loyalty::{Category, Tier, TierRule, TierRules};

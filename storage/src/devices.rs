@@ -12,18 +12,27 @@ pub struct Device {
 }
 
 /// Registers a token for `user_id`. A token is one device: if another account had it (the
-/// phone changed hands), it moves to this one. `None` if the member was deleted meanwhile.
+/// phone changed hands), it moves to this one, and both stay recorded as its accounts. `None` if the member was deleted meanwhile.
 pub async fn register(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
     token: &str,
     platform: &str,
 ) -> sqlx::Result<Option<Device>> {
+    // The sighting is kept after the token moves on: referrals look for one device behind
+    // two accounts.
     sqlx::query_as(
-        "INSERT INTO devices (user_id, token, platform)
-         SELECT id, $2, $3 FROM users WHERE id = $1 AND deleted_at IS NULL
-         ON CONFLICT (token) DO UPDATE SET user_id = EXCLUDED.user_id, platform = EXCLUDED.platform, last_seen_at = now()
-         RETURNING id, user_id, token, platform",
+        "WITH d AS (
+            INSERT INTO devices (user_id, token, platform)
+            SELECT id, $2, $3 FROM users WHERE id = $1 AND deleted_at IS NULL
+            ON CONFLICT (token) DO UPDATE SET user_id = EXCLUDED.user_id, platform = EXCLUDED.platform, last_seen_at = now()
+            RETURNING id, user_id, token, platform
+         ), seen AS (
+            INSERT INTO device_sightings (token_hash, user_id)
+            SELECT encode(sha256(convert_to(token, 'UTF8')), 'hex'), user_id FROM d
+            ON CONFLICT DO NOTHING
+         )
+         SELECT id, user_id, token, platform FROM d",
     )
     .bind(user_id)
     .bind(token)

@@ -19,6 +19,7 @@ pub mod otp;
 pub mod outbox;
 pub mod page;
 pub mod privacy;
+pub mod referrals;
 pub mod retention;
 pub mod rfm;
 pub mod scans;

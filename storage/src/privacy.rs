@@ -107,6 +107,9 @@ pub async fn erase(db: &PgPool, user_id: Uuid) -> sqlx::Result<Option<Erased>> {
     };
     for statement in [
         "DELETE FROM devices WHERE user_id = $1",
+        "DELETE FROM device_sightings WHERE user_id = $1",
+        // Her invitation code stops working; invitations already taken stay as history.
+        "DELETE FROM referral_codes WHERE user_id = $1",
         "DELETE FROM refresh_tokens WHERE user_id = $1",
         "DELETE FROM user_roles WHERE user_id = $1",
         "DELETE FROM business_staff WHERE user_id = $1",

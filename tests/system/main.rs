@@ -22,6 +22,7 @@ mod operations;
 mod ops;
 mod promo;
 mod push;
+mod referral;
 mod reliability;
 mod scans;
 mod security;

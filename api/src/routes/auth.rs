@@ -71,6 +71,10 @@ pub struct VerifyCodeRequest {
     /// The six digits from the SMS.
     #[oai(validator(max_length = 16))]
     pub code: Text,
+    /// The code of the member who invited her (taken at sign-up or within 7 days of it).
+    #[oai(validator(max_length = 32))]
+    #[oai(nullable)]
+    pub referral_code: Option<Text>,
 }
 
 #[derive(Debug, Object)]
@@ -82,6 +86,9 @@ pub struct Session {
     /// Seconds the access token is valid.
     pub expires_in: i64,
     pub user: UserView,
+    /// Present when a `referral_code` was given: whether it was taken, and if not why.
+    #[oai(nullable)]
+    pub referral: Option<crate::routes::referral::ReferralOutcome>,
 }
 
 #[derive(Debug, Object)]
@@ -216,6 +223,14 @@ impl AuthApi {
                 "The code is six digits.",
             ));
         }
+        // Checked before the login code is spent: a typo here must not cost a new SMS.
+        let referral_code = body
+            .referral_code
+            .as_deref()
+            .map(|raw| raw.trim())
+            .filter(|raw| !raw.is_empty())
+            .map(crate::routes::referral::parse_code)
+            .transpose()?;
         let ip_key = state
             .cache
             .limit_key("verify-fail-ip", &client.0.to_string());
@@ -270,6 +285,12 @@ impl AuthApi {
         )
         .await?;
         tx.commit().await?;
+        let referral = match &referral_code {
+            Some(code) => {
+                Some(crate::routes::referral::outcome_at_sign_in(state, user.id, code).await?)
+            }
+            None => None,
+        };
         let roles = users::roles(&state.db, user.id).await?;
         let access_token = state.jwt.issue(user.id, platform_roles(&roles), session_id);
         Ok(Json(Envelope::new(Session {
@@ -277,6 +298,7 @@ impl AuthApi {
             refresh_token,
             expires_in: ACCESS_TTL_S,
             user: user_view(user, &roles),
+            referral,
         })))
     }
 
