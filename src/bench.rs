@@ -550,6 +550,8 @@ async fn business_and_members(
             max_redeem_percent: rust_decimal::Decimal::from(30),
             max_check_amount: storage::businesses::DEFAULT_MAX_CHECK_AMOUNT,
             is_medical: false,
+            bonus_hold_days: 0,
+            staff_refund_limit: storage::businesses::DEFAULT_STAFF_REFUND_LIMIT,
         },
     )
     .await?;
@@ -774,6 +776,8 @@ async fn crm_ingest(system: &System, count: usize) -> anyhow::Result<Figure> {
             max_redeem_percent: rust_decimal::Decimal::from(30),
             max_check_amount: storage::businesses::DEFAULT_MAX_CHECK_AMOUNT,
             is_medical: false,
+            bonus_hold_days: 0,
+            staff_refund_limit: storage::businesses::DEFAULT_STAFF_REFUND_LIMIT,
         },
     )
     .await?;

@@ -60,6 +60,17 @@ impl ApiClient {
         path: &str,
         body: Option<&Value>,
     ) -> anyhow::Result<ApiResponse> {
+        self.call_with_headers(method, path, body, &[]).await
+    }
+
+    /// [`ApiClient::call`] with extra request headers (`Idempotency-Key`, …).
+    pub async fn call_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> anyhow::Result<ApiResponse> {
         let url = match path.strip_prefix("//") {
             Some(root) => format!("{}/{root}", self.base),
             None => format!("{}/api/v1{path}", self.base),
@@ -67,6 +78,9 @@ impl ApiClient {
         let mut request = self.http.request(method, url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         if let Some(body) = body {
             request = request.json(body);

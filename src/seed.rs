@@ -74,6 +74,8 @@ pub async fn partners(db: &PgPool, queue: &JobQueue) -> anyhow::Result<Vec<Busin
                     max_redeem_percent: dec!(30),
                     max_check_amount: businesses::DEFAULT_MAX_CHECK_AMOUNT,
                     is_medical: partner.is_medical,
+                    bonus_hold_days: 0,
+                    staff_refund_limit: storage::businesses::DEFAULT_STAFF_REFUND_LIMIT,
                 },
             )
             .await?,

@@ -34,6 +34,7 @@ use routes::{
     operations::OperationsApi,
     referral::ReferralApi,
     search::SearchApi,
+    partner::PartnerApi,
     users::UserApi,
 };
 use state::AppState;
@@ -79,6 +80,7 @@ pub fn api_service(
         SearchApi,
         MediaApi,
         ReferralApi,
+        PartnerApi,
     ),
     (),
 > {
@@ -124,6 +126,9 @@ pub fn api_service(
                 state: state.clone(),
             },
             ReferralApi {
+                state: state.clone(),
+            },
+            PartnerApi {
                 state: state.clone(),
             },
         ),

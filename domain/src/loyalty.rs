@@ -360,25 +360,26 @@ pub fn discount_label(kind: DiscountType, value: Decimal) -> String {
     }
 }
 
-/// The accrual to take back for a refund of `refunded` out of a purchase of `original_amount`
-/// that accrued `original_accrued`, of which `already_reversed` was taken back before.
-/// Proportional and floored; a refund of the whole remainder takes back exactly what is left,
-/// so the reversals of a purchase never sum to more than its accrual.
-pub fn refund_reversal(
+/// The bonuses a refund of `refunded` out of a purchase of `original_amount` moves back: of the
+/// purchase's accrual (taken back) or of its redemption (given back), `original_bonus`, of
+/// which `already_moved` moved back with the `already_refunded` part refunded before.
+/// Proportional and floored; a refund of the whole remainder moves exactly what is left, so
+/// the refunds of a purchase never move more than its accrual or its redemption.
+pub fn refund_share(
     original_amount: Decimal,
-    original_accrued: Decimal,
+    original_bonus: Decimal,
     already_refunded: Decimal,
-    already_reversed: Decimal,
+    already_moved: Decimal,
     refunded: Decimal,
 ) -> Decimal {
-    let remaining_accrual = (original_accrued - already_reversed).max(Decimal::ZERO);
+    let remaining = (original_bonus - already_moved).max(Decimal::ZERO);
     if original_amount <= Decimal::ZERO || refunded <= Decimal::ZERO {
         return floor_to_kopeck(Decimal::ZERO);
     }
     if already_refunded + refunded >= original_amount {
-        return floor_to_kopeck(remaining_accrual);
+        return floor_to_kopeck(remaining);
     }
-    floor_to_kopeck((original_accrued * refunded / original_amount).min(remaining_accrual))
+    floor_to_kopeck((original_bonus * refunded / original_amount).min(remaining))
 }
 
 #[cfg(test)]
@@ -603,13 +604,13 @@ mod tests {
     }
 
     #[test]
-    fn refunds_reverse_proportionally_and_never_more_than_accrued() {
+    fn refunds_move_bonuses_proportionally_and_never_more_than_the_purchase_had() {
         // 1000 ₽ accrued 33.33; three refunds of 1/3 each.
-        let first = refund_reversal(dec!(1000), dec!(33.33), dec!(0), dec!(0), dec!(333.33));
+        let first = refund_share(dec!(1000), dec!(33.33), dec!(0), dec!(0), dec!(333.33));
         assert_eq!(first, dec!(11.10)); // 11.1099…
-        let second = refund_reversal(dec!(1000), dec!(33.33), dec!(333.33), first, dec!(333.33));
+        let second = refund_share(dec!(1000), dec!(33.33), dec!(333.33), first, dec!(333.33));
         assert_eq!(second, dec!(11.10));
-        let last = refund_reversal(
+        let last = refund_share(
             dec!(1000),
             dec!(33.33),
             dec!(666.66),
@@ -619,7 +620,7 @@ mod tests {
         assert_eq!(first + second + last, dec!(33.33));
         // A refund larger than the purchase takes back only what is left.
         assert_eq!(
-            refund_reversal(dec!(100), dec!(5), dec!(0), dec!(0), dec!(500)),
+            refund_share(dec!(100), dec!(5), dec!(0), dec!(0), dec!(500)),
             dec!(5.00)
         );
     }

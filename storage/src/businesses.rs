@@ -16,18 +16,25 @@ pub struct Business {
     pub is_active: bool,
     /// The largest check its staff may issue a QR code for (set by a superadmin).
     pub max_check_amount: Decimal,
+    /// Days an accrual waits before it enters the ledger (0: at once).
+    pub bonus_hold_days: i32,
+    /// The largest refund staff may give; above it, only an owner.
+    pub staff_refund_limit: Decimal,
     pub created_at: OffsetDateTime,
 }
 
 macro_rules! business_columns {
     () => {
         "id, name, category, cashback_percent, max_redeem_percent, is_medical, is_active,
-    max_check_amount, created_at"
+    max_check_amount, bonus_hold_days, staff_refund_limit, created_at"
     };
 }
 
 /// DESIGN.md's default `max_check_amount`: 500 000.00 ₽ (the column's default too).
 pub const DEFAULT_MAX_CHECK_AMOUNT: Decimal = Decimal::from_parts(50_000_000, 0, 0, false, 2);
+
+/// What staff may refund without the owner unless the business says otherwise (DESIGN.md).
+pub const DEFAULT_STAFF_REFUND_LIMIT: Decimal = Decimal::from_parts(500_000, 0, 0, false, 2);
 
 /// The fields of a new business, already validated.
 #[derive(Debug, Clone)]
@@ -38,13 +45,15 @@ pub struct NewBusiness {
     pub max_redeem_percent: Decimal,
     pub is_medical: bool,
     pub max_check_amount: Decimal,
+    pub bonus_hold_days: i32,
+    pub staff_refund_limit: Decimal,
 }
 
 pub async fn create(db: impl PgExecutor<'_>, new: &NewBusiness) -> sqlx::Result<Business> {
     sqlx::query_as(concat!(
         "INSERT INTO businesses (name, category, cashback_percent, max_redeem_percent, is_medical,
-                                 max_check_amount)
-         VALUES ($1, $2, $3, $4, $5, $6)
+                                 max_check_amount, bonus_hold_days, staff_refund_limit)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          RETURNING ",
         business_columns!()
     ))
@@ -54,6 +63,8 @@ pub async fn create(db: impl PgExecutor<'_>, new: &NewBusiness) -> sqlx::Result<
     .bind(new.max_redeem_percent)
     .bind(new.is_medical)
     .bind(new.max_check_amount)
+    .bind(new.bonus_hold_days)
+    .bind(new.staff_refund_limit)
     .fetch_one(db)
     .await
 }
@@ -68,6 +79,8 @@ pub struct BusinessPatch {
     pub is_medical: Option<bool>,
     pub is_active: Option<bool>,
     pub max_check_amount: Option<Decimal>,
+    pub bonus_hold_days: Option<i32>,
+    pub staff_refund_limit: Option<Decimal>,
 }
 
 pub async fn update(
@@ -84,6 +97,8 @@ pub async fn update(
             is_medical         = COALESCE($6, is_medical),
             is_active          = COALESCE($7, is_active),
             max_check_amount   = COALESCE($8, max_check_amount),
+            bonus_hold_days    = COALESCE($9, bonus_hold_days),
+            staff_refund_limit = COALESCE($10, staff_refund_limit),
             updated_at         = now()
          WHERE id = $1
          RETURNING ",
@@ -97,6 +112,8 @@ pub async fn update(
     .bind(patch.is_medical)
     .bind(patch.is_active)
     .bind(patch.max_check_amount)
+    .bind(patch.bonus_hold_days)
+    .bind(patch.staff_refund_limit)
     .fetch_optional(db)
     .await
 }
@@ -203,12 +220,69 @@ pub async fn put_staff(
     Ok(())
 }
 
-/// The businesses where `user_id` holds one of `roles`.
-pub async fn staffed_by(db: &PgPool, user_id: Uuid, roles: &[&str]) -> sqlx::Result<Vec<Uuid>> {
-    let roles: Vec<String> = roles.iter().map(|r| (*r).to_owned()).collect();
-    sqlx::query_scalar("SELECT business_id FROM business_staff WHERE user_id = $1 AND role = ANY($2) ORDER BY business_id")
-        .bind(user_id)
-        .bind(roles)
-        .fetch_all(db)
-        .await
+/// A person on a business's staff.
+#[derive(Debug, Clone, FromRow)]
+pub struct StaffMember {
+    pub user_id: Uuid,
+    pub phone: String,
+    pub first_name: Option<String>,
+    pub last_name: Option<String>,
+    pub role: String,
+    pub created_at: OffsetDateTime,
+}
+
+/// The staff of a business, owners first.
+pub async fn list_staff(
+    db: impl PgExecutor<'_>,
+    business_id: Uuid,
+) -> sqlx::Result<Vec<StaffMember>> {
+    sqlx::query_as(
+        "SELECT s.user_id, u.phone, u.first_name, u.last_name, s.role, s.created_at
+         FROM business_staff s JOIN users u ON u.id = s.user_id
+         WHERE s.business_id = $1
+         ORDER BY array_position(ARRAY['owner', 'staff', 'viewer'], s.role), s.created_at, s.user_id",
+    )
+    .bind(business_id)
+    .fetch_all(db)
+    .await
+}
+
+/// The owners of a business, locked until the caller's transaction ends: a change that
+/// could leave the business without an owner reads them first, so that two owners removing
+/// each other at once cannot both succeed.
+pub async fn lock_owners(db: impl PgExecutor<'_>, business_id: Uuid) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar(
+        "SELECT user_id FROM business_staff WHERE business_id = $1 AND role = 'owner'
+         ORDER BY user_id FOR UPDATE",
+    )
+    .bind(business_id)
+    .fetch_all(db)
+    .await
+}
+
+/// Takes `user_id` off the staff of `business_id`; returns the role they held. From the
+/// commit on, the QR codes they issued and nobody has used are refused (`qr_scan` checks
+/// the issuer's role as it processes a scan).
+pub async fn remove_staff(
+    db: impl PgExecutor<'_>,
+    business_id: Uuid,
+    user_id: Uuid,
+) -> sqlx::Result<Option<String>> {
+    sqlx::query_scalar(
+        "DELETE FROM business_staff WHERE business_id = $1 AND user_id = $2 RETURNING role",
+    )
+    .bind(business_id)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Every business where `user_id` is on the staff, with the role held there.
+pub async fn roles_of(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<(Uuid, String)>> {
+    sqlx::query_as(
+        "SELECT business_id, role FROM business_staff WHERE user_id = $1 ORDER BY business_id",
+    )
+    .bind(user_id)
+    .fetch_all(db)
+    .await
 }

@@ -18,6 +18,7 @@ pub mod notifications;
 pub mod otp;
 pub mod outbox;
 pub mod page;
+pub mod partners;
 pub mod privacy;
 pub mod referrals;
 pub mod retention;

@@ -20,6 +20,10 @@ pub struct ScanRequest {
     pub error_message: Option<String>,
     pub transaction_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
+    /// Whether the person who issued the scanned QR code is still owner or staff of its
+    /// business (read by [`start`] only: a removed cashier's unused codes stop working).
+    #[sqlx(default)]
+    pub issuer_on_staff: bool,
 }
 
 macro_rules! scan_columns {
@@ -101,7 +105,9 @@ pub async fn get_for_user(
 }
 
 /// Locks unfinished scans for processing (in id order, so concurrent batches cannot
-/// deadlock); finished ones (a job delivered again after its success) are left out.
+/// deadlock); finished ones (a job delivered again after its success) are left out. Each
+/// says whether its QR code's issuer is still on the business's staff (in the same
+/// statement: no round trip more per scan batch).
 pub async fn start(
     tx: &mut Transaction<'_, Postgres>,
     ids: &[Uuid],
@@ -115,7 +121,11 @@ pub async fn start(
          UPDATE scan_requests s SET state = 'processing', updated_at = now()
          FROM locked WHERE s.id = locked.locked_id
          RETURNING ",
-        scan_columns!()
+        scan_columns!(),
+        ", EXISTS (SELECT 1 FROM business_staff bs
+                   WHERE bs.business_id = (s.qr->>'business_id')::uuid
+                     AND bs.user_id = (s.qr->>'issued_by')::uuid
+                     AND bs.role IN ('owner', 'staff')) AS issuer_on_staff"
     ))
     .bind(ids)
     .fetch_all(&mut **tx)

@@ -20,6 +20,7 @@ mod media;
 mod members;
 mod operations;
 mod ops;
+mod partners;
 mod promo;
 mod push;
 mod referral;

@@ -129,6 +129,13 @@ pub struct CreateBusiness {
     /// The integration's settings (not secret), see `CreateIntegration`.
     #[oai(nullable)]
     pub crm_settings: Option<Value>,
+    /// Days an accrual waits before the member can spend it (0–365; a refund inside the
+    /// window cancels it). Default 0: at once.
+    #[oai(nullable)]
+    pub bonus_hold_days: Option<i32>,
+    /// The largest refund staff may give; above it, only an owner. Default 5000.00.
+    #[oai(nullable)]
+    pub staff_refund_limit: Option<Amount>,
 }
 
 #[derive(Debug, Object)]
@@ -161,6 +168,10 @@ pub struct UpdateBusiness {
     pub crm_credentials: Option<Value>,
     #[oai(nullable)]
     pub crm_settings: Option<Value>,
+    #[oai(nullable)]
+    pub bonus_hold_days: Option<i32>,
+    #[oai(nullable)]
+    pub staff_refund_limit: Option<Amount>,
 }
 
 /// A CRM connection of a business.
@@ -278,6 +289,10 @@ pub struct BusinessView {
     #[oai(nullable)]
     pub integration_error: Option<String>,
     pub integrations: Vec<IntegrationView>,
+    /// Days an accrual waits before the member can spend it.
+    pub bonus_hold_days: i32,
+    /// The largest refund staff may give without the owner.
+    pub staff_refund_limit: Amount,
     pub created_at: OffsetDateTime,
 }
 
@@ -298,6 +313,8 @@ fn business_view(b: Business, integrations: Vec<Integration>) -> BusinessView {
         is_medical: b.is_medical,
         is_active: b.is_active,
         max_check_amount: b.max_check_amount.into(),
+        bonus_hold_days: b.bonus_hold_days,
+        staff_refund_limit: b.staff_refund_limit.into(),
         created_at: b.created_at,
     }
 }
@@ -417,6 +434,16 @@ pub struct StaffView {
 pub enum AddedStaff {
     #[oai(status = 201)]
     Created(Json<Envelope<StaffView>>),
+}
+
+fn hold_days(days: i32) -> Result<i32, ApiError> {
+    if !(0..=365).contains(&days) {
+        return Err(ApiError::unprocessable(
+            "invalid_hold_days",
+            "bonus_hold_days must be between 0 and 365",
+        ));
+    }
+    Ok(days)
 }
 
 fn percent(value: Decimal, field: &str) -> Result<Decimal, ApiError> {
@@ -676,6 +703,12 @@ impl AdminApi {
                 None => businesses::DEFAULT_MAX_CHECK_AMOUNT,
                 Some(amount) => positive_money(amount.value(), "max_check_amount")?.amount(),
             },
+            bonus_hold_days: hold_days(body.bonus_hold_days.unwrap_or(0))?,
+            staff_refund_limit: crate::routes::non_negative_money(
+                body.staff_refund_limit
+                    .map_or(businesses::DEFAULT_STAFF_REFUND_LIMIT, Amount::value),
+                "staff_refund_limit",
+            )?,
         };
         let mut tx = state.db.begin().await?;
         let business = businesses::create(&mut *tx, &new).await?;
@@ -751,6 +784,11 @@ impl AdminApi {
             max_check_amount: body
                 .max_check_amount
                 .map(|a| positive_money(a.value(), "max_check_amount").map(|m| m.amount()))
+                .transpose()?,
+            bonus_hold_days: body.bonus_hold_days.map(hold_days).transpose()?,
+            staff_refund_limit: body
+                .staff_refund_limit
+                .map(|l| crate::routes::non_negative_money(l.value(), "staff_refund_limit"))
                 .transpose()?,
         };
         let business = businesses::update(&mut *tx, id.0, &patch)

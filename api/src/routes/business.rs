@@ -5,8 +5,12 @@ use crate::{
     envelope::Envelope,
     error::{ApiError, ApiResult},
     limits::REFUSED,
-    routes::media::{ImageView, image_views},
-    routes::{loyalty::QR_CODE_LEN, positive_money},
+    routes::{
+        loyalty::QR_CODE_LEN,
+        media::{ImageView, image_views},
+        partner::{Right, acting_for},
+        positive_money,
+    },
     state::AppState,
     wire::Amount,
 };
@@ -136,27 +140,7 @@ impl BusinessApi {
     ) -> ApiResult<Json<Envelope<IssuedQr>>> {
         let state = &self.state;
         let amount = positive_money(body.amount.value(), "amount")?;
-        let mine = businesses::staffed_by(&state.db, auth.user_id(), &["owner", "staff"]).await?;
-        let business_id = match (body.business_id, mine.as_slice()) {
-            (_, []) => {
-                return Err(ApiError::forbidden(
-                    "Only owners and staff of a business issue QR codes.",
-                ));
-            }
-            (Some(id), mine) if mine.contains(&id) => id,
-            (Some(_), _) => {
-                return Err(ApiError::forbidden(
-                    "You are not on the staff of this business.",
-                ));
-            }
-            (None, [only]) => *only,
-            (None, _) => {
-                return Err(ApiError::unprocessable(
-                    "business_required",
-                    "You are on the staff of several businesses: say which one (business_id).",
-                ));
-            }
-        };
+        let (business_id, _) = acting_for(state, &auth, body.business_id, Right::IssueQr).await?;
         let business = businesses::get(&state.db, business_id)
             .await?
             .filter(|b| b.is_active)

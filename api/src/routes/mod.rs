@@ -10,6 +10,7 @@ pub mod events;
 pub mod loyalty;
 pub mod media;
 pub mod operations;
+pub mod partner;
 pub mod referral;
 pub mod search;
 pub mod users;

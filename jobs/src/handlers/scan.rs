@@ -240,6 +240,13 @@ async fn process_batch(env: &Env, ids: &[Uuid]) -> Result<(), JobError> {
     let mut coupons_taken = HashSet::new();
     for (scan, qr) in scans.iter().zip(qrs) {
         let checked = qr.and_then(|qr| {
+            if !scan.issuer_on_staff {
+                // Whoever issued it has left the staff (or may no longer take payments).
+                return Err(Refusal::new(
+                    "code_revoked",
+                    "This code was issued by someone no longer on the staff",
+                ));
+            }
             let business = match businesses.get(&qr.business_id) {
                 Some(business) if business.is_active => business,
                 Some(_) => {

@@ -10,7 +10,7 @@
 use super::{Entry, EntryKind, Tx, lock};
 use domain::{
     Tier, TierRules,
-    loyalty::{PricedPurchase, refund_reversal},
+    loyalty::{PricedPurchase, refund_share},
 };
 use rust_decimal::Decimal;
 use sqlx::FromRow;
@@ -135,7 +135,7 @@ pub async fn apply_bonuses(
                 Some(original) => {
                     let (already_refunded, already_reversed) =
                         refunded.get(&original.id).copied().unwrap_or_default();
-                    let reversal = refund_reversal(
+                    let reversal = refund_share(
                         original.amount,
                         accrued[&original.id],
                         already_refunded,

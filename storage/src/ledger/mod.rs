@@ -11,14 +11,17 @@
 //!   expiry, a refund at the counter (`Locked::default().post(…)` locks by itself).
 //! - [`record_qr_purchases`]: QR purchases priced by `domain::price_purchase`, set-based.
 //! - [`apply_bonuses`]: the rules applied to recorded (CRM) purchases and refunds, set-based.
+//! - [`refund_at_counter`]: a partner's refund of a QR purchase, full or partial.
 //!
 //! Both batch paths cost a fixed number of statements whatever the batch size.
 
 mod bonuses;
 mod purchases;
+mod refunds;
 
 pub use bonuses::{BonusOutcome, apply_bonuses};
 pub use purchases::{QrPurchase, QrPurchaseRefusal, RecordedPurchase, record_qr_purchases};
+pub use refunds::{CounterRefund, Refund, RefundRefusal, Refunded, refund_at_counter};
 
 use crate::{states, tiers};
 use domain::{Tier, TierRules};
