@@ -34,6 +34,9 @@ pub struct Services {
     /// Where CRM calls may go.
     pub egress: Egress,
     pub objects: Arc<ObjectStorage>,
+    /// What is due (holds, expiries, the end of a settlement period): the API and the
+    /// workers of one process share it, so a test that moves it moves both.
+    pub clock: domain::clock::Clock,
 }
 
 impl Services {
@@ -96,6 +99,7 @@ impl Services {
             clickhouse: storage::analytics::client(&config.clickhouse_url, &config.clickhouse_db),
             sms,
             config,
+            clock: Default::default(),
         })
     }
 
@@ -109,6 +113,8 @@ impl Services {
             clickhouse: self.clickhouse.clone(),
             objects: self.objects.clone(),
             timezone: self.config.timezone,
+            clock: self.clock.clone(),
+            bonus_expiry_days: self.config.bonus_expiry_days,
             redis_url: self.config.redis_url.clone(),
             balances: Default::default(),
             limits: self.config.limits.clone(),
@@ -129,6 +135,8 @@ impl Services {
             clickhouse: self.clickhouse.clone(),
             objects: self.objects.clone(),
             timezone: self.config.timezone,
+            clock: self.clock.clone(),
+            bonus_expiry_days: self.config.bonus_expiry_days,
             tier_rules: Default::default(),
             finisher: jobs::finisher::Finisher::start(self.db.clone()),
             scans: Default::default(),

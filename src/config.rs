@@ -138,6 +138,9 @@ pub struct Config {
     /// `KRUG_FRAUD_OUTLIER_PERCENT` (default 50): a QR purchase at or over this percent of
     /// its business's `max_check_amount` is listed in `GET /admin/fraud-flags`.
     pub fraud_outlier_percent: rust_decimal::Decimal,
+    /// `KRUG_BONUS_EXPIRY_DAYS` (default 365): an accrued lot expires this many days after it
+    /// became spendable; 0: never.
+    pub bonus_expiry_days: u32,
 }
 
 fn var(name: &str, default: &str) -> String {
@@ -311,6 +314,7 @@ impl Config {
             reconcile_lost_after_s: var("KRUG_RECONCILE_LOST_AFTER_S", "120")
                 .parse()
                 .context("KRUG_RECONCILE_LOST_AFTER_S must be a number of seconds")?,
+            bonus_expiry_days: number("KRUG_BONUS_EXPIRY_DAYS", 365)?,
             retention: {
                 let default = storage::retention::RetentionPolicy::default();
                 storage::retention::RetentionPolicy {

@@ -17,6 +17,10 @@ pub struct AppState {
     pub objects: Arc<adapters::objects::ObjectStorage>,
     /// `KRUG_TIMEZONE`: schedules' next fire times.
     pub timezone: chrono_tz::Tz,
+    /// What is due: the open settlement period, expiring lots.
+    pub clock: domain::clock::Clock,
+    /// `KRUG_BONUS_EXPIRY_DAYS` (0: never), for the balance's `expiring`.
+    pub bonus_expiry_days: u32,
     /// `REDIS_URL`: the balance cache subscribes to the workers' announcements there.
     pub redis_url: String,
     pub balances: Arc<BalanceCache>,

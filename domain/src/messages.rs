@@ -17,6 +17,26 @@ pub enum Message {
         business: Option<String>,
         balance: Decimal,
     },
+    /// Cashback that waits out the business's hold before it can be spent.
+    BonusPending {
+        amount: Decimal,
+        /// Absent for a medical business, as for [`Message::BonusAccrued`].
+        #[serde(default)]
+        business: Option<String>,
+        /// `DD.MM.YYYY`.
+        available: String,
+    },
+    /// Held cashback that can be spent now.
+    BonusReleased {
+        amount: Decimal,
+        balance: Decimal,
+    },
+    /// Bonuses that expire soon unless spent.
+    BonusExpiring {
+        amount: Decimal,
+        /// `DD.MM.YYYY`.
+        date: String,
+    },
     TierUpgraded {
         tier: Tier,
     },
@@ -42,6 +62,9 @@ impl Message {
     pub fn template(&self) -> &'static str {
         match self {
             Self::BonusAccrued { .. } => "bonus_accrued",
+            Self::BonusPending { .. } => "bonus_pending",
+            Self::BonusReleased { .. } => "bonus_released",
+            Self::BonusExpiring { .. } => "bonus_expiring",
             Self::TierUpgraded { .. } => "tier_upgraded",
             Self::TierDowngraded { .. } => "tier_downgraded",
             Self::CouponIssued { .. } => "coupon_issued",
@@ -77,6 +100,29 @@ impl Message {
                     None => format!("+{amount} бонусов начислено. На счёте {balance}."),
                 },
             ),
+            Self::BonusPending {
+                amount,
+                business,
+                available,
+            } => (
+                "Бонусы начислены".to_owned(),
+                match business {
+                    Some(business) => format!(
+                        "+{amount} бонусов за покупку в «{business}». Их можно будет тратить с {available}."
+                    ),
+                    None => format!(
+                        "+{amount} бонусов начислено. Их можно будет тратить с {available}."
+                    ),
+                },
+            ),
+            Self::BonusReleased { amount, balance } => (
+                "Бонусы доступны".to_owned(),
+                format!("{amount} бонусов теперь можно тратить. На счёте {balance}."),
+            ),
+            Self::BonusExpiring { amount, date } => (
+                "Бонусы сгорают".to_owned(),
+                format!("{amount} бонусов сгорят {date}. Потратьте их у партнёров Своего Круга."),
+            ),
             Self::TierUpgraded { tier } => (
                 "Новый статус".to_owned(),
                 format!(
@@ -108,6 +154,16 @@ impl Message {
             ),
         }
     }
+}
+
+/// A date as members read it: `DD.MM.YYYY`.
+pub fn russian_date(date: time::Date) -> String {
+    format!(
+        "{:02}.{:02}.{}",
+        date.day(),
+        date.month() as u8,
+        date.year()
+    )
 }
 
 /// Quiet hours for marketing: 22:00 to 09:00 local time.
@@ -198,5 +254,19 @@ mod tests {
         }
         .render();
         assert_eq!(anonymous, "+120.00 бонусов начислено. На счёте 500.00.");
+    }
+
+    #[test]
+    fn a_pending_accrual_says_when_and_names_no_medical_business() {
+        let (_, anonymous) = Message::BonusPending {
+            amount: Decimal::new(12000, 2),
+            business: None,
+            available: russian_date(time::macros::date!(2026 - 12 - 16)),
+        }
+        .render();
+        assert_eq!(
+            anonymous,
+            "+120.00 бонусов начислено. Их можно будет тратить с 16.12.2026."
+        );
     }
 }

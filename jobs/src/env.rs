@@ -21,6 +21,10 @@ pub struct Env {
     pub objects: Arc<ObjectStorage>,
     /// `KRUG_TIMEZONE`: what "today" means for daily jobs.
     pub timezone: chrono_tz::Tz,
+    /// What is due: held accruals, expiring lots, ended settlement periods.
+    pub clock: domain::clock::Clock,
+    /// `KRUG_BONUS_EXPIRY_DAYS`: a lot expires this long after it became spendable (0: never).
+    pub bonus_expiry_days: u32,
     pub reconcile: ReconcilePolicy,
     /// How long `retention` keeps what is kept only for a while (`KRUG_RETAIN_*`).
     pub retention: storage::retention::RetentionPolicy,

@@ -86,7 +86,9 @@ pub fn schedules() -> Vec<Schedule> {
         Schedule::of::<PollCrm>("crm_poll", "0 */5 * * * *"),
         Schedule::of::<RfmSnapshot>("rfm_snapshot", "0 0 3 * * *"),
         Schedule::of::<ReviewTiers>("tier_review", "0 0 4 * * *"),
-        Schedule::of::<Expire>("expire", "0 30 2 * * *"),
+        // Hourly rather than daily: held bonuses become spendable within the hour their
+        // hold ends.
+        Schedule::of::<Expire>("expire", "0 30 * * * *"),
         Schedule::of::<NotifyJob>("event_reminders", "0 0 12 * * *"),
         Schedule::of::<Reconcile>("reconcile", "0 * * * * *"),
         Schedule::of::<Purge>("retention", "0 15 4 * * *"),

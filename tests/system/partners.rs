@@ -69,6 +69,48 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Runs a schedule's job now, as an operator would (`POST /admin/schedules/{name}/trigger`),
+    /// and waits until the worker has finished it.
+    pub async fn run_schedule(&self, operator: &ApiClient, name: &str) {
+        let triggered = expect(
+            operator
+                .post(&format!("/admin/schedules/{name}/trigger"), &json!({}))
+                .await
+                .unwrap(),
+            202,
+        )
+        .unwrap();
+        let job_id = triggered.data()["job_id"].as_str().unwrap().to_owned();
+        let queue = expect(operator.get("/admin/schedules").await.unwrap(), 200)
+            .unwrap()
+            .data()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| s["queue"].as_str().unwrap().to_owned())
+            .unwrap();
+        crate::helpers::eventually(60, &format!("the {name} job done"), || async {
+            let job = operator
+                .get(&format!("/admin/jobs/{queue}/{job_id}"))
+                .await
+                .unwrap();
+            let state = job.body["data"]["state"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            assert!(
+                state != "dead" && state != "failed",
+                "{name}: {:?}",
+                job.body
+            );
+            (state == "done").then_some(())
+        })
+        .await;
+    }
+}
+
 /// `POST /business/transactions/{id}/refund` with an Idempotency-Key.
 pub async fn refund(
     client: &ApiClient,

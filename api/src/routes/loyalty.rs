@@ -53,7 +53,10 @@ pub struct NextTierView {
 
 #[derive(Debug, Clone, Object)]
 pub struct BalanceView {
+    /// Spendable: the sum of the ledger.
     pub balance: Amount,
+    /// Accrued at businesses that hold cashback a while, not spendable yet.
+    pub pending: Amount,
     pub lifetime_earned: Amount,
     pub lifetime_spent: Amount,
     pub status_tier: String,
@@ -226,9 +229,10 @@ impl LoyaltyApi {
             return Ok(Json(Envelope::new(view)));
         }
         let member = [user_id];
-        let (user, balance, stats, rules) = tokio::try_join!(
+        let (user, balance, pending, stats, rules) = tokio::try_join!(
             users::get(db, user_id),
             loyalty::balance(db, user_id),
+            storage::ledger::pending_total(db, user_id),
             tiers::member_stats(db, &member),
             tiers::rules(db),
         )?;
@@ -246,6 +250,7 @@ impl LoyaltyApi {
             });
         let view = BalanceView {
             balance: balance.balance.into(),
+            pending: pending.into(),
             lifetime_earned: balance.lifetime_earned.into(),
             lifetime_spent: balance.lifetime_spent.into(),
             status_tier: tier.as_str().to_owned(),

@@ -442,6 +442,8 @@ impl PartnerApi {
         }
         tx.commit().await?;
         if refunded.new {
+            // This process forgets her view at once; the others hear the announcement.
+            state.balances.forget([user_id]);
             state.cache.balances_changed([user_id]).await;
         }
         Ok(Json(Envelope::new(view)))

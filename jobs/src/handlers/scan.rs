@@ -15,7 +15,7 @@ use crate::{
 use domain::fraud::is_outlier;
 use domain::{
     loyalty::{DiscountType, RedemptionError, coupon_discount},
-    messages::Message,
+    messages::{Message, russian_date},
 };
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -200,6 +200,8 @@ struct Done<'a> {
     issued_by: Uuid,
     result: ScanResult,
     upgraded: bool,
+    /// When the cashback becomes spendable, if the business holds it.
+    held_until: Option<time::OffsetDateTime>,
 }
 
 /// Records the purchases these scans stand for, or why not, in one transaction.
@@ -361,6 +363,7 @@ async fn process_batch(env: &Env, ids: &[Uuid]) -> Result<(), JobError> {
                 status_tier: recorded.tier.as_str().to_owned(),
             },
             upgraded: recorded.upgraded_from.is_some(),
+            held_until: recorded.held_until,
         });
     }
 
@@ -384,7 +387,7 @@ async fn process_batch(env: &Env, ids: &[Uuid]) -> Result<(), JobError> {
         })
         .collect();
     fraud::record(&mut *tx, &outliers).await?;
-    let follow_ups = follow_ups(&mut tx, &done).await?;
+    let follow_ups = follow_ups(&mut tx, &done, env.timezone).await?;
     let completed: Vec<(Uuid, Uuid, serde_json::Value)> = done
         .iter()
         .map(|d| {
@@ -428,6 +431,7 @@ async fn process_batch(env: &Env, ids: &[Uuid]) -> Result<(), JobError> {
 async fn follow_ups(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     done: &[Done<'_>],
+    timezone: chrono_tz::Tz,
 ) -> sqlx::Result<Vec<OutboxJob>> {
     let mut rows = Vec::new();
     if done.iter().any(|d| !d.business.is_medical) {
@@ -460,16 +464,27 @@ async fn follow_ups(
     for d in done {
         let transaction_id = d.result.transaction_id;
         if d.result.bonus_accrued > Decimal::ZERO {
+            // Medical secrecy: a message about a medical purchase never names the business.
+            let business = (!d.business.is_medical).then(|| d.business.name.clone());
+            let message = match d.held_until {
+                Some(at) => Message::BonusPending {
+                    amount: d.result.bonus_accrued,
+                    business,
+                    available: russian_date(
+                        at.to_offset(crate::handlers::analytics::utc_offset(timezone))
+                            .date(),
+                    ),
+                },
+                None => Message::BonusAccrued {
+                    amount: d.result.bonus_accrued,
+                    business,
+                    balance: d.result.balance,
+                },
+            };
             rows.push(
                 Notify {
                     user_id: d.scan.user_id,
-                    message: Message::BonusAccrued {
-                        amount: d.result.bonus_accrued,
-                        // Medical secrecy: a message about a medical purchase never names
-                        // the business.
-                        business: (!d.business.is_medical).then(|| d.business.name.clone()),
-                        balance: d.result.balance,
-                    },
+                    message,
                     dedupe_key: format!("accrual:{transaction_id}"),
                 }
                 .outbox_row(),

@@ -7,7 +7,10 @@
 //! Applying is idempotent: a transaction already applied is reported, not applied again,
 //! and every ledger entry has its own idempotency key.
 
-use super::{Entry, EntryKind, Tx, lock};
+use super::{
+    Entry, EntryKind, Tx, lock,
+    pending::{self, Held, Shrink},
+};
 use domain::{
     Tier, TierRules,
     loyalty::{PricedPurchase, refund_share},
@@ -33,6 +36,8 @@ pub struct BonusOutcome {
     pub tier: Tier,
     /// Set when this batch lifted the member to a higher tier.
     pub upgraded_from: Option<Tier>,
+    /// When the accrual becomes spendable, if its business holds accruals.
+    pub held_until: Option<OffsetDateTime>,
     /// For follow-ups (cross-promo, analytics).
     pub business_id: Uuid,
     pub is_medical: bool,
@@ -54,6 +59,7 @@ struct Row {
     bonus_applied: bool,
     occurred_at: OffsetDateTime,
     cashback_percent: Decimal,
+    bonus_hold_days: i32,
 }
 
 /// Applies the rules to `transaction_ids` (and to the purchases their refunds refund, if
@@ -92,15 +98,17 @@ pub async fn apply_bonuses(
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT t.id, t.user_id, t.business_id, t.transaction_type, t.amount, t.coupon_discount, t.bonus_redeemed,
                 t.bonus_accrued, t.original_transaction_id, t.is_medical, t.bonus_applied, t.occurred_at,
-                b.cashback_percent
+                b.cashback_percent, b.bonus_hold_days
          FROM transactions t JOIN businesses b ON b.id = t.business_id
          WHERE t.id = ANY($1) ORDER BY t.id FOR UPDATE OF t",
     )
     .bind(&ids)
     .fetch_all(&mut **tx)
     .await?;
-    // What earlier refunds already took back from each purchase (only refunds need it).
+    // What earlier refunds already took back from each purchase, and which purchases still
+    // hold their accrual back (only refunds need either).
     let mut refunded: HashMap<Uuid, (Decimal, Decimal)> = HashMap::new();
+    let mut waiting: HashMap<Uuid, Decimal> = HashMap::new();
     if rows
         .iter()
         .any(|r| r.transaction_type == "refund" && !r.bonus_applied)
@@ -115,40 +123,66 @@ pub async fn apply_bonuses(
         .into_iter()
         .map(|(id, amount, reversed)| (id, (amount, reversed)))
         .collect();
+        waiting = pending::waiting(tx, &ids).await?;
     }
 
     // Purchases first (oldest first), then refunds: a refund needs its purchase's accrual.
-    let mut pending: Vec<&Row> = rows.iter().filter(|r| !r.bonus_applied).collect();
-    pending.sort_by_key(|r| (r.transaction_type == "refund", r.occurred_at, r.id));
+    let mut unapplied: Vec<&Row> = rows.iter().filter(|r| !r.bonus_applied).collect();
+    unapplied.sort_by_key(|r| (r.transaction_type == "refund", r.occurred_at, r.id));
     let mut accrued: HashMap<Uuid, Decimal> =
         rows.iter().map(|r| (r.id, r.bonus_accrued)).collect();
     let mut changes: HashMap<Uuid, Decimal> = HashMap::new();
     let mut entries = Vec::new();
-    for row in pending {
-        let change = if row.transaction_type == "refund" {
-            let reversal = match row
+    let mut held: HashMap<Uuid, Held> = HashMap::new();
+    let mut shrinks = Vec::new();
+    for row in unapplied {
+        if row.transaction_type == "refund" {
+            let Some(original) = row
                 .original_transaction_id
                 .and_then(|o| rows.iter().find(|r| r.id == o))
-            {
-                // A refund we cannot tie to a purchase reverses nothing (it still counts against spend).
-                None => Decimal::ZERO,
-                Some(original) => {
-                    let (already_refunded, already_reversed) =
-                        refunded.get(&original.id).copied().unwrap_or_default();
-                    let reversal = refund_share(
-                        original.amount,
-                        accrued[&original.id],
-                        already_refunded,
-                        already_reversed,
-                        row.amount,
-                    );
-                    let sums = refunded.entry(original.id).or_default();
-                    sums.0 += row.amount;
-                    sums.1 += reversal;
-                    reversal
-                }
+            else {
+                // A refund we cannot tie to a purchase reverses nothing (it still counts
+                // against spend).
+                changes.insert(row.id, Decimal::ZERO);
+                continue;
             };
-            -reversal
+            let (already_refunded, already_reversed) =
+                refunded.get(&original.id).copied().unwrap_or_default();
+            let reversal = refund_share(
+                original.amount,
+                accrued[&original.id],
+                already_refunded,
+                already_reversed,
+                row.amount,
+            );
+            let sums = refunded.entry(original.id).or_default();
+            sums.0 += row.amount;
+            sums.1 += reversal;
+            let in_full = sums.0 >= original.amount;
+            changes.insert(row.id, -reversal);
+            // Inside the hold window the ledger never saw the accrual: the refund takes it
+            // back where it waits.
+            if let Some(h) = held.get_mut(&original.id) {
+                h.amount -= reversal;
+                if in_full {
+                    held.remove(&original.id);
+                }
+            } else if waiting.contains_key(&original.id) {
+                shrinks.push(Shrink {
+                    purchase_id: original.id,
+                    by: reversal,
+                    cancel: in_full,
+                });
+            } else {
+                entries.push(Entry {
+                    user_id: row.user_id,
+                    kind: EntryKind::Reversal,
+                    amount: -reversal,
+                    transaction_id: Some(row.id),
+                    business_id: Some(row.business_id),
+                    key: format!("reversal:{}", row.id),
+                });
+            }
         } else {
             let priced = PricedPurchase::recorded(
                 row.amount,
@@ -158,27 +192,36 @@ pub async fn apply_bonuses(
                 rules.multiplier(locked.tier(row.user_id)),
             );
             accrued.insert(row.id, priced.bonus_accrued);
-            priced.bonus_accrued
-        };
-        let (kind, key) = if row.transaction_type == "refund" {
-            (EntryKind::Reversal, format!("reversal:{}", row.id))
-        } else {
-            (EntryKind::Accrual, format!("accrual:{}", row.id))
-        };
-        entries.push(Entry {
-            user_id: row.user_id,
-            kind,
-            amount: change,
-            transaction_id: Some(row.id),
-            business_id: Some(row.business_id),
-            key,
-        });
-        changes.insert(row.id, change);
+            changes.insert(row.id, priced.bonus_accrued);
+            match Held::of(
+                row.id,
+                row.user_id,
+                row.business_id,
+                priced.bonus_accrued,
+                row.occurred_at,
+                row.bonus_hold_days,
+            ) {
+                Some(h) => {
+                    held.insert(row.id, h);
+                }
+                None => entries.push(Entry {
+                    user_id: row.user_id,
+                    kind: EntryKind::Accrual,
+                    amount: priced.bonus_accrued,
+                    transaction_id: Some(row.id),
+                    business_id: Some(row.business_id),
+                    key: format!("accrual:{}", row.id),
+                }),
+            }
+        }
     }
 
     // Ledger entries, the balances they move and the transactions they settle: one statement.
     let settled: Vec<(Uuid, Decimal)> = changes.iter().map(|(id, c)| (*id, c.abs())).collect();
     locked.post_settling(tx, &entries, &settled).await?;
+    let held: Vec<Held> = held.into_values().collect();
+    pending::hold(tx, &held).await?;
+    pending::shrink(tx, &shrinks).await?;
 
     let buyers: BTreeSet<Uuid> = rows
         .iter()
@@ -199,6 +242,10 @@ pub async fn apply_bonuses(
                 balance: member.balance,
                 tier: member.tier,
                 upgraded_from: upgraded.get(&row.user_id).copied(),
+                held_until: held
+                    .iter()
+                    .find(|h| h.transaction_id == row.id)
+                    .map(|h| h.release_at),
                 business_id: row.business_id,
                 is_medical: row.is_medical,
                 is_refund: row.transaction_type == "refund",

@@ -16,10 +16,12 @@
 //! Both batch paths cost a fixed number of statements whatever the batch size.
 
 mod bonuses;
+mod pending;
 mod purchases;
 mod refunds;
 
 pub use bonuses::{BonusOutcome, apply_bonuses};
+pub use pending::{Released, pending_total, release_due};
 pub use purchases::{QrPurchase, QrPurchaseRefusal, RecordedPurchase, record_qr_purchases};
 pub use refunds::{CounterRefund, Refund, RefundRefusal, Refunded, refund_at_counter};
 

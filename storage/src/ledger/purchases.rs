@@ -2,7 +2,10 @@
 //! recorded with their redemption, accrual and bonus-coupon credit in a fixed number of
 //! statements per batch.
 
-use super::{Entry, EntryKind, Tx, lock};
+use super::{
+    Entry, EntryKind, Tx, lock,
+    pending::{self, Held},
+};
 use crate::businesses::Business;
 use domain::{
     Tier, TierRules,
@@ -10,6 +13,7 @@ use domain::{
 };
 use rust_decimal::Decimal;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// A purchase made by scanning a staff member's QR code.
@@ -50,6 +54,8 @@ pub struct RecordedPurchase {
     pub tier: Tier,
     /// Set when this batch lifted the member to a higher tier.
     pub upgraded_from: Option<Tier>,
+    /// When the accrual becomes spendable, if the business holds it (`bonus_hold_days`).
+    pub held_until: Option<OffsetDateTime>,
 }
 
 /// Records QR purchases in the caller's transaction, in the order given: the purchase rows
@@ -106,7 +112,7 @@ pub async fn record_qr_purchases(
         .zip(&results)
         .filter_map(|(p, r)| r.as_ref().ok().map(|priced| (p, priced)))
         .collect();
-    let inserted: HashSet<Uuid> = sqlx::query_scalar(
+    let inserted: HashMap<Uuid, OffsetDateTime> = sqlx::query_as::<_, (Uuid, OffsetDateTime)>(
         "INSERT INTO transactions (id, user_id, business_id, transaction_type, source, external_id, amount,
                                    coupon_discount, coupon_id, bonus_redeemed, bonus_accrued, is_medical,
                                    bonus_applied)
@@ -115,7 +121,7 @@ pub async fn record_qr_purchases(
          FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::numeric[], $6::numeric[], $7::uuid[],
                      $8::numeric[], $9::numeric[], $10::bool[])
               AS p(id, user_id, business_id, code, amount, coupon_discount, coupon_id, redeemed, accrued, medical)
-         ON CONFLICT (business_id, external_id) WHERE source = 'qr' DO NOTHING RETURNING id",
+         ON CONFLICT (business_id, external_id) WHERE source = 'qr' DO NOTHING RETURNING id, occurred_at",
     )
     .bind(priced.iter().map(|(p, _)| p.id).collect::<Vec<_>>())
     .bind(priced.iter().map(|(p, _)| p.user_id).collect::<Vec<_>>())
@@ -133,7 +139,8 @@ pub async fn record_qr_purchases(
     .collect();
 
     let mut entries = Vec::new();
-    for (p, q) in priced.iter().filter(|(p, _)| inserted.contains(&p.id)) {
+    let mut held = Vec::new();
+    for (p, q) in priced.iter().filter(|(p, _)| inserted.contains_key(&p.id)) {
         let entry = |kind: EntryKind, amount: Decimal, key: String| Entry {
             user_id: p.user_id,
             kind,
@@ -147,11 +154,22 @@ pub async fn record_qr_purchases(
             -q.bonus_redeemed,
             format!("redemption:{}", p.id),
         ));
-        entries.push(entry(
-            EntryKind::Accrual,
+        // A business that holds accruals: the cashback waits outside the ledger.
+        match Held::of(
+            p.id,
+            p.user_id,
+            p.business.id,
             q.bonus_accrued,
-            format!("accrual:{}", p.id),
-        ));
+            inserted[&p.id],
+            p.business.bonus_hold_days,
+        ) {
+            Some(h) => held.push(h),
+            None => entries.push(entry(
+                EntryKind::Accrual,
+                q.bonus_accrued,
+                format!("accrual:{}", p.id),
+            )),
+        }
         if let Some(coupon) = p.coupon_id {
             // A bonus coupon pays in bonuses instead of taking money off the check.
             entries.push(entry(
@@ -162,9 +180,10 @@ pub async fn record_qr_purchases(
         }
     }
     locked.post(tx, &entries).await?;
+    pending::hold(tx, &held).await?;
     let buyers: BTreeSet<Uuid> = priced
         .iter()
-        .filter(|(p, _)| inserted.contains(&p.id))
+        .filter(|(p, _)| inserted.contains_key(&p.id))
         .map(|(p, _)| p.user_id)
         .collect();
     let upgraded = locked.upgrade(tx, &buyers, rules).await?;
@@ -174,7 +193,7 @@ pub async fn record_qr_purchases(
         .zip(results)
         .map(|(p, result)| {
             let priced = result?;
-            if !inserted.contains(&p.id) {
+            if !inserted.contains_key(&p.id) {
                 return Err(QrPurchaseRefusal::CodeUsed);
             }
             let member = locked.member(p.user_id);
@@ -183,6 +202,10 @@ pub async fn record_qr_purchases(
                 balance: member.balance,
                 tier: member.tier,
                 upgraded_from: upgraded.get(&p.user_id).copied(),
+                held_until: held
+                    .iter()
+                    .find(|h| h.transaction_id == p.id)
+                    .map(|h| h.release_at),
             })
         })
         .collect())

@@ -6,7 +6,10 @@
 //! `external_id` (source `counter`), checked once the member is locked, so a retry — even one
 //! racing the first request — finds the refund and replays it.
 
-use super::{Entry, EntryKind, Tx, lock};
+use super::{
+    Entry, EntryKind, Tx, lock,
+    pending::{self, Shrink},
+};
 use domain::loyalty::refund_share;
 use rust_decimal::Decimal;
 use sqlx::FromRow;
@@ -210,6 +213,21 @@ pub async fn refund_at_counter(
     .fetch_one(&mut **tx)
     .await?;
 
+    // Inside the hold window the accrual never reached the ledger: it shrinks where it
+    // waits (and is cancelled by a refund of the whole purchase).
+    let waiting = pending::waiting(tx, &[ask.purchase_id]).await?;
+    let in_window = waiting.contains_key(&ask.purchase_id);
+    if in_window {
+        pending::shrink(
+            tx,
+            &[Shrink {
+                purchase_id: ask.purchase_id,
+                by: reversed,
+                cancel: amount == remaining,
+            }],
+        )
+        .await?;
+    }
     let entry = |kind: EntryKind, amount: Decimal, key: String| Entry {
         user_id: purchase.user_id,
         kind,
@@ -224,7 +242,7 @@ pub async fn refund_at_counter(
             &[
                 entry(
                     EntryKind::Reversal,
-                    -reversed,
+                    if in_window { Decimal::ZERO } else { -reversed },
                     format!("reversal:{}", ask.id),
                 ),
                 // A redemption given back: the discount the business gave shrinks with it.
