@@ -32,9 +32,9 @@ use routes::{
     loyalty::LoyaltyApi,
     media::MediaApi,
     operations::OperationsApi,
+    partner::PartnerApi,
     referral::ReferralApi,
     search::SearchApi,
-    partner::PartnerApi,
     users::UserApi,
 };
 use state::AppState;

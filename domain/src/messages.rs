@@ -79,9 +79,17 @@ impl Message {
         matches!(self, Self::CouponIssued { .. })
     }
 
-    /// Marketing and reminders wait for the end of quiet hours; account news does not.
+    /// Marketing, reminders and the notices the hourly `expire` job sends (bonuses
+    /// released, bonuses expiring) wait for the end of quiet hours; news of what the member
+    /// just did does not.
     pub fn waits_for_quiet_hours(&self) -> bool {
-        self.is_marketing() || matches!(self, Self::EventReminder { .. })
+        self.is_marketing()
+            || matches!(
+                self,
+                Self::EventReminder { .. }
+                    | Self::BonusReleased { .. }
+                    | Self::BonusExpiring { .. }
+            )
     }
 
     /// Title and body.

@@ -2,7 +2,7 @@
 //! the ledger until the hold ends; a refund inside the window shrinks or cancels it; after
 //! the window a refund takes back what was released.
 
-use crate::helpers::{TestApp, member_phone};
+use crate::helpers::{Options, TestApp, member_phone, zone_where_it_is};
 use crate::partners::{balance, refund};
 use krug::client::{ApiClient, expect};
 use serde_json::{Value, json};
@@ -46,7 +46,12 @@ async fn messages(app: &TestApp, template: &str) -> Vec<String> {
 /// inside the window cancels it, and nothing of it ever reaches the ledger.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refund_inside_the_hold_window_cancels_the_pending_bonus() {
-    let app = TestApp::spawn().await;
+    // Midday where the coalition lives: the release notice is not held for quiet hours.
+    let app = TestApp::spawn_with(Options {
+        timezone: Some(zone_where_it_is(12)),
+        ..Default::default()
+    })
+    .await;
     let operator = app.operator().await;
     let market = app
         .partner(
