@@ -1,7 +1,7 @@
 //! Partner businesses and their staff (their CRM connections are `integrations`).
 
 use rust_decimal::Decimal;
-use sqlx::{FromRow, PgExecutor, PgPool};
+use sqlx::{FromRow, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -237,7 +237,7 @@ pub async fn list_staff(
     business_id: Uuid,
 ) -> sqlx::Result<Vec<StaffMember>> {
     sqlx::query_as(
-        "SELECT s.user_id, u.phone, u.first_name, u.last_name, s.role, s.created_at
+        "SELECT s.user_id, COALESCE(u.phone, '') AS phone, u.first_name, u.last_name, s.role, s.created_at
          FROM business_staff s JOIN users u ON u.id = s.user_id
          WHERE s.business_id = $1
          ORDER BY array_position(ARRAY['owner', 'staff', 'viewer'], s.role), s.created_at, s.user_id",

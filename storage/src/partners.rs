@@ -12,6 +12,7 @@ use uuid::Uuid;
 pub struct BusinessTransaction {
     pub id: Uuid,
     pub user_id: Uuid,
+    /// Empty for a member who deleted her account.
     pub phone: String,
     pub transaction_type: String,
     /// `qr`, `crm` or `counter`.
@@ -46,7 +47,7 @@ pub async fn transactions_page(
     limit: usize,
 ) -> sqlx::Result<Page<BusinessTransaction>> {
     let rows: Vec<BusinessTransaction> = sqlx::query_as(
-        "SELECT t.id, t.user_id, u.phone, t.transaction_type, t.source, t.amount, t.coupon_discount,
+        "SELECT t.id, t.user_id, COALESCE(u.phone, '') AS phone, t.transaction_type, t.source, t.amount, t.coupon_discount,
                 t.bonus_redeemed, t.bonus_accrued,
                 COALESCE((SELECT SUM(r.amount) FROM transactions r WHERE r.original_transaction_id = t.id), 0)
                     AS refunded,
