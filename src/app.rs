@@ -44,7 +44,8 @@ impl Services {
         let keys = keys::load(&config)?;
         let db = storage::pg_pool(&config.database_url, config.database_max_connections)
             .context("Failed to configure the Postgres pool (DATABASE_URL)")?;
-        let redis = storage::cache::redis_connection(&config.redis_url)
+        let redis = storage::redis_target::RedisTarget::parse(&config.redis_url)
+            .and_then(|target| target.connect())
             .context("Failed to configure Redis (REDIS_URL)")?;
         let sms: Arc<dyn SmsSender> = match &config.sms {
             SmsConfig::Log => Arc::new(LogSms),

@@ -19,6 +19,7 @@ use std::{
     },
     time::{Duration, Instant},
 };
+use storage::redis_target::RedisTarget;
 use uuid::Uuid;
 
 /// How long a view is served without an announcement.
@@ -107,8 +108,7 @@ pub fn spawn_listener(
 }
 
 async fn listen(cache: &BalanceCache, redis_url: &str, channel: &str) -> redis::RedisResult<()> {
-    let client = redis::Client::open(redis_url)?;
-    let mut pubsub = client.get_async_pubsub().await?;
+    let mut pubsub = RedisTarget::parse(redis_url)?.subscribe().await?;
     pubsub.subscribe(channel).await?;
     // What changed while nobody listened is unknown: start afresh.
     cache.forget_all();

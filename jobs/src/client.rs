@@ -3,8 +3,8 @@
 use crate::queue::{Job, QueueName};
 use apalis_core::task::{builder::TaskBuilder, metadata::MetadataStore, task_id::TaskId};
 use apalis_redis::{Config, RedisTask};
-use redis::aio::ConnectionManager;
 use std::collections::HashMap;
+use storage::redis_target::RedisConnection;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -39,13 +39,13 @@ pub struct RawJob {
 /// The producer side of every queue.
 #[derive(Clone)]
 pub struct JobQueue {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: String,
 }
 
 impl JobQueue {
     /// `prefix` starts every Redis key (`KRUG_QUEUE_PREFIX`).
-    pub fn new(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
+    pub fn new(conn: RedisConnection, prefix: impl Into<String>) -> Self {
         Self {
             conn,
             prefix: prefix.into(),
@@ -56,7 +56,7 @@ impl JobQueue {
         &self.prefix
     }
 
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
     }
 

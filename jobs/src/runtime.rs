@@ -27,9 +27,10 @@ use apalis_core::{
     task::{attempt::Attempt, data::Data, metadata::MetadataStore, task_id::TaskId},
     worker::{builder::WorkerBuilder, ext::parallelize::ParallelizeExt},
 };
-use apalis_redis::{ConnectionManager, RedisStorage};
+use apalis_redis::RedisStorage;
 use futures::future::BoxFuture;
 use std::{collections::HashMap, sync::Arc, time::Duration};
+use storage::redis_target::RedisConnection;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -203,7 +204,7 @@ fn run_queue<J: Job>(
         .heartbeat_interval(options.heartbeat)
         .missed_heartbeats(options.missed_heartbeats);
     let storage =
-        RedisStorage::<J, ConnectionManager>::new(env.queue.connection()).with_config(config);
+        RedisStorage::<J, RedisConnection>::new(env.queue.connection()).with_config(config);
     let strategy = Strategy::new()
         .stream(wakeup.clone())
         .interval(options.idle_poll);

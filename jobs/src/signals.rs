@@ -16,6 +16,7 @@ use std::{
     task::{Context, Poll},
     time::Duration,
 };
+use storage::redis_target::RedisTarget;
 
 /// A stream that yields once after each signal (coalescing signals that arrive meanwhile).
 #[derive(Debug, Clone, Default)]
@@ -72,8 +73,7 @@ pub fn spawn_listener(
 }
 
 async fn listen(redis_url: &str, wakeups: &HashMap<String, Wakeup>) -> redis::RedisResult<()> {
-    let client = redis::Client::open(redis_url)?;
-    let mut pubsub = client.get_async_pubsub().await?;
+    let mut pubsub = RedisTarget::parse(redis_url)?.subscribe().await?;
     pubsub.psubscribe("tasks:*:available").await?;
     for wakeup in wakeups.values() {
         wakeup.signal();

@@ -2,24 +2,13 @@
 //! in `storage::limits`).
 //! Every key starts with `KRUG_QUEUE_PREFIX`, so tests and deployments never collide.
 
-use redis::{AsyncCommands, aio::ConnectionManager};
+use crate::redis_target::RedisConnection;
+use redis::AsyncCommands;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-/// Opens a Redis connection that connects lazily and reconnects by itself, with short timeouts
-/// so that a caller facing a dead Redis gets an error quickly instead of hanging.
-pub fn redis_connection(url: &str) -> redis::RedisResult<ConnectionManager> {
-    let client = redis::Client::open(url)?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(Duration::from_secs(1)))
-        .set_response_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(1)
-        .set_max_delay(Duration::from_millis(200));
-    ConnectionManager::new_lazy_with_config(client, config)
-}
 
 /// What a staff member's QR code stands for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,19 +23,19 @@ pub struct QrCode {
 /// The Redis-backed cache.
 #[derive(Clone)]
 pub struct Cache {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     prefix: String,
 }
 
 impl Cache {
-    pub fn new(conn: ConnectionManager, prefix: impl Into<String>) -> Self {
+    pub fn new(conn: RedisConnection, prefix: impl Into<String>) -> Self {
         Self {
             conn,
             prefix: prefix.into(),
         }
     }
 
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> RedisConnection {
         self.conn.clone()
     }
 

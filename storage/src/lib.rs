@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod page;
 pub mod partners;
 pub mod privacy;
+pub mod redis_target;
 pub mod referrals;
 pub mod retention;
 pub mod rfm;

@@ -22,8 +22,9 @@ end
 -- Update the active workers sorted set
 redis.call("zadd", KEYS[1], now, worker_name)
 
--- Register as a queue if missing
-redis.call("zadd", "core:apalis:queues:list", 'GT', now, KEYS[1])
+-- PATCH(krug): the queue is added to the global `core:apalis:queues:list` by the caller,
+-- as a command of its own: a key outside the queue's hash slot fails the whole script on a
+-- Redis Cluster ("Script attempted to access a non local key").
 
 -- Store or update worker metadata
 redis.call("hmset", worker_metadata_key, "backend_name", backend_name, "service", service)

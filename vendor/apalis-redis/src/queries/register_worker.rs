@@ -19,7 +19,7 @@ where
     let now = current_timestamp();
 
     register_worker
-        .key(workers_set)
+        .key(&workers_set)
         .key(metadata_key)
         .arg(now)
         .arg(worker.name())
@@ -27,6 +27,15 @@ where
         .arg("RedisStorage")
         .arg(worker.get_service())
         .invoke_async::<()>(conn)
+        .await?;
+    // PATCH(krug): upstream did this inside the script; on a Redis Cluster the global list
+    // lives in another hash slot than the queue's keys, so it is a command of its own.
+    redis::cmd("ZADD")
+        .arg("core:apalis:queues:list")
+        .arg("GT")
+        .arg(now)
+        .arg(&workers_set)
+        .query_async::<()>(conn)
         .await?;
     Ok(())
 }
