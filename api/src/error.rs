@@ -139,17 +139,27 @@ impl Methods {
     }
 
     fn allowed(&self, path: &str) -> Option<String> {
+        self.matching(path).map(|(_, methods)| methods.join(", "))
+    }
+
+    /// The spec's template of the route `path` is on, e.g. `/api/v1/admin/jobs/{queue}/{id}`:
+    /// a literal segment wins over a parameter (`/businesses/search` over `/businesses/{id}`).
+    pub fn route(&self, path: &str) -> Option<String> {
+        self.matching(path).map(|(template, _)| template.join("/"))
+    }
+
+    fn matching(&self, path: &str) -> Option<&(Vec<String>, Vec<String>)> {
         let segments: Vec<&str> = path.split('/').collect();
         self.routes
             .iter()
-            .find(|(template, _)| {
+            .filter(|(template, _)| {
                 template.len() == segments.len()
                     && template
                         .iter()
                         .zip(&segments)
                         .all(|(t, s)| t == s || (t.starts_with('{') && !s.is_empty()))
             })
-            .map(|(_, methods)| methods.join(", "))
+            .max_by_key(|(template, _)| template.iter().filter(|t| !t.starts_with('{')).count())
     }
 }
 

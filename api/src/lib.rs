@@ -154,11 +154,17 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
         .at("/board", get(board))
         .data(state)
         .around(limit_body)
+        .around({
+            let methods = methods.clone();
+            move |next, req| {
+                let methods = methods.clone();
+                async move { error::envelope_errors(&methods, next, req).await }
+            }
+        })
         .around(move |next, req| {
             let methods = methods.clone();
-            async move { error::envelope_errors(&methods, next, req).await }
+            async move { request_context(&methods, next, req).await }
         })
-        .around(request_context)
 }
 
 /// Serves the app on `acceptor` until `shutdown` resolves, then lets requests in flight
@@ -207,7 +213,11 @@ async fn limit_body<E: Endpoint>(next: E, mut req: Request) -> poem::Result<Resp
 
 /// Gives every request an id (the client's `x-request-id` if it is sane), a log span, a
 /// log line and a latency sample.
-async fn request_context<E: Endpoint>(next: E, req: Request) -> poem::Result<Response> {
+async fn request_context<E: Endpoint>(
+    routes: &error::Methods,
+    next: E,
+    req: Request,
+) -> poem::Result<Response> {
     let id = req
         .header("x-request-id")
         .filter(|v| {
@@ -218,7 +228,7 @@ async fn request_context<E: Endpoint>(next: E, req: Request) -> poem::Result<Res
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     let method = req.method().to_string();
-    let route = route_label(req.uri().path());
+    let route = route_label(routes, req.uri().path());
     let span = tracing::info_span!("request", request_id = %id, method = %method, route = %route);
     let started = Instant::now();
     let result = REQUEST_ID
@@ -247,18 +257,19 @@ async fn request_context<E: Endpoint>(next: E, req: Request) -> poem::Result<Res
     Ok(response)
 }
 
-/// The path with ids replaced, so that metrics have one series per route, not per id.
-fn route_label(path: &str) -> String {
-    path.split('/')
-        .map(|segment| {
-            if uuid::Uuid::parse_str(segment).is_ok() {
-                ":id"
-            } else {
-                segment
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
+/// The route a request is on, as the metrics' `route` label: the spec's template for the
+/// API (`/api/v1/businesses/{id}`), the fixed paths as they are, `/docs` for everything under
+/// it, and `other` for any path no route serves. The label's values are a fixed set: a
+/// client requesting `/x1`, `/x2`, … makes no new series.
+fn route_label(routes: &error::Methods, path: &str) -> String {
+    if let Some(template) = routes.route(path) {
+        return template;
+    }
+    match path {
+        "/health" | "/ready" | "/metrics" | "/board" | "/openapi.json" => path.to_owned(),
+        _ if path == "/docs" || path.starts_with("/docs/") => "/docs".to_owned(),
+        _ => "other".to_owned(),
+    }
 }
 
 #[derive(Debug, Object)]

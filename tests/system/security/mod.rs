@@ -5,6 +5,7 @@
 mod bodies;
 mod crm;
 mod medical;
+mod metrics;
 mod retention;
 mod roles;
 mod scans;
