@@ -4,6 +4,7 @@ pub mod audit;
 pub mod auth;
 pub mod balances;
 pub mod client_ip;
+pub mod csp;
 pub mod envelope;
 pub mod error;
 pub mod limits;
@@ -146,12 +147,12 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
     let docs = api.swagger_ui();
     Route::new()
         .nest("/api/v1", api)
-        .nest("/docs", docs)
+        .nest("/docs", docs.around(csp::pages))
         .at("/openapi.json", spec)
         .at("/health", get(health))
         .at("/ready", get(ready))
         .at("/metrics", get(metrics))
-        .at("/board", get(board))
+        .at("/board", get(board).around(csp::pages))
         .data(state)
         .around(limit_body)
         .around({

@@ -6,6 +6,7 @@ mod bodies;
 mod crm;
 mod medical;
 mod metrics;
+mod pages;
 mod retention;
 mod roles;
 mod scans;
