@@ -576,6 +576,14 @@ async fn business_and_members(
 /// latency runs from sending the POST to the accrual's ledger entry (same machine clock).
 async fn scan_latency(system: &System) -> anyhow::Result<Vec<Figure>> {
     let (business, tokens) = business_and_members(system, 2_000).await?;
+    // The cashier who issues the codes: a code of someone not on the staff is refused.
+    let cashier: Uuid = sqlx::query_scalar(
+        "INSERT INTO users (phone) VALUES ('+79899999999')
+         ON CONFLICT (phone) DO UPDATE SET phone = EXCLUDED.phone RETURNING id",
+    )
+    .fetch_one(&system.services.db)
+    .await?;
+    storage::businesses::put_staff(&system.services.db, business.id, cashier, "staff").await?;
     // Every purchase triggers a cross-promo chain, as at a real partner: the first one
     // per member issues a coupon, the rest find the member already holds it.
     storage::coupons::create_chain(
@@ -611,7 +619,7 @@ async fn scan_latency(system: &System) -> anyhow::Result<Vec<Figure>> {
             let qr = storage::cache::QrCode {
                 business_id: business.id,
                 amount: rust_decimal::Decimal::from(1000),
-                issued_by: Uuid::nil(),
+                issued_by: cashier,
                 expires_at,
             };
             system

@@ -145,15 +145,27 @@ async fn setup(
     (operator, business_id, sim, signed_in)
 }
 
-/// Puts `count` QR codes of this business straight into the store, as staff would.
+/// Puts `count` QR codes of this business straight into the store, as its cashier would
+/// (a code of someone not on the staff is refused).
 async fn codes(app: &TestApp, business_id: Uuid, count: usize) -> Vec<String> {
+    let cashier: Uuid = sqlx::query_scalar(
+        "INSERT INTO users (phone) VALUES ($1)
+         ON CONFLICT (phone) DO UPDATE SET phone = EXCLUDED.phone RETURNING id",
+    )
+    .bind(member_phone())
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    storage::businesses::put_staff(&app.db, business_id, cashier, "staff")
+        .await
+        .unwrap();
     let mut out = Vec::new();
     for i in 0..count {
         let code = domain::codes::human_code(&mut rand::rng(), 12);
         let qr = storage::cache::QrCode {
             business_id,
             amount: Decimal::new(50_000 + i as i64 * 13, 2),
-            issued_by: Uuid::nil(),
+            issued_by: cashier,
             expires_at: time::OffsetDateTime::now_utc() + time::Duration::minutes(5),
         };
         assert!(
