@@ -180,6 +180,14 @@ async fn check_bearer(req: &Request, bearer: Bearer) -> poem::Result<Claims> {
         .expect("the app registers its state as request data");
     let claims = state.jwt.verify(&bearer.token)?;
     if state.revoked.contains(claims.sid) {
+        // Blocking a member ends her sessions: her tokens then say why they stopped working
+        // (only ended sessions pay for this read).
+        if storage::users::is_blocked(&state.db, claims.sub)
+            .await
+            .map_err(ApiError::from)?
+        {
+            return Err(ApiError::member_blocked().into());
+        }
         return Err(ApiError::unauthorized(
             "session_revoked",
             "This session has ended; sign in again.",

@@ -58,6 +58,14 @@ impl ApiError {
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::Forbidden(body("forbidden", message))
     }
+    /// The member is blocked by an operator (DESIGN.md round 2): she cannot sign in, scan
+    /// or register.
+    pub fn member_blocked() -> Self {
+        Self::Forbidden(body(
+            "member_blocked",
+            "This account is blocked; contact support.",
+        ))
+    }
     pub fn not_found(code: &str, message: impl Into<String>) -> Self {
         Self::NotFound(body(code, message))
     }

@@ -36,6 +36,7 @@ use routes::{
     partner::PartnerApi,
     referral::ReferralApi,
     search::SearchApi,
+    support::SupportApi,
     users::UserApi,
 };
 use state::AppState;
@@ -82,6 +83,7 @@ pub fn api_service(
         MediaApi,
         ReferralApi,
         PartnerApi,
+        SupportApi,
     ),
     (),
 > {
@@ -130,6 +132,9 @@ pub fn api_service(
                 state: state.clone(),
             },
             PartnerApi {
+                state: state.clone(),
+            },
+            SupportApi {
                 state: state.clone(),
             },
         ),

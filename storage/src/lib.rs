@@ -30,6 +30,7 @@ pub mod secret;
 pub mod sessions;
 pub mod states;
 pub mod subjects;
+pub mod support;
 pub mod tiers;
 pub mod tokens;
 pub mod users;

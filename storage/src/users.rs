@@ -16,6 +16,9 @@ pub struct User {
     pub email: Option<String>,
     pub status_tier: String,
     pub created_at: OffsetDateTime,
+    /// Set while an operator has her blocked (`POST /admin/users/{id}/block`).
+    pub blocked_at: Option<OffsetDateTime>,
+    pub blocked_reason: Option<String>,
 }
 
 impl User {
@@ -33,7 +36,7 @@ pub enum Role {
 
 macro_rules! user_columns {
     () => {
-        "id, phone, first_name, last_name, email, status_tier, created_at"
+        "id, phone, first_name, last_name, email, status_tier, created_at, blocked_at, blocked_reason"
     };
 }
 
@@ -211,4 +214,67 @@ pub async fn revoke_platform_role(
             .rows_affected()
             > 0,
     )
+}
+
+/// Whether `user_id` is blocked now (`false` for no such member).
+pub async fn is_blocked(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<bool> {
+    Ok(
+        sqlx::query_scalar::<_, bool>("SELECT blocked_at IS NOT NULL FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(db)
+            .await?
+            .unwrap_or(false),
+    )
+}
+
+/// Which of `user_ids` are blocked now.
+pub async fn blocked_among(db: impl PgExecutor<'_>, user_ids: &[Uuid]) -> sqlx::Result<Vec<Uuid>> {
+    sqlx::query_scalar("SELECT id FROM users WHERE id = ANY($1) AND blocked_at IS NOT NULL")
+        .bind(user_ids)
+        .fetch_all(db)
+        .await
+}
+
+/// Locks a member's row for a change by an operator; `None` for no such (or a deleted) member.
+pub async fn get_for_update(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<User>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE id = $1 AND deleted_at IS NULL FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Blocks (`Some(reason)`) or unblocks (`None`) a member; returns her as she is now.
+pub async fn set_blocked(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    reason: Option<&str>,
+) -> sqlx::Result<Option<User>> {
+    sqlx::query_as(concat!(
+        "UPDATE users SET blocked_at = CASE WHEN $2::text IS NULL THEN NULL ELSE COALESCE(blocked_at, now()) END,
+                blocked_reason = $2, updated_at = now()
+         WHERE id = $1 AND deleted_at IS NULL
+         RETURNING ",
+        user_columns!()
+    ))
+    .bind(id)
+    .bind(reason)
+    .fetch_optional(db)
+    .await
+}
+
+/// Members whose phone is `phone`, for operators looking someone up (at most one today: a
+/// phone is one account; a list, because a search by phone is a search).
+pub async fn search_by_phone(db: impl PgExecutor<'_>, phone: &PhoneNumber) -> sqlx::Result<Vec<User>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        user_columns!(),
+        " FROM users WHERE phone = $1 AND deleted_at IS NULL ORDER BY created_at"
+    ))
+    .bind(phone.as_ref())
+    .fetch_all(db)
+    .await
 }

@@ -102,6 +102,8 @@ pub struct Options {
     pub fcm_service_account: Option<PathBuf>,
     /// `KRUG_CRM_ALLOWED_HOSTS`; `127.0.0.1` (where simulators listen) when not given.
     pub crm_allowed_hosts: Option<Vec<String>>,
+    /// The queues the worker runs (all when not given); `TestApp::start_worker` adds more.
+    pub queues: Option<Vec<jobs::QueueName>>,
 }
 
 pub struct TestApp {
@@ -186,11 +188,11 @@ impl TestApp {
             async move { api::serve(acceptor, state, async move { shutdown.cancelled().await }).await }
         });
         if !options.no_worker {
-            tokio::spawn(jobs::runtime::run(
-                env.clone(),
-                worker_options(&services),
-                shutdown.clone(),
-            ));
+            let mut worker = worker_options(&services);
+            if let Some(queues) = options.queues {
+                worker.queues = queues;
+            }
+            tokio::spawn(jobs::runtime::run(env.clone(), worker, shutdown.clone()));
         }
         TestApp {
             env,
@@ -201,6 +203,17 @@ impl TestApp {
             services,
             shutdown,
         }
+    }
+
+    /// Starts a worker of `queues` beside the app's (for tests that hold a queue back).
+    pub fn start_worker(&self, queues: Vec<jobs::QueueName>) {
+        let mut worker = worker_options(&self.services);
+        worker.queues = queues;
+        tokio::spawn(jobs::runtime::run(
+            self.env.clone(),
+            worker,
+            self.shutdown.clone(),
+        ));
     }
 
     /// Signs `phone` in by SMS.

@@ -28,3 +28,4 @@ mod referral;
 mod reliability;
 mod scans;
 mod security;
+mod support;

@@ -35,7 +35,7 @@ pub struct AuditEntryView {
     pub actor_id: Option<Uuid>,
     /// `business.create`, `business.update`, `staff.put`, `promo_chain.create`,
     /// `business.poll`, `job.retry`, `job.discard`, `schedule.trigger`, `event.status`,
-    /// `role.grant`, `role.revoke`, …
+    /// `role.grant`, `role.revoke`, `member.adjust`, `member.block`, `member.unblock`, …
     pub action: String,
     pub target_type: String,
     #[oai(nullable)]

@@ -208,6 +208,7 @@ impl AuthApi {
     /// expired, used or locked one, a wrong one — the answer is the same 401
     /// `invalid_code`. Failures are counted per client address (past the limit, 429
     /// `too_many_attempts`) and per phone, whose checks then wait longer after each one.
+    /// A member blocked by an operator gets 403 `member_blocked` once her code is right.
     #[oai(path = "/verify-code", method = "post")]
     async fn verify_code(
         &self,
@@ -274,6 +275,11 @@ impl AuthApi {
         }
         otp::consume(&mut tx, otp.id).await?;
         let user = users::find_or_create(&mut *tx, &phone).await?;
+        if user.blocked_at.is_some() {
+            // Told only once the code proved the phone hers; the code is spent either way.
+            tx.commit().await?;
+            return Err(ApiError::member_blocked());
+        }
         let refresh_token = new_refresh_token();
         let session_id = Uuid::new_v4();
         tokens::insert(

@@ -236,11 +236,25 @@ async fn process_batch(env: &Env, ids: &[Uuid]) -> Result<(), JobError> {
             .collect()
     };
 
+    // Scans a member sent before an operator blocked her: refused, not recorded.
+    let members: Vec<Uuid> = scans.iter().map(|s| s.user_id).collect();
+    let blocked: HashSet<Uuid> = storage::users::blocked_among(&mut *tx, &members)
+        .await?
+        .into_iter()
+        .collect();
+
     // What can be refused before anything is written.
     let mut refused: Vec<(Uuid, Refusal)> = Vec::new();
     let mut candidates: Vec<Candidate<'_>> = Vec::new();
     let mut coupons_taken = HashSet::new();
     for (scan, qr) in scans.iter().zip(qrs) {
+        if blocked.contains(&scan.user_id) {
+            refused.push((
+                scan.id,
+                Refusal::new("member_blocked", "This account is blocked; contact support."),
+            ));
+            continue;
+        }
         let checked = qr.and_then(|qr| {
             if !scan.issuer_on_staff {
                 // Whoever issued it has left the staff (or may no longer take payments).

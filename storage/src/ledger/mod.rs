@@ -7,8 +7,9 @@
 //! locked in user-id order before anything is priced or written, and transactions after
 //! them in id order, on every path, so concurrent batches cannot deadlock.
 //!
-//! - [`lock`] then [`Locked::post`]: any balance change — an operator's adjustment, an
-//!   expiry, a refund at the counter (`Locked::default().post(…)` locks by itself).
+//! - [`lock`] then [`Locked::post`]: any balance change — an expiry, a refund at the
+//!   counter (`Locked::default().post(…)` locks by itself).
+//! - [`adjust`]: an operator's correction (`POST /admin/users/{id}/adjust`), idempotent.
 //! - [`record_qr_purchases`]: QR purchases priced by `domain::price_purchase`, set-based.
 //! - [`apply_bonuses`]: the rules applied to recorded (CRM) purchases and refunds, set-based.
 //! - [`refund_at_counter`]: a partner's refund of a QR purchase, full or partial.
@@ -271,6 +272,73 @@ impl Locked {
         tiers::set(tx, &upgraded).await?;
         Ok(before)
     }
+}
+
+/// What [`adjust`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Adjusted {
+    /// Written now.
+    Applied {
+        entry_id: Uuid,
+        balance_before: Decimal,
+        balance: Decimal,
+    },
+    /// Written before under the same key (a repeated request): nothing changed now.
+    Repeated {
+        entry_id: Uuid,
+        amount: Decimal,
+        balance: Decimal,
+    },
+}
+
+/// An operator's correction of a member's balance: one `adjustment` entry of `amount`
+/// (signed), funded by the operator (no business), under `key`. A key written before
+/// writes nothing and reports the entry it wrote (whatever its amount: the caller compares).
+pub async fn adjust(
+    tx: &mut Tx<'_>,
+    user_id: Uuid,
+    amount: Decimal,
+    key: &str,
+) -> sqlx::Result<Adjusted> {
+    let mut locked = lock(tx, [user_id]).await?;
+    let balance_before = locked.balance(user_id);
+    // Read under her balance lock: a concurrent request with the same key waits here and
+    // then finds the entry.
+    let existing: Option<(Uuid, Decimal)> =
+        sqlx::query_as("SELECT id, amount FROM bonus_ledger WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_optional(&mut **tx)
+            .await?;
+    if let Some((entry_id, amount)) = existing {
+        return Ok(Adjusted::Repeated {
+            entry_id,
+            amount,
+            balance: balance_before,
+        });
+    }
+    locked
+        .post(
+            tx,
+            &[Entry {
+                user_id,
+                kind: EntryKind::Adjustment,
+                amount,
+                transaction_id: None,
+                business_id: None,
+                key: key.to_owned(),
+            }],
+        )
+        .await?;
+    let entry_id: Uuid =
+        sqlx::query_scalar("SELECT id FROM bonus_ledger WHERE idempotency_key = $1")
+            .bind(key)
+            .fetch_one(&mut **tx)
+            .await?;
+    Ok(Adjusted::Applied {
+        entry_id,
+        balance_before,
+        balance: locked.balance(user_id),
+    })
 }
 
 #[cfg(test)]

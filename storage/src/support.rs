@@ -1,0 +1,103 @@
+//! Member support: what operators read about one member beyond what the member herself
+//! reads (`loyalty` has her balance, ledger and purchases): all her coupons, her devices and
+//! the messages sent to her. Reads only; what operators change goes through `users`
+//! (blocking) and `ledger::adjust` (corrections).
+
+use crate::page::{Cursor, Page};
+use rust_decimal::Decimal;
+use sqlx::{FromRow, PgExecutor};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// A coupon, used or not.
+#[derive(Debug, Clone, FromRow)]
+pub struct CouponRow {
+    pub id: Uuid,
+    pub code: String,
+    pub business_id: Uuid,
+    pub discount_type: String,
+    pub discount_value: Decimal,
+    pub expires_at: OffsetDateTime,
+    pub redeemed_at: Option<OffsetDateTime>,
+    pub expired_at: Option<OffsetDateTime>,
+    pub source_chain_id: Option<Uuid>,
+    pub created_at: OffsetDateTime,
+}
+
+/// Her latest `limit` coupons, newest first, used and expired ones included.
+pub async fn coupons(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    limit: i64,
+) -> sqlx::Result<Vec<CouponRow>> {
+    sqlx::query_as(
+        "SELECT id, code, business_id, discount_type, discount_value, expires_at, redeemed_at,
+                expired_at, source_chain_id, created_at
+         FROM coupons WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
+    )
+    .bind(user_id)
+    .bind(limit)
+    .fetch_all(db)
+    .await
+}
+
+/// A device, without its push token (a credential to reach her phone).
+#[derive(Debug, Clone, FromRow)]
+pub struct DeviceRow {
+    pub id: Uuid,
+    pub platform: String,
+    pub created_at: OffsetDateTime,
+    pub last_seen_at: Option<OffsetDateTime>,
+}
+
+pub async fn devices(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<DeviceRow>> {
+    sqlx::query_as(
+        "SELECT id, platform, created_at, last_seen_at FROM devices WHERE user_id = $1
+         ORDER BY created_at, id",
+    )
+    .bind(user_id)
+    .fetch_all(db)
+    .await
+}
+
+/// A message sent (or held, skipped, failed) to her, without the number it went to.
+#[derive(Debug, Clone, FromRow)]
+pub struct MessageRow {
+    pub id: Uuid,
+    pub channel: String,
+    pub template: String,
+    pub title: Option<String>,
+    pub body: String,
+    pub status: String,
+    pub error: Option<String>,
+    pub created_at: OffsetDateTime,
+    pub sent_at: Option<OffsetDateTime>,
+}
+
+/// Messages to her, newest first. Login codes are never among them: they go to a phone, not
+/// to a member (no `user_id`), and the development provider's record holds the code itself,
+/// which an operator must never read; the template is left out here as well.
+pub async fn messages_page(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+    after: Option<Cursor>,
+    limit: usize,
+) -> sqlx::Result<Page<MessageRow>> {
+    let rows: Vec<MessageRow> = sqlx::query_as(
+        "SELECT id, channel, template, title, body, status, error, created_at, sent_at
+         FROM notifications
+         WHERE user_id = $1 AND template <> 'otp'
+           AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3))
+         ORDER BY created_at DESC, id DESC LIMIT $4",
+    )
+    .bind(user_id)
+    .bind(after.map(|c| c.created_at))
+    .bind(after.map(|c| c.id))
+    .bind(limit as i64 + 1)
+    .fetch_all(db)
+    .await?;
+    Ok(Page::from_rows(rows, limit, |r| Cursor {
+        created_at: r.created_at,
+        id: r.id,
+    }))
+}
