@@ -268,7 +268,10 @@ pub async fn set_blocked(
 
 /// Members whose phone is `phone`, for operators looking someone up (at most one today: a
 /// phone is one account; a list, because a search by phone is a search).
-pub async fn search_by_phone(db: impl PgExecutor<'_>, phone: &PhoneNumber) -> sqlx::Result<Vec<User>> {
+pub async fn search_by_phone(
+    db: impl PgExecutor<'_>,
+    phone: &PhoneNumber,
+) -> sqlx::Result<Vec<User>> {
     sqlx::query_as(concat!(
         "SELECT ",
         user_columns!(),

@@ -43,12 +43,7 @@ fn urlencode(text: &str) -> String {
         .collect()
 }
 
-async fn adjust(
-    operator: &ApiClient,
-    user_id: &str,
-    key: &str,
-    body: &Value,
-) -> ApiResponse {
+async fn adjust(operator: &ApiClient, user_id: &str, key: &str, body: &Value) -> ApiResponse {
     operator
         .call_with_headers(
             Method::POST,
@@ -102,7 +97,10 @@ async fn operators_find_a_member_by_phone_and_read_her_history() {
         .await;
     expect(
         operator
-            .patch(&format!("/admin/businesses/{clinic}"), &json!({"is_medical": true}))
+            .patch(
+                &format!("/admin/businesses/{clinic}"),
+                &json!({"is_medical": true}),
+            )
             .await
             .unwrap(),
         200,
@@ -123,7 +121,9 @@ async fn operators_find_a_member_by_phone_and_read_her_history() {
     .unwrap();
     for (staff, amount) in [(&salon_staff, "2000.00"), (&clinic_staff, "1000.00")] {
         let code = app.issue_qr(staff, amount).await;
-        let scan = scan_and_wait(&member, &json!({"code": code})).await.unwrap();
+        let scan = scan_and_wait(&member, &json!({"code": code}))
+            .await
+            .unwrap();
         assert_eq!(scan["state"], "done", "{scan}");
     }
     let moderator = moderator(&app).await;
@@ -136,7 +136,11 @@ async fn operators_find_a_member_by_phone_and_read_her_history() {
     assert_eq!(summary["blocked"], false);
     let id = summary["id"].as_str().unwrap().to_owned();
 
-    let view = expect(moderator.get(&format!("/admin/users/{id}")).await.unwrap(), 200).unwrap();
+    let view = expect(
+        moderator.get(&format!("/admin/users/{id}")).await.unwrap(),
+        200,
+    )
+    .unwrap();
     let view = view.data().clone();
     assert_eq!(view["phone"], phone.as_str());
     assert_eq!(view["status_tier"], "Insider");
@@ -153,7 +157,10 @@ async fn operators_find_a_member_by_phone_and_read_her_history() {
     );
 
     let ledger = expect(
-        moderator.get(&format!("/admin/users/{id}/ledger")).await.unwrap(),
+        moderator
+            .get(&format!("/admin/users/{id}/ledger"))
+            .await
+            .unwrap(),
         200,
     )
     .unwrap();
@@ -211,7 +218,11 @@ async fn operators_find_a_member_by_phone_and_read_her_history() {
     }
 
     // A member, staff or nobody cannot read any of it.
-    for (who, client) in [("member", &member), ("staff", &salon_staff), ("nobody", &app.api)] {
+    for (who, client) in [
+        ("member", &member),
+        ("staff", &salon_staff),
+        ("nobody", &app.api),
+    ] {
         let response = client.get(&format!("/admin/users/{id}")).await.unwrap();
         assert!(
             [401, 403].contains(&response.status),
@@ -281,11 +292,21 @@ async fn adjustments_are_a_superadmins_applied_once_and_audited() {
     )
     .unwrap();
     assert_eq!(debit.data()["balance"], "379.50");
-    let zero = adjust(&superadmin, &id, "key-3", &json!({"amount": "0.00", "reason": "x"})).await;
+    let zero = adjust(
+        &superadmin,
+        &id,
+        "key-3",
+        &json!({"amount": "0.00", "reason": "x"}),
+    )
+    .await;
     assert_eq!(zero.status, 422, "{}", zero.body);
 
     let balance = expect(member.get("/loyalty/balance").await.unwrap(), 200).unwrap();
-    assert_eq!(balance.data()["balance"], "379.50", "the member sees it at once");
+    assert_eq!(
+        balance.data()["balance"],
+        "379.50",
+        "the member sees it at once"
+    );
     let ledger = expect(member.get("/loyalty/ledger").await.unwrap(), 200).unwrap();
     let entries = ledger.data()["items"].as_array().unwrap();
     assert_eq!(entries.len(), 2, "applied once: {entries:?}");
@@ -298,7 +319,11 @@ async fn adjustments_are_a_superadmins_applied_once_and_audited() {
             .fetch_all(&app.db)
             .await
             .unwrap();
-    assert_eq!(funded_by, vec![None, None], "the operator funds adjustments");
+    assert_eq!(
+        funded_by,
+        vec![None, None],
+        "the operator funds adjustments"
+    );
 
     let audit = audit_actions(&superadmin, &id).await;
     assert_eq!(actions(&audit), ["member.adjust", "member.adjust"]);
@@ -352,7 +377,10 @@ async fn a_blocked_member_cannot_sign_in_scan_or_register_until_unblocked() {
         .to_owned();
     expect(
         operator
-            .patch(&format!("/admin/events/{event}"), &json!({"status": "approved"}))
+            .patch(
+                &format!("/admin/events/{event}"),
+                &json!({"status": "approved"}),
+            )
             .await
             .unwrap(),
         200,
@@ -425,10 +453,24 @@ async fn a_blocked_member_cannot_sign_in_scan_or_register_until_unblocked() {
         (row.0 == "failed" || row.0 == "done").then_some(row)
     })
     .await;
-    assert_eq!((state.as_str(), error.as_deref()), ("failed", Some("member_blocked")));
-    let view = expect(moderator.get(&format!("/admin/users/{id}")).await.unwrap(), 200).unwrap();
-    assert_eq!(view.data()["blocked"]["reason"], "Передавала QR-коды третьим лицам");
-    assert_eq!(view.data()["balance"], "0.00", "nothing was recorded for her");
+    assert_eq!(
+        (state.as_str(), error.as_deref()),
+        ("failed", Some("member_blocked"))
+    );
+    let view = expect(
+        moderator.get(&format!("/admin/users/{id}")).await.unwrap(),
+        200,
+    )
+    .unwrap();
+    assert_eq!(
+        view.data()["blocked"]["reason"],
+        "Передавала QR-коды третьим лицам"
+    );
+    assert_eq!(
+        view.data()["balance"],
+        "0.00",
+        "nothing was recorded for her"
+    );
 
     let unblocked = expect(
         moderator
@@ -446,7 +488,9 @@ async fn a_blocked_member_cannot_sign_in_scan_or_register_until_unblocked() {
     assert_eq!(unblocked.data()["blocked"], false);
     let member = app.sign_in(&phone).await;
     let code = app.issue_qr(&staff, "500.00").await;
-    let scan = scan_and_wait(&member, &json!({"code": code})).await.unwrap();
+    let scan = scan_and_wait(&member, &json!({"code": code}))
+        .await
+        .unwrap();
     assert_eq!(scan["state"], "done", "{scan}");
     expect(
         member
@@ -480,4 +524,13 @@ async fn a_blocked_member_cannot_sign_in_scan_or_register_until_unblocked() {
         .await
         .unwrap();
     assert_eq!(refused.status, 403, "{}", refused.body);
+    let own = operator
+        .post(
+            &format!("/admin/users/{operator_id}/block"),
+            &json!({"reason": "x"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(own.status, 422, "{}", own.body);
+    assert_eq!(own.error_code(), Some("cannot_block_self"));
 }

@@ -29,6 +29,7 @@ use poem_openapi::{
     Object, OpenApi, Tags,
     param::{Header, Path, Query},
     payload::Json,
+    types::ToJSON,
 };
 use serde_json::json;
 use std::sync::Arc;
@@ -243,6 +244,11 @@ fn block_view(user: &User) -> Option<BlockView> {
     })
 }
 
+/// Money in an audit snapshot as the API writes it: a string with two places.
+fn money(value: rust_decimal::Decimal) -> serde_json::Value {
+    Amount::from(value).to_json().unwrap_or_default()
+}
+
 fn no_member() -> ApiError {
     ApiError::not_found("user_not_found", "No such member.")
 }
@@ -400,7 +406,11 @@ impl SupportApi {
 
     /// One member: profile, roles, block, balance and tier, coupons and devices.
     #[oai(path = "/:id", method = "get")]
-    async fn get(&self, _operator: Operator, id: Path<Uuid>) -> ApiResult<Json<Envelope<MemberView>>> {
+    async fn get(
+        &self,
+        _operator: Operator,
+        id: Path<Uuid>,
+    ) -> ApiResult<Json<Envelope<MemberView>>> {
         let user = self.existing(id.0).await?;
         Ok(Json(Envelope::new(self.member_view(user).await?)))
     }
@@ -585,10 +595,10 @@ impl SupportApi {
                     &mut *tx,
                     superadmin.user_id(),
                     Change::new("member.adjust", "user", user.id)
-                        .before_value(json!({"balance": balance_before.to_string()}))
+                        .before_value(json!({"balance": money(balance_before)}))
                         .after_value(json!({
-                            "balance": balance.to_string(),
-                            "amount": amount.to_string(),
+                            "balance": money(balance),
+                            "amount": money(amount),
                             "reason": reason,
                             "ledger_entry_id": entry_id,
                             "idempotency_key": key,
@@ -630,7 +640,9 @@ impl SupportApi {
                 "Say why the member is blocked.",
             ));
         }
-        let state = self.set_block(&operator.0, id.0, Some(reason), None).await?;
+        let state = self
+            .set_block(&operator.0, id.0, Some(reason), None)
+            .await?;
         Ok(Json(Envelope::new(state)))
     }
 

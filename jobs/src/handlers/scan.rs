@@ -251,7 +251,10 @@ async fn process_batch(env: &Env, ids: &[Uuid]) -> Result<(), JobError> {
         if blocked.contains(&scan.user_id) {
             refused.push((
                 scan.id,
-                Refusal::new("member_blocked", "This account is blocked; contact support."),
+                Refusal::new(
+                    "member_blocked",
+                    "This account is blocked; contact support.",
+                ),
             ));
             continue;
         }
