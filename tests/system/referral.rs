@@ -1,7 +1,7 @@
 //! Referral: a code and a link per member, taken at sign-up or within 7 days of it.
 
-use crate::helpers::{TestApp, member_phone};
-use krug::client::{ApiClient, expect, sign_in_session};
+use crate::helpers::{TestApp, eventually, member_phone};
+use krug::client::{ApiClient, expect, scan_and_wait, sign_in_session};
 use serde_json::{Value, json};
 
 async fn referral(member: &ApiClient) -> Value {
@@ -137,4 +137,152 @@ async fn a_referral_is_taken_at_sign_up_or_within_seven_days() {
         (counts["invited"].clone(), counts["rewarded"].clone()),
         (json!(2), json!(0))
     );
+}
+
+async fn invited_by(app: &TestApp, code: &str) -> ApiClient {
+    let session = sign_in_session(
+        &app.services,
+        &app.api,
+        &member_phone(),
+        json!({"referral_code": code}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(session["referral"]["taken"], true, "{session}");
+    app.api.signed_in(session["access_token"].as_str().unwrap())
+}
+
+async fn referral_entries(member: &ApiClient) -> Vec<String> {
+    expect(member.get("/loyalty/ledger").await.unwrap(), 200)
+        .unwrap()
+        .data()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "referral")
+        .map(|e| e["amount"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn register_device(member: &ApiClient, token: &str) {
+    expect(
+        member
+            .post(
+                "/users/me/devices",
+                &json!({"token": token, "platform": "android"}),
+            )
+            .await
+            .unwrap(),
+        201,
+    )
+    .unwrap();
+}
+
+/// Through `expire`: a purchase under `referral_min_purchase` rewards nothing; the first
+/// one of 1 000 ₽ rewards inviter and invitee 300 each, once however often the job runs;
+/// an invitee on the inviter's own device (the token moved from her account to his) gets
+/// nothing, nor does his inviter; past the yearly limit (here 1, the rule being editable)
+/// an invitation is not rewarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_referral_is_rewarded_once_and_never_for_oneself_or_past_the_limit() {
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let (_, salon) = app
+        .business_with_staff(&operator, "Миндаль", "beauty", "5", "+79000000100")
+        .await;
+    let expire = || async {
+        jobs::schedule::trigger(&app.env.queue, &app.env.db, "expire")
+            .await
+            .unwrap();
+    };
+
+    let inviter = app.sign_in(&member_phone()).await;
+    register_device(&inviter, "device-of-the-inviter").await;
+    let code = referral(&inviter).await["code"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let friend = invited_by(&app, &code).await;
+    scan_and_wait(
+        &friend,
+        &json!({"code": app.issue_qr(&salon, "999.99").await}),
+    )
+    .await
+    .unwrap();
+    expire().await;
+    // One to settle on her own device, from a second account.
+    let second_self = invited_by(&app, &code).await;
+    register_device(&second_self, "device-of-the-inviter").await;
+    scan_and_wait(
+        &second_self,
+        &json!({"code": app.issue_qr(&salon, "5000").await}),
+    )
+    .await
+    .unwrap();
+    scan_and_wait(
+        &friend,
+        &json!({"code": app.issue_qr(&salon, "1000").await}),
+    )
+    .await
+    .unwrap();
+    expire().await;
+    eventually(10, "the referral reward", || async {
+        (referral(&inviter).await["rewarded"] == 1).then_some(())
+    })
+    .await;
+    expire().await;
+    // A third invitee past the limit, settled by the same run as a control that shows the
+    // job has run again.
+    sqlx::query("UPDATE referral_rules SET yearly_limit = 1")
+        .execute(&app.db)
+        .await
+        .unwrap();
+    let third = invited_by(&app, &code).await;
+    scan_and_wait(&third, &json!({"code": app.issue_qr(&salon, "2000").await}))
+        .await
+        .unwrap();
+    expire().await;
+    eventually(10, "every invitation settled", || async {
+        let pending: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM referrals WHERE status = 'pending'")
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        (pending == 0).then_some(())
+    })
+    .await;
+
+    assert_eq!(
+        referral_entries(&inviter).await,
+        vec!["300.00"],
+        "rewarded once"
+    );
+    assert_eq!(referral_entries(&friend).await, vec!["300.00"]);
+    assert!(
+        referral_entries(&second_self).await.is_empty(),
+        "not for oneself"
+    );
+    assert!(
+        referral_entries(&third).await.is_empty(),
+        "not past the yearly limit"
+    );
+    let refusals: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT status, refusal FROM referrals ORDER BY created_at")
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(
+        refusals,
+        vec![
+            ("rewarded".to_owned(), None),
+            ("refused".to_owned(), Some("same_device".to_owned())),
+            ("refused".to_owned(), Some("yearly_limit".to_owned())),
+        ]
+    );
+    let counts = referral(&inviter).await;
+    assert_eq!(
+        (counts["invited"].clone(), counts["rewarded"].clone()),
+        (json!(3), json!(1))
+    );
+    app.assert_ledger_consistent().await;
 }

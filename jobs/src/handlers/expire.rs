@@ -1,6 +1,8 @@
 //! `expire` (hourly): time passing on bonuses and coupons. Held accruals whose hold ended
 //! enter the ledger (with a notice that they can be spent), and coupons past their date stop
-//! being usable. What is due is decided by `Env::clock`.
+//! being usable. What is due is decided by `Env::clock`. Then referral invitations whose
+//! invitee's qualifying purchase is past its hold window (its accrual released) are settled
+//! (`handlers::referral`).
 
 use crate::{
     handlers::notify::Notify,
@@ -33,9 +35,12 @@ impl Job for Expire {
         .execute(&ctx.env.db)
         .await?
         .rows_affected();
+        // After the releases: an accrual released now qualifies its referral in this run.
+        let referrals_rewarded = super::referral::settle_referrals(&ctx).await?;
         tracing::info!(
             accruals_released = released,
             coupons_expired = expired,
+            referrals_rewarded,
             "expiry done"
         );
         Ok(())

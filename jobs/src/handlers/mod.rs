@@ -10,6 +10,7 @@ pub mod notify;
 pub mod otp;
 pub mod promo;
 pub mod reconcile;
+pub mod referral;
 pub mod retention;
 pub mod scan;
 pub mod tiers;

@@ -49,15 +49,18 @@ pub enum EntryKind {
     Expiry,
     /// Anything else: a bonus coupon, an operator's correction.
     Adjustment,
+    /// A referral reward, to the inviter or the invitee (funded by the operator).
+    Referral,
 }
 
 impl EntryKind {
-    pub const ALL: [EntryKind; 5] = [
+    pub const ALL: [EntryKind; 6] = [
         Self::Accrual,
         Self::Redemption,
         Self::Reversal,
         Self::Expiry,
         Self::Adjustment,
+        Self::Referral,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -67,6 +70,7 @@ impl EntryKind {
             Self::Reversal => "reversal",
             Self::Expiry => "expiry",
             Self::Adjustment => "adjustment",
+            Self::Referral => "referral",
         }
     }
 }
