@@ -36,6 +36,7 @@ use routes::{
     partner::PartnerApi,
     referral::ReferralApi,
     search::SearchApi,
+    settlement::SettlementApi,
     support::SupportApi,
     users::UserApi,
 };
@@ -83,7 +84,7 @@ pub fn api_service(
         MediaApi,
         ReferralApi,
         PartnerApi,
-        SupportApi,
+        (SupportApi, SettlementApi),
     ),
     (),
 > {
@@ -134,9 +135,15 @@ pub fn api_service(
             PartnerApi {
                 state: state.clone(),
             },
-            SupportApi {
-                state: state.clone(),
-            },
+            // poem-openapi takes at most 16 APIs in a tuple: the last ones nest.
+            (
+                SupportApi {
+                    state: state.clone(),
+                },
+                SettlementApi {
+                    state: state.clone(),
+                },
+            ),
         ),
         "Свой Круг API",
         env!("CARGO_PKG_VERSION"),

@@ -11,6 +11,7 @@ pub mod onboarding;
 pub mod phone;
 pub mod referral;
 pub mod rfm;
+pub mod settlement;
 
 pub use loyalty::{Category, Tier, TierRule, TierRules};
 pub use money::Money;

@@ -20,10 +20,11 @@ pub enum QueueName {
     Reconcile,
     Retention,
     Media,
+    Settlement,
 }
 
 impl QueueName {
-    pub const ALL: [QueueName; 12] = [
+    pub const ALL: [QueueName; 13] = [
         Self::OtpSend,
         Self::QrScan,
         Self::CrmPoll,
@@ -36,6 +37,7 @@ impl QueueName {
         Self::Reconcile,
         Self::Retention,
         Self::Media,
+        Self::Settlement,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -52,6 +54,7 @@ impl QueueName {
             Self::Reconcile => "reconcile",
             Self::Retention => "retention",
             Self::Media => "media",
+            Self::Settlement => "settlement",
         }
     }
 
@@ -62,7 +65,11 @@ impl QueueName {
             Self::OtpSend => 4,
             Self::QrScan | Self::BonusCalc | Self::CrossPromo => 10,
             Self::CrmPoll | Self::Notify | Self::Media => 8,
-            Self::RfmSnapshot | Self::TierReview | Self::Expire | Self::Retention => 5,
+            Self::RfmSnapshot
+            | Self::TierReview
+            | Self::Expire
+            | Self::Retention
+            | Self::Settlement => 5,
             Self::Reconcile => 2,
         }
     }
@@ -83,7 +90,8 @@ impl QueueName {
             | Self::TierReview
             | Self::Expire
             | Self::Reconcile
-            | Self::Retention => 1,
+            | Self::Retention
+            | Self::Settlement => 1,
         }
     }
 }
@@ -97,7 +105,7 @@ impl fmt::Display for QueueName {
 /// A name that is not one of our queues.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "unknown queue `{0}`; queues are: otp_send, qr_scan, crm_poll, bonus_calc, cross_promo, notify, rfm_snapshot, tier_review, expire, reconcile, retention, media"
+    "unknown queue `{0}`; queues are: otp_send, qr_scan, crm_poll, bonus_calc, cross_promo, notify, rfm_snapshot, tier_review, expire, reconcile, retention, media, settlement"
 )]
 pub struct UnknownQueue(pub String);
 

@@ -13,7 +13,8 @@ use crate::{
     handlers::{
         analytics::RfmSnapshot, bonus::CalcBonus, crm::PollCrm, expire::Expire,
         media::ProcessMedia, notify::NotifyJob, otp::SendOtp, promo::IssueCoupons,
-        reconcile::Reconcile, retention::Purge, scan::ScanQr, tiers::ReviewTiers,
+        reconcile::Reconcile, retention::Purge, scan::ScanQr, settlement::CloseSettlement,
+        tiers::ReviewTiers,
     },
     metrics::{JOB_DURATION, JOBS_PROCESSED},
     processes::{self, ProcessInfo},
@@ -133,6 +134,9 @@ async fn supervise(
             QueueName::Reconcile => run_queue::<Reconcile>(env, wakeup, options, name, shutdown),
             QueueName::Retention => run_queue::<Purge>(env, wakeup, options, name, shutdown),
             QueueName::Media => run_queue::<ProcessMedia>(env, wakeup, options, name, shutdown),
+            QueueName::Settlement => {
+                run_queue::<CloseSettlement>(env, wakeup, options, name, shutdown)
+            }
             QueueName::Notify => run_queue::<NotifyJob>(env, wakeup, options, name, shutdown),
             QueueName::CrossPromo => {
                 run_queue::<IssueCoupons>(env, wakeup, options, name, shutdown)

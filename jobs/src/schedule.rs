@@ -9,7 +9,7 @@ use crate::{
     env::Env,
     handlers::{
         analytics::RfmSnapshot, crm::PollCrm, expire::Expire, notify::NotifyJob,
-        reconcile::Reconcile, retention::Purge, tiers::ReviewTiers,
+        reconcile::Reconcile, retention::Purge, settlement::CloseSettlement, tiers::ReviewTiers,
     },
     metrics::{SCHEDULER_TICKS, note_database_error},
     processes::{self, ProcessInfo},
@@ -92,6 +92,7 @@ pub fn schedules() -> Vec<Schedule> {
         Schedule::of::<NotifyJob>("event_reminders", "0 0 12 * * *"),
         Schedule::of::<Reconcile>("reconcile", "0 * * * * *"),
         Schedule::of::<Purge>("retention", "0 15 4 * * *"),
+        Schedule::of::<CloseSettlement>("settlement", "0 0 5 1 * *"),
     ]
 }
 

@@ -28,6 +28,7 @@ pub mod scans;
 pub mod search;
 pub mod secret;
 pub mod sessions;
+pub mod settlement;
 pub mod states;
 pub mod subjects;
 pub mod support;

@@ -28,4 +28,5 @@ mod referral;
 mod reliability;
 mod scans;
 mod security;
+mod settlement;
 mod support;

@@ -13,6 +13,7 @@ pub mod operations;
 pub mod partner;
 pub mod referral;
 pub mod search;
+pub mod settlement;
 pub mod support;
 pub mod users;
 

@@ -13,4 +13,5 @@ pub mod reconcile;
 pub mod referral;
 pub mod retention;
 pub mod scan;
+pub mod settlement;
 pub mod tiers;
