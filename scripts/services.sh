@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what is missing and starts PostgreSQL, Redis, ClickHouse and an S3-compatible
-# object store on loopback, then waits until each answers. Idempotent: services that already run are left alone.
+# object store on loopback, then waits until each answers. Idempotent: services that already
+# run are left alone.
 # Written for this project's machines (Debian 12, root, PostgreSQL 15 with trust auth on loopback).
 set -euo pipefail
 
