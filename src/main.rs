@@ -1,7 +1,7 @@
 //! `krug`: the one binary of Свой Круг (see `krug --help` and DESIGN.md).
 
 use clap::{Parser, Subcommand};
-use krug::{Config, Services, commands, demo, telemetry};
+use krug::{Config, Services, commands, config::Environment, demo, telemetry};
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -114,9 +114,25 @@ enum ScheduleCommand {
 }
 
 fn main() -> anyhow::Result<()> {
-    // `.env` is for development; a missing file is fine.
-    let _ = dotenvy::dotenv();
+    // `.env` is for development only: a production host's real environment decides, and a
+    // stray `.env` must not change it. A missing file is fine.
+    if std::env::var_os("KRUG_ENV").is_none()
+        || matches!(Environment::from_env(), Ok(Environment::Development))
+    {
+        let _ = dotenvy::dotenv();
+    }
     let cli = Cli::parse();
+    // The demo seeds made-up partners and lifts sign-in limits: never on a real deployment.
+    // Checked before the configuration is read or any database is touched.
+    if matches!(cli.command, Command::Demo) {
+        let environment = Environment::from_env()?;
+        if environment != Environment::Development {
+            anyhow::bail!(
+                "krug demo refuses KRUG_ENV={}: it seeds demo data and lifts sign-in limits; run it in development only",
+                environment.as_str()
+            );
+        }
+    }
     let config = Config::from_env()?;
     let log_to = match cli.command {
         Command::Api | Command::Worker { .. } | Command::Scheduler => telemetry::LogTo::Stdout,

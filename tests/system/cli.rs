@@ -238,3 +238,38 @@ async fn login_codes_never_reach_the_logs() {
         .unwrap();
     assert!(stored.iter().all(|b| !b.contains(&code)), "{stored:?}");
 }
+
+/// `krug demo` refuses staging and production before it reads the configuration or touches
+/// a database: it says why on stderr, exits non-zero, and the database it was given is never
+/// created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_refuses_production_and_staging_and_creates_nothing() {
+    use sqlx::Connection;
+    for environment in ["production", "staging"] {
+        let name = format!("krug_test_{}", Uuid::new_v4().simple());
+        let database_url = format!("postgres://postgres@127.0.0.1:5432/{name}");
+        let prefix = format!("kt-{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let demo = krug(&database_url, &name, &prefix)
+            .env("KRUG_ENV", environment)
+            .arg("demo")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&demo.stderr);
+        assert!(!demo.status.success(), "{environment}: {stderr}");
+        assert!(
+            stderr.contains(&format!("krug demo refuses KRUG_ENV={environment}")),
+            "{environment}: {stderr}"
+        );
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        let mut admin = sqlx::PgConnection::connect("postgres://postgres@127.0.0.1:5432/postgres")
+            .await
+            .unwrap();
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+                .bind(&name)
+                .fetch_one(&mut admin)
+                .await
+                .unwrap();
+        assert!(!exists, "{environment}: the demo created database {name}");
+    }
+}
