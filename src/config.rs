@@ -241,6 +241,10 @@ impl Config {
                 "KRUG_SCANS_PER_MEMBER_PER_MINUTE",
                 default_limits.scans_per_member_per_minute,
             )?,
+            devices_per_member: number(
+                "KRUG_MAX_DEVICES_PER_MEMBER",
+                default_limits.devices_per_member,
+            )?,
             staff_qr_daily_total: match optional("KRUG_STAFF_QR_DAILY_TOTAL") {
                 None => default_limits.staff_qr_daily_total,
                 Some(raw) => raw

@@ -29,6 +29,8 @@ pub struct Limits {
     /// Roubles of QR codes one staff member may issue per day at one business
     /// (`KRUG_STAFF_QR_DAILY_TOTAL`, 1 000 000.00).
     pub staff_qr_daily_total: Decimal,
+    /// Push devices per member (`KRUG_MAX_DEVICES_PER_MEMBER`, 10).
+    pub devices_per_member: u64,
 }
 
 impl Default for Limits {
@@ -42,6 +44,7 @@ impl Default for Limits {
             trusted_proxies: TrustedProxies::default(),
             scans_per_member_per_minute: 10,
             staff_qr_daily_total: Decimal::from(1_000_000),
+            devices_per_member: 10,
         }
     }
 }

@@ -180,7 +180,7 @@ async fn register_device(member: &ApiClient, token: &str) {
 
 /// Through `expire`: a purchase under `referral_min_purchase` rewards nothing; the first
 /// one of 1 000 ₽ rewards inviter and invitee 300 each, once however often the job runs;
-/// an invitee on the inviter's own device (the token moved from her account to his) gets
+/// an invitee on the inviter's own device (he tried to register her token) gets
 /// nothing, nor does his inviter; past the yearly limit (here 1, the rule being editable)
 /// an invitation is not rewarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +212,19 @@ async fn a_referral_is_rewarded_once_and_never_for_oneself_or_past_the_limit() {
     expire().await;
     // One to settle on her own device, from a second account.
     let second_self = invited_by(&app, &code).await;
-    register_device(&second_self, "device-of-the-inviter").await;
+    // The token stays the inviter's (409 `device_taken`), but the second account was seen
+    // on the device all the same.
+    let taken = second_self
+        .post(
+            "/users/me/devices",
+            &json!({"token": "device-of-the-inviter", "platform": "android"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (taken.status, taken.error_code()),
+        (409, Some("device_taken"))
+    );
     scan_and_wait(
         &second_self,
         &json!({"code": app.issue_qr(&salon, "5000").await}),

@@ -296,7 +296,10 @@ impl UserApi {
         })))
     }
 
-    /// Register a device for push notifications (a token already known moves to this account).
+    /// Register a device for push notifications. Re-registering one of her own tokens
+    /// updates it; a token another member has stays hers (409 `device_taken`) unless that
+    /// account was deleted; at most `KRUG_MAX_DEVICES_PER_MEMBER` (10) devices a member
+    /// (422 `too_many_devices`).
     #[oai(path = "/me/devices", method = "post")]
     async fn register_device(
         &self,
@@ -307,10 +310,37 @@ impl UserApi {
             Platform::Ios => "ios",
             Platform::Android => "android",
         };
-        let device =
-            storage::devices::register(&self.state.db, auth.user_id(), body.token.trim(), platform)
-                .await?
-                .ok_or_else(account_gone)?;
+        let max = self.state.limits.devices_per_member;
+        let device = match storage::devices::register(
+            &self.state.db,
+            auth.user_id(),
+            body.token.trim(),
+            platform,
+            max,
+        )
+        .await?
+        {
+            storage::devices::Registered::Device(device) => device,
+            storage::devices::Registered::Gone => return Err(account_gone()),
+            storage::devices::Registered::TakenByAnother => {
+                crate::limits::REFUSED
+                    .with_label_values(&["device_taken"])
+                    .inc();
+                return Err(ApiError::conflict(
+                    "device_taken",
+                    "This push token is registered to another account; sign out of it on the device first.",
+                ));
+            }
+            storage::devices::Registered::TooMany => {
+                crate::limits::REFUSED
+                    .with_label_values(&["too_many_devices"])
+                    .inc();
+                return Err(ApiError::unprocessable(
+                    "too_many_devices",
+                    format!("At most {max} devices can be registered to an account."),
+                ));
+            }
+        };
         Ok(DeviceRegistered::Created(Json(Envelope::new(DeviceView {
             id: device.id,
             platform: device.platform,
