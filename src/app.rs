@@ -13,6 +13,7 @@ use adapters::{
 use anyhow::Context;
 use api::{State as AppState, auth::JwtKeys};
 use jobs::{Env, JobQueue};
+use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use std::sync::Arc;
 use storage::{cache::Cache, secret::SecretBox};
@@ -53,7 +54,11 @@ impl Services {
                 api_id,
                 base_url,
                 sender,
-            } => Arc::new(HttpSmsRu::new(base_url, api_id.clone(), sender.clone())),
+            } => Arc::new(HttpSmsRu::new(
+                base_url,
+                api_id.expose_secret().to_owned(),
+                sender.clone(),
+            )),
         };
         let push: Arc<dyn PushSender> = match &config.push {
             PushConfig::Log => Arc::new(LogPush),
@@ -63,7 +68,7 @@ impl Services {
                 auth,
             } => {
                 let (auth, own_project) = match auth {
-                    FcmCredentials::Token(token) => (FcmAuth::Static(token.clone().into()), None),
+                    FcmCredentials::Token(token) => (FcmAuth::Static(token.clone()), None),
                     FcmCredentials::ServiceAccountFile(path) => {
                         let json = std::fs::read_to_string(path).with_context(|| {
                             format!("Failed to read FCM_SERVICE_ACCOUNT_FILE {}", path.display())

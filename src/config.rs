@@ -2,6 +2,7 @@
 //! Every variable is documented in `.env.example`; defaults are DESIGN.md's.
 
 use anyhow::{Context, bail};
+use secrecy::SecretString;
 use std::{env, path::PathBuf};
 
 /// Development generates missing keys; staging and production refuse to start without
@@ -56,7 +57,7 @@ pub enum FcmCredentials {
     /// from it and renewed before they expire.
     ServiceAccountFile(PathBuf),
     /// `FCM_TOKEN`: a fixed OAuth token (it expires within the hour: tests only).
-    Token(String),
+    Token(SecretString),
 }
 
 /// How SMS leave the system.
@@ -66,7 +67,7 @@ pub enum SmsConfig {
     Log,
     /// SMS.ru: `SMSRU_API_ID`, `SMSRU_BASE_URL`, optional `SMSRU_SENDER`.
     SmsRu {
-        api_id: String,
+        api_id: SecretString,
         base_url: String,
         sender: Option<String>,
     },
@@ -96,7 +97,7 @@ pub struct Config {
     pub jwt_private_key: Option<PathBuf>,
     pub jwt_public_key: Option<PathBuf>,
     /// `KRUG_SECRET_KEY`: 64 hex digits (AES-256-GCM key for CRM credentials and OTP codes).
-    pub secret_key: Option<String>,
+    pub secret_key: Option<SecretString>,
     /// `KRUG_KEY_DIR`, default `.krug`: where development keys are generated once.
     pub key_dir: PathBuf,
     /// `KRUG_SMS_PROVIDER`: `log` (default) or `smsru`.
@@ -172,7 +173,8 @@ impl Config {
             "log" => SmsConfig::Log,
             "smsru" => SmsConfig::SmsRu {
                 api_id: optional("SMSRU_API_ID")
-                    .context("KRUG_SMS_PROVIDER=smsru needs SMSRU_API_ID")?,
+                    .context("KRUG_SMS_PROVIDER=smsru needs SMSRU_API_ID")?
+                    .into(),
                 base_url: var("SMSRU_BASE_URL", "https://sms.ru"),
                 sender: optional("SMSRU_SENDER"),
             },
@@ -183,7 +185,7 @@ impl Config {
             "fcm" => {
                 let auth = match (optional("FCM_SERVICE_ACCOUNT_FILE"), optional("FCM_TOKEN")) {
                     (Some(file), _) => FcmCredentials::ServiceAccountFile(PathBuf::from(file)),
-                    (None, Some(token)) => FcmCredentials::Token(token),
+                    (None, Some(token)) => FcmCredentials::Token(token.into()),
                     (None, None) => bail!(
                         "KRUG_PUSH_PROVIDER=fcm needs FCM_SERVICE_ACCOUNT_FILE (a Google service-account key file)"
                     ),
@@ -301,7 +303,7 @@ impl Config {
             queue_prefix,
             jwt_private_key: optional("KRUG_JWT_PRIVATE_KEY").map(PathBuf::from),
             jwt_public_key: optional("KRUG_JWT_PUBLIC_KEY").map(PathBuf::from),
-            secret_key: optional("KRUG_SECRET_KEY"),
+            secret_key: optional("KRUG_SECRET_KEY").map(SecretString::from),
             key_dir: PathBuf::from(var("KRUG_KEY_DIR", ".krug")),
             sms,
             push,
@@ -345,5 +347,42 @@ impl Config {
                 .collect(),
             s3,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `{:?}` of the configuration (and of the SMS.ru client made from it) never prints a
+    /// secret: SMS.ru's `api_id`, the FCM token, `KRUG_SECRET_KEY`, the S3 secret key.
+    #[test]
+    fn debug_never_prints_a_secret() {
+        let mut config = Config::from_env().expect("the default configuration");
+        config.sms = SmsConfig::SmsRu {
+            api_id: "smsru-api-id-4f1c9e".to_owned().into(),
+            base_url: "https://sms.ru".into(),
+            sender: None,
+        };
+        config.push = PushConfig::Fcm {
+            base_url: "https://fcm.googleapis.com".into(),
+            project_id: "krug".into(),
+            auth: FcmCredentials::Token("fcm-token-7d2b0a".to_owned().into()),
+        };
+        config.secret_key = Some("ab".repeat(32).into());
+        config.s3.secret_access_key = "s3-secret-91e5c3".to_owned().into();
+        let printed = format!("{config:?} {config:#?}");
+        let client =
+            adapters::sms::HttpSmsRu::new("https://sms.ru", "smsru-api-id-4f1c9e".to_owned(), None);
+        let printed = format!("{printed} {client:?}");
+        for secret in [
+            "smsru-api-id-4f1c9e",
+            "fcm-token-7d2b0a",
+            &"ab".repeat(32),
+            "s3-secret-91e5c3",
+        ] {
+            assert!(!printed.contains(secret), "{secret} printed: {printed}");
+        }
+        assert!(printed.contains("REDACTED"), "{printed}");
     }
 }

@@ -10,6 +10,7 @@ use aws_lc_rs::{
     signature::KeyPair as _,
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
+use secrecy::ExposeSecret;
 use std::{fs, io::Write, path::Path};
 
 /// Key material as read or generated.
@@ -42,7 +43,7 @@ pub fn load(config: &Config) -> anyhow::Result<Keys> {
         _ => bail!("set both KRUG_JWT_PRIVATE_KEY and KRUG_JWT_PUBLIC_KEY, or neither"),
     };
     let secret_key_hex = match &config.secret_key {
-        Some(hex) => hex.clone(),
+        Some(hex) => hex.expose_secret().to_owned(),
         None if config.environment == Environment::Development => dev_secret_key(&config.key_dir)?,
         None => bail!(
             "KRUG_ENV={} needs KRUG_SECRET_KEY (64 hex digits; generated in development only)",

@@ -9,6 +9,7 @@
 //! `status: "ERROR"`.
 
 use async_trait::async_trait;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::{collections::HashMap, time::Duration};
 
@@ -66,7 +67,7 @@ impl SmsSender for LogSms {
 pub struct HttpSmsRu {
     client: reqwest::Client,
     base_url: String,
-    api_id: String,
+    api_id: SecretString,
     sender: Option<String>,
 }
 
@@ -75,7 +76,7 @@ impl HttpSmsRu {
         Self {
             client: crate::http_client(Duration::from_secs(10)),
             base_url: base_url.trim_end_matches('/').to_owned(),
-            api_id,
+            api_id: api_id.into(),
             sender,
         }
     }
@@ -114,7 +115,7 @@ impl SmsSender for HttpSmsRu {
 
     async fn send(&self, to_digits: &str, text: &str) -> Result<SmsReceipt, SmsError> {
         let mut form = vec![
-            ("api_id", self.api_id.as_str()),
+            ("api_id", self.api_id.expose_secret()),
             ("to", to_digits),
             ("msg", text),
             ("json", "1"),

@@ -147,7 +147,9 @@ impl TestApp {
                 project_id: "krug-test".to_owned(),
                 auth: match options.fcm_service_account {
                     Some(file) => krug::config::FcmCredentials::ServiceAccountFile(file),
-                    None => krug::config::FcmCredentials::Token("test-oauth-token".to_owned()),
+                    None => {
+                        krug::config::FcmCredentials::Token("test-oauth-token".to_owned().into())
+                    }
                 },
             };
         }
@@ -156,7 +158,7 @@ impl TestApp {
             .unwrap_or_else(|| vec!["127.0.0.1".to_owned()]);
         if let Some(url) = options.smsru_url {
             config.sms = SmsConfig::SmsRu {
-                api_id: "test-api-id".to_owned(),
+                api_id: "test-api-id".to_owned().into(),
                 base_url: url,
                 sender: None,
             };
