@@ -261,21 +261,24 @@ async fn a_1c_publication_refusing_the_date_filter_is_a_configuration_error() {
         error.contains("Document_ЧекККМ") && error.contains("role"),
         "{error}"
     );
-    let dead = expect(
-        operator
-            .get("/admin/jobs?queue=crm_poll&state=dead")
-            .await
-            .unwrap(),
-        200,
-    )
-    .unwrap();
-    let job = dead.data()["items"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|j| j["payload"]["integration_id"] == integration.to_string())
-        .cloned()
-        .expect("the poll went dead");
+    // The handler records the failure before the worker marks its job dead.
+    let job = eventually(20, "the poll to go dead", || async {
+        let dead = expect(
+            operator
+                .get("/admin/jobs?queue=crm_poll&state=dead")
+                .await
+                .unwrap(),
+            200,
+        )
+        .unwrap();
+        dead.data()["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["payload"]["integration_id"] == integration.to_string())
+            .cloned()
+    })
+    .await;
     assert_eq!(job["attempts"], 1, "not retried: {job}");
     assert_eq!(sim.requests(), 1);
 }
