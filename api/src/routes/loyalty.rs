@@ -69,13 +69,25 @@ pub struct BalanceView {
 #[derive(Debug, Object)]
 pub struct LedgerEntryView {
     pub id: Uuid,
-    /// `accrual`, `redemption`, `reversal`, `expiry` or `adjustment`.
+    /// `accrual`, `redemption`, `reversal`, `expiry`, `adjustment` or `referral`.
     pub kind: String,
     /// Signed: negative for redemptions, reversals and expiries.
     pub amount: Amount,
     #[oai(nullable)]
     pub transaction_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
+}
+
+impl From<storage::loyalty::LedgerEntry> for LedgerEntryView {
+    fn from(e: storage::loyalty::LedgerEntry) -> Self {
+        Self {
+            id: e.id,
+            kind: e.kind,
+            amount: e.amount.into(),
+            transaction_id: e.transaction_id,
+            created_at: e.created_at,
+        }
+    }
 }
 
 #[derive(Debug, Object)]
@@ -276,17 +288,7 @@ impl LoyaltyApi {
         )
         .await?;
         Ok(Json(Envelope::new(Page {
-            items: page
-                .items
-                .into_iter()
-                .map(|e| LedgerEntryView {
-                    id: e.id,
-                    kind: e.kind,
-                    amount: e.amount.into(),
-                    transaction_id: e.transaction_id,
-                    created_at: e.created_at,
-                })
-                .collect(),
+            items: page.items.into_iter().map(LedgerEntryView::from).collect(),
             next_cursor: page.next_cursor,
         })))
     }

@@ -433,17 +433,7 @@ impl SupportApi {
         )
         .await?;
         Ok(Json(Envelope::new(Page {
-            items: page
-                .items
-                .into_iter()
-                .map(|e| LedgerEntryView {
-                    id: e.id,
-                    kind: e.kind,
-                    amount: e.amount.into(),
-                    transaction_id: e.transaction_id,
-                    created_at: e.created_at,
-                })
-                .collect(),
+            items: page.items.into_iter().map(LedgerEntryView::from).collect(),
             next_cursor: page.next_cursor,
         })))
     }
