@@ -447,15 +447,21 @@ async fn an_iiko_catch_up_older_than_a_week_is_flagged_incomplete() {
     assert_eq!(shown["status"], "ok");
 }
 
-/// The `crm_integration_failing_seconds` line of `/metrics` for `integration`, if any.
-async fn failing_seconds(app: &TestApp, integration: Uuid) -> Option<f64> {
-    let text = reqwest::get(format!("{}/metrics", app.api.base))
+/// The API's `/metrics`, as Prometheus scrapes it.
+async fn metrics_text(app: &TestApp) -> String {
+    reqwest::get(format!("{}/metrics", app.api.base))
         .await
         .unwrap()
         .text()
         .await
-        .unwrap();
-    text.lines()
+        .unwrap()
+}
+
+/// The `crm_integration_failing_seconds` line of `/metrics` for `integration`, if any.
+async fn failing_seconds(app: &TestApp, integration: Uuid) -> Option<f64> {
+    metrics_text(app)
+        .await
+        .lines()
         .filter(|l| l.starts_with("crm_integration_failing_seconds{"))
         .find(|l| l.contains(&format!("integration_id=\"{integration}\"")))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
@@ -497,12 +503,7 @@ async fn a_failing_integration_is_a_metric_until_it_recovers() {
         .await
         .expect("a failing integration is on /metrics");
     assert!(seconds >= 7200.0, "failing since its creation: {seconds}");
-    let text = reqwest::get(format!("{}/metrics", app.api.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&app).await;
     assert!(
         text.contains(&format!(
             "crm_integration_failing_seconds{{business_id=\"{clinic}\",crm_type=\"renovatio\",integration_id=\"{integration}\"}}"
