@@ -127,6 +127,63 @@ pub async fn create_chain(db: impl PgExecutor<'_>, chain: &NewChain) -> sqlx::Re
     .await
 }
 
+/// Every chain, paused ones included, newest first (operators' list; there are few).
+pub async fn all_chains(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<PromoChain>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        chain_columns!(),
+        " FROM promo_chains ORDER BY created_at DESC, id"
+    ))
+    .fetch_all(db)
+    .await
+}
+
+/// One chain, locked until the caller's transaction ends (an edit reads, merges, writes).
+pub async fn chain_for_update(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+) -> sqlx::Result<Option<PromoChain>> {
+    sqlx::query_as(concat!(
+        "SELECT ",
+        chain_columns!(),
+        " FROM promo_chains WHERE id = $1 FOR UPDATE"
+    ))
+    .bind(id)
+    .fetch_optional(db)
+    .await
+}
+
+/// Replaces every field of chain `id` (validated by the API) and whether it is active. A
+/// paused chain issues nothing from then on: the jobs that issue coupons read the active
+/// chains as they run. Coupons it issued before stay valid.
+pub async fn update_chain(
+    db: impl PgExecutor<'_>,
+    id: Uuid,
+    chain: &NewChain,
+    is_active: bool,
+) -> sqlx::Result<PromoChain> {
+    sqlx::query_as(concat!(
+        "UPDATE promo_chains SET trigger_business_id = $2, trigger_category = $3, trigger_churn_risk = $4,
+                min_amount = $5, target_business_id = $6, discount_type = $7, discount_value = $8,
+                valid_days = $9, cooldown_days = $10, is_active = $11
+         WHERE id = $1 RETURNING ",
+        chain_columns!()
+    ))
+    .bind(id)
+    .bind(chain.trigger_business_id)
+    .bind(&chain.trigger_category)
+    .bind(chain.trigger_churn_risk)
+    .bind(chain.min_amount)
+    .bind(chain.target_business_id)
+    .bind(&chain.discount_type)
+    .bind(chain.discount_value)
+    .bind(chain.valid_days)
+    .bind(chain.cooldown_days)
+    .bind(is_active)
+    .fetch_one(db)
+    .await
+}
+
 /// The active chains that purchases trigger (win-back chains are fired by the RFM snapshot
 /// instead), oldest first. There are few: callers match purchases against them in memory.
 pub async fn purchase_chains(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<PromoChain>> {

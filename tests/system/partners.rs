@@ -676,3 +676,88 @@ async fn owners_manage_their_staff_and_a_business_keeps_an_owner() {
         .unwrap();
     assert_eq!(unknown.status, 404, "{:?}", unknown.body);
 }
+
+/// A superadmin takes a cashier off a partner's staff, as the owner could: the code the
+/// cashier issued a moment before is refused, she issues no more, the removal is audited
+/// with the superadmin as its actor, and the business keeps its last owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_superadmin_removes_a_cashier_and_her_unused_qr_code_is_refused() {
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let salon = app
+        .partner(
+            &operator,
+            "Миндаль",
+            "10",
+            "+79000000110",
+            "+79000000111",
+            json!({}),
+        )
+        .await;
+    let member = app.sign_in(&member_phone()).await;
+    let code = app.issue_qr(&salon.cashier, "1000.00").await;
+    let cashier_id = user_id(&salon.cashier).await;
+    let path = |user: &str| format!("/admin/businesses/{}/staff/{user}", salon.id);
+
+    let removed = expect(operator.delete(&path(&cashier_id)).await.unwrap(), 200).unwrap();
+    assert_eq!(removed.data()["previous_role"], "staff");
+    assert_eq!(removed.data()["role"], Value::Null);
+
+    let outcome = scan_and_wait(&member, &json!({"code": code}))
+        .await
+        .unwrap();
+    assert_eq!(outcome["state"], "failed", "{outcome}");
+    assert_eq!(outcome["error"]["code"], "code_revoked");
+    assert_eq!(balance(&member).await["balance"], "0.00");
+    let again = salon
+        .cashier
+        .post("/business/qr", &json!({"amount": "100.00"}))
+        .await
+        .unwrap();
+    assert_eq!(again.status, 403, "{:?}", again.body);
+
+    let twice = operator.delete(&path(&cashier_id)).await.unwrap();
+    assert_eq!(
+        (twice.status, twice.error_code()),
+        (404, Some("staff_not_found"))
+    );
+    let elsewhere = operator
+        .delete(&format!(
+            "/admin/businesses/{}/staff/{cashier_id}",
+            uuid::Uuid::new_v4()
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        (elsewhere.status, elsewhere.error_code()),
+        (404, Some("business_not_found"))
+    );
+    let owner_id = user_id(&salon.owner).await;
+    let last_owner = operator.delete(&path(&owner_id)).await.unwrap();
+    assert_eq!(
+        (last_owner.status, last_owner.error_code()),
+        (409, Some("last_owner"))
+    );
+
+    let audit = expect(
+        operator
+            .get(&format!("/admin/audit?target={cashier_id}"))
+            .await
+            .unwrap(),
+        200,
+    )
+    .unwrap();
+    let operator_id = user_id(&operator).await;
+    let removal = audit.data()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["action"] == "staff.remove")
+        .cloned()
+        .expect("the removal is audited");
+    assert_eq!(removal["actor_id"], operator_id.as_str());
+    assert_eq!(
+        removal["before"],
+        json!({"business_id": salon.id, "role": "staff"})
+    );
+}

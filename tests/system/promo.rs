@@ -465,3 +465,145 @@ async fn an_unregistered_fcm_token_is_forgotten() {
         "Bearer test-oauth-token"
     );
 }
+
+/// Operators list the chains; a superadmin pauses one — a salon purchase then issues no
+/// coupon — edits it while paused (validated as on creation, unknown chains 404), resumes
+/// it, and the next purchase earns the edited coupon. Pause, edit and resume are audited
+/// with their before and after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_chain_issues_no_coupon_until_resumed() {
+    let app = TestApp::spawn().await;
+    let c = coalition(&app).await;
+    let listed = expect(c.operator.get("/admin/promo-chains").await.unwrap(), 200).unwrap();
+    let chains = listed.data()["items"].as_array().unwrap().clone();
+    assert_eq!(chains.len(), 2, "{chains:?}");
+    let chain = chains
+        .iter()
+        .find(|ch| ch["trigger_business_id"] == c.salon.0.as_str())
+        .unwrap();
+    assert_eq!(chain["is_active"], true);
+    let id = chain["id"].as_str().unwrap().to_owned();
+    let patch = |body: Value| {
+        let operator = &c.operator;
+        let path = format!("/admin/promo-chains/{id}");
+        async move { operator.patch(&path, &body).await.unwrap() }
+    };
+
+    let paused = expect(patch(json!({"is_active": false})).await, 200).unwrap();
+    assert_eq!(paused.data()["is_active"], false);
+    let member = app.sign_in(&member_phone()).await;
+    let while_paused = scan_and_wait(
+        &member,
+        &json!({"code": app.issue_qr(&c.salon.1, "4500").await}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(while_paused["state"], "done", "{while_paused}");
+    // Cross-promo follow-ups are recorded with the purchase itself: none for this one.
+    let follow_ups: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM job_outbox WHERE queue = 'cross_promo' AND payload::text LIKE $1",
+    )
+    .bind(format!(
+        "%{}%",
+        while_paused["result"]["transaction_id"].as_str().unwrap()
+    ))
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(follow_ups, 0, "a paused chain issues nothing");
+    assert!(coupons(&member).await.is_empty());
+
+    for (body, code) in [
+        (
+            json!({"discount_type": "percent", "discount_value": "150"}),
+            "invalid_amount",
+        ),
+        (
+            json!({"trigger_business_id": c.salon.0, "trigger_category": "beauty"}),
+            "invalid_trigger",
+        ),
+        (json!({"valid_days": 0}), "invalid_valid_days"),
+        (
+            json!({"trigger_business_id": c.clinic.0}),
+            "medical_trigger",
+        ),
+        (
+            json!({"target_business_id": uuid::Uuid::new_v4()}),
+            "business_not_found",
+        ),
+    ] {
+        let refused = patch(body.clone()).await;
+        assert_eq!(
+            (refused.status, refused.error_code()),
+            (422, Some(code)),
+            "{body}: {}",
+            refused.body
+        );
+    }
+    let missing = c
+        .operator
+        .patch(
+            &format!("/admin/promo-chains/{}", uuid::Uuid::new_v4()),
+            &json!({"is_active": false}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (missing.status, missing.error_code()),
+        (404, Some("promo_chain_not_found"))
+    );
+    let edited = expect(
+        patch(json!({"discount_value": "20", "valid_days": 14})).await,
+        200,
+    )
+    .unwrap();
+    assert_eq!(edited.data()["discount_value"], "20.00");
+    assert_eq!(edited.data()["valid_days"], 14);
+    assert_eq!(edited.data()["is_active"], false, "an edit does not resume");
+    assert_eq!(edited.data()["trigger_business_id"], c.salon.0.as_str());
+
+    let resumed = expect(patch(json!({"is_active": true})).await, 200).unwrap();
+    assert_eq!(resumed.data()["is_active"], true);
+    let after = scan_and_wait(
+        &member,
+        &json!({"code": app.issue_qr(&c.salon.1, "4500").await}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(after["state"], "done", "{after}");
+    let issued = eventually(10, "the coupon of the resumed chain", || async {
+        Some(coupons(&member).await).filter(|c| !c.is_empty())
+    })
+    .await;
+    assert_eq!(issued.len(), 1, "{issued:?}");
+    assert_eq!(issued[0]["discount_value"], "20.00");
+    assert_eq!(issued[0]["source_chain_id"], id.as_str());
+
+    let audit = expect(
+        c.operator
+            .get(&format!("/admin/audit?target={id}"))
+            .await
+            .unwrap(),
+        200,
+    )
+    .unwrap();
+    let mut entries = audit.data()["items"].as_array().unwrap().clone();
+    entries.reverse();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "promo_chain.create",
+            "promo_chain.pause",
+            "promo_chain.update",
+            "promo_chain.resume"
+        ]
+    );
+    assert_eq!(entries[1]["before"]["is_active"], true);
+    assert_eq!(entries[1]["after"]["is_active"], false);
+    assert_eq!(entries[2]["before"]["discount_value"], "15.00");
+    assert_eq!(entries[2]["after"]["discount_value"], "20.00");
+}

@@ -534,3 +534,167 @@ async fn a_blocked_member_cannot_sign_in_scan_or_register_until_unblocked() {
     assert_eq!(own.status, 422, "{}", own.body);
     assert_eq!(own.error_code(), Some("cannot_block_self"));
 }
+
+/// A partner's CRM reports a purchase a blocked member made at the till: it is recorded (the
+/// money changed hands, and support sees it) but accrues nothing, and the promo chain it
+/// matches issues no coupon — nor later, once she is unblocked. Her next purchase, unblocked,
+/// accrues and earns the coupon as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocked_members_crm_purchase_is_recorded_without_bonus_or_coupon() {
+    use simulators::{Sale, Simulator, Vendor};
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let crm = Simulator::start(Vendor::Yclients).await.unwrap();
+    let salon = app
+        .create_business(
+            &operator,
+            json!({
+                "name": "Миндаль", "category": "beauty", "cashback_percent": "5",
+                "crm_type": crm.vendor.crm_type(), "crm_base_url": crm.url,
+                "crm_credentials": crm.vendor.credentials(),
+            }),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let market = app
+        .create_business(
+            &operator,
+            json!({"name": "Лисичкино", "category": "gastronomy", "cashback_percent": "3"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    expect(
+        operator
+            .post(
+                "/admin/promo-chains",
+                &json!({"trigger_business_id": salon, "target_business_id": market,
+                        "discount_type": "percent", "discount_value": "10", "valid_days": 7}),
+            )
+            .await
+            .unwrap(),
+        201,
+    )
+    .unwrap();
+    let phone = member_phone();
+    app.sign_in(&phone).await;
+    let id = find(&operator, &phone).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let blocked = expect(
+        operator
+            .post(
+                &format!("/admin/users/{id}/block"),
+                &json!({"reason": "Проверка"}),
+            )
+            .await
+            .unwrap(),
+        200,
+    )
+    .unwrap();
+    let blocked_at =
+        OffsetDateTime::parse(blocked.data()["blocked_at"].as_str().unwrap(), &Rfc3339).unwrap();
+    // Vendors report times to the second: the sale is placed clearly after the block, and
+    // polled once that moment has passed.
+    let sold_at = blocked_at + Duration::seconds(2);
+    crm.add_sales([Sale::purchase("y-1", Decimal::from(4000), sold_at, &phone)]);
+    let wait = sold_at + Duration::seconds(1) - OffsetDateTime::now_utc();
+    if wait.is_positive() {
+        tokio::time::sleep(wait.unsigned_abs()).await;
+    }
+    let applied = |count: usize| {
+        let operator = &operator;
+        let id = &id;
+        async move {
+            expect(
+                operator
+                    .post("/admin/schedules/crm_poll/trigger", &json!({}))
+                    .await
+                    .unwrap(),
+                202,
+            )
+            .unwrap();
+            eventually(20, "the CRM purchases settled", || async {
+                let page = expect(
+                    operator
+                        .get(&format!("/admin/users/{id}/transactions"))
+                        .await
+                        .unwrap(),
+                    200,
+                )
+                .unwrap();
+                let items = page.data()["items"].as_array().unwrap().clone();
+                (items.len() == count && items.iter().all(|t| t["bonus_applied"] == true))
+                    .then_some(items)
+            })
+            .await
+        }
+    };
+    let while_blocked = applied(1).await;
+    assert_eq!(while_blocked[0]["amount"], "4000.00");
+    assert_eq!(
+        while_blocked[0]["bonus_accrued"], "0.00",
+        "recorded, but no bonus while blocked"
+    );
+    let first_purchase = while_blocked[0]["id"].as_str().unwrap().to_owned();
+    let follow_ups: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM job_outbox WHERE queue = 'cross_promo' AND payload::text LIKE $1",
+    )
+    .bind(format!("%{first_purchase}%"))
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(
+        follow_ups, 0,
+        "no coupon follows a blocked member's purchase"
+    );
+
+    expect(
+        operator
+            .post(&format!("/admin/users/{id}/unblock"), &json!({}))
+            .await
+            .unwrap(),
+        200,
+    )
+    .unwrap();
+    crm.add_sales([Sale::purchase(
+        "y-2",
+        Decimal::from(2000),
+        OffsetDateTime::now_utc() - Duration::seconds(1),
+        &phone,
+    )]);
+    let both = applied(2).await;
+    let accrued: Vec<(&str, &str)> = both
+        .iter()
+        .map(|t| {
+            (
+                t["amount"].as_str().unwrap(),
+                t["bonus_accrued"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(
+        accrued.contains(&("2000.00", "100.00")) && accrued.contains(&("4000.00", "0.00")),
+        "the purchase made unblocked accrues; the blocked one stays without bonus: {accrued:?}"
+    );
+    let view = eventually(20, "the coupon of the unblocked purchase", || async {
+        let view = expect(
+            operator.get(&format!("/admin/users/{id}")).await.unwrap(),
+            200,
+        )
+        .unwrap()
+        .data()
+        .clone();
+        (!view["coupons"].as_array().unwrap().is_empty()).then_some(view)
+    })
+    .await;
+    assert_eq!(view["balance"], "100.00");
+    let coupons = view["coupons"].as_array().unwrap();
+    assert_eq!(coupons.len(), 1, "{coupons:?}");
+    assert_eq!(coupons[0]["business_id"], market.as_str());
+    app.assert_ledger_consistent().await;
+}

@@ -51,6 +51,12 @@ pub enum CategoryName {
 }
 
 impl CategoryName {
+    fn parse(name: &str) -> Option<Self> {
+        [Self::Beauty, Self::Wellness, Self::Gastronomy, Self::Health]
+            .into_iter()
+            .find(|c| c.as_str() == name)
+    }
+
     fn as_str(self) -> &'static str {
         match self {
             Self::Beauty => "beauty",
@@ -378,7 +384,7 @@ pub struct CreatePromoChain {
     pub cooldown_days: Option<i32>,
 }
 
-#[derive(Debug, Object)]
+#[derive(Debug, Clone, PartialEq, Object)]
 pub struct PromoChainView {
     pub id: Uuid,
     #[oai(nullable)]
@@ -393,13 +399,65 @@ pub struct PromoChainView {
     pub discount_value: Amount,
     pub valid_days: i32,
     pub cooldown_days: i32,
+    /// False while paused: a paused chain issues no coupon.
     pub is_active: bool,
+    pub created_at: OffsetDateTime,
+}
+
+fn chain_view(chain: storage::coupons::PromoChain) -> PromoChainView {
+    PromoChainView {
+        id: chain.id,
+        trigger_business_id: chain.trigger_business_id,
+        trigger_category: chain.trigger_category,
+        trigger_churn_risk: chain.trigger_churn_risk.and_then(|r| r.to_f64()),
+        min_amount: chain.min_amount.into(),
+        target_business_id: chain.target_business_id,
+        discount_type: chain.discount_type,
+        discount_value: chain.discount_value.into(),
+        valid_days: chain.valid_days,
+        cooldown_days: chain.cooldown_days,
+        is_active: chain.is_active,
+        created_at: chain.created_at,
+    }
 }
 
 #[derive(ApiResponse)]
 pub enum CreatedPromoChain {
     #[oai(status = 201)]
     Created(Json<Envelope<PromoChainView>>),
+}
+
+#[derive(Debug, Object)]
+pub struct PromoChainList {
+    /// Every chain, paused ones included, newest first.
+    pub items: Vec<PromoChainView>,
+}
+
+/// An edit of a promo chain: the fields given replace the chain's, validated as when it was
+/// created. Giving one trigger field replaces the trigger (the other two are cleared).
+/// `is_active: false` pauses the chain, `true` resumes it.
+#[derive(Debug, Object)]
+pub struct UpdatePromoChain {
+    #[oai(nullable)]
+    pub trigger_business_id: Option<Uuid>,
+    #[oai(nullable)]
+    pub trigger_category: Option<CategoryName>,
+    #[oai(nullable)]
+    pub trigger_churn_risk: Option<f64>,
+    #[oai(nullable)]
+    pub min_amount: Option<Amount>,
+    #[oai(nullable)]
+    pub target_business_id: Option<Uuid>,
+    #[oai(nullable)]
+    pub discount_type: Option<DiscountTypeName>,
+    #[oai(nullable)]
+    pub discount_value: Option<Amount>,
+    #[oai(nullable)]
+    pub valid_days: Option<i32>,
+    #[oai(nullable)]
+    pub cooldown_days: Option<i32>,
+    #[oai(nullable)]
+    pub is_active: Option<bool>,
 }
 
 #[derive(Debug, Object)]
@@ -631,6 +689,143 @@ async fn first_integration_change(
             )
         }
     })
+}
+
+/// The chain `body` describes, validated (POST creates it; PATCH merges its fields into the
+/// chain's and validates the result the same way). `new_trigger`: the trigger is being set.
+async fn validated_chain(
+    state: &AppState,
+    body: &CreatePromoChain,
+    new_trigger: bool,
+) -> Result<storage::coupons::NewChain, ApiError> {
+    let triggers = [
+        body.trigger_business_id.is_some(),
+        body.trigger_category.is_some(),
+        body.trigger_churn_risk.is_some(),
+    ];
+    if triggers.iter().filter(|given| **given).count() != 1 {
+        return Err(ApiError::unprocessable(
+            "invalid_trigger",
+            "give one of trigger_business_id, trigger_category or trigger_churn_risk",
+        ));
+    }
+    let trigger_churn_risk = body
+        .trigger_churn_risk
+        .map(|risk| {
+            Decimal::from_f64_retain(risk)
+                .map(|r| r.round_dp(3))
+                .filter(|r| *r > Decimal::ZERO && *r <= Decimal::ONE)
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        "invalid_trigger",
+                        "trigger_churn_risk must be between 0.001 and 1",
+                    )
+                })
+        })
+        .transpose()?;
+    let known = |id: Uuid| async move {
+        businesses::get(&state.db, id).await?.ok_or_else(|| {
+            ApiError::unprocessable("business_not_found", format!("no business {id}"))
+        })
+    };
+    if let Some(trigger) = body.trigger_business_id {
+        // Checked when the trigger is set: a chain whose trigger business became medical
+        // later fires no more (its purchases are medical) and may still be paused or edited.
+        if known(trigger).await?.is_medical && new_trigger {
+            return Err(ApiError::unprocessable(
+                "medical_trigger",
+                "A visit to a medical business never triggers cross-promo (medical secrecy).",
+            ));
+        }
+    }
+    known(body.target_business_id).await?;
+    let min_amount = crate::routes::non_negative_money(
+        body.min_amount.map_or(Decimal::ZERO, Amount::value),
+        "min_amount",
+    )?;
+    let value =
+        crate::routes::positive_money(body.discount_value.value(), "discount_value")?.amount();
+    let discount_type = match body.discount_type {
+        DiscountTypeName::Percent if value > Decimal::ONE_HUNDRED => {
+            return Err(ApiError::unprocessable(
+                "invalid_amount",
+                "a percent discount is at most 100",
+            ));
+        }
+        DiscountTypeName::Percent => "percent",
+        DiscountTypeName::Fixed => "fixed",
+        DiscountTypeName::Bonus => "bonus",
+    };
+    if !(1..=365).contains(&body.valid_days) {
+        return Err(ApiError::unprocessable(
+            "invalid_valid_days",
+            "valid_days must be between 1 and 365",
+        ));
+    }
+    let cooldown_days = body.cooldown_days.unwrap_or(0);
+    if !(0..=365).contains(&cooldown_days) {
+        return Err(ApiError::unprocessable(
+            "invalid_cooldown",
+            "cooldown_days must be between 0 and 365",
+        ));
+    }
+    Ok(storage::coupons::NewChain {
+        trigger_business_id: body.trigger_business_id,
+        trigger_category: body.trigger_category.map(|c| c.as_str().to_owned()),
+        trigger_churn_risk,
+        min_amount,
+        target_business_id: body.target_business_id,
+        discount_type: discount_type.to_owned(),
+        discount_value: value,
+        valid_days: body.valid_days,
+        cooldown_days,
+    })
+}
+
+/// `chain` with the fields `patch` gives put in, as a creation would describe it; and
+/// whether the patch sets the trigger.
+fn merged_chain(
+    chain: &storage::coupons::PromoChain,
+    patch: &UpdatePromoChain,
+) -> (CreatePromoChain, bool) {
+    let new_trigger = patch.trigger_business_id.is_some()
+        || patch.trigger_category.is_some()
+        || patch.trigger_churn_risk.is_some();
+    let (trigger_business_id, trigger_category, trigger_churn_risk) = if new_trigger {
+        (
+            patch.trigger_business_id,
+            patch.trigger_category,
+            patch.trigger_churn_risk,
+        )
+    } else {
+        (
+            chain.trigger_business_id,
+            chain
+                .trigger_category
+                .as_deref()
+                .and_then(CategoryName::parse),
+            chain.trigger_churn_risk.and_then(|r| r.to_f64()),
+        )
+    };
+    let discount_type = patch
+        .discount_type
+        .unwrap_or(match chain.discount_type.as_str() {
+            "fixed" => DiscountTypeName::Fixed,
+            "bonus" => DiscountTypeName::Bonus,
+            _ => DiscountTypeName::Percent,
+        });
+    let merged = CreatePromoChain {
+        trigger_business_id,
+        trigger_category,
+        trigger_churn_risk,
+        min_amount: Some(patch.min_amount.unwrap_or(chain.min_amount.into())),
+        target_business_id: patch.target_business_id.unwrap_or(chain.target_business_id),
+        discount_type,
+        discount_value: patch.discount_value.unwrap_or(chain.discount_value.into()),
+        valid_days: patch.valid_days.unwrap_or(chain.valid_days),
+        cooldown_days: Some(patch.cooldown_days.unwrap_or(chain.cooldown_days)),
+    };
+    (merged, new_trigger)
 }
 
 #[OpenApi(prefix_path = "/admin", tag = "Tag::Admin")]
@@ -951,6 +1146,23 @@ impl AdminApi {
         }))))
     }
 
+    /// Take a person off a business's staff (superadmin), as its owner would: the business
+    /// keeps an owner, and the QR codes they issued and nobody has used stop working at once.
+    #[oai(path = "/businesses/:id/staff/:user_id", method = "delete")]
+    async fn remove_staff(
+        &self,
+        superadmin: Superadmin,
+        id: Path<Uuid>,
+        user_id: Path<Uuid>,
+    ) -> ApiResult<Json<Envelope<crate::routes::partner::StaffChange>>> {
+        let state = &self.state;
+        existing_business(state, id.0).await?;
+        let removed =
+            crate::routes::partner::take_off_staff(state, superadmin.user_id(), id.0, user_id.0)
+                .await?;
+        Ok(Json(Envelope::new(removed)))
+    }
+
     /// Poll this business's CRMs now (also integrations marked failing).
     #[oai(path = "/businesses/:id/poll", method = "post")]
     async fn poll_now(&self, superadmin: Superadmin, id: Path<Uuid>) -> ApiResult<PollAccepted> {
@@ -995,106 +1207,9 @@ impl AdminApi {
         superadmin: Superadmin,
         body: Json<CreatePromoChain>,
     ) -> ApiResult<CreatedPromoChain> {
-        let body = body.0;
-        let state = &self.state;
-        let triggers = [
-            body.trigger_business_id.is_some(),
-            body.trigger_category.is_some(),
-            body.trigger_churn_risk.is_some(),
-        ];
-        if triggers.iter().filter(|given| **given).count() != 1 {
-            return Err(ApiError::unprocessable(
-                "invalid_trigger",
-                "give one of trigger_business_id, trigger_category or trigger_churn_risk",
-            ));
-        }
-        let trigger_churn_risk = body
-            .trigger_churn_risk
-            .map(|risk| {
-                Decimal::from_f64_retain(risk)
-                    .map(|r| r.round_dp(3))
-                    .filter(|r| *r > Decimal::ZERO && *r <= Decimal::ONE)
-                    .ok_or_else(|| {
-                        ApiError::unprocessable(
-                            "invalid_trigger",
-                            "trigger_churn_risk must be between 0.001 and 1",
-                        )
-                    })
-            })
-            .transpose()?;
-        let known = |id: Uuid| async move {
-            businesses::get(&state.db, id).await?.ok_or_else(|| {
-                ApiError::unprocessable("business_not_found", format!("no business {id}"))
-            })
-        };
-        if let Some(trigger) = body.trigger_business_id {
-            if known(trigger).await?.is_medical {
-                return Err(ApiError::unprocessable(
-                    "medical_trigger",
-                    "A visit to a medical business never triggers cross-promo (medical secrecy).",
-                ));
-            }
-        }
-        known(body.target_business_id).await?;
-        let min_amount = crate::routes::non_negative_money(
-            body.min_amount.map_or(Decimal::ZERO, Amount::value),
-            "min_amount",
-        )?;
-        let value =
-            crate::routes::positive_money(body.discount_value.value(), "discount_value")?.amount();
-        let discount_type = match body.discount_type {
-            DiscountTypeName::Percent if value > Decimal::ONE_HUNDRED => {
-                return Err(ApiError::unprocessable(
-                    "invalid_amount",
-                    "a percent discount is at most 100",
-                ));
-            }
-            DiscountTypeName::Percent => "percent",
-            DiscountTypeName::Fixed => "fixed",
-            DiscountTypeName::Bonus => "bonus",
-        };
-        if !(1..=365).contains(&body.valid_days) {
-            return Err(ApiError::unprocessable(
-                "invalid_valid_days",
-                "valid_days must be between 1 and 365",
-            ));
-        }
-        let cooldown_days = body.cooldown_days.unwrap_or(0);
-        if !(0..=365).contains(&cooldown_days) {
-            return Err(ApiError::unprocessable(
-                "invalid_cooldown",
-                "cooldown_days must be between 0 and 365",
-            ));
-        }
-        let mut tx = state.db.begin().await?;
-        let chain = storage::coupons::create_chain(
-            &mut *tx,
-            &storage::coupons::NewChain {
-                trigger_business_id: body.trigger_business_id,
-                trigger_category: body.trigger_category.map(|c| c.as_str().to_owned()),
-                trigger_churn_risk,
-                min_amount,
-                target_business_id: body.target_business_id,
-                discount_type: discount_type.to_owned(),
-                discount_value: value,
-                valid_days: body.valid_days,
-                cooldown_days,
-            },
-        )
-        .await?;
-        let view = PromoChainView {
-            id: chain.id,
-            trigger_business_id: chain.trigger_business_id,
-            trigger_category: chain.trigger_category,
-            trigger_churn_risk: chain.trigger_churn_risk.and_then(|r| r.to_f64()),
-            min_amount: chain.min_amount.into(),
-            target_business_id: chain.target_business_id,
-            discount_type: chain.discount_type,
-            discount_value: chain.discount_value.into(),
-            valid_days: chain.valid_days,
-            cooldown_days: chain.cooldown_days,
-            is_active: chain.is_active,
-        };
+        let new = validated_chain(&self.state, &body.0, true).await?;
+        let mut tx = self.state.db.begin().await?;
+        let view = chain_view(storage::coupons::create_chain(&mut *tx, &new).await?);
         audit::record(
             &mut *tx,
             superadmin.user_id(),
@@ -1103,5 +1218,62 @@ impl AdminApi {
         .await?;
         tx.commit().await?;
         Ok(CreatedPromoChain::Created(Json(Envelope::new(view))))
+    }
+
+    /// Every promo chain, paused ones included, newest first.
+    #[oai(path = "/promo-chains", method = "get")]
+    async fn list_promo_chains(
+        &self,
+        _operator: Operator,
+    ) -> ApiResult<Json<Envelope<PromoChainList>>> {
+        let chains = storage::coupons::all_chains(&self.state.db).await?;
+        Ok(Json(Envelope::new(PromoChainList {
+            items: chains.into_iter().map(chain_view).collect(),
+        })))
+    }
+
+    /// Edit a promo chain, or pause (`is_active: false`) and resume it (superadmin). The
+    /// fields given are validated as in `POST /admin/promo-chains`. A paused chain issues no
+    /// coupon; those it issued stay valid.
+    #[oai(path = "/promo-chains/:id", method = "patch")]
+    async fn update_promo_chain(
+        &self,
+        superadmin: Superadmin,
+        id: Path<Uuid>,
+        body: Json<UpdatePromoChain>,
+    ) -> ApiResult<Json<Envelope<PromoChainView>>> {
+        let state = &self.state;
+        let mut tx = state.db.begin().await?;
+        let current = storage::coupons::chain_for_update(&mut *tx, id.0)
+            .await?
+            .ok_or_else(|| ApiError::not_found("promo_chain_not_found", "No such promo chain."))?;
+        let (merged, new_trigger) = merged_chain(&current, &body);
+        let fields = validated_chain(state, &merged, new_trigger).await?;
+        let is_active = body.is_active.unwrap_or(current.is_active);
+        let before = chain_view(current);
+        let after =
+            chain_view(storage::coupons::update_chain(&mut *tx, id.0, &fields, is_active).await?);
+        let edited = PromoChainView {
+            is_active: before.is_active,
+            ..after.clone()
+        };
+        // Pausing and resuming are named as such in the audit log; anything else is an edit.
+        let action = match (before.is_active, after.is_active) {
+            (true, false) if edited == before => "promo_chain.pause",
+            (false, true) if edited == before => "promo_chain.resume",
+            _ => "promo_chain.update",
+        };
+        if after != before {
+            audit::record(
+                &mut *tx,
+                superadmin.user_id(),
+                Change::new(action, "promo_chain", id.0)
+                    .before(&before)
+                    .after(&after),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(Json(Envelope::new(after)))
     }
 }

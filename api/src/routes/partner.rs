@@ -276,29 +276,8 @@ impl PartnerApi {
     ) -> ApiResult<Json<Envelope<StaffChange>>> {
         let state = &self.state;
         let (business_id, _) = acting_for(state, &auth, business_id.0, Right::Manage).await?;
-        let mut tx = state.db.begin().await?;
-        let owners = businesses::lock_owners(&mut *tx, business_id).await?;
-        if owners == [user_id.0] {
-            return Err(last_owner());
-        }
-        let removed = businesses::remove_staff(&mut *tx, business_id, user_id.0)
-            .await?
-            .ok_or_else(|| {
-                ApiError::not_found("staff_not_found", "This person is not on your staff.")
-            })?;
-        audit::record(
-            &mut *tx,
-            auth.user_id(),
-            staff_change("staff.remove", business_id, user_id.0, Some(&removed), None),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Json(Envelope::new(StaffChange {
-            business_id,
-            user_id: user_id.0,
-            role: None,
-            previous_role: Some(removed),
-        })))
+        let removed = take_off_staff(state, auth.user_id(), business_id, user_id.0).await?;
+        Ok(Json(Envelope::new(removed)))
     }
 
     /// The business's purchases and refunds, newest first (owners and staff). `code` finds
@@ -448,6 +427,45 @@ impl PartnerApi {
         }
         Ok(Json(Envelope::new(view)))
     }
+}
+
+/// Takes `user_id` off the staff of `business_id`, for an owner at her business and for a
+/// superadmin (`DELETE /admin/businesses/{id}/staff/{user_id}`) alike: the business keeps at
+/// least one owner (409 `last_owner`), the removal is audited in the same transaction, and
+/// from the commit on the QR codes the person issued and nobody used are refused (`qr_scan`
+/// checks the issuer's role as it processes a scan).
+pub(crate) async fn take_off_staff(
+    state: &AppState,
+    actor: Uuid,
+    business_id: Uuid,
+    user_id: Uuid,
+) -> Result<StaffChange, ApiError> {
+    let mut tx = state.db.begin().await?;
+    let owners = businesses::lock_owners(&mut *tx, business_id).await?;
+    if owners == [user_id] {
+        return Err(last_owner());
+    }
+    let removed = businesses::remove_staff(&mut *tx, business_id, user_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::not_found(
+                "staff_not_found",
+                "This person is not on the business's staff.",
+            )
+        })?;
+    audit::record(
+        &mut *tx,
+        actor,
+        staff_change("staff.remove", business_id, user_id, Some(&removed), None),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(StaffChange {
+        business_id,
+        user_id,
+        role: None,
+        previous_role: Some(removed),
+    })
 }
 
 fn last_owner() -> ApiError {

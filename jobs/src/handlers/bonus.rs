@@ -39,7 +39,9 @@ impl Job for CalcBonus {
         };
         let promo: Vec<Uuid> = applied
             .iter()
-            .filter(|o| !o.is_medical && !o.is_refund && may_fire(o.business_id))
+            .filter(|o| {
+                !o.is_medical && !o.is_refund && !o.while_blocked && may_fire(o.business_id)
+            })
             .map(|o| o.transaction_id)
             .collect();
         if !promo.is_empty() {

@@ -2,7 +2,8 @@
 //!
 //! After `bonus_calc` (or a QR scan) settles non-medical purchases, the chains they match
 //! (by business or category, and minimum amount) issue coupons for the chains' target
-//! businesses, with a push or SMS about each. Medical purchases never trigger a chain.
+//! businesses, with a push or SMS about each. Medical purchases never trigger a chain, nor
+//! do purchases a member made while blocked (a partner's CRM still reports them).
 //! Idempotent: a coupon is keyed by (chain, purchase), so a retried job issues nothing twice.
 
 use crate::{
@@ -48,8 +49,9 @@ impl Job for IssueCoupons {
         let mut tx = storage::begin_batch(&env.db).await?;
         let purchases: Vec<Purchase> = sqlx::query_as(
             "SELECT t.id, t.user_id, t.business_id, b.category, t.amount
-             FROM transactions t JOIN businesses b ON b.id = t.business_id
-             WHERE t.id = ANY($1) AND t.transaction_type = 'purchase' AND NOT t.is_medical AND NOT b.is_medical",
+             FROM transactions t JOIN businesses b ON b.id = t.business_id JOIN users u ON u.id = t.user_id
+             WHERE t.id = ANY($1) AND t.transaction_type = 'purchase' AND NOT t.is_medical AND NOT b.is_medical
+               AND NOT (u.blocked_at IS NOT NULL AND t.occurred_at >= u.blocked_at)",
         )
         .bind(&self.transaction_ids)
         .fetch_all(&mut *tx)

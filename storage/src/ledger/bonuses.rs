@@ -40,6 +40,9 @@ pub struct BonusOutcome {
     pub held_until: Option<OffsetDateTime>,
     /// For follow-ups (cross-promo, analytics).
     pub business_id: Uuid,
+    /// A purchase made while its member was blocked: recorded, but it accrues nothing and
+    /// nothing follows from it (no coupon, no tier change, no referral).
+    pub while_blocked: bool,
     pub is_medical: bool,
     pub is_refund: bool,
 }
@@ -60,6 +63,7 @@ struct Row {
     occurred_at: OffsetDateTime,
     cashback_percent: Decimal,
     bonus_hold_days: i32,
+    while_blocked: bool,
 }
 
 /// Applies the rules to `transaction_ids` (and to the purchases their refunds refund, if
@@ -98,8 +102,10 @@ pub async fn apply_bonuses(
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT t.id, t.user_id, t.business_id, t.transaction_type, t.amount, t.coupon_discount, t.bonus_redeemed,
                 t.bonus_accrued, t.original_transaction_id, t.is_medical, t.bonus_applied, t.occurred_at,
-                b.cashback_percent, b.bonus_hold_days
+                b.cashback_percent, b.bonus_hold_days,
+                (u.blocked_at IS NOT NULL AND t.occurred_at >= u.blocked_at) AS while_blocked
          FROM transactions t JOIN businesses b ON b.id = t.business_id
+         JOIN users u ON u.id = t.user_id
          WHERE t.id = ANY($1) ORDER BY t.id FOR UPDATE OF t",
     )
     .bind(&ids)
@@ -183,6 +189,11 @@ pub async fn apply_bonuses(
                     key: format!("reversal:{}", row.id),
                 });
             }
+        } else if row.while_blocked {
+            // The purchase happened at the till, so it is recorded (and counts as spend), but
+            // a blocked member earns nothing: it is settled with no accrual, for good (a
+            // later refund of it reverses nothing).
+            changes.insert(row.id, Decimal::ZERO);
         } else {
             let priced = PricedPurchase::recorded(
                 row.amount,
@@ -225,7 +236,9 @@ pub async fn apply_bonuses(
 
     let buyers: BTreeSet<Uuid> = rows
         .iter()
-        .filter(|r| changes.contains_key(&r.id) && r.transaction_type == "purchase")
+        .filter(|r| {
+            changes.contains_key(&r.id) && r.transaction_type == "purchase" && !r.while_blocked
+        })
         .map(|r| r.user_id)
         .collect();
     let upgraded = locked.upgrade(tx, &buyers, rules).await?;
@@ -247,6 +260,7 @@ pub async fn apply_bonuses(
                     .find(|h| h.transaction_id == row.id)
                     .map(|h| h.release_at),
                 business_id: row.business_id,
+                while_blocked: row.while_blocked,
                 is_medical: row.is_medical,
                 is_refund: row.transaction_type == "refund",
             }

@@ -232,3 +232,85 @@ async fn operator_changes_are_in_an_append_only_audit_log() {
         );
     }
 }
+
+/// Pausing a promo chain and taking someone off a partner's staff are a superadmin's: a
+/// moderator (who may list the chains) and a member are refused with 403 `forbidden`, and
+/// the chain and the staff stay as they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn moderators_and_members_cannot_pause_chains_or_remove_staff() {
+    let app = TestApp::spawn().await;
+    let superadmin = app.operator().await;
+    let (salon, cashier) = app
+        .business_with_staff(&superadmin, "Миндаль", "beauty", "5", "+79000000311")
+        .await;
+    let cashier_id = user_id(&cashier).await;
+    let chain = expect(
+        superadmin
+            .post(
+                "/admin/promo-chains",
+                &json!({"trigger_category": "beauty", "target_business_id": salon,
+                        "discount_type": "percent", "discount_value": "10", "valid_days": 7}),
+            )
+            .await
+            .unwrap(),
+        201,
+    )
+    .unwrap()
+    .data()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    krug::commands::grant(app.services.clone(), "+79000000301", "moderator", None)
+        .await
+        .unwrap();
+    let moderator = app.sign_in("+79000000301").await;
+    let member = app.sign_in("+79000000312").await;
+
+    let listed = expect(moderator.get("/admin/promo-chains").await.unwrap(), 200).unwrap();
+    assert_eq!(listed.data()["items"][0]["id"], chain.as_str());
+    let listing = member.get("/admin/promo-chains").await.unwrap();
+    assert_eq!(
+        (listing.status, listing.error_code()),
+        (403, Some("forbidden"))
+    );
+    for (who, client) in [("a moderator", &moderator), ("a member", &member)] {
+        let pause = client
+            .patch(
+                &format!("/admin/promo-chains/{chain}"),
+                &json!({"is_active": false}),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (pause.status, pause.error_code()),
+            (403, Some("forbidden")),
+            "{who} may not pause a chain: {}",
+            pause.body
+        );
+        let remove = client
+            .delete(&format!("/admin/businesses/{salon}/staff/{cashier_id}"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (remove.status, remove.error_code()),
+            (403, Some("forbidden")),
+            "{who} may not remove staff: {}",
+            remove.body
+        );
+    }
+    let active: bool = sqlx::query_scalar("SELECT is_active FROM promo_chains WHERE id = $1::uuid")
+        .bind(&chain)
+        .fetch_one(&app.db)
+        .await
+        .unwrap();
+    assert!(active, "the chain still issues coupons");
+    let qr = cashier
+        .post("/business/qr", &json!({"amount": "100.00"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        qr.status, 200,
+        "the cashier is still on the staff: {}",
+        qr.body
+    );
+}
