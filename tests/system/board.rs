@@ -264,3 +264,167 @@ async fn an_operator_watches_processes_and_retries_a_members_dead_jobs_in_a_brow
         "screenshots are kept"
     );
 }
+
+/// The board's member, business, promo-chain and audit pages in Chromium, each with one
+/// action: a member found by her phone (written the domestic way), her balance and ledger
+/// read, blocked with a reason and unblocked; each business with its CRM integration's
+/// health after a poll; a promo chain paused; the audit log filtered to that chain. Every
+/// action lands through the admin API (checked here after the browser is done), and the
+/// page's Content-Security-Policy refuses nothing of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_supports_a_member_and_pauses_a_chain_from_the_board_in_a_browser() {
+    use simulators::{Simulator, Vendor};
+    let sms = FakeSmsRu::start(SmsRuMode::Accept).await;
+    let app = TestApp::spawn_with(Options {
+        smsru_url: Some(sms.url()),
+        ..Default::default()
+    })
+    .await;
+    // The browser signs in as one superadmin; the test arranges things as another, so that
+    // the browser's login code is not held back by the one-code-a-minute limit.
+    let operator = "+79000000001";
+    let arranger = "+79000000005";
+    for phone in [operator, arranger] {
+        krug::commands::grant(app.services.clone(), phone, "superadmin", None)
+            .await
+            .unwrap();
+    }
+    let admin = app.sign_in_via_smsru(&sms, arranger).await;
+    let crm = Simulator::start(Vendor::Yclients).await.unwrap();
+    let salon = app
+        .create_business(
+            &admin,
+            json!({
+                "name": "Миндаль", "category": "beauty", "cashback_percent": "5",
+                "crm_type": crm.vendor.crm_type(), "crm_base_url": crm.url,
+                "crm_credentials": crm.vendor.credentials(),
+            }),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let cashier_phone = member_phone();
+    expect(
+        admin
+            .post(
+                &format!("/admin/businesses/{salon}/staff"),
+                &json!({"phone": cashier_phone, "role": "staff"}),
+            )
+            .await
+            .unwrap(),
+        201,
+    )
+    .unwrap();
+    let cashier = app.sign_in_via_smsru(&sms, &cashier_phone).await;
+    let phone = member_phone();
+    let member = app.sign_in_via_smsru(&sms, &phone).await;
+    let bought = krug::client::scan_and_wait(
+        &member,
+        &json!({"code": app.issue_qr(&cashier, "2000.00").await}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(bought["state"], "done", "{bought}");
+    let chain = expect(
+        admin
+            .post(
+                "/admin/promo-chains",
+                &json!({"trigger_category": "gastronomy", "target_business_id": salon,
+                        "discount_type": "percent", "discount_value": "10", "valid_days": 7}),
+            )
+            .await
+            .unwrap(),
+        201,
+    )
+    .unwrap()
+    .data()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    expect(
+        admin
+            .post(&format!("/admin/businesses/{salon}/poll"), &json!({}))
+            .await
+            .unwrap(),
+        202,
+    )
+    .unwrap();
+    eventually(20, "the integration polled", || async {
+        let list = expect(admin.get("/admin/businesses").await.unwrap(), 200).unwrap();
+        let integration = list.data()["items"][0]["integrations"][0].clone();
+        integration["last_polled_at"].is_string().then_some(())
+    })
+    .await;
+
+    let said = drive_browser(
+        "pages.mjs",
+        &[
+            ("BOARD_URL", app.api.base.clone()),
+            ("OPERATOR_PHONE", operator.to_owned()),
+            ("MEMBER_PHONE", phone.clone()),
+            ("CHAIN_ID", chain.clone()),
+            ("ARTIFACTS", artifact("").trim_end_matches('/').to_owned()),
+        ],
+        &sms,
+        operator,
+    )
+    .await;
+    let get = |key: &str| said.get(key).cloned().unwrap_or_default();
+    assert_eq!(get("MEMBERS_FOUND"), "1", "{said:?}");
+    assert_eq!(get("MEMBER_BALANCE"), "100.00", "5 % of 2 000");
+    assert_eq!(get("LEDGER_KINDS"), "accrual");
+    assert!(
+        get("MEMBER_STATUS").ends_with("Проверка с доски"),
+        "{said:?}"
+    );
+    assert_eq!(get("MEMBER_UNBLOCKED"), "1");
+    assert_eq!(get("INTEGRATIONS"), "ok");
+    assert_eq!(get("CHAIN_PAUSED"), "1");
+    assert_eq!(get("AUDIT_ACTIONS"), "promo_chain.pause,promo_chain.create");
+    assert_eq!(get("CSP_VIOLATIONS"), "0");
+
+    // What the browser did, as the API sees it.
+    let chains = expect(admin.get("/admin/promo-chains").await.unwrap(), 200).unwrap();
+    assert_eq!(chains.data()["items"][0]["is_active"], false);
+    let found = expect(
+        admin
+            .get(&format!("/admin/users?phone=%2B{}", &phone[1..]))
+            .await
+            .unwrap(),
+        200,
+    )
+    .unwrap();
+    let member_id = found.data()["items"][0]["id"].as_str().unwrap().to_owned();
+    let audit = expect(
+        admin
+            .get(&format!("/admin/audit?target={member_id}"))
+            .await
+            .unwrap(),
+        200,
+    )
+    .unwrap();
+    let actions: Vec<&str> = audit.data()["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["member.unblock", "member.block"]);
+    assert_eq!(
+        audit.data()["items"][1]["after"]["reason"],
+        "Проверка с доски"
+    );
+    let ended = member.get("/loyalty/balance").await.unwrap();
+    assert_eq!(
+        ended.status, 401,
+        "blocking ended her session: {}",
+        ended.body
+    );
+    for name in ["member-blocked", "businesses", "promo-chains", "audit"] {
+        assert!(
+            std::fs::metadata(artifact(&format!("{name}.png"))).is_ok_and(|m| m.len() > 1000),
+            "screenshot {name} kept"
+        );
+    }
+}
