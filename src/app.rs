@@ -43,9 +43,12 @@ pub struct Services {
 impl Services {
     pub fn connect(config: Config) -> anyhow::Result<Self> {
         let keys = keys::load(&config)?;
-        let db = storage::pg_pool(&config.database_url, config.database_max_connections)
-            .context("Failed to configure the Postgres pool (DATABASE_URL)")?;
-        let redis = storage::redis_target::RedisTarget::parse(&config.redis_url)
+        let db = storage::pg_pool(
+            config.database_url.expose(),
+            config.database_max_connections,
+        )
+        .context("Failed to configure the Postgres pool (DATABASE_URL)")?;
+        let redis = storage::redis_target::RedisTarget::parse(config.redis_url.expose())
             .and_then(|target| target.connect())
             .context("Failed to configure Redis (REDIS_URL)")?;
         let sms: Arc<dyn SmsSender> = match &config.sms {
@@ -102,7 +105,10 @@ impl Services {
                 .map_err(|e| anyhow::anyhow!("KRUG_SECRET_KEY {e}"))?,
             jwt: JwtKeys::from_pem(&keys.jwt_private_pem, &keys.jwt_public_pem)
                 .context("Failed to load the JWT keys")?,
-            clickhouse: storage::analytics::client(&config.clickhouse_url, &config.clickhouse_db),
+            clickhouse: storage::analytics::client(
+                config.clickhouse_url.expose(),
+                &config.clickhouse_db,
+            ),
             sms,
             config,
             clock: Default::default(),
@@ -121,11 +127,12 @@ impl Services {
             timezone: self.config.timezone,
             clock: self.clock.clone(),
             bonus_expiry_days: self.config.bonus_expiry_days,
-            redis_url: self.config.redis_url.clone(),
+            redis_url: self.config.redis_url.expose().to_owned(),
             balances: Default::default(),
             limits: self.config.limits.clone(),
             revoked: Default::default(),
             egress: self.egress.clone(),
+            public_metrics: self.config.metrics_bind.is_none(),
         })
     }
 
@@ -160,8 +167,8 @@ impl Services {
 /// Creates the database if needed, applies the migrations, seals CRM credentials stored in
 /// an older form again, and creates the ClickHouse tables.
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    storage::ensure_database(&config.database_url).await?;
-    let db = storage::pg_pool(&config.database_url, 2)?;
+    storage::ensure_database(config.database_url.expose()).await?;
+    let db = storage::pg_pool(config.database_url.expose(), 2)?;
     storage::migrate(&db)
         .await
         .context("Failed to apply the migrations")?;
@@ -178,7 +185,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
         );
     }
     db.close().await;
-    storage::analytics::migrate(&config.clickhouse_url, &config.clickhouse_db).await?;
+    storage::analytics::migrate(config.clickhouse_url.expose(), &config.clickhouse_db).await?;
     Ok(())
 }
 

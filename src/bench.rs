@@ -208,7 +208,7 @@ impl System {
         let prefix = format!("bench-{}", &Uuid::new_v4().simple().to_string()[..8]);
         let database = format!("krug_bench_{}", &Uuid::new_v4().simple().to_string()[..8]);
         let mut config = base.config.clone();
-        config.database_url = replace_database(&config.database_url, &database);
+        config.database_url = replace_database(config.database_url.expose(), &database).into();
         config.queue_prefix = prefix.clone();
         config.database_max_connections = 40;
         crate::app::migrate(&config).await?;
@@ -220,7 +220,7 @@ impl System {
         let spawn = |args: &[&str]| {
             std::process::Command::new(&exe)
                 .args(args)
-                .env("DATABASE_URL", &config.database_url)
+                .env("DATABASE_URL", config.database_url.expose())
                 .env("DATABASE_MAX_CONNECTIONS", "40")
                 .env("KRUG_QUEUE_PREFIX", &prefix)
                 .env("KRUG_KEY_DIR", &config.key_dir)
@@ -280,7 +280,7 @@ impl System {
         self.services.db.close().await;
         let _ = delete_keys(&self.services, &self.prefix).await;
         if let Ok(mut admin) = sqlx::PgConnection::connect(&replace_database(
-            &self.services.config.database_url,
+            self.services.config.database_url.expose(),
             "postgres",
         ))
         .await
@@ -351,7 +351,7 @@ async fn job_throughput(
 
     NOOPS_DONE.store(0, Ordering::SeqCst);
     let shutdown = CancellationToken::new();
-    let mut options = WorkerOptions::new(services.config.redis_url.clone(), vec![Noop::QUEUE]);
+    let mut options = WorkerOptions::new(services.config.redis_url.expose(), vec![Noop::QUEUE]);
     options.concurrency = Some(concurrency);
     let started = Instant::now();
     let worker = tokio::spawn(jobs::runtime::run_single::<Noop>(
@@ -1000,8 +1000,8 @@ pub async fn bare_server(bind: &str) -> anyhow::Result<()> {
 async fn rfm_snapshot(services: &Services, members: usize, facts: usize) -> anyhow::Result<Figure> {
     use storage::analytics::Fact;
     let database = format!("krug_bench_{}", &Uuid::new_v4().simple().to_string()[..8]);
-    storage::analytics::migrate(&services.config.clickhouse_url, &database).await?;
-    let ch = storage::analytics::client(&services.config.clickhouse_url, &database);
+    storage::analytics::migrate(services.config.clickhouse_url.expose(), &database).await?;
+    let ch = storage::analytics::client(services.config.clickhouse_url.expose(), &database);
     let today = time::OffsetDateTime::now_utc().date();
     let users: Vec<Uuid> = (0..members).map(|_| Uuid::new_v4()).collect();
     let loading = Instant::now();

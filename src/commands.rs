@@ -16,11 +16,22 @@ pub async fn api(services: Services) -> anyhow::Result<()> {
         .with_context(|| format!("Failed to bind {}", services.config.bind))?;
     tracing::info!(addr = ?acceptor.local_addr(), "API listening");
     let shutdown = shutdown_signal();
-    api::serve(acceptor, services.app_state(), async move {
-        shutdown.cancelled().await
+    // With KRUG_METRICS_BIND the API's metrics move to that internal bind (the app state
+    // then refuses the public `/metrics`).
+    let metrics = match services.config.metrics_bind {
+        Some(_) => serve_metrics(&services, &shutdown).await?,
+        None => None,
+    };
+    let served = api::serve(acceptor, services.app_state(), {
+        let shutdown = shutdown.clone();
+        async move { shutdown.cancelled().await }
     })
-    .await?;
-    Ok(())
+    .await;
+    shutdown.cancel();
+    if let Some(metrics) = metrics {
+        let _ = metrics.await;
+    }
+    Ok(served?)
 }
 
 /// `krug worker [--queue NAME]...`.
@@ -33,7 +44,7 @@ pub async fn worker(services: Services, queues: Vec<String>) -> anyhow::Result<(
             .map(|q| q.parse::<QueueName>())
             .collect::<Result<Vec<_>, _>>()?
     };
-    let mut options = WorkerOptions::new(services.config.redis_url.clone(), queues);
+    let mut options = WorkerOptions::new(services.config.redis_url.expose(), queues);
     options.heartbeat = std::time::Duration::from_secs(services.config.worker_heartbeat_s.max(1));
     options.missed_heartbeats = services.config.worker_missed_heartbeats.max(2);
     let shutdown = shutdown_signal();
@@ -63,7 +74,8 @@ pub async fn scheduler(services: Services) -> anyhow::Result<()> {
 }
 
 /// `/metrics` at `KRUG_METRICS_BIND`, when it is set (a worker's and a scheduler's
-/// counters live in their own process: the API cannot report them).
+/// counters live in their own process: the API cannot report them; the API's own move
+/// there, off the public bind).
 async fn serve_metrics(
     services: &Services,
     shutdown: &tokio_util::sync::CancellationToken,

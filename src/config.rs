@@ -3,7 +3,66 @@
 
 use anyhow::{Context, bail};
 use secrecy::SecretString;
-use std::{env, path::PathBuf};
+use std::{env, fmt, path::PathBuf};
+
+/// A service's address (`DATABASE_URL`, `REDIS_URL`, `CLICKHOUSE_URL`). It may carry a
+/// password (`postgres://krug:pw@db/krug`), so it prints (`{}` and `{:?}`) with the password
+/// masked; [`ServiceUrl::expose`] gives the real one to the client that connects with it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServiceUrl(String);
+
+impl ServiceUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with every password masked; a Redis Cluster's node list
+    /// (`redis://:pw@a:7000,redis://:pw@b:7001`) masks each node's.
+    fn masked(&self) -> String {
+        self.0
+            .split(',')
+            .map(|node| {
+                let Some((scheme, rest)) = node.split_once("://") else {
+                    return node.to_owned();
+                };
+                let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+                let (authority, path) = rest.split_at(authority_end);
+                match authority.rsplit_once('@') {
+                    Some((user_info, host)) => {
+                        let user = user_info.split_once(':').map_or(user_info, |(u, _)| u);
+                        format!("{scheme}://{user}:***@{host}{path}")
+                    }
+                    None => node.to_owned(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl From<String> for ServiceUrl {
+    fn from(url: String) -> Self {
+        Self(url)
+    }
+}
+
+impl From<&str> for ServiceUrl {
+    fn from(url: &str) -> Self {
+        Self(url.to_owned())
+    }
+}
+
+impl fmt::Display for ServiceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl fmt::Debug for ServiceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.masked())
+    }
+}
 
 /// Development generates missing keys; staging and production refuse to start without
 /// them. Each has its own default log level and format (`telemetry`).
@@ -78,11 +137,11 @@ pub struct Config {
     /// `KRUG_ENV`: `development` (default), `staging` or `production`.
     pub environment: Environment,
     /// `DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/krug`.
-    pub database_url: String,
+    pub database_url: ServiceUrl,
     /// `REDIS_URL`, default `redis://127.0.0.1:6379`.
-    pub redis_url: String,
+    pub redis_url: ServiceUrl,
     /// `CLICKHOUSE_URL`, default `http://127.0.0.1:8123`.
-    pub clickhouse_url: String,
+    pub clickhouse_url: ServiceUrl,
     /// `CLICKHOUSE_DB`, default `krug`.
     pub clickhouse_db: String,
     /// `KRUG_BIND`, default `127.0.0.1:8080`.
@@ -294,9 +353,9 @@ impl Config {
             fraud_outlier_percent,
             limits,
             environment,
-            database_url: var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/krug"),
-            redis_url: var("REDIS_URL", "redis://127.0.0.1:6379"),
-            clickhouse_url: var("CLICKHOUSE_URL", "http://127.0.0.1:8123"),
+            database_url: var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/krug").into(),
+            redis_url: var("REDIS_URL", "redis://127.0.0.1:6379").into(),
+            clickhouse_url: var("CLICKHOUSE_URL", "http://127.0.0.1:8123").into(),
             clickhouse_db: var("CLICKHOUSE_DB", "krug"),
             bind: var("KRUG_BIND", "127.0.0.1:8080"),
             metrics_bind: optional("KRUG_METRICS_BIND"),
@@ -355,7 +414,8 @@ mod tests {
     use super::*;
 
     /// `{:?}` of the configuration (and of the SMS.ru client made from it) never prints a
-    /// secret: SMS.ru's `api_id`, the FCM token, `KRUG_SECRET_KEY`, the S3 secret key.
+    /// secret: SMS.ru's `api_id`, the FCM token, `KRUG_SECRET_KEY`, the S3 secret key, the
+    /// passwords in the services' URLs (nor does `{}` of those URLs).
     #[test]
     fn debug_never_prints_a_secret() {
         let mut config = Config::from_env().expect("the default configuration");
@@ -371,7 +431,14 @@ mod tests {
         };
         config.secret_key = Some("ab".repeat(32).into());
         config.s3.secret_access_key = "s3-secret-91e5c3".to_owned().into();
-        let printed = format!("{config:?} {config:#?}");
+        config.database_url = "postgres://krug:pg-pass-1e7a@db.internal:5432/krug".into();
+        config.redis_url =
+            "redis://:redis-pass-5b0c@10.0.0.1:7000,redis://:redis-pass-5b0c@10.0.0.2:7001".into();
+        config.clickhouse_url = "http://default:ch-pass-c33d@ch.internal:8123".into();
+        let printed = format!(
+            "{config:?} {config:#?} {} {} {}",
+            config.database_url, config.redis_url, config.clickhouse_url
+        );
         let client =
             adapters::sms::HttpSmsRu::new("https://sms.ru", "smsru-api-id-4f1c9e".to_owned(), None);
         let printed = format!("{printed} {client:?}");
@@ -380,9 +447,18 @@ mod tests {
             "fcm-token-7d2b0a",
             &"ab".repeat(32),
             "s3-secret-91e5c3",
+            "pg-pass-1e7a",
+            "redis-pass-5b0c",
+            "ch-pass-c33d",
         ] {
             assert!(!printed.contains(secret), "{secret} printed: {printed}");
         }
         assert!(printed.contains("REDACTED"), "{printed}");
+        // Still recognisable: the user and each host stay.
+        assert!(
+            printed.contains("postgres://krug:***@db.internal:5432/krug"),
+            "{printed}"
+        );
+        assert!(printed.contains("redis://:***@10.0.0.2:7001"), "{printed}");
     }
 }

@@ -4,6 +4,7 @@
 use crate::{
     app::{Services, migrate},
     client::{ApiClient, expect, scan_and_wait, sign_in},
+    config::{Config, PushConfig, SmsConfig},
     seed,
 };
 use anyhow::{Context, bail};
@@ -21,9 +22,23 @@ use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-const OPERATOR: &str = "+79000000001";
+/// The demo's people are made up: whatever `KRUG_SMS_PROVIDER` and `KRUG_PUSH_PROVIDER`
+/// say, its messages are printed and recorded, never sent to a phone.
+pub fn offline(mut config: Config) -> Config {
+    config.sms = SmsConfig::Log;
+    config.push = PushConfig::Log;
+    config
+}
 
-pub async fn run(mut services: Services) -> anyhow::Result<()> {
+/// Runs the demo; the operator is `operator_phone` (`--operator-phone`, so that whoever ran it
+/// can sign in to the board as that operator afterwards), or a number drawn at random.
+pub async fn run(mut services: Services, operator_phone: Option<String>) -> anyhow::Result<()> {
+    let operator_phone = match operator_phone {
+        Some(phone) => domain::PhoneNumber::parse(&phone)
+            .map_err(|e| anyhow::anyhow!("--operator-phone: {e}"))?
+            .to_string(),
+        None => format!("+7999{:07}", rand::random_range(0..10_000_000u32)),
+    };
     println!("Свой Круг — one day of the loyalty coalition\n");
     // The partners' CRMs are simulators on loopback, which CRM URLs may otherwise not reach.
     services.egress = services.egress.allowing("127.0.0.1");
@@ -80,20 +95,25 @@ pub async fn run(mut services: Services) -> anyhow::Result<()> {
     });
     let worker_task = tokio::spawn(jobs::runtime::run(
         services.job_env(),
-        WorkerOptions::new(services.config.redis_url.clone(), QueueName::ALL.to_vec()),
+        WorkerOptions::new(services.config.redis_url.expose(), QueueName::ALL.to_vec()),
         shutdown.clone(),
     ));
     let api = ApiClient::new(format!("http://{addr}"));
     println!("\nAPI on http://{addr}/api/v1 (docs at /docs), worker running every queue");
 
-    let result = day(&services, &api, &partners).await;
+    let result = day(&services, &api, &partners, &operator_phone).await;
     shutdown.cancel();
     let _ = api_task.await;
     let _ = worker_task.await;
     result
 }
 
-async fn day(services: &Services, api: &ApiClient, partners: &[Business]) -> anyhow::Result<()> {
+async fn day(
+    services: &Services,
+    api: &ApiClient,
+    partners: &[Business],
+    operator_phone: &str,
+) -> anyhow::Result<()> {
     let partner = |name: &str| {
         partners
             .iter()
@@ -102,8 +122,9 @@ async fn day(services: &Services, api: &ApiClient, partners: &[Business]) -> any
     };
 
     section("3. Operators and staff");
-    crate::commands::grant(services.clone(), OPERATOR, "superadmin", None).await?;
-    let operator = sign_in(services, api, OPERATOR).await?;
+    crate::commands::grant(services.clone(), operator_phone, "superadmin", None).await?;
+    let operator = sign_in(services, api, operator_phone).await?;
+    println!("  operator (superadmin): {operator_phone}");
     let mut staff = Vec::new();
     for (i, name) in ["Миндаль", "Лисичкино", "Стим Центр", "Миллениум"]
         .into_iter()

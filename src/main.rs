@@ -30,7 +30,12 @@ enum Command {
     /// Fire the cron schedules.
     Scheduler,
     /// Migrate, seed the coalition and run a day of the loyalty cycle, printing what happens.
-    Demo,
+    /// Its messages are printed, never sent, whatever the SMS and push providers are.
+    Demo {
+        /// The operator's phone (superadmin); a made-up number when not given.
+        #[arg(long, env = "KRUG_DEMO_OPERATOR_PHONE")]
+        operator_phone: Option<String>,
+    },
     /// Operator commands.
     Admin {
         #[command(subcommand)]
@@ -124,7 +129,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo seeds made-up partners and lifts sign-in limits: never on a real deployment.
     // Checked before the configuration is read or any database is touched.
-    if matches!(cli.command, Command::Demo) {
+    if matches!(cli.command, Command::Demo { .. }) {
         let environment = Environment::from_env()?;
         if environment != Environment::Development {
             anyhow::bail!(
@@ -154,7 +159,9 @@ fn main() -> anyhow::Result<()> {
                 commands::worker(Services::connect(config)?, queues).await
             }
             Command::Scheduler => commands::scheduler(Services::connect(config)?).await,
-            Command::Demo => demo::run(Services::connect(config)?).await,
+            Command::Demo { operator_phone } => {
+                demo::run(Services::connect(demo::offline(config))?, operator_phone).await
+            }
             Command::Admin {
                 command:
                     AdminCommand::Grant {

@@ -7,6 +7,7 @@ pub mod client_ip;
 pub mod csp;
 pub mod envelope;
 pub mod error;
+pub mod gauges;
 pub mod limits;
 pub mod routes;
 pub mod sessions;
@@ -194,11 +195,13 @@ pub async fn serve<A: Acceptor + 'static>(
         state.cache.balances_channel(),
     );
     let revocations = sessions::spawn_sync(state.revoked.clone(), state.cache.clone());
+    let gauges = gauges::spawn_refresh(state.clone(), gauges::REFRESH_EVERY);
     let served = poem::Server::new_with_acceptor(acceptor)
         .run_with_graceful_shutdown(app(state), shutdown, Some(Duration::from_secs(10)))
         .await;
     announcements.abort();
     revocations.abort();
+    gauges.abort();
     served
 }
 
@@ -355,72 +358,15 @@ fn board() -> poem::web::Html<&'static str> {
     poem::web::Html(include_str!("../assets/board.html"))
 }
 
-/// Jobs per queue and state, read from Redis at each scrape (so every `web` process reports
-/// the same numbers; Prometheus keeps one series per queue and state).
-static QUEUE_DEPTH: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
-    prometheus::register_int_gauge_vec!(
-        "queue_depth",
-        "Jobs per queue and state",
-        &["queue", "state"]
-    )
-    .expect("metric registers once")
-});
-
-/// Seconds each failing CRM integration has failed (since its last successful poll), read
-/// from Postgres at each scrape; an integration that recovers leaves the series.
-static INTEGRATION_FAILING: LazyLock<prometheus::IntGaugeVec> = LazyLock::new(|| {
-    prometheus::register_int_gauge_vec!(
-        "crm_integration_failing_seconds",
-        "Seconds a failing CRM integration has failed, since its last successful poll",
-        &["business_id", "integration_id", "crm_type"]
-    )
-    .expect("metric registers once")
-});
-
-/// Prometheus metrics of this process, with the queue depths and the failing integrations
-/// of the whole system.
+/// Prometheus metrics of this process, with the system-wide gauges as last refreshed
+/// ([`gauges`]). When `KRUG_METRICS_BIND` is set, `krug api` serves them there instead and
+/// this public route answers 404.
 #[handler]
-async fn metrics(state: Data<&Arc<AppState>>) -> Response {
-    for queue in jobs::QueueName::ALL {
-        match jobs::inspect::queue_counts(&state.queue, queue).await {
-            Ok(c) => {
-                for (name, value) in [
-                    ("pending", c.pending),
-                    ("scheduled", c.scheduled),
-                    ("running", c.running),
-                    ("failed", c.failed),
-                    ("dead", c.dead),
-                ] {
-                    QUEUE_DEPTH
-                        .with_label_values(&[queue.as_str(), name])
-                        .set(value as i64);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "queue depths unavailable for /metrics");
-                break;
-            }
-        }
+async fn metrics(state: Data<&Arc<AppState>>) -> poem::Result<Response> {
+    if !state.public_metrics {
+        return Err(poem::Error::from_status(StatusCode::NOT_FOUND));
     }
-    match storage::integrations::failing(&state.db).await {
-        Ok(failing) => {
-            INTEGRATION_FAILING.reset();
-            for f in failing {
-                INTEGRATION_FAILING
-                    .with_label_values(&[
-                        f.business_id.to_string().as_str(),
-                        f.id.to_string().as_str(),
-                        f.crm_type.as_str(),
-                    ])
-                    .set(f.seconds);
-            }
-        }
-        Err(e) => tracing::warn!(error = %e, "integration health unavailable for /metrics"),
-    }
-    let text = prometheus::TextEncoder::new()
-        .encode_to_string(&prometheus::gather())
-        .unwrap_or_default();
-    Response::builder()
+    Ok(Response::builder()
         .content_type("text/plain; version=0.0.4")
-        .body(text)
+        .body(jobs::metrics::render()))
 }

@@ -30,4 +30,7 @@ pub struct AppState {
     pub revoked: Arc<crate::sessions::RevokedSessions>,
     /// Where CRM URLs may point (`KRUG_CRM_ALLOWED_HOSTS`).
     pub egress: adapters::egress::Egress,
+    /// Whether `/metrics` is served on the public bind (`false` when `KRUG_METRICS_BIND`
+    /// gives `krug api` an internal one).
+    pub public_metrics: bool,
 }

@@ -29,7 +29,7 @@ static SERIAL: Mutex<()> = Mutex::const_new(());
 fn worker(app: &TestApp) -> Child {
     Command::new(env!("CARGO_BIN_EXE_krug"))
         .arg("worker")
-        .env("DATABASE_URL", &app.services.config.database_url)
+        .env("DATABASE_URL", app.services.config.database_url.expose())
         .env("CLICKHOUSE_DB", &app.services.config.clickhouse_db)
         .env("KRUG_QUEUE_PREFIX", &app.prefix)
         .env("KRUG_KEY_DIR", test_key_dir())

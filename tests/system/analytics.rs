@@ -328,7 +328,7 @@ fn scheduler(app: &TestApp, cron: &[(&str, &str)]) -> std::process::Child {
     let mut command = Command::new(env!("CARGO_BIN_EXE_krug"));
     command
         .arg("scheduler")
-        .env("DATABASE_URL", &app.services.config.database_url)
+        .env("DATABASE_URL", app.services.config.database_url.expose())
         .env("CLICKHOUSE_DB", &app.services.config.clickhouse_db)
         .env("KRUG_QUEUE_PREFIX", &app.prefix)
         .env("KRUG_KEY_DIR", test_key_dir())

@@ -105,7 +105,7 @@ async fn drain<J: Job + Default>(app: &TestApp) {
     let counter = static_counter(J::QUEUE);
     counter.store(0, Ordering::SeqCst);
     let shutdown = CancellationToken::new();
-    let mut options = WorkerOptions::new(app.services.config.redis_url.clone(), vec![J::QUEUE]);
+    let mut options = WorkerOptions::new(app.services.config.redis_url.expose(), vec![J::QUEUE]);
     options.concurrency = Some(64);
     let worker = tokio::spawn(jobs::runtime::run_single::<J>(
         env,

@@ -190,7 +190,7 @@ async fn login_codes_never_reach_the_logs() {
     .await;
     let mut worker = Command::new(env!("CARGO_BIN_EXE_krug"))
         .arg("worker")
-        .env("DATABASE_URL", &app.services.config.database_url)
+        .env("DATABASE_URL", app.services.config.database_url.expose())
         .env("CLICKHOUSE_DB", &app.services.config.clickhouse_db)
         .env("KRUG_QUEUE_PREFIX", &app.prefix)
         .env("KRUG_KEY_DIR", test_key_dir())

@@ -126,17 +126,23 @@ impl TestApp {
     pub async fn spawn_with(options: Options) -> TestApp {
         init_logs();
         let mut config = Config::from_env().expect("default configuration");
-        config.database_url = fresh_database().await;
+        config.database_url = fresh_database().await.into();
         // A ClickHouse database of the test's own, named like its Postgres one.
-        config.clickhouse_db = config.database_url.rsplit('/').next().unwrap().to_owned();
-        storage::analytics::migrate(&config.clickhouse_url, &config.clickhouse_db)
+        config.clickhouse_db = config
+            .database_url
+            .expose()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_owned();
+        storage::analytics::migrate(config.clickhouse_url.expose(), &config.clickhouse_db)
             .await
             .expect("ClickHouse is up (scripts/services.sh)");
         config.queue_prefix = format!("kt-{}", &Uuid::new_v4().simple().to_string()[..12]);
         config.key_dir = test_key_dir();
         config.database_max_connections = 10;
         if let Some(url) = options.redis_url {
-            config.redis_url = url;
+            config.redis_url = url.into();
         }
         if let Some(timezone) = options.timezone {
             config.timezone = timezone;
@@ -315,7 +321,7 @@ impl Drop for TestApp {
 /// Quick heartbeats and polls: tests wait on them.
 pub fn worker_options(services: &Services) -> jobs::runtime::WorkerOptions {
     let mut options = jobs::runtime::WorkerOptions::new(
-        services.config.redis_url.clone(),
+        services.config.redis_url.expose(),
         jobs::QueueName::ALL.to_vec(),
     );
     options.heartbeat = Duration::from_secs(2);

@@ -278,7 +278,7 @@ async fn the_cli_lists_shows_and_retries_jobs() {
     let krug = |args: &[&str]| {
         let output = Command::new(env!("CARGO_BIN_EXE_krug"))
             .args(args)
-            .env("DATABASE_URL", &app.services.config.database_url)
+            .env("DATABASE_URL", app.services.config.database_url.expose())
             .env("KRUG_QUEUE_PREFIX", &app.prefix)
             .env("KRUG_KEY_DIR", test_key_dir())
             .output()

@@ -165,7 +165,7 @@ async fn each_process_serves_its_own_metrics_when_they_run_apart() {
 
     // The test reads login codes from the database, as `sign_in` does.
     let mut config = Config::from_env().unwrap();
-    config.database_url = database_url.clone();
+    config.database_url = database_url.clone().into();
     config.clickhouse_db = name.clone();
     config.queue_prefix = prefix.clone();
     config.key_dir = test_key_dir();

@@ -4,6 +4,7 @@
 
 mod bodies;
 mod crm;
+mod demo;
 mod devices;
 mod medical;
 mod metrics;
