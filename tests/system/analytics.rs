@@ -419,7 +419,8 @@ async fn restarted_schedulers_catch_up_the_last_missed_tick_once() {
 
 /// A win-back chain gives its coupon, once, to the members whose churn risk newly reached
 /// its level in the night's snapshot: not to members at risk the night before too, not to
-/// members who are fine, and to no one while no such chain exists.
+/// members who are fine, not to a blocked member drifting alike, and to no one while no
+/// such chain exists.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn members_newly_at_high_churn_risk_get_the_win_back_coupon_once() {
     let app = TestApp::spawn().await;
@@ -431,7 +432,7 @@ async fn members_newly_at_high_churn_risk_get_the_win_back_coupon_once() {
         )
         .await;
     let mut members = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..4 {
         let member = app.sign_in(&member_phone()).await;
         let me = expect(member.get("/users/me").await.unwrap(), 200).unwrap();
         let id: Uuid = me.data()["id"].as_str().unwrap().parse().unwrap();
@@ -449,7 +450,11 @@ async fn members_newly_at_high_churn_risk_get_the_win_back_coupon_once() {
         .services
         .clickhouse
         .inserter::<Fact>("transaction_facts");
-    for ((user, _), days) in members.iter().zip([&steady[..], &drifting, &lapsed]) {
+    // The fourth drifts as the second does, but is blocked.
+    for ((user, _), days) in members
+        .iter()
+        .zip([&steady[..], &drifting, &lapsed, &drifting])
+    {
         for days_ago in days {
             insert
                 .write(&fact(*user, *days_ago, 3000, today))
@@ -507,6 +512,17 @@ async fn members_newly_at_high_churn_risk_get_the_win_back_coupon_once() {
     .unwrap();
     assert_eq!(chain.data()["trigger_churn_risk"], 0.7);
 
+    expect(
+        operator
+            .post(
+                &format!("/admin/users/{}/block", members[3].0),
+                &json!({"reason": "Проверка"}),
+            )
+            .await
+            .unwrap(),
+        200,
+    )
+    .unwrap();
     tonight().await;
     let won_back = coupons(&members[1].1).await;
     assert_eq!(won_back.len(), 1, "the drifting member: {won_back:?}");
@@ -525,6 +541,13 @@ async fn members_newly_at_high_churn_risk_get_the_win_back_coupon_once() {
     .await
     .unwrap();
     assert_eq!(notices, 1, "one notice of the coupon");
+    let blocked_coupons: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM coupons WHERE user_id = $1")
+            .bind(members[3].0)
+            .fetch_one(&app.db)
+            .await
+            .unwrap();
+    assert_eq!(blocked_coupons, 0, "no offer to a blocked member");
 
     // The same night again (a retried job) issues nothing more.
     tonight().await;

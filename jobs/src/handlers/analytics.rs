@@ -61,9 +61,10 @@ async fn win_back(env: &Env, chain: &PromoChain, date: Date) -> Result<(), JobEr
     for batch in members.chunks(WINBACK_BATCH) {
         let mut tx = storage::begin_batch(&env.db).await?;
         // Analytics may still know a member who has since left. A win-back coupon is an
-        // offer: members who refuse offers by push and by SMS are not targeted.
+        // offer: members who refuse offers by push and by SMS are not targeted, nor are
+        // blocked members (no coupon follows while she is blocked).
         let known: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM users WHERE id = ANY($1) AND (push_marketing OR sms_marketing)",
+            "SELECT id FROM users WHERE id = ANY($1) AND (push_marketing OR sms_marketing) AND blocked_at IS NULL",
         )
         .bind(batch)
         .fetch_all(&mut *tx)
