@@ -7,6 +7,7 @@ use crate::{
 use adapters::{
     egress::Egress,
     objects::ObjectStorage,
+    payments::{HttpYooKassa, PaymentGateway},
     push::{FcmAuth, HttpFcm, LogPush, PushSender, ServiceAccount},
     sms::{HttpSmsRu, LogSms, SmsSender},
 };
@@ -35,6 +36,8 @@ pub struct Services {
     /// Where CRM calls may go.
     pub egress: Egress,
     pub objects: Arc<ObjectStorage>,
+    /// ЮKassa, when configured.
+    pub payments: Option<Arc<dyn PaymentGateway>>,
     /// What is due (holds, expiries, the end of a settlement period): the API and the
     /// workers of one process share it, so a test that moves it moves both.
     pub clock: domain::clock::Clock,
@@ -94,8 +97,16 @@ impl Services {
             ObjectStorage::new(&config.s3)
                 .context("Failed to configure the object store (S3_*)")?,
         );
+        let payments = config.yookassa.as_ref().map(|kassa| {
+            Arc::new(HttpYooKassa::new(
+                &kassa.base_url,
+                kassa.shop_id.clone(),
+                kassa.secret_key.clone(),
+            )) as Arc<dyn PaymentGateway>
+        });
         Ok(Self {
             objects,
+            payments,
             push,
             egress: Egress::new(&config.crm_allowed_hosts),
             db,
@@ -124,6 +135,8 @@ impl Services {
             jwt: self.jwt.clone(),
             clickhouse: self.clickhouse.clone(),
             objects: self.objects.clone(),
+            payments: self.payments.clone(),
+            payment_return_url: self.config.payment_return_url.clone(),
             timezone: self.config.timezone,
             clock: self.clock.clone(),
             bonus_expiry_days: self.config.bonus_expiry_days,
@@ -147,6 +160,7 @@ impl Services {
             egress: self.egress.clone(),
             clickhouse: self.clickhouse.clone(),
             objects: self.objects.clone(),
+            payments: self.payments.clone(),
             timezone: self.config.timezone,
             clock: self.clock.clone(),
             bonus_expiry_days: self.config.bonus_expiry_days,

@@ -201,6 +201,21 @@ pub struct Config {
     /// `KRUG_BONUS_EXPIRY_DAYS` (default 365): an accrued lot expires this many days after it
     /// became spendable; 0: never.
     pub bonus_expiry_days: u32,
+    /// ЮKassa, for paid events: `YOOKASSA_SHOP_ID` and `YOOKASSA_SECRET_KEY` (both, or
+    /// payments are off and registering for a paid event answers 503
+    /// `payments_unavailable`), `YOOKASSA_BASE_URL` (default `https://api.yookassa.ru/v3`).
+    pub yookassa: Option<YooKassaConfig>,
+    /// `KRUG_PAYMENT_RETURN_URL` (default `svoykrug://payments/return`): where ЮKassa sends
+    /// the member back after paying (the app's deep link).
+    pub payment_return_url: String,
+}
+
+/// ЮKassa's shop credentials and address.
+#[derive(Debug, Clone)]
+pub struct YooKassaConfig {
+    pub base_url: String,
+    pub shop_id: String,
+    pub secret_key: SecretString,
 }
 
 fn var(name: &str, default: &str) -> String {
@@ -349,7 +364,21 @@ impl Config {
                     format!("KRUG_FRAUD_OUTLIER_PERCENT must be a percent (0–100], not `{raw}`")
                 })?,
         };
+        let yookassa = match (
+            optional("YOOKASSA_SHOP_ID"),
+            optional("YOOKASSA_SECRET_KEY"),
+        ) {
+            (Some(shop_id), Some(secret_key)) => Some(YooKassaConfig {
+                base_url: var("YOOKASSA_BASE_URL", "https://api.yookassa.ru/v3"),
+                shop_id,
+                secret_key: secret_key.into(),
+            }),
+            (None, None) => None,
+            _ => bail!("ЮKassa needs both YOOKASSA_SHOP_ID and YOOKASSA_SECRET_KEY (or neither)"),
+        };
         Ok(Self {
+            yookassa,
+            payment_return_url: var("KRUG_PAYMENT_RETURN_URL", "svoykrug://payments/return"),
             fraud_outlier_percent,
             limits,
             environment,

@@ -4,6 +4,7 @@ pub mod crm;
 pub mod egress;
 pub mod http;
 pub mod objects;
+pub mod payments;
 pub mod push;
 pub mod sms;
 

@@ -35,6 +35,7 @@ use routes::{
     media::MediaApi,
     operations::OperationsApi,
     partner::PartnerApi,
+    payments::PaymentsApi,
     referral::ReferralApi,
     search::SearchApi,
     settlement::SettlementApi,
@@ -85,7 +86,7 @@ pub fn api_service(
         MediaApi,
         ReferralApi,
         PartnerApi,
-        (SupportApi, SettlementApi),
+        (SupportApi, SettlementApi, PaymentsApi),
     ),
     (),
 > {
@@ -142,6 +143,9 @@ pub fn api_service(
                     state: state.clone(),
                 },
                 SettlementApi {
+                    state: state.clone(),
+                },
+                PaymentsApi {
                     state: state.clone(),
                 },
             ),

@@ -15,6 +15,10 @@ pub struct AppState {
     pub clickhouse: clickhouse::Client,
     /// Media: presigned uploads, checks on completion, image URLs.
     pub objects: Arc<adapters::objects::ObjectStorage>,
+    /// ЮKassa, for paid events (none when `YOOKASSA_*` is unset).
+    pub payments: Option<Arc<dyn adapters::payments::PaymentGateway>>,
+    /// `KRUG_PAYMENT_RETURN_URL`: where ЮKassa sends a member back after paying.
+    pub payment_return_url: String,
     /// `KRUG_TIMEZONE`: schedules' next fire times.
     pub timezone: chrono_tz::Tz,
     /// What is due: the open settlement period, expiring lots.

@@ -19,6 +19,8 @@ pub struct Env {
     pub clickhouse: clickhouse::Client,
     /// Media: uploaded files and their thumbnails.
     pub objects: Arc<ObjectStorage>,
+    /// ЮKassa, for paid events (none when `YOOKASSA_*` is unset).
+    pub payments: Option<Arc<dyn adapters::payments::PaymentGateway>>,
     /// `KRUG_TIMEZONE`: what "today" means for daily jobs.
     pub timezone: chrono_tz::Tz,
     /// What is due: held accruals, expiring lots, ended settlement periods.

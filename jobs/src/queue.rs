@@ -21,10 +21,11 @@ pub enum QueueName {
     Retention,
     Media,
     Settlement,
+    Payments,
 }
 
 impl QueueName {
-    pub const ALL: [QueueName; 13] = [
+    pub const ALL: [QueueName; 14] = [
         Self::OtpSend,
         Self::QrScan,
         Self::CrmPoll,
@@ -38,6 +39,7 @@ impl QueueName {
         Self::Retention,
         Self::Media,
         Self::Settlement,
+        Self::Payments,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -55,6 +57,7 @@ impl QueueName {
             Self::Retention => "retention",
             Self::Media => "media",
             Self::Settlement => "settlement",
+            Self::Payments => "payments",
         }
     }
 
@@ -65,6 +68,8 @@ impl QueueName {
             Self::OtpSend => 4,
             Self::QrScan | Self::BonusCalc | Self::CrossPromo => 10,
             Self::CrmPoll | Self::Notify | Self::Media => 8,
+            // Money at a vendor: room for ЮKassa to come back.
+            Self::Payments => 10,
             Self::RfmSnapshot
             | Self::TierReview
             | Self::Expire
@@ -91,7 +96,8 @@ impl QueueName {
             | Self::Expire
             | Self::Reconcile
             | Self::Retention
-            | Self::Settlement => 1,
+            | Self::Settlement
+            | Self::Payments => 1,
         }
     }
 }
@@ -105,7 +111,7 @@ impl fmt::Display for QueueName {
 /// A name that is not one of our queues.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error(
-    "unknown queue `{0}`; queues are: otp_send, qr_scan, crm_poll, bonus_calc, cross_promo, notify, rfm_snapshot, tier_review, expire, reconcile, retention, media, settlement"
+    "unknown queue `{0}`; queues are: otp_send, qr_scan, crm_poll, bonus_calc, cross_promo, notify, rfm_snapshot, tier_review, expire, reconcile, retention, media, settlement, payments"
 )]
 pub struct UnknownQueue(pub String);
 

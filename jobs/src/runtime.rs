@@ -12,9 +12,9 @@ use crate::{
     env::Env,
     handlers::{
         analytics::RfmSnapshot, bonus::CalcBonus, crm::PollCrm, expire::Expire,
-        media::ProcessMedia, notify::NotifyJob, otp::SendOtp, promo::IssueCoupons,
-        reconcile::Reconcile, retention::Purge, scan::ScanQr, settlement::CloseSettlement,
-        tiers::ReviewTiers,
+        media::ProcessMedia, notify::NotifyJob, otp::SendOtp, payments::SettlePayments,
+        promo::IssueCoupons, reconcile::Reconcile, retention::Purge, scan::ScanQr,
+        settlement::CloseSettlement, tiers::ReviewTiers,
     },
     metrics::{JOB_DURATION, JOBS_PROCESSED},
     processes::{self, ProcessInfo},
@@ -136,6 +136,9 @@ async fn supervise(
             QueueName::Media => run_queue::<ProcessMedia>(env, wakeup, options, name, shutdown),
             QueueName::Settlement => {
                 run_queue::<CloseSettlement>(env, wakeup, options, name, shutdown)
+            }
+            QueueName::Payments => {
+                run_queue::<SettlePayments>(env, wakeup, options, name, shutdown)
             }
             QueueName::Notify => run_queue::<NotifyJob>(env, wakeup, options, name, shutdown),
             QueueName::CrossPromo => {

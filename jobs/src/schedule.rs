@@ -9,7 +9,8 @@ use crate::{
     env::Env,
     handlers::{
         analytics::RfmSnapshot, crm::PollCrm, expire::Expire, notify::NotifyJob,
-        reconcile::Reconcile, retention::Purge, settlement::CloseSettlement, tiers::ReviewTiers,
+        payments::SettlePayments, reconcile::Reconcile, retention::Purge,
+        settlement::CloseSettlement, tiers::ReviewTiers,
     },
     metrics::{SCHEDULER_TICKS, note_database_error},
     processes::{self, ProcessInfo},
@@ -93,6 +94,8 @@ pub fn schedules() -> Vec<Schedule> {
         Schedule::of::<Reconcile>("reconcile", "0 * * * * *"),
         Schedule::of::<Purge>("retention", "0 15 4 * * *"),
         Schedule::of::<CloseSettlement>("settlement", "0 0 5 1 * *"),
+        // Holds last 15 minutes: a seat is back on sale at most 5 minutes after its hold.
+        Schedule::of::<SettlePayments>("payments", "0 */5 * * * *"),
     ]
 }
 

@@ -2,6 +2,7 @@
 
 pub mod fcm;
 mod vendors;
+pub mod yookassa;
 
 use poem::{
     Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server,

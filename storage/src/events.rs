@@ -10,6 +10,7 @@
 //! (`registered_count <= max_participants`) stays a backstop that is never hit.
 
 use crate::page::{Cursor, Page};
+use rust_decimal::Decimal;
 use sqlx::{FromRow, PgExecutor, PgPool, Postgres, Transaction};
 use std::{fmt, str::FromStr};
 use time::OffsetDateTime;
@@ -113,6 +114,9 @@ pub struct Event {
     pub proposed_by: Option<Uuid>,
     pub reminder_sent_at: Option<OffsetDateTime>,
     pub created_at: OffsetDateTime,
+    /// Roubles a seat costs, paid through ЮKassa; `None`: free.
+    pub price: Option<Decimal>,
+    /// Whether the viewer holds a confirmed seat (a seat held for a payment is not one yet).
     pub is_registered: bool,
 }
 
@@ -128,8 +132,9 @@ macro_rules! event_columns {
     () => {
         "e.id, e.title, e.description, e.date, e.location, e.max_participants,
     e.min_status_tier, e.status, e.registered_count, e.proposed_by, e.reminder_sent_at,
-    e.created_at,
-    EXISTS (SELECT 1 FROM event_registrations r WHERE r.event_id = e.id AND r.user_id = $1)
+    e.created_at, e.price,
+    EXISTS (SELECT 1 FROM event_registrations r WHERE r.event_id = e.id AND r.user_id = $1
+                AND r.status = 'confirmed')
         AS is_registered"
     };
 }
@@ -161,6 +166,8 @@ pub struct NewEvent {
     pub max_participants: i32,
     pub min_status_tier: String,
     pub proposed_by: Uuid,
+    /// A paid event's price (operators only).
+    pub price: Option<Decimal>,
 }
 
 /// Creates an event in status `proposed`.
@@ -168,8 +175,8 @@ pub async fn create(db: &PgPool, new: &NewEvent) -> sqlx::Result<Event> {
     sqlx::query_as(concat!(
         "WITH e AS (
             INSERT INTO events (title, description, date, location, max_participants,
-                                min_status_tier, status, proposed_by)
-            VALUES ($2, $3, $4, $5, $6, $7, 'proposed', $1)
+                                min_status_tier, status, proposed_by, price)
+            VALUES ($2, $3, $4, $5, $6, $7, 'proposed', $1, $8)
             RETURNING *
          )
          SELECT ",
@@ -183,6 +190,7 @@ pub async fn create(db: &PgPool, new: &NewEvent) -> sqlx::Result<Event> {
     .bind(&new.location)
     .bind(new.max_participants)
     .bind(&new.min_status_tier)
+    .bind(new.price)
     .fetch_one(db)
     .await
 }
@@ -366,7 +374,7 @@ pub async fn unregister(db: &PgPool, id: Uuid, user_id: Uuid) -> sqlx::Result<Ca
 }
 
 /// An event that exists, as `user_id` sees it (no visibility check).
-async fn get_for(db: impl PgExecutor<'_>, id: Uuid, user_id: Uuid) -> sqlx::Result<Event> {
+pub async fn get_for(db: impl PgExecutor<'_>, id: Uuid, user_id: Uuid) -> sqlx::Result<Event> {
     sqlx::query_as(concat!(
         "SELECT ",
         event_columns!(),
@@ -476,7 +484,8 @@ pub async fn claim_reminders(
         return Ok(None);
     }
     let members = sqlx::query_scalar(
-        "SELECT user_id FROM event_registrations WHERE event_id = $1 ORDER BY created_at, user_id",
+        "SELECT user_id FROM event_registrations WHERE event_id = $1 AND status = 'confirmed'
+         ORDER BY created_at, user_id",
     )
     .bind(id)
     .fetch_all(&mut **tx)

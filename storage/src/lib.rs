@@ -19,6 +19,7 @@ pub mod otp;
 pub mod outbox;
 pub mod page;
 pub mod partners;
+pub mod payments;
 pub mod privacy;
 pub mod redis_target;
 pub mod referrals;

@@ -104,6 +104,8 @@ pub struct Options {
     pub crm_allowed_hosts: Option<Vec<String>>,
     /// The queues the worker runs (all when not given); `TestApp::start_worker` adds more.
     pub queues: Option<Vec<jobs::QueueName>>,
+    /// ЮKassa: `(YOOKASSA_BASE_URL, shop id, secret key)`; payments are off otherwise.
+    pub yookassa: Option<(String, String, String)>,
 }
 
 pub struct TestApp {
@@ -168,6 +170,13 @@ impl TestApp {
                 base_url: url,
                 sender: None,
             };
+        }
+        if let Some((base_url, shop_id, secret_key)) = options.yookassa {
+            config.yookassa = Some(krug::config::YooKassaConfig {
+                base_url,
+                shop_id,
+                secret_key: secret_key.into(),
+            });
         }
         let services = Services::connect(config).expect("services configure");
         let env = {

@@ -21,6 +21,7 @@ mod members;
 mod operations;
 mod ops;
 mod partners;
+mod payments;
 mod pending;
 mod promo;
 mod push;

@@ -1,5 +1,10 @@
 //! Members-only events: the list, registration with a tier gate and a seat limit, proposals
 //! by VIP and Elite members, and operators' approval (`PATCH /admin/events/{id}`).
+//!
+//! Paid events (a `price`, set by operators): registering holds a seat for
+//! [`PAYMENT_HOLD`] and answers where to pay it at ЮKassa; the seat is confirmed when ЮKassa
+//! says the payment succeeded (`routes::payments`, the `payments` job). Cancelling a paid
+//! seat [`REFUND_NOTICE`] or more before the event refunds it.
 
 use crate::{
     audit::{self, Change},
@@ -9,8 +14,9 @@ use crate::{
     routes::media::{ImageView, image_views},
     routes::{page_limit, parse_cursor},
     state::AppState,
-    wire::Text,
+    wire::{Amount, Text},
 };
+use adapters::payments::{NewPayment, PaymentError};
 use domain::Tier;
 use jobs::handlers::events::start_of_day;
 use poem_openapi::{
@@ -24,9 +30,10 @@ use storage::{
         self, Cancellation, Event, EventFilter, EventStatus, NewEvent, Registration, StatusChange,
         Viewer,
     },
+    payments::{self as paid, EventPayment, Hold, PaidCancellation},
     users,
 };
-use time::{Date, OffsetDateTime};
+use time::{Date, Duration, OffsetDateTime};
 use uuid::Uuid;
 
 /// Title length, in characters: long enough for "Дегустация сыров с шеф-поваром
@@ -36,6 +43,10 @@ const DESCRIPTION_MAX_CHARS: usize = 5_000;
 const LOCATION_MAX_CHARS: usize = 300;
 /// Seats: at least one; the largest venue of the coalition seats far fewer than this.
 const PARTICIPANTS: std::ops::RangeInclusive<i64> = 1..=10_000;
+/// How long a seat is held while its member pays (issue 16).
+pub const PAYMENT_HOLD: Duration = Duration::minutes(15);
+/// Cancelling a paid seat at least this long before the event refunds it (issue 16).
+pub const REFUND_NOTICE: Duration = Duration::hours(48);
 
 #[derive(Tags)]
 enum Tag {
@@ -71,10 +82,55 @@ pub struct EventView {
     pub status: String,
     /// Seats taken.
     pub registered_count: u32,
-    /// Whether the signed-in user holds a seat.
+    /// Whether the signed-in user holds a seat (a seat held while she pays is not one yet).
     pub is_registered: bool,
+    /// What a seat costs (roubles, paid through ЮKassa); null: free.
+    pub price: Option<Amount>,
     /// The cover, when one is uploaded.
     pub images: Vec<ImageView>,
+}
+
+/// Where to pay for a held seat.
+#[derive(Debug, Object)]
+pub struct PaymentView {
+    /// Our payment's id.
+    pub payment_id: Uuid,
+    /// ЮKassa's payment page: open it to pay.
+    pub confirmation_url: String,
+    /// The seat is held until then; unpaid, it goes back on sale.
+    pub expires_at: OffsetDateTime,
+    pub amount: Amount,
+}
+
+impl PaymentView {
+    fn of(payment: &EventPayment, confirmation_url: String) -> Self {
+        Self {
+            payment_id: payment.id,
+            confirmation_url,
+            expires_at: payment.hold_until,
+            amount: payment.amount.into(),
+        }
+    }
+}
+
+/// What became of the money of a cancelled paid seat.
+#[derive(Debug, Object)]
+pub struct SeatRefundView {
+    /// `requested` (ЮKassa is refunding it), `succeeded` (refunded), or `none` (no refund:
+    /// cancelled less than 48 hours before the event, or nothing was paid).
+    pub status: String,
+    pub amount: Amount,
+    /// In words, for the member.
+    pub message: String,
+}
+
+/// An event after a cancellation, with what became of a paid seat's money.
+#[derive(Debug, Object)]
+pub struct CancellationView {
+    #[oai(flatten)]
+    pub event: EventView,
+    /// Only for paid events.
+    pub refund: Option<SeatRefundView>,
 }
 
 /// Events as the signed-in user sees them, with their covers.
@@ -110,6 +166,7 @@ fn bare_view(e: Event, images: Vec<ImageView>) -> EventView {
         status: e.status,
         registered_count: e.registered_count.max(0) as u32,
         is_registered: e.is_registered,
+        price: e.price.map(Amount),
         images,
     }
 }
@@ -132,6 +189,9 @@ pub struct ProposeEvent {
     /// `Insider` (the default), `VIP`, `Elite` or `InnerCircle` (its members only).
     #[oai(nullable)]
     pub min_status_tier: Option<Text>,
+    /// What a seat costs, paid through ЮKassa (operators only); null or absent: free.
+    #[oai(nullable)]
+    pub price: Option<Amount>,
 }
 
 /// An operator's decision about an event.
@@ -158,6 +218,10 @@ pub enum RegisterResponse {
     /// You already had a seat; nothing changed.
     #[oai(status = 200)]
     AlreadyRegistered(Json<Envelope<EventView>>),
+    /// A paid event: a seat is held for you for 15 minutes; pay at `confirmation_url`.
+    /// Asking again while it is held answers the same payment.
+    #[oai(status = 202)]
+    PaymentRequired(Json<Envelope<PaymentView>>),
 }
 
 fn invalid(code: &str, message: impl Into<String>) -> ApiError {
@@ -231,6 +295,13 @@ fn new_event(body: ProposeEvent, proposed_by: Uuid) -> Result<NewEvent, ApiError
         None => Tier::Insider,
         Some(name) => parse_tier(name.trim())?,
     };
+    let price = body.price.map(Amount::value);
+    if price.is_some_and(|p| p <= rust_decimal::Decimal::ZERO || p.scale() > 2) {
+        return Err(invalid(
+            "invalid_price",
+            "price must be a positive amount of roubles with at most two decimals",
+        ));
+    }
     Ok(NewEvent {
         title,
         description,
@@ -239,6 +310,7 @@ fn new_event(body: ProposeEvent, proposed_by: Uuid) -> Result<NewEvent, ApiError
         max_participants: body.max_participants as i32,
         min_status_tier: tier.as_str().to_owned(),
         proposed_by,
+        price,
     })
 }
 
@@ -330,6 +402,9 @@ impl EventsApi {
                 "Proposing events needs VIP, Elite or Inner Circle status.",
             ));
         }
+        if body.price.is_some() && !auth.0.is_operator() {
+            return Err(ApiError::forbidden("Only operators set a price."));
+        }
         let new = new_event(body.0, user_id)?;
         let event = events::create(&self.state.db, &new).await?;
         tracing::info!(event_id = %event.id, "event proposed");
@@ -342,6 +417,11 @@ impl EventsApi {
     /// event answers 409 `event_full`; one that does not take registrations (proposed,
     /// completed, cancelled) 409 `registration_closed`; a member below the event's
     /// `min_status_tier` 403 `tier_too_low`.
+    ///
+    /// A paid event answers 202 with a ЮKassa payment to make within 15 minutes
+    /// (`expires_at`); the seat is held meanwhile and confirmed when ЮKassa says it is
+    /// paid. 503 `payments_unavailable`: ЮKassa could not take the payment (no seat is
+    /// held).
     #[oai(path = "/events/:id/register", method = "post")]
     async fn register(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<RegisterResponse> {
         let db = &self.state.db;
@@ -365,6 +445,9 @@ impl EventsApi {
                 format!("This event is for {required} members and above.")
             }));
         }
+        if event.price.is_some() {
+            return self.register_paid(event, user_id).await;
+        }
         match events::register(db, event.id, user_id).await? {
             Registration::Registered(event) => Ok(RegisterResponse::Registered(Json(
                 Envelope::new(event_view(&self.state, event).await?),
@@ -372,25 +455,36 @@ impl EventsApi {
             Registration::AlreadyRegistered(event) => Ok(RegisterResponse::AlreadyRegistered(
                 Json(Envelope::new(event_view(&self.state, event).await?)),
             )),
-            Registration::Full => Err(ApiError::conflict(
-                "event_full",
-                "Every seat at this event is taken.",
-            )),
+            Registration::Full => Err(event_full()),
             Registration::Closed(status) => Err(registration_closed(status)),
         }
     }
 
     /// Give your seat back. Idempotent: without a seat it answers 200 and changes
     /// nothing. A completed event answers 409 `event_completed`.
+    ///
+    /// A paid seat given back 48 hours or more before the event is refunded through
+    /// ЮKassa (`refund.status` `requested` or `succeeded`); later, it is not (`none`, and
+    /// `refund.message` says so). A seat held for an unpaid payment is simply released.
     #[oai(path = "/events/:id/register", method = "delete")]
-    async fn unregister(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<Envelope<EventView>>> {
+    async fn unregister(
+        &self,
+        auth: Auth,
+        id: Path<Uuid>,
+    ) -> ApiResult<Json<Envelope<CancellationView>>> {
         let db = &self.state.db;
         let event = events::get_visible(db, id.0, Self::viewer(&auth))
             .await?
             .ok_or_else(event_not_found)?;
+        if event.price.is_some() {
+            return self.unregister_paid(event, auth.user_id()).await;
+        }
         match events::unregister(db, event.id, auth.user_id()).await? {
             Cancellation::Cancelled(event) | Cancellation::NotRegistered(event) => {
-                Ok(Json(Envelope::new(event_view(&self.state, event).await?)))
+                Ok(Json(Envelope::new(CancellationView {
+                    event: event_view(&self.state, event).await?,
+                    refund: None,
+                })))
             }
             Cancellation::Completed => Err(ApiError::conflict(
                 "event_completed",
@@ -398,6 +492,154 @@ impl EventsApi {
             )),
         }
     }
+}
+
+impl EventsApi {
+    /// Holds a seat at a paid event and asks ЮKassa for its payment (see `register`).
+    async fn register_paid(&self, event: Event, user_id: Uuid) -> ApiResult<RegisterResponse> {
+        let db = &self.state.db;
+        let (Some(kassa), Some(price)) = (self.state.payments.as_deref(), event.price) else {
+            return Err(payments_unavailable(
+                "Paid events are not available: payments are not configured.",
+            ));
+        };
+        let hold_until = self.state.clock.now() + PAYMENT_HOLD;
+        let payment = match paid::hold_seat(db, event.id, user_id, price, hold_until).await? {
+            Hold::Held(payment) => payment,
+            Hold::Open(open) => {
+                return match open.confirmation_url.clone() {
+                    Some(url) => Ok(RegisterResponse::PaymentRequired(Json(Envelope::new(
+                        PaymentView::of(&open, url),
+                    )))),
+                    None => Err(ApiError::conflict(
+                        "payment_in_progress",
+                        "Your payment is being created; try again in a moment.",
+                    )),
+                };
+            }
+            Hold::AlreadyRegistered => {
+                let event = events::get_for(db, event.id, user_id).await?;
+                return Ok(RegisterResponse::AlreadyRegistered(Json(Envelope::new(
+                    event_view(&self.state, event).await?,
+                ))));
+            }
+            Hold::Full => return Err(event_full()),
+            Hold::Closed(status) => return Err(registration_closed(status)),
+        };
+        let new = NewPayment {
+            // Our id: a retry of this very creation can only answer the same payment.
+            idempotence_key: payment.id.to_string(),
+            amount: price,
+            description: format!("Свой Круг: {}", event.title),
+            return_url: self.state.payment_return_url.clone(),
+            metadata: [
+                ("krug_payment_id".to_owned(), payment.id.to_string()),
+                ("event_id".to_owned(), event.id.to_string()),
+                ("user_id".to_owned(), user_id.to_string()),
+            ]
+            .into(),
+        };
+        match kassa.create_payment(&new).await {
+            Ok(made) => {
+                let Some(url) = made.confirmation_url.clone() else {
+                    paid::end_open(db, payment.id, "failed").await?;
+                    return Err(ApiError::internal(anyhow::anyhow!(
+                        "ЮKassa created payment {} without a confirmation URL",
+                        made.id
+                    )));
+                };
+                let payment = paid::created(db, payment.id, &made.id, Some(&url))
+                    .await?
+                    .unwrap_or(payment);
+                tracing::info!(payment_id = %payment.id, event_id = %event.id, "seat held for payment");
+                Ok(RegisterResponse::PaymentRequired(Json(Envelope::new(
+                    PaymentView::of(&payment, url),
+                ))))
+            }
+            Err(error) => {
+                // Nobody can pay a payment she never saw: the seat goes straight back.
+                paid::end_open(db, payment.id, "failed").await?;
+                tracing::error!(payment_id = %payment.id, error = %error, "ЮKassa refused a payment");
+                Err(payments_unavailable(match error {
+                    PaymentError::Unauthorized => {
+                        "Payments are unavailable: ЮKassa refused the shop's credentials. No seat was taken; try again later."
+                    }
+                    _ => "ЮKassa could not take the payment. No seat was taken; try again later.",
+                }))
+            }
+        }
+    }
+
+    /// Gives a paid seat back, refunding it when it is early enough (see `unregister`).
+    async fn unregister_paid(
+        &self,
+        event: Event,
+        user_id: Uuid,
+    ) -> ApiResult<Json<Envelope<CancellationView>>> {
+        let db = &self.state.db;
+        let early = event.date - self.state.clock.now() >= REFUND_NOTICE;
+        let refund = match paid::unregister_paid(db, event.id, user_id, early).await? {
+            PaidCancellation::Completed => {
+                return Err(ApiError::conflict(
+                    "event_completed",
+                    "This event is over; its registrations are kept.",
+                ));
+            }
+            PaidCancellation::NotRegistered => None,
+            PaidCancellation::HoldReleased => Some(SeatRefundView {
+                status: "none".to_owned(),
+                amount: rust_decimal::Decimal::ZERO.into(),
+                message: "Your held seat is released; nothing was paid.".to_owned(),
+            }),
+            PaidCancellation::Cancelled {
+                payment: Some(payment),
+                refund: true,
+            } => {
+                // Asked now; if ЮKassa does not answer, the `payments` job asks again.
+                let status = match self.state.payments.as_deref() {
+                    Some(kassa) => {
+                        match jobs::handlers::payments::refund(db, kassa, &payment).await {
+                            Ok(Some(adapters::payments::RefundStatus::Succeeded)) => "succeeded",
+                            Ok(_) => "requested",
+                            Err(e) => {
+                                tracing::warn!(payment_id = %payment.id, error = %e, "refund not made yet; the payments job retries it");
+                                "requested"
+                            }
+                        }
+                    }
+                    None => "requested",
+                };
+                Some(SeatRefundView {
+                    status: status.to_owned(),
+                    amount: payment.amount.into(),
+                    message: format!("{} ₽ are refunded to your card.", payment.amount),
+                })
+            }
+            PaidCancellation::Cancelled { payment, .. } => Some(SeatRefundView {
+                status: "none".to_owned(),
+                amount: rust_decimal::Decimal::ZERO.into(),
+                message: if payment.is_some() {
+                    "No refund: the seat was cancelled less than 48 hours before the event."
+                } else {
+                    "No refund: nothing was paid for this seat."
+                }
+                .to_owned(),
+            }),
+        };
+        let event = events::get_for(db, event.id, user_id).await?;
+        Ok(Json(Envelope::new(CancellationView {
+            event: event_view(&self.state, event).await?,
+            refund,
+        })))
+    }
+}
+
+fn event_full() -> ApiError {
+    ApiError::conflict("event_full", "Every seat at this event is taken.")
+}
+
+fn payments_unavailable(message: &str) -> ApiError {
+    ApiError::Unavailable(Json(ErrorEnvelope::new("payments_unavailable", message)))
 }
 
 fn registration_closed(status: EventStatus) -> ApiError {

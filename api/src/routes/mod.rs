@@ -11,6 +11,7 @@ pub mod loyalty;
 pub mod media;
 pub mod operations;
 pub mod partner;
+pub mod payments;
 pub mod referral;
 pub mod search;
 pub mod settlement;

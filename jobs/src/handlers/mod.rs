@@ -8,6 +8,7 @@ pub mod expire;
 pub mod media;
 pub mod notify;
 pub mod otp;
+pub mod payments;
 pub mod promo;
 pub mod reconcile;
 pub mod referral;
