@@ -170,6 +170,7 @@ pub fn app(state: Arc<AppState>) -> impl Endpoint<Output = Response> {
         .at("/ready", get(ready))
         .at("/metrics", get(metrics))
         .at("/board", get(board).around(csp::pages))
+        .at("/partner", get(partner_page).around(csp::pages))
         .data(state)
         .around(limit_body)
         .around({
@@ -286,7 +287,9 @@ fn route_label(routes: &error::Methods, path: &str) -> String {
         return template;
     }
     match path {
-        "/health" | "/ready" | "/metrics" | "/board" | "/openapi.json" => path.to_owned(),
+        "/health" | "/ready" | "/metrics" | "/board" | "/partner" | "/openapi.json" => {
+            path.to_owned()
+        }
         _ if path == "/docs" || path.starts_with("/docs/") => "/docs".to_owned(),
         _ => "other".to_owned(),
     }
@@ -360,6 +363,14 @@ async fn ready(state: Data<&Arc<AppState>>) -> Response {
 #[handler]
 fn board() -> poem::web::Html<&'static str> {
     poem::web::Html(include_str!("../assets/board.html"))
+}
+
+/// The partner page: a static page over the partners' API (`/business/…`), like the board.
+/// The page holds no data; every number on it comes from routes that check the partner's
+/// role at her business, after her SMS sign-in.
+#[handler]
+fn partner_page() -> poem::web::Html<&'static str> {
+    poem::web::Html(include_str!("../assets/partner.html"))
 }
 
 /// Prometheus metrics of this process, with the system-wide gauges as last refreshed

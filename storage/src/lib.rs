@@ -6,6 +6,7 @@ pub mod businesses;
 pub mod cache;
 pub mod coupons;
 pub mod crm;
+pub mod dashboard;
 pub mod devices;
 pub mod events;
 pub mod fraud;

@@ -14,11 +14,12 @@ export async function launch() {
   });
 }
 
-// Opens the board and signs in by SMS; resolves once the Queues page shows.
-export async function signIn(page, boardUrl, phone) {
+// Opens a page (the board by default) and signs in by SMS; resolves once `ready` (the
+// board's Queues page by default) shows.
+export async function signIn(page, boardUrl, phone, { path = "/board", ready = "#queues" } = {}) {
   const input = readline.createInterface({ input: process.stdin });
   const lines = input[Symbol.asyncIterator]();
-  await page.goto(`${boardUrl}/board`);
+  await page.goto(`${boardUrl}${path}`);
   await page.fill("#phone", phone);
   await page.click("#send-code");
   await page.waitForSelector("#code:not([hidden])");
@@ -27,6 +28,6 @@ export async function signIn(page, boardUrl, phone) {
   input.close();
   await page.fill("#code", code);
   await page.click("#verify");
-  await page.waitForSelector("#queues");
+  await page.waitForSelector(ready);
   say("SIGNED_IN", "1");
 }

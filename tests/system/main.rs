@@ -11,6 +11,7 @@ mod backlog;
 mod board;
 mod cli;
 mod crm;
+mod dashboard;
 mod events;
 mod fuzz;
 mod http;

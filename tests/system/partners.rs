@@ -413,6 +413,64 @@ async fn a_viewer_is_refused_a_refund() {
     let staff = viewer.get("/business/staff").await.unwrap();
     assert_eq!(staff.status, 403, "{:?}", staff.body);
     assert_eq!(balance(&member).await["balance"], "100.00");
+    let dashboard = expect(viewer.get("/business/dashboard").await.unwrap(), 200).unwrap();
+    assert_eq!(dashboard.data()["business_id"], json!(salon.id));
+    assert_eq!(dashboard.data()["sales"], "1000.00", "{:?}", dashboard.body);
+}
+
+/// A business's dashboard is read by its owners and viewers only: another business's owner
+/// or cashier naming it, its own cashier, a member without a role and a caller without a
+/// token are refused; naming no business, another owner reads her own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_business_cannot_read_anothers_dashboard() {
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let salon = app
+        .partner(
+            &operator,
+            "Миндаль",
+            "10",
+            "+79000000140",
+            "+79000000141",
+            json!({}),
+        )
+        .await;
+    let clinic = app
+        .partner(
+            &operator,
+            "Миллениум",
+            "4",
+            "+79000000142",
+            "+79000000143",
+            json!({"category": "health", "is_medical": true}),
+        )
+        .await;
+    let member = app.sign_in(&member_phone()).await;
+    app.buy(&clinic, &member, "7000.00", "0").await;
+    let own = expect(clinic.owner.get("/business/dashboard").await.unwrap(), 200).unwrap();
+    assert_eq!(own.data()["sales"], "7000.00", "{:?}", own.body);
+
+    let anothers = format!("/business/dashboard?business_id={}", clinic.id);
+    for (who, client) in [
+        ("another business's owner", &salon.owner),
+        ("another business's cashier", &salon.cashier),
+        ("its own cashier", &clinic.cashier),
+        ("a member without a role", &member),
+        ("nobody signed in", &app.api),
+    ] {
+        let refused = client.get(&anothers).await.unwrap();
+        let status = if who == "nobody signed in" { 401 } else { 403 };
+        assert_eq!(refused.status, status, "{who}: {:?}", refused.body);
+        assert!(
+            !refused.body.to_string().contains("7000"),
+            "{who} reads nothing of it: {:?}",
+            refused.body
+        );
+    }
+    let salons = expect(salon.owner.get("/business/dashboard").await.unwrap(), 200).unwrap();
+    assert_eq!(salons.data()["business_id"], json!(salon.id));
+    assert_eq!(salons.data()["sales"], "0.00", "{:?}", salons.body);
+    assert_eq!(salons.data()["purchases"], 0);
 }
 
 /// A business never touches or reads another's purchases: a refund of another partner's

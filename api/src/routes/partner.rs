@@ -13,19 +13,21 @@ use crate::{
     wire::{Amount, Text},
 };
 use domain::{PhoneNumber, phone::mask_phone};
+use jobs::handlers::events::local_date;
 use poem_openapi::{
     Object, OpenApi, Tags,
     param::{Header, Path, Query},
     payload::Json,
 };
+use rust_decimal::Decimal;
 use std::sync::Arc;
 use storage::{
-    businesses,
+    businesses, dashboard,
     ledger::{self, CounterRefund, RefundRefusal},
     partners::{self, TransactionFilter},
     users,
 };
-use time::OffsetDateTime;
+use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
 #[derive(Tags)]
@@ -193,6 +195,66 @@ pub struct BusinessTransactionView {
     pub created_at: OffsetDateTime,
 }
 
+/// The longest range the dashboard reads at once: a year, leap day included.
+const MAX_DASHBOARD_DAYS: i64 = 366;
+
+/// One local day of the dashboard (every day of the range is listed, quiet ones as zeros).
+#[derive(Debug, Object)]
+pub struct DashboardDay {
+    /// The local date in `KRUG_TIMEZONE`.
+    pub date: Date,
+    /// Σ of the check amounts of the purchases that happened that day.
+    pub sales: Amount,
+    /// Purchases that happened that day.
+    pub purchases: i64,
+    /// Σ of the refunds given that day (at the counter or reported by the CRM).
+    pub refunds: Amount,
+    /// Cashback the day's purchases earned.
+    pub bonus_issued: Amount,
+    /// Bonuses members paid the day's purchases with.
+    pub bonus_redeemed: Amount,
+    /// The day's purchases paid with a coupon.
+    pub coupons_used: i64,
+}
+
+/// What happened at the business from `from` to `to` (local dates in `KRUG_TIMEZONE`, both
+/// included), by when each purchase happened (a CRM purchase: the CRM's own time). Only
+/// this business's own purchases, refunds and coupons are counted.
+#[derive(Debug, Object)]
+pub struct DashboardView {
+    pub business_id: Uuid,
+    pub from: Date,
+    pub to: Date,
+    /// Σ of the check amounts of the purchases (before bonuses and coupons; refunds not
+    /// deducted, see `refunds`).
+    pub sales: Amount,
+    /// Number of purchases.
+    pub purchases: i64,
+    /// Σ of the refunds given in the range, whenever their purchases were made.
+    pub refunds: Amount,
+    /// Distinct members with at least one purchase.
+    pub members: i64,
+    /// Members whose first purchase at this business ever falls in the range.
+    pub new_members: i64,
+    /// Cashback the purchases earned, held (pending) or already spendable; refunds'
+    /// reversals not deducted. Settlement statements count ledger entries by when they were
+    /// written instead, bonus coupons included, so the two can differ.
+    pub bonus_issued: Amount,
+    /// Bonuses members paid the purchases with.
+    pub bonus_redeemed: Amount,
+    /// Coupons valid at this business issued in the range (by promo chains).
+    pub coupons_issued: i64,
+    /// Purchases paid with a coupon.
+    pub coupons_used: i64,
+    /// Purchases paid with a cross-promo coupon: one issued by a chain targeting this
+    /// business and triggered by purchases elsewhere (another business, or a category) —
+    /// members who came through another partner. Win-back coupons (churn risk) and chains
+    /// triggered by this business itself are not counted.
+    pub promo_arrivals: i64,
+    /// Every day of the range, in order.
+    pub by_day: Vec<DashboardDay>,
+}
+
 #[OpenApi(prefix_path = "/business", tag = "Tag::Partner")]
 impl PartnerApi {
     /// The business's staff (owners).
@@ -278,6 +340,68 @@ impl PartnerApi {
         let (business_id, _) = acting_for(state, &auth, business_id.0, Right::Manage).await?;
         let removed = take_off_staff(state, auth.user_id(), business_id, user_id.0).await?;
         Ok(Json(Envelope::new(removed)))
+    }
+
+    /// The business's dashboard (owners and viewers): sales, purchases, members, bonuses and
+    /// coupons from `from` to `to` (local dates in `KRUG_TIMEZONE`, both included; by
+    /// default this month so far), with every day of the range. At most 366 days at once.
+    #[oai(path = "/dashboard", method = "get")]
+    async fn dashboard(
+        &self,
+        auth: Auth,
+        business_id: Query<Option<Uuid>>,
+        from: Query<Option<Date>>,
+        to: Query<Option<Date>>,
+    ) -> ApiResult<Json<Envelope<DashboardView>>> {
+        let state = &self.state;
+        let (business_id, _) = acting_for(state, &auth, business_id.0, Right::Dashboard).await?;
+        let tz = state.timezone;
+        let to = to.0.unwrap_or_else(|| local_date(tz, state.clock.now()));
+        let from = from.0.unwrap_or_else(|| to.replace_day(1).unwrap_or(to));
+        if from > to {
+            return Err(ApiError::unprocessable(
+                "invalid_range",
+                "from must not be after to",
+            ));
+        }
+        let days = (to - from).whole_days() + 1;
+        if days > MAX_DASHBOARD_DAYS {
+            return Err(ApiError::unprocessable(
+                "range_too_long",
+                format!("the dashboard covers at most {MAX_DASHBOARD_DAYS} days at once"),
+            ));
+        }
+        let figures = dashboard::dashboard(&state.db, business_id, from, to, tz.name()).await?;
+        let by_day: Vec<DashboardDay> = figures
+            .days
+            .into_iter()
+            .map(|d| DashboardDay {
+                date: d.day,
+                sales: d.sales.into(),
+                purchases: d.purchases,
+                refunds: d.refunds.into(),
+                bonus_issued: d.bonus_issued.into(),
+                bonus_redeemed: d.bonus_redeemed.into(),
+                coupons_used: d.coupons_used,
+            })
+            .collect();
+        let total = |f: fn(&DashboardDay) -> Decimal| by_day.iter().map(f).sum::<Decimal>();
+        Ok(Json(Envelope::new(DashboardView {
+            business_id,
+            from,
+            to,
+            sales: total(|d| d.sales.0).into(),
+            purchases: by_day.iter().map(|d| d.purchases).sum(),
+            refunds: total(|d| d.refunds.0).into(),
+            members: figures.members,
+            new_members: figures.new_members,
+            bonus_issued: total(|d| d.bonus_issued.0).into(),
+            bonus_redeemed: total(|d| d.bonus_redeemed.0).into(),
+            coupons_issued: figures.coupons_issued,
+            coupons_used: by_day.iter().map(|d| d.coupons_used).sum(),
+            promo_arrivals: figures.promo_arrivals,
+            by_day,
+        })))
     }
 
     /// The business's purchases and refunds, newest first (owners and staff). `code` finds

@@ -109,6 +109,11 @@ pub fn start_of_day(timezone: chrono_tz::Tz, date: Date) -> OffsetDateTime {
     midnight.assume_offset(offset).to_offset(UtcOffset::UTC)
 }
 
+/// The local date in `timezone` at the instant `at`.
+pub fn local_date(timezone: chrono_tz::Tz, at: OffsetDateTime) -> Date {
+    at.to_offset(offset_at(timezone, at)).date()
+}
+
 /// An instant as a member reads it in `timezone`: `26.11.2026 19:00`.
 pub fn local_when(timezone: chrono_tz::Tz, at: OffsetDateTime) -> String {
     let local = at.to_offset(offset_at(timezone, at));

@@ -1,4 +1,4 @@
-//! The HTML pages (`/board`, `/docs`): never framed by another site, and only their own
+//! The HTML pages (`/board`, `/partner`, `/docs`): never framed by another site, and only their own
 //! scripts run.
 
 use crate::helpers::{Options, TestApp, http};
@@ -15,7 +15,7 @@ async fn the_board_and_the_docs_refuse_framing_and_foreign_scripts() {
         ..Default::default()
     })
     .await;
-    for path in ["/board", "/docs", "/docs/oauth-receiver.html"] {
+    for path in ["/board", "/partner", "/docs", "/docs/oauth-receiver.html"] {
         let response = http()
             .get(format!("{}{path}", app.api.base))
             .send()
