@@ -3,6 +3,7 @@
 pub mod clock;
 pub mod codes;
 pub mod fraud;
+pub mod lots;
 pub mod loyalty;
 pub mod media;
 pub mod messages;

@@ -106,6 +106,8 @@ pub struct Options {
     pub queues: Option<Vec<jobs::QueueName>>,
     /// ЮKassa: `(YOOKASSA_BASE_URL, shop id, secret key)`; payments are off otherwise.
     pub yookassa: Option<(String, String, String)>,
+    /// `KRUG_BONUS_EXPIRY_DAYS` (365 when not given).
+    pub bonus_expiry_days: Option<u32>,
 }
 
 pub struct TestApp {
@@ -148,6 +150,9 @@ impl TestApp {
         }
         if let Some(timezone) = options.timezone {
             config.timezone = timezone;
+        }
+        if let Some(days) = options.bonus_expiry_days {
+            config.bonus_expiry_days = days;
         }
         if let Some(url) = options.fcm_url {
             config.push = krug::config::PushConfig::Fcm {

@@ -13,6 +13,7 @@ mod cli;
 mod crm;
 mod dashboard;
 mod events;
+mod expiry;
 mod fuzz;
 mod http;
 mod inner_circle;

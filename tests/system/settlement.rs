@@ -2,7 +2,7 @@
 //! businesses closes into a statement that balances against the ledger to the kopeck; a
 //! refund after the close is an adjustment of the next period; owners read only their own.
 
-use crate::helpers::{TestApp, coupons, eventually, member_phone};
+use crate::helpers::{Options, TestApp, coupons, eventually, member_phone};
 use crate::partners::refund;
 use krug::client::{ApiClient, expect, scan_and_wait};
 use rust_decimal::Decimal;
@@ -92,7 +92,12 @@ fn assert_balanced(statement: &Value) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_month_at_three_businesses_closes_into_a_statement_that_balances_against_the_ledger() {
-    let app = TestApp::spawn().await;
+    // Lots live 30 days: a month later, what is left of them expires.
+    let app = TestApp::spawn_with(Options {
+        bonus_expiry_days: Some(30),
+        ..Default::default()
+    })
+    .await;
     let operator = app.operator().await;
     let salon = app
         .partner(
@@ -332,6 +337,34 @@ async fn a_month_at_three_businesses_closes_into_a_statement_that_balances_again
         .await
         .unwrap();
     assert_eq!(twice.status, 409);
+
+    // The lots' 30 days are over: what is left of each expires into the open period, each
+    // lot's expiry on the business that funded it. Anna spent 200 of the salon's 300 first
+    // (the oldest lot) and keeps the market's 40 and coupon's 300; Boris spent 50 of the
+    // spa's 100 and keeps its 18, the salon's 100 refunded in full.
+    app.run_schedule(&operator, "expire").await;
+    app.run_schedule(&operator, "expire").await;
+    let next = statement(&operator, next["period"].as_str().unwrap()).await;
+    assert_balanced(&next);
+    let expired = |id: &str| money(&line(&next, id)["expired"]);
+    assert_eq!(
+        (expired(&salon.id), expired(&market.id), expired(&spa.id)),
+        (Decimal::from(100), Decimal::from(340), Decimal::from(68)),
+        "{next}"
+    );
+    assert_eq!(
+        money(&line(&next, &salon.id)["net"]),
+        Decimal::from(-150),
+        "the late refund and the salon's expired lot"
+    );
+    let (ledger_total, balances) = books(&app).await;
+    assert_eq!(
+        money(&closed["total"]) + money(&next["total"]),
+        ledger_total
+    );
+    assert_eq!(balances, ledger_total);
+    assert_eq!(balances, Decimal::ZERO, "every lot spent, refunded or expired");
+    app.assert_ledger_consistent().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,12 +51,25 @@ pub struct NextTierView {
     pub categories_needed: u32,
 }
 
+/// The next lot of bonuses to expire.
+#[derive(Debug, Clone, Object)]
+pub struct ExpiringView {
+    /// What is left of it (it expires unless spent first: spending takes the oldest lots).
+    pub amount: Amount,
+    /// When it expires (`KRUG_BONUS_EXPIRY_DAYS` after it became spendable).
+    pub at: OffsetDateTime,
+}
+
 #[derive(Debug, Clone, Object)]
 pub struct BalanceView {
     /// Spendable: the sum of the ledger.
     pub balance: Amount,
     /// Accrued at businesses that hold cashback a while, not spendable yet.
     pub pending: Amount,
+    /// The next lot to expire; absent when nothing will (nothing left, or
+    /// `KRUG_BONUS_EXPIRY_DAYS` is 0).
+    #[oai(nullable)]
+    pub expiring: Option<ExpiringView>,
     pub lifetime_earned: Amount,
     pub lifetime_spent: Amount,
     pub status_tier: String,
@@ -241,10 +254,14 @@ impl LoyaltyApi {
             return Ok(Json(Envelope::new(view)));
         }
         let member = [user_id];
-        let (user, balance, pending, stats, rules) = tokio::try_join!(
+        let expiry = domain::lots::ExpiryRule {
+            days: self.state.bonus_expiry_days,
+        };
+        let (user, balance, pending, expiring, stats, rules) = tokio::try_join!(
             users::get(db, user_id),
             loyalty::balance(db, user_id),
             storage::ledger::pending_total(db, user_id),
+            storage::ledger::expiring(db, user_id, expiry),
             tiers::member_stats(db, &member),
             tiers::rules(db),
         )?;
@@ -263,6 +280,10 @@ impl LoyaltyApi {
         let view = BalanceView {
             balance: balance.balance.into(),
             pending: pending.into(),
+            expiring: expiring.map(|(amount, at)| ExpiringView {
+                amount: amount.into(),
+                at,
+            }),
             lifetime_earned: balance.lifetime_earned.into(),
             lifetime_spent: balance.lifetime_spent.into(),
             status_tier: tier.as_str().to_owned(),

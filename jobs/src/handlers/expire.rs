@@ -1,15 +1,19 @@
 //! `expire` (hourly): time passing on bonuses and coupons. Held accruals whose hold ended
-//! enter the ledger (with a notice that they can be spent), and coupons past their date stop
-//! being usable. What is due is decided by `Env::clock`. Then referral invitations whose
-//! invitee's qualifying purchase is past its hold window (its accrual released) are settled
-//! (`handlers::referral`).
+//! enter the ledger (with a notice that they can be spent); lots of bonuses whose
+//! `KRUG_BONUS_EXPIRY_DAYS` are over expire (an `expiry` entry each), and members are told
+//! 14 days ahead, once per lot; coupons past their date stop being usable. What is due is
+//! decided by `Env::clock`. Then referral invitations whose invitee's qualifying purchase is
+//! past its hold window (its accrual released) are settled (`handlers::referral`).
 
 use crate::{
     handlers::notify::Notify,
     outbox,
     queue::{Job, JobCtx, JobError, QueueName},
 };
-use domain::messages::Message;
+use domain::{
+    lots::ExpiryRule,
+    messages::{Message, russian_date},
+};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -21,12 +25,15 @@ pub struct Expire {}
 
 /// Members' accruals released per transaction: their balance locks are held that long.
 const RELEASE_BATCH: i64 = 1000;
+/// Members whose lots are expired per transaction (each one's whole ledger is read).
+const EXPIRY_BATCH: i64 = 500;
 
 impl Job for Expire {
     const QUEUE: QueueName = QueueName::Expire;
 
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let released = release_held_accruals(&ctx).await?;
+        let (lots_expired, expiry_notices) = expire_lots(&ctx).await?;
         let expired = sqlx::query(
             "UPDATE coupons SET expired_at = now()
              WHERE expires_at <= $1 AND redeemed_at IS NULL AND expired_at IS NULL",
@@ -39,6 +46,8 @@ impl Job for Expire {
         let referrals_rewarded = super::referral::settle_referrals(&ctx).await?;
         tracing::info!(
             accruals_released = released,
+            lots_expired,
+            expiry_notices,
             coupons_expired = expired,
             referrals_rewarded,
             "expiry done"
@@ -90,6 +99,60 @@ async fn release_held_accruals(ctx: &JobCtx) -> Result<usize, JobError> {
         env.cache.balances_changed(members.keys().copied()).await;
         if let Err(e) = outbox::relay(&env.db, &env.queue, &follow_ups).await {
             tracing::warn!(error = %e, "release notices recorded but not relayed");
+        }
+    }
+}
+
+/// Expires the lots whose time has come and announces those 14 days from it, a batch of
+/// members per transaction; a member is told once per day her lots expire on, the notice
+/// named after its first lot (the lots are marked announced with the notice, so a retry
+/// cannot send it twice). Returns the lots expired and the notices recorded.
+async fn expire_lots(ctx: &JobCtx) -> Result<(usize, usize), JobError> {
+    let env = &ctx.env;
+    let rule = ExpiryRule {
+        days: env.bonus_expiry_days,
+    };
+    let now = env.clock.now();
+    let offset = super::analytics::utc_offset(env.timezone);
+    let (mut expired, mut told) = (0, 0);
+    let mut after = None;
+    loop {
+        let mut tx = storage::begin_batch(&env.db).await?;
+        let run = ledger::expire_due(&mut tx, rule, now, after, EXPIRY_BATCH).await?;
+        let Some(last) = run.members.last().copied() else {
+            return Ok((expired, told));
+        };
+        after = Some(last);
+        expired += run.expired.len();
+        // Per member and day: Σ of what is left of the lots that expire that day.
+        let mut notices: BTreeMap<(Uuid, time::Date), (Uuid, Decimal)> = BTreeMap::new();
+        for n in &run.notices {
+            let day = n.expires_at.to_offset(offset).date();
+            let group = notices
+                .entry((n.user_id, day))
+                .or_insert((n.lot, Decimal::ZERO));
+            group.0 = group.0.min(n.lot);
+            group.1 += n.amount;
+        }
+        let mut follow_ups = Vec::new();
+        for ((user_id, day), (first, amount)) in &notices {
+            // No business is named: a lot may have been earned at a medical one.
+            let notify = Notify {
+                user_id: *user_id,
+                message: Message::BonusExpiring {
+                    amount: *amount,
+                    date: russian_date(*day),
+                },
+                dedupe_key: format!("expiring:{first}"),
+            };
+            follow_ups.push(notify.record(&mut tx).await?);
+        }
+        told += follow_ups.len();
+        tx.commit().await?;
+        let changed: BTreeMap<Uuid, ()> = run.expired.iter().map(|e| (e.user_id, ())).collect();
+        env.cache.balances_changed(changed.into_keys()).await;
+        if let Err(e) = outbox::relay(&env.db, &env.queue, &follow_ups).await {
+            tracing::warn!(error = %e, "expiry notices recorded but not relayed");
         }
     }
 }

@@ -13,15 +13,18 @@
 //! - [`record_qr_purchases`]: QR purchases priced by `domain::price_purchase`, set-based.
 //! - [`apply_bonuses`]: the rules applied to recorded (CRM) purchases and refunds, set-based.
 //! - [`refund_at_counter`]: a partner's refund of a QR purchase, full or partial.
+//! - [`expire_due`], [`expiring`]: lots of bonuses running out (`lots`).
 //!
 //! Both batch paths cost a fixed number of statements whatever the batch size.
 
 mod bonuses;
+mod lots;
 mod pending;
 mod purchases;
 mod refunds;
 
 pub use bonuses::{BonusOutcome, apply_bonuses};
+pub use lots::{Expired, ExpiryRun, Notice, expire_due, expiring};
 pub use pending::{Released, pending_total, release_due};
 pub use purchases::{QrPurchase, QrPurchaseRefusal, RecordedPurchase, record_qr_purchases};
 pub use refunds::{CounterRefund, Refund, RefundRefusal, Refunded, refund_at_counter};
@@ -206,14 +209,18 @@ impl Locked {
         }
         self.lock_more(tx, entries.iter().map(|e| e.user_id))
             .await?;
-        // Data-modifying CTEs: ledger, balances and transactions in one round trip. The
+        // Data-modifying CTEs: ledger, lots, balances and transactions in one round trip. The
         // `= ANY` conditions let the planner use the primary keys (it cannot see into UNNEST).
         let moved: Vec<(Uuid, Decimal, i64)> = sqlx::query_as(
             "WITH ledger AS (
                  INSERT INTO bonus_ledger (user_id, kind, amount, transaction_id, business_id, idempotency_key)
                  SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::numeric[], $4::uuid[], $5::uuid[], $6::text[])
                  ON CONFLICT (idempotency_key) DO NOTHING
-                 RETURNING user_id, kind, amount
+                 RETURNING id, user_id, kind, amount, created_at
+             ), lots AS (
+                 INSERT INTO bonus_lots (entry_id, user_id, spendable_at)
+                 SELECT id, user_id, created_at FROM ledger
+                 WHERE amount > 0 AND kind IN ('accrual', 'adjustment', 'referral')
              ), moved AS (
                  SELECT user_id, SUM(amount) AS delta,
                         COALESCE(SUM(amount) FILTER (WHERE kind = 'accrual'), 0) AS earned,

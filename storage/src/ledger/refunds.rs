@@ -7,7 +7,7 @@
 //! racing the first request — finds the refund and replays it.
 
 use super::{
-    Entry, EntryKind, Tx, lock,
+    Entry, EntryKind, Tx, lock, lots,
     pending::{self, Shrink},
 };
 use domain::loyalty::refund_share;
@@ -254,6 +254,9 @@ pub async fn refund_at_counter(
             ],
         )
         .await?;
+    if returned > Decimal::ZERO {
+        lots::reopen(tx, purchase.user_id).await?;
+    }
     Ok(Ok(Refunded {
         refund: Refund {
             id: ask.id,
