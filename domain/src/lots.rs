@@ -43,7 +43,10 @@ pub enum Move<I> {
     },
     /// A debit taken from the oldest lots (a redemption, a negative correction). `purchase`:
     /// the purchase whose redemption it is, remembered so a refund can give it back.
-    Spend { amount: Decimal, purchase: Option<I> },
+    Spend {
+        amount: Decimal,
+        purchase: Option<I>,
+    },
     /// A debit from one lot (a reversal of the purchase that accrued it, or the lot's own
     /// expiry); what the lot no longer holds is taken from the oldest lots instead.
     TakeBack { lot: Option<I>, amount: Decimal },
@@ -265,10 +268,7 @@ mod tests {
             ],
             YEAR,
         );
-        assert_eq!(
-            left(&lots),
-            [(1, dec!(0)), (2, dec!(30)), (3, dec!(30))]
-        );
+        assert_eq!(left(&lots), [(1, dec!(0)), (2, dec!(30)), (3, dec!(30))]);
         assert_eq!(lots.balance(), dec!(60));
         assert_eq!(lots.next_expiring(), Some((dec!(30), day(375))));
     }
@@ -312,7 +312,11 @@ mod tests {
         assert_eq!(left(&lots), [(1, dec!(75))]);
         assert_eq!(lots.balance(), dec!(75));
         let due: Vec<_> = lots.due(day(368)).map(|l| (l.id, l.left)).collect();
-        assert_eq!(due, [(1, dec!(75))], "only what the balance justifies expires");
+        assert_eq!(
+            due,
+            [(1, dec!(75))],
+            "only what the balance justifies expires"
+        );
     }
 
     #[test]
@@ -361,7 +365,11 @@ mod tests {
         let soon: Vec<_> = lots.expiring_soon(day(351)).map(|l| l.id).collect();
         assert_eq!(soon, [1]);
         assert_eq!(lots.expiring_soon(day(350)).count(), 0, "15 days ahead");
-        assert_eq!(lots.expiring_soon(day(365)).count(), 0, "expired, not expiring");
+        assert_eq!(
+            lots.expiring_soon(day(365)).count(),
+            0,
+            "expired, not expiring"
+        );
     }
 
     #[test]

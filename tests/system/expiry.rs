@@ -144,7 +144,10 @@ async fn the_oldest_lots_are_spent_first_and_what_is_left_expires_once_after_a_n
     assert_eq!(told.len(), 1, "{told:?}");
     assert!(told[0].contains("92.50 бонусов сгорят"), "{told:?}");
     assert!(!told[0].contains("Клиника"), "medical secrecy: {told:?}");
-    assert!(expiries(&app, user).await.is_empty(), "announced, not expired");
+    assert!(
+        expiries(&app, user).await.is_empty(),
+        "announced, not expired"
+    );
 
     // Their time comes: what is left of lots 2 and 3 expires, funded by the market; lot 1
     // (the clinic's) was spent. A second run writes nothing more.
@@ -189,7 +192,11 @@ async fn the_oldest_lots_are_spent_first_and_what_is_left_expires_once_after_a_n
     };
     let m = line(&market.id);
     assert_eq!(
-        (money(&m["issued"]), money(&m["redeemed"]), money(&m["expired"])),
+        (
+            money(&m["issued"]),
+            money(&m["redeemed"]),
+            money(&m["expired"])
+        ),
         (
             Decimal::from_str("142.50").unwrap(),
             Decimal::from(150),
@@ -199,7 +206,10 @@ async fn the_oldest_lots_are_spent_first_and_what_is_left_expires_once_after_a_n
     );
     assert_eq!(money(&m["net"]), Decimal::from(-100));
     let c = line(&clinic.id);
-    assert_eq!((money(&c["expired"]), money(&c["net"])), (Decimal::ZERO, Decimal::from(100)));
+    assert_eq!(
+        (money(&c["expired"]), money(&c["net"])),
+        (Decimal::ZERO, Decimal::from(100))
+    );
     assert_eq!(money(&statement["total"]), Decimal::ZERO);
 }
 
@@ -252,7 +262,9 @@ async fn a_refund_takes_back_its_own_lot_and_a_member_in_debt_has_nothing_to_exp
     assert!(owed["expiring"].is_null(), "nothing left to expire: {owed}");
 
     // Long after every lot's time: nothing expires, the debt stays what it was.
-    app.services.clock.advance(Duration::days(i64::from(DAYS) + 1));
+    app.services
+        .clock
+        .advance(Duration::days(i64::from(DAYS) + 1));
     app.run_schedule(&operator, "expire").await;
     assert!(expiries(&app, user).await.is_empty());
     assert_eq!(balance(&member).await["balance"], "-55.00");
@@ -292,7 +304,9 @@ async fn bonuses_given_back_to_an_expired_lot_expire_at_the_next_run() {
     let paid = app.buy(&market, &member, "1000.00", "100").await;
 
     // The lots' time passes: lot 2 (the market's 45) expires; lot 1 was spent.
-    app.services.clock.advance(Duration::days(i64::from(DAYS) + 1));
+    app.services
+        .clock
+        .advance(Duration::days(i64::from(DAYS) + 1));
     app.run_schedule(&operator, "expire").await;
     let market_id = Uuid::parse_str(&market.id).unwrap();
     assert_eq!(

@@ -363,7 +363,11 @@ async fn a_month_at_three_businesses_closes_into_a_statement_that_balances_again
         ledger_total
     );
     assert_eq!(balances, ledger_total);
-    assert_eq!(balances, Decimal::ZERO, "every lot spent, refunded or expired");
+    assert_eq!(
+        balances,
+        Decimal::ZERO,
+        "every lot spent, refunded or expired"
+    );
     app.assert_ledger_consistent().await;
 }
 

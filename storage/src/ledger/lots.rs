@@ -126,10 +126,7 @@ fn expired_lot(key: &str) -> Option<Uuid> {
 }
 
 /// These members' ledgers, in the order written.
-async fn ledgers(
-    db: impl PgExecutor<'_>,
-    users: &[Uuid],
-) -> sqlx::Result<HashMap<Uuid, Ledger>> {
+async fn ledgers(db: impl PgExecutor<'_>, users: &[Uuid]) -> sqlx::Result<HashMap<Uuid, Ledger>> {
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT l.id, l.user_id, l.kind, l.amount, l.business_id, l.transaction_id,
                 t.original_transaction_id, l.idempotency_key, l.created_at
@@ -269,17 +266,20 @@ pub async fn expire_due(
     .bind(soon)
     .execute(&mut **tx)
     .await?;
-    run.notices.sort_by_key(|n| (n.user_id, n.expires_at, n.lot));
+    run.notices
+        .sort_by_key(|n| (n.user_id, n.expires_at, n.lot));
     Ok(run)
 }
 
 /// A refund gave the member bonuses back: they may return to lots whose time has passed,
 /// so her lots are looked at again by the next `expire` run.
 pub(super) async fn reopen(tx: &mut Tx<'_>, user_id: Uuid) -> sqlx::Result<()> {
-    sqlx::query("UPDATE bonus_lots SET closed_at = NULL WHERE user_id = $1 AND closed_at IS NOT NULL")
-        .bind(user_id)
-        .execute(&mut **tx)
-        .await?;
+    sqlx::query(
+        "UPDATE bonus_lots SET closed_at = NULL WHERE user_id = $1 AND closed_at IS NOT NULL",
+    )
+    .bind(user_id)
+    .execute(&mut **tx)
+    .await?;
     Ok(())
 }
 
