@@ -36,9 +36,9 @@ pub struct PaymentsApi {
 /// {…}}`. Only the event and the object's id are read.
 #[derive(Debug, Object)]
 pub struct YooKassaNotification {
-    /// `notification`.
+    /// `notification` (ЮKassa always sends it).
     #[oai(rename = "type")]
-    pub kind: Option<Text>,
+    pub kind: Text,
     /// `payment.succeeded`, `payment.canceled`, `refund.succeeded` (others are ignored).
     pub event: Text,
     pub object: NotifiedObject,
