@@ -3,6 +3,7 @@
 pub mod clock;
 pub mod codes;
 pub mod fraud;
+pub mod local_time;
 pub mod lots;
 pub mod loyalty;
 pub mod media;

@@ -513,8 +513,8 @@ async fn registered_members_get_one_reminder_the_day_before() {
     let app = TestApp::spawn().await;
     let operator = app.operator().await;
     let tz = app.env.timezone;
-    let tomorrow = jobs::handlers::analytics::today(tz).next_day().unwrap();
-    let at = jobs::handlers::events::start_of_day(tz, tomorrow) + Duration::hours(19);
+    let tomorrow = domain::local_time::today(tz).next_day().unwrap();
+    let at = domain::local_time::start_of_day(tz, tomorrow) + Duration::hours(19);
     let event = published_event(
         &operator,
         json!({"title": "Вечер сыров", "date": rfc3339(at)}),

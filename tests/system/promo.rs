@@ -384,8 +384,7 @@ async fn quiet_hours_postpone_marketing_but_not_account_news() {
     assert_eq!(waiting.len(), 1);
     assert_eq!(waiting[0].1, "scheduled");
     let send_after = waiting[0].2.unwrap();
-    let offset = jobs::handlers::analytics::utc_offset(zone);
-    let local = send_after.to_offset(offset);
+    let local = domain::local_time::local(zone, send_after);
     assert_eq!(
         (local.hour(), local.minute()),
         (9, 0),

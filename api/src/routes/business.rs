@@ -157,7 +157,7 @@ impl BusinessApi {
             ));
         }
         // The day's total of this staff member's codes at this business, in kopecks.
-        let today = jobs::handlers::analytics::today(state.timezone);
+        let today = domain::local_time::today(state.timezone);
         let day_total = Window {
             key: state.cache.limit_key(
                 "qr-staff-day",

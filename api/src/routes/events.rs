@@ -18,7 +18,7 @@ use crate::{
 };
 use adapters::payments::{NewPayment, PaymentError};
 use domain::Tier;
-use jobs::handlers::events::start_of_day;
+use domain::local_time::start_of_day;
 use poem_openapi::{
     ApiResponse, Object, OpenApi, Tags,
     param::{Path, Query},

@@ -10,8 +10,8 @@ use crate::{
     wire::Amount,
     wire::Text,
 };
+use domain::local_time::start_of_day;
 use domain::{Money, Tier, codes::is_human_code};
-use jobs::handlers::events::start_of_day;
 use jobs::handlers::scan::ScanQr;
 use poem_openapi::{
     ApiResponse, Enum, Object, OpenApi, Tags,

@@ -12,8 +12,8 @@ use crate::{
     state::AppState,
     wire::{Amount, Text},
 };
+use domain::local_time::local_date;
 use domain::{PhoneNumber, phone::mask_phone};
-use jobs::handlers::events::local_date;
 use poem_openapi::{
     Object, OpenApi, Tags,
     param::{Header, Path, Query},

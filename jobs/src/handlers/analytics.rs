@@ -14,7 +14,7 @@ use domain::codes::human_code;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 use storage::coupons::{self, Issued, PromoChain};
-use time::{Date, OffsetDateTime};
+use time::Date;
 use uuid::Uuid;
 
 /// Facts per export batch.
@@ -35,7 +35,9 @@ impl Job for RfmSnapshot {
 
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
-        let date = self.date.unwrap_or_else(|| today(env.timezone));
+        let date = self
+            .date
+            .unwrap_or_else(|| domain::local_time::today(env.timezone));
         let exported =
             storage::analytics::export_facts(&env.db, &env.clickhouse, EXPORT_BATCH).await?;
         tracing::info!(exported, %date, "RFM: facts up to date; computing the snapshot");
@@ -95,18 +97,4 @@ async fn win_back(env: &Env, chain: &PromoChain, date: Date) -> Result<(), JobEr
     }
     tracing::info!(chain = %chain.id, %date, at_risk = total, issued, "win-back done");
     Ok(())
-}
-
-/// Today's date where the coalition lives.
-pub fn today(timezone: chrono_tz::Tz) -> Date {
-    OffsetDateTime::now_utc()
-        .to_offset(utc_offset(timezone))
-        .date()
-}
-
-/// The zone's offset from UTC right now (Europe/Moscow: +03:00).
-pub fn utc_offset(timezone: chrono_tz::Tz) -> time::UtcOffset {
-    let now = chrono::Utc::now().with_timezone(&timezone);
-    time::UtcOffset::from_whole_seconds(chrono::Offset::fix(now.offset()).local_minus_utc())
-        .unwrap_or(time::UtcOffset::UTC)
 }

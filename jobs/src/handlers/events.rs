@@ -11,11 +11,13 @@ use crate::{
     outbox,
     queue::{JobCtx, JobError},
 };
-use chrono::{Offset, TimeZone};
-use domain::messages::Message;
+use domain::{
+    local_time::{local_when, start_of_day, today},
+    messages::Message,
+};
 use serde::{Deserialize, Serialize};
 use storage::events;
-use time::{Date, OffsetDateTime, PrimitiveDateTime, Time, UtcOffset};
+use time::Date;
 
 /// Remind the members registered for events on `date` (tomorrow in `KRUG_TIMEZONE` when
 /// absent).
@@ -31,7 +33,7 @@ impl RemindEvents {
         let tz = env.timezone;
         let date = match self.date {
             Some(date) => date,
-            None => crate::handlers::analytics::today(tz)
+            None => today(tz)
                 .next_day()
                 .ok_or_else(|| JobError::permanent("no day after the end of the calendar"))?,
         };
@@ -76,88 +78,5 @@ impl RemindEvents {
         }
         tracing::info!(%date, events = due.len(), reminded, "event reminders done");
         Ok(())
-    }
-}
-
-/// The offset of `timezone` from UTC at the instant `at`.
-fn offset_at(timezone: chrono_tz::Tz, at: OffsetDateTime) -> UtcOffset {
-    let utc = chrono::DateTime::from_timestamp(at.unix_timestamp(), 0).unwrap_or_default();
-    let seconds = timezone
-        .offset_from_utc_datetime(&utc.naive_utc())
-        .fix()
-        .local_minus_utc();
-    UtcOffset::from_whole_seconds(seconds).unwrap_or(UtcOffset::UTC)
-}
-
-/// The instant `date` begins in `timezone` (its local midnight). Where a clock change
-/// skips midnight, the offset in force at midnight UTC is used: off by at most the change,
-/// in a few zones, on one night.
-pub fn start_of_day(timezone: chrono_tz::Tz, date: Date) -> OffsetDateTime {
-    let midnight = PrimitiveDateTime::new(date, Time::MIDNIGHT);
-    let naive = chrono::NaiveDate::from_ymd_opt(
-        date.year(),
-        u8::from(date.month()).into(),
-        date.day().into(),
-    )
-    .and_then(|d| d.and_hms_opt(0, 0, 0));
-    let offset = naive
-        .and_then(|n| timezone.from_local_datetime(&n).earliest())
-        .and_then(|local| {
-            UtcOffset::from_whole_seconds(local.offset().fix().local_minus_utc()).ok()
-        })
-        .unwrap_or_else(|| offset_at(timezone, midnight.assume_utc()));
-    midnight.assume_offset(offset).to_offset(UtcOffset::UTC)
-}
-
-/// The local date in `timezone` at the instant `at`.
-pub fn local_date(timezone: chrono_tz::Tz, at: OffsetDateTime) -> Date {
-    at.to_offset(offset_at(timezone, at)).date()
-}
-
-/// An instant as a member reads it in `timezone`: `26.11.2026 19:00`.
-pub fn local_when(timezone: chrono_tz::Tz, at: OffsetDateTime) -> String {
-    let local = at.to_offset(offset_at(timezone, at));
-    local
-        .format(time::macros::format_description!(
-            "[day].[month].[year] [hour]:[minute]"
-        ))
-        .expect("the format has only numeric components of a valid date")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use time::macros::{date, datetime};
-
-    #[test]
-    fn days_begin_at_local_midnight() {
-        let moscow = chrono_tz::Europe::Moscow;
-        assert_eq!(
-            start_of_day(moscow, date!(2026 - 11 - 26)),
-            datetime!(2026-11-25 21:00 UTC)
-        );
-        // Berlin keeps summer time until the last Sunday of October.
-        let berlin = chrono_tz::Europe::Berlin;
-        assert_eq!(
-            start_of_day(berlin, date!(2026 - 07 - 01)),
-            datetime!(2026-06-30 22:00 UTC)
-        );
-        assert_eq!(
-            start_of_day(berlin, date!(2026 - 12 - 01)),
-            datetime!(2026-11-30 23:00 UTC)
-        );
-    }
-
-    #[test]
-    fn reminders_show_local_wall_clock_time() {
-        let moscow = chrono_tz::Europe::Moscow;
-        assert_eq!(
-            local_when(moscow, datetime!(2026-11-26 16:00 UTC)),
-            "26.11.2026 19:00"
-        );
-        assert_eq!(
-            local_when(moscow, datetime!(2026-11-26 21:05 UTC)),
-            "27.11.2026 00:05"
-        );
     }
 }

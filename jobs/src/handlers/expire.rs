@@ -113,7 +113,6 @@ async fn expire_lots(ctx: &JobCtx) -> Result<(usize, usize), JobError> {
         days: env.bonus_expiry_days,
     };
     let now = env.clock.now();
-    let offset = super::analytics::utc_offset(env.timezone);
     let (mut expired, mut told) = (0, 0);
     let mut after = None;
     loop {
@@ -127,7 +126,7 @@ async fn expire_lots(ctx: &JobCtx) -> Result<(usize, usize), JobError> {
         // Per member and day: Σ of what is left of the lots that expire that day.
         let mut notices: BTreeMap<(Uuid, time::Date), (Uuid, Decimal)> = BTreeMap::new();
         for n in &run.notices {
-            let day = n.expires_at.to_offset(offset).date();
+            let day = domain::local_time::local_date(env.timezone, n.expires_at);
             let group = notices
                 .entry((n.user_id, day))
                 .or_insert((n.lot, Decimal::ZERO));

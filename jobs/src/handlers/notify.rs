@@ -292,8 +292,8 @@ pub(crate) async fn sms_and_record(
 
 /// When quiet hours end, if they are on now (in `timezone`).
 fn quiet_until(timezone: chrono_tz::Tz) -> Option<OffsetDateTime> {
-    let offset = crate::handlers::analytics::utc_offset(timezone);
-    let now = OffsetDateTime::now_utc().to_offset(offset);
+    let now = domain::local_time::local(timezone, OffsetDateTime::now_utc());
+    let offset = now.offset();
     let end = quiet_hours_end(time::PrimitiveDateTime::new(now.date(), now.time()))?;
     Some(end.assume_offset(offset).to_offset(time::UtcOffset::UTC))
 }

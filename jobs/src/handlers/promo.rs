@@ -104,10 +104,7 @@ pub async fn coupon_notice(
         .discount_type
         .parse()
         .unwrap_or(DiscountType::Percent);
-    let expires = coupon
-        .expires_at
-        .to_offset(crate::handlers::analytics::utc_offset(timezone))
-        .date();
+    let expires = domain::local_time::local_date(timezone, coupon.expires_at);
     Ok(Notify {
         user_id: coupon.user_id,
         message: Message::CouponIssued {

@@ -487,10 +487,7 @@ async fn follow_ups(
                 Some(at) => Message::BonusPending {
                     amount: d.result.bonus_accrued,
                     business,
-                    available: russian_date(
-                        at.to_offset(crate::handlers::analytics::utc_offset(timezone))
-                            .date(),
-                    ),
+                    available: russian_date(domain::local_time::local_date(timezone, at)),
                 },
                 None => Message::BonusAccrued {
                     amount: d.result.bonus_accrued,
