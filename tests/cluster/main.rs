@@ -336,9 +336,9 @@ async fn a_master_killed_mid_run_loses_and_doubles_nothing() {
 
     // The test reads login codes from the database, as `sign_in` does.
     let mut config = Config::from_env().unwrap();
-    config.database_url = database_url.clone();
+    config.database_url = database_url.clone().into();
     config.clickhouse_db = name.clone();
-    config.redis_url = cluster.url.clone();
+    config.redis_url = cluster.url.clone().into();
     config.queue_prefix = prefix.clone();
     config.key_dir = test_key_dir();
     let services = Services::connect(config).unwrap();
