@@ -349,3 +349,41 @@ async fn fire(
         tracing::warn!(schedule = schedule.name, error = %e, "could not record a tick");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_second() -> cron::Schedule {
+        cron::Schedule::from_str("* * * * * *").unwrap()
+    }
+
+    /// A firing that outlasted the next ticks (Redis unreachable for 10 s) goes on with the
+    /// first tick still to come, not with one already past (which wedged apalis-cron).
+    #[test]
+    fn after_a_late_firing_the_next_tick_is_still_to_come() {
+        let tz: Tz = "Europe/Moscow".parse().unwrap();
+        let now = chrono::Utc::now().with_timezone(&tz);
+        let late = now - chrono::Duration::seconds(10);
+        let next = next_due(&every_second(), tz, Some(late)).unwrap();
+        assert!(next > now, "{next} is not after {now}");
+        assert!(next <= now + chrono::Duration::seconds(1));
+    }
+
+    /// A wall clock that lags the timer a little never fires the same tick twice.
+    #[test]
+    fn a_tick_is_never_due_twice() {
+        let tz: Tz = "Europe/Moscow".parse().unwrap();
+        let ahead = chrono::Utc::now().with_timezone(&tz) + chrono::Duration::seconds(5);
+        let next = next_due(&every_second(), tz, Some(ahead)).unwrap();
+        assert!(next > ahead);
+    }
+
+    #[test]
+    fn the_next_tick_of_a_daily_schedule_is_a_day_later() {
+        let tz: Tz = "Europe/Moscow".parse().unwrap();
+        let daily = cron::Schedule::from_str("0 0 3 * * *").unwrap();
+        let tick = daily.upcoming(tz).next().unwrap().timestamp() as u64;
+        assert_eq!(next_tick(&daily, tz, tick), Some(tick + 24 * 3600));
+    }
+}
