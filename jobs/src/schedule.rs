@@ -1,8 +1,9 @@
 //! `krug scheduler`: fires the cron schedules of DESIGN.md.
 //!
-//! Ticks come from apalis-cron in `KRUG_TIMEZONE`. Each tick becomes one job whose id is
-//! derived from (prefix, schedule, tick time) and whose push carries the same idempotency
-//! key, so however many schedulers run, a tick is enqueued once (APALIS.md #3).
+//! Ticks follow each schedule's cron expression in `KRUG_TIMEZONE`. Each tick becomes one
+//! job whose id is derived from (prefix, schedule, tick time) and whose push carries the
+//! same idempotency key, so however many schedulers run, a tick is enqueued once
+//! (APALIS.md #3).
 
 use crate::{
     client::{JobQueue, RawJob},
@@ -16,9 +17,7 @@ use crate::{
     processes::{self, ProcessInfo},
     queue::{Job, QueueName},
 };
-use apalis_cron::CronScheduler;
 use chrono_tz::Tz;
-use futures::StreamExt;
 use sqlx::PgPool;
 use std::{str::FromStr, sync::Arc};
 use time::OffsetDateTime;
@@ -204,28 +203,27 @@ pub async fn run(env: Arc<Env>, timezone: Tz, shutdown: CancellationToken) -> an
     ));
     crate::metrics::initialise_scheduler(&armed.iter().map(|(s, _)| s.name).collect::<Vec<_>>());
     for (schedule, cron) in armed {
-        catch_up(&env, &schedule, &cron, timezone).await;
+        catch_up(&env, &schedule, &cron, timezone, &shutdown).await;
         let env = env.clone();
         let shutdown = shutdown.clone();
         tracing::info!(schedule = schedule.name, cron = %schedule.cron, "schedule armed");
         tasks.spawn(async move {
-            let mut ticks = Box::pin(
-                CronScheduler::new(cron)
-                    .with_timezone(timezone)
-                    .into_stream(),
-            );
+            let mut last_tick = None;
             loop {
-                let tick = tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    tick = ticks.next() => tick,
+                let Some(tick) = next_due(&cron, timezone, last_tick) else {
+                    return;
                 };
-                match tick {
-                    Some(Ok(tick)) => fire(&env, &schedule, tick.get_timestamp()).await,
-                    Some(Err(e)) => {
-                        tracing::warn!(schedule = schedule.name, error = %e, "schedule error")
-                    }
-                    None => return,
+                let wait = (tick.with_timezone(&chrono::Utc) - chrono::Utc::now())
+                    .to_std()
+                    .unwrap_or_default();
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(wait) => {}
                 }
+                let tick_unix = tick.timestamp().max(0) as u64;
+                let next = next_tick(&cron, timezone, tick_unix);
+                fire(&env, &schedule, tick_unix, next, &shutdown).await;
+                last_tick = Some(tick);
             }
         });
     }
@@ -243,7 +241,13 @@ const CATCH_UP_LOOKBACK_HOURS: i64 = 24;
 /// A scheduler that was down fires the last tick it missed, once (not every tick it
 /// missed: a storm of stale polls and snapshots helps nobody). The tick's job id is the
 /// same in every scheduler, so several starting together still enqueue it once.
-async fn catch_up(env: &Env, schedule: &Schedule, cron: &cron::Schedule, timezone: Tz) {
+async fn catch_up(
+    env: &Env,
+    schedule: &Schedule,
+    cron: &cron::Schedule,
+    timezone: Tz,
+    shutdown: &CancellationToken,
+) {
     let now = chrono::Utc::now().with_timezone(&timezone);
     let since = now - chrono::Duration::hours(CATCH_UP_LOOKBACK_HOURS);
     let Some(missed) = cron.after(&since).take_while(|t| *t <= now).last() else {
@@ -267,21 +271,72 @@ async fn catch_up(env: &Env, schedule: &Schedule, cron: &cron::Schedule, timezon
         return;
     }
     tracing::info!(schedule = schedule.name, tick = %missed, "catching up the last missed tick");
-    fire(env, schedule, missed.timestamp().max(0) as u64).await;
+    let tick = missed.timestamp().max(0) as u64;
+    let next = next_tick(cron, timezone, tick);
+    fire(env, schedule, tick, next, shutdown).await;
 }
 
-async fn fire(env: &Env, schedule: &Schedule, tick_unix: u64) {
+/// The schedule's first tick after now (and after `last`, the tick fired before).
+///
+/// Computed afresh after every firing: a firing that outlasts the following ticks (Redis
+/// unreachable for longer than a per-second schedule's period) skips them instead of
+/// replaying them late. apalis-cron 1.0's stream, used before, computed the next tick when
+/// the previous one fired and, polled after that tick had passed, returned "out of range"
+/// forever without moving on: the schedule stopped and its loop spun.
+fn next_due(
+    cron: &cron::Schedule,
+    timezone: Tz,
+    last: Option<chrono::DateTime<Tz>>,
+) -> Option<chrono::DateTime<Tz>> {
+    let now = chrono::Utc::now().with_timezone(&timezone);
+    let from = last.map_or(now, |last| last.max(now));
+    cron.after(&from).next()
+}
+
+/// The tick after `tick_unix`, in unix seconds.
+fn next_tick(cron: &cron::Schedule, timezone: Tz, tick_unix: u64) -> Option<u64> {
+    let tick = chrono::DateTime::from_timestamp(tick_unix as i64, 0)?.with_timezone(&timezone);
+    let next = cron.after(&tick).next()?;
+    Some(next.timestamp().max(0) as u64)
+}
+
+/// How long a scheduler waits before trying a failed enqueue again.
+const RETRY_ENQUEUE_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Enqueues the job of a tick. An enqueue that fails (Redis down, a cluster master failing
+/// over) is tried again until it succeeds or the schedule's next tick (`next_unix`) is due,
+/// which supersedes it: a daily tick outlives a Redis blip, a per-minute one is not
+/// replayed late. Every try carries the same job id and idempotency key, so a try that
+/// reached Redis but whose answer was lost is not enqueued twice.
+async fn fire(
+    env: &Env,
+    schedule: &Schedule,
+    tick_unix: u64,
+    next_unix: Option<u64>,
+    shutdown: &CancellationToken,
+) {
     let job = schedule.job_for_tick(env.queue.prefix(), tick_unix);
-    if let Err(e) = env
-        .queue
-        .push_raw(schedule.queue, std::slice::from_ref(&job))
-        .await
-    {
+    loop {
+        let Err(e) = env
+            .queue
+            .push_raw(schedule.queue, std::slice::from_ref(&job))
+            .await
+        else {
+            break;
+        };
         SCHEDULER_TICKS
             .with_label_values(&[schedule.name, "failed"])
             .inc();
-        tracing::warn!(schedule = schedule.name, error = %e, "could not enqueue a tick");
-        return;
+        let retry_at = OffsetDateTime::now_utc() + RETRY_ENQUEUE_AFTER;
+        if next_unix.is_some_and(|next| retry_at.unix_timestamp() >= next as i64) {
+            tracing::warn!(schedule = schedule.name, error = %e, "could not enqueue a tick; the next one supersedes it");
+            return;
+        }
+        tracing::warn!(schedule = schedule.name, error = %e, "could not enqueue a tick; trying again");
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY_ENQUEUE_AFTER) => {}
+            _ = shutdown.cancelled() => return,
+        }
     }
     SCHEDULER_TICKS
         .with_label_values(&[schedule.name, "enqueued"])
@@ -292,5 +347,43 @@ async fn fire(env: &Env, schedule: &Schedule, tick_unix: u64) {
     if let Err(e) = record_run(&env.db, schedule.name, tick_at, job.id).await {
         note_database_error(&e);
         tracing::warn!(schedule = schedule.name, error = %e, "could not record a tick");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_second() -> cron::Schedule {
+        cron::Schedule::from_str("* * * * * *").unwrap()
+    }
+
+    /// A firing that outlasted the next ticks (Redis unreachable for 10 s) goes on with the
+    /// first tick still to come, not with one already past (which wedged apalis-cron).
+    #[test]
+    fn after_a_late_firing_the_next_tick_is_still_to_come() {
+        let tz: Tz = "Europe/Moscow".parse().unwrap();
+        let now = chrono::Utc::now().with_timezone(&tz);
+        let late = now - chrono::Duration::seconds(10);
+        let next = next_due(&every_second(), tz, Some(late)).unwrap();
+        assert!(next > now, "{next} is not after {now}");
+        assert!(next <= now + chrono::Duration::seconds(1));
+    }
+
+    /// A wall clock that lags the timer a little never fires the same tick twice.
+    #[test]
+    fn a_tick_is_never_due_twice() {
+        let tz: Tz = "Europe/Moscow".parse().unwrap();
+        let ahead = chrono::Utc::now().with_timezone(&tz) + chrono::Duration::seconds(5);
+        let next = next_due(&every_second(), tz, Some(ahead)).unwrap();
+        assert!(next > ahead);
+    }
+
+    #[test]
+    fn the_next_tick_of_a_daily_schedule_is_a_day_later() {
+        let tz: Tz = "Europe/Moscow".parse().unwrap();
+        let daily = cron::Schedule::from_str("0 0 3 * * *").unwrap();
+        let tick = daily.upcoming(tz).next().unwrap().timestamp() as u64;
+        assert_eq!(next_tick(&daily, tz, tick), Some(tick + 24 * 3600));
     }
 }

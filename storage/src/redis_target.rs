@@ -159,8 +159,8 @@ pub enum RedisConnection {
 /// concurrent requests: after the replica's promotion every command still times out,
 /// forever (its slot refresh never completes). Measured here with GETs in flight during a
 /// failover: 400 at a time, silent 30 s after the promotion in 2 runs of 2; 100 at a time,
-/// in 1 run of 2; one at a time, never (`tests/cluster`,
-/// `the_connection_recovers_from_a_failover_under_concurrent_commands`). A fresh
+/// in 1 run of 2; one at a time, never (measured by hand when cluster support was written;
+/// `tests/cluster` fails a master over under the processes' own load). A fresh
 /// connection discovers the new map from the other nodes at once. A real failover also
 /// goes unanswered for a few seconds and gets a fresh connection too: one slot discovery.
 #[derive(Clone)]
