@@ -1,7 +1,7 @@
 //! `krug scheduler`: fires the cron schedules of DESIGN.md.
 //!
-//! Ticks follow each schedule's cron expression in `KRUG_TIMEZONE`. Each tick becomes one
-//! job whose id is derived from (prefix, schedule, tick time) and whose push carries the
+//! Ticks come from apalis-cron (patched: `vendor/apalis-cron/PATCHES.md`) in
+//! `KRUG_TIMEZONE`. Each tick becomes one job whose id is derived from (prefix, schedule, tick time) and whose push carries the
 //! same idempotency key, so however many schedulers run, a tick is enqueued once
 //! (APALIS.md #3).
 
@@ -17,7 +17,9 @@ use crate::{
     processes::{self, ProcessInfo},
     queue::{Job, QueueName},
 };
+use apalis_cron::CronScheduler;
 use chrono_tz::Tz;
+use futures::StreamExt;
 use sqlx::PgPool;
 use std::{str::FromStr, sync::Arc};
 use time::OffsetDateTime;
@@ -208,22 +210,29 @@ pub async fn run(env: Arc<Env>, timezone: Tz, shutdown: CancellationToken) -> an
         let shutdown = shutdown.clone();
         tracing::info!(schedule = schedule.name, cron = %schedule.cron, "schedule armed");
         tasks.spawn(async move {
-            let mut last_tick = None;
+            let mut ticks = Box::pin(
+                CronScheduler::new(cron.clone())
+                    .with_timezone(timezone)
+                    .into_stream(),
+            );
             loop {
-                let Some(tick) = next_due(&cron, timezone, last_tick) else {
-                    return;
-                };
-                let wait = (tick.with_timezone(&chrono::Utc) - chrono::Utc::now())
-                    .to_std()
-                    .unwrap_or_default();
-                tokio::select! {
+                let tick = tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(wait) => {}
+                    tick = ticks.next() => tick,
+                };
+                match tick {
+                    Some(Ok(tick)) => {
+                        let tick_unix = tick.get_timestamp();
+                        let next = next_tick(&cron, timezone, tick_unix);
+                        fire(&env, &schedule, tick_unix, next, &shutdown).await;
+                    }
+                    // A tick that went by while the previous one was still being enqueued
+                    // is skipped, not replayed late; the stream goes on with the next.
+                    Some(Err(e)) => {
+                        tracing::warn!(schedule = schedule.name, error = %e, "tick skipped")
+                    }
+                    None => return,
                 }
-                let tick_unix = tick.timestamp().max(0) as u64;
-                let next = next_tick(&cron, timezone, tick_unix);
-                fire(&env, &schedule, tick_unix, next, &shutdown).await;
-                last_tick = Some(tick);
             }
         });
     }
@@ -274,23 +283,6 @@ async fn catch_up(
     let tick = missed.timestamp().max(0) as u64;
     let next = next_tick(cron, timezone, tick);
     fire(env, schedule, tick, next, shutdown).await;
-}
-
-/// The schedule's first tick after now (and after `last`, the tick fired before).
-///
-/// Computed afresh after every firing: a firing that outlasts the following ticks (Redis
-/// unreachable for longer than a per-second schedule's period) skips them instead of
-/// replaying them late. apalis-cron 1.0's stream, used before, computed the next tick when
-/// the previous one fired and, polled after that tick had passed, returned "out of range"
-/// forever without moving on: the schedule stopped and its loop spun.
-fn next_due(
-    cron: &cron::Schedule,
-    timezone: Tz,
-    last: Option<chrono::DateTime<Tz>>,
-) -> Option<chrono::DateTime<Tz>> {
-    let now = chrono::Utc::now().with_timezone(&timezone);
-    let from = last.map_or(now, |last| last.max(now));
-    cron.after(&from).next()
 }
 
 /// The tick after `tick_unix`, in unix seconds.
@@ -358,25 +350,38 @@ mod tests {
         cron::Schedule::from_str("* * * * * *").unwrap()
     }
 
-    /// A firing that outlasted the next ticks (Redis unreachable for 10 s) goes on with the
-    /// first tick still to come, not with one already past (which wedged apalis-cron).
-    #[test]
-    fn after_a_late_firing_the_next_tick_is_still_to_come() {
+    /// A per-second schedule whose consumer was busy for 2.5 s (an enqueue retried through
+    /// a Redis failover) goes on ticking: the tick that went by is reported once and the
+    /// next is still to come. Unpatched apalis-cron 1.0 answered `OutOfRange` for the past
+    /// tick on every poll after, and the schedule never ticked again.
+    #[tokio::test]
+    async fn a_tick_missed_while_busy_does_not_stop_the_schedule() {
         let tz: Tz = "Europe/Moscow".parse().unwrap();
-        let now = chrono::Utc::now().with_timezone(&tz);
-        let late = now - chrono::Duration::seconds(10);
-        let next = next_due(&every_second(), tz, Some(late)).unwrap();
-        assert!(next > now, "{next} is not after {now}");
-        assert!(next <= now + chrono::Duration::seconds(1));
-    }
-
-    /// A wall clock that lags the timer a little never fires the same tick twice.
-    #[test]
-    fn a_tick_is_never_due_twice() {
-        let tz: Tz = "Europe/Moscow".parse().unwrap();
-        let ahead = chrono::Utc::now().with_timezone(&tz) + chrono::Duration::seconds(5);
-        let next = next_due(&every_second(), tz, Some(ahead)).unwrap();
-        assert!(next > ahead);
+        let mut ticks = Box::pin(
+            CronScheduler::new(every_second())
+                .with_timezone(tz)
+                .into_stream(),
+        );
+        let first = ticks.next().await.unwrap().unwrap().get_timestamp();
+        tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+        let mut skipped = 0;
+        let next = loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(3), ticks.next()).await {
+                Ok(Some(Ok(tick))) => break tick.get_timestamp(),
+                Ok(Some(Err(_))) => {
+                    skipped += 1;
+                    assert!(skipped <= 1, "the past tick is reported again and again");
+                }
+                Ok(None) => panic!("the schedule ended"),
+                Err(_) => panic!("no tick within 3 s of the missed one"),
+            }
+        };
+        assert_eq!(skipped, 1, "the tick that went by is reported");
+        let now = OffsetDateTime::now_utc().unix_timestamp() as u64;
+        assert!(
+            next >= first + 2 && next + 1 >= now,
+            "tick {next} after {first}, now {now}"
+        );
     }
 
     #[test]
