@@ -103,7 +103,9 @@ impl Services {
             ),
             None => {
                 if config.environment == crate::config::Environment::Production {
-                    tracing::warn!("SMTP_URL is unset: e-mail (tickets, receipts, statements) is only logged");
+                    tracing::warn!(
+                        "SMTP_URL is unset: e-mail (tickets, receipts, statements) is only logged"
+                    );
                 }
                 Arc::new(LogEmail)
             }

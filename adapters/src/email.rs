@@ -184,7 +184,11 @@ impl EmailSender for SmtpEmail {
         match self.transport.send(mail).await {
             Ok(response) => Ok(EmailReceipt {
                 reply: crate::excerpt(
-                    &format!("{} {}", response.code(), response.message().collect::<Vec<_>>().join(" ")),
+                    &format!(
+                        "{} {}",
+                        response.code(),
+                        response.message().collect::<Vec<_>>().join(" ")
+                    ),
                     200,
                 ),
             }),
@@ -216,7 +220,8 @@ mod tests {
             content_type: "text/csv; charset=utf-8".to_owned(),
             content: b"period,net\n2026-11,350.00\n".to_vec(),
         };
-        let raw = String::from_utf8(build(&from, &message(vec![csv])).unwrap().formatted()).unwrap();
+        let raw =
+            String::from_utf8(build(&from, &message(vec![csv])).unwrap().formatted()).unwrap();
         assert!(raw.contains("multipart/mixed"), "{raw}");
         assert!(raw.contains("filename=\"statement-2026-11.csv\""), "{raw}");
         assert!(raw.contains("Message-ID: <ticket.1@svoy-krug>"), "{raw}");

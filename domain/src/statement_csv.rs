@@ -118,7 +118,10 @@ mod tests {
         let csv = write("2026-11", "open", &[row("Кафе \"Ромашка\"")], Some(totals));
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(lines.len(), 4, "{csv}");
-        assert!(lines[1].contains("\"Кафе \"\"Ромашка\"\"\""), "quotes doubled: {csv}");
+        assert!(
+            lines[1].contains("\"Кафе \"\"Ромашка\"\"\""),
+            "quotes doubled: {csv}"
+        );
         assert_eq!(lines[2], "2026-11,open,,\"operator\",300.00,,,,300.00,,,");
         assert_eq!(lines[3], "2026-11,open,,\"total\",,,,,650.00,,,");
     }

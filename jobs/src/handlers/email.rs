@@ -61,7 +61,10 @@ impl SendEmail {
     }
 
     /// The statements of every business of a period just closed.
-    pub fn statements(period: Period, business_ids: impl IntoIterator<Item = Uuid>) -> Vec<OutboxJob> {
+    pub fn statements(
+        period: Period,
+        business_ids: impl IntoIterator<Item = Uuid>,
+    ) -> Vec<OutboxJob> {
         business_ids
             .into_iter()
             .map(|business_id| {

@@ -190,20 +190,20 @@ async fn settle(
             }
             .outbox_row()];
             match payments::confirm(db, ours.id, &ticket).await? {
-            Confirmation::Confirmed(p) | Confirmation::ConfirmedLate(p) => {
-                tracing::info!(payment_id = %p.id, event_id = %p.event_id, "paid seat confirmed");
-                relay(db, queue, &ticket).await;
-                Ok(Outcome::Confirmed)
-            }
-            Confirmation::RefundDue(p) => {
-                tracing::info!(payment_id = %p.id, "paid too late for a seat; refunding");
-                refund(db, queue, kassa, &p).await?;
-                Ok(Outcome::Refunding)
-            }
-            Confirmation::Unchanged => Ok(match ours.status.as_str() {
-                "succeeded" => Outcome::Confirmed,
-                _ => Outcome::Mismatch,
-            }),
+                Confirmation::Confirmed(p) | Confirmation::ConfirmedLate(p) => {
+                    tracing::info!(payment_id = %p.id, event_id = %p.event_id, "paid seat confirmed");
+                    relay(db, queue, &ticket).await;
+                    Ok(Outcome::Confirmed)
+                }
+                Confirmation::RefundDue(p) => {
+                    tracing::info!(payment_id = %p.id, "paid too late for a seat; refunding");
+                    refund(db, queue, kassa, &p).await?;
+                    Ok(Outcome::Refunding)
+                }
+                Confirmation::Unchanged => Ok(match ours.status.as_str() {
+                    "succeeded" => Outcome::Confirmed,
+                    _ => Outcome::Mismatch,
+                }),
             }
         }
         PaymentStatus::Canceled => {
