@@ -317,7 +317,7 @@ fn money(amount: Decimal) -> String {
 
 /// `dd.mm.yyyy HH:MM` in `KRUG_TIMEZONE`.
 fn local_date_time(env: &Env, at: OffsetDateTime) -> String {
-    let local = at.to_offset(crate::handlers::analytics::utc_offset(env.timezone));
+    let local = domain::local_time::local(env.timezone, at);
     format!(
         "{:02}.{:02}.{} {:02}:{:02}",
         local.day(),
