@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what is missing and starts PostgreSQL, Redis, ClickHouse and an S3-compatible
-# object store on loopback, then waits until each answers. Idempotent: services that already
+# Installs what is missing and starts PostgreSQL, Redis, ClickHouse, an S3-compatible
+# object store and an SMTP sink on loopback, then waits until each answers. Idempotent: services that already
 # run are left alone.
 # Written for this project's machines (Debian 12, root, PostgreSQL 15 with trust auth on loopback).
 set -euo pipefail
@@ -87,3 +87,34 @@ if ! curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; then
         >/var/log/krug/s3s-fs.log 2>&1 </dev/null &
 fi
 wait_for "S3 (s3s-fs)" 30 curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"
+
+# --- SMTP sink (e-mail) ------------------------------------------------------------------
+# aiosmtpd (PyPI) accepts every message on 127.0.0.1:1025 and files it in a Maildir, one
+# file per message under $KRUG_MAIL_DIR/new: development and tests point SMTP_URL at it
+# (smtp://127.0.0.1:1025) and read what was "sent" from there. Nothing is relayed anywhere.
+SMTP_PORT="${KRUG_SMTP_PORT:-1025}"
+AIOSMTPD_VERSION=1.4.6
+MAIL_DIR="${KRUG_MAIL_DIR:-/tmp/krug-mail}"
+PYTHON=$(command -v python3 || true)
+if [ -z "$PYTHON" ]; then
+    log "installing Python 3"; apt_install python3 python3-pip; PYTHON=$(command -v python3)
+fi
+# A Maildir is its three folders (aiosmtpd creates them only when the directory is new).
+mkdir -p "$MAIL_DIR/tmp" "$MAIL_DIR/new" "$MAIL_DIR/cur"
+smtp_up() { (exec 3<>"/dev/tcp/127.0.0.1/$SMTP_PORT") 2>/dev/null; }
+if ! smtp_up; then
+    if ! "$PYTHON" -c "import aiosmtpd, sys; sys.exit(aiosmtpd.__version__ != '$AIOSMTPD_VERSION')" 2>/dev/null; then
+        log "installing aiosmtpd $AIOSMTPD_VERSION from PyPI"
+        "$PYTHON" -m pip install --quiet "aiosmtpd==$AIOSMTPD_VERSION" >/tmp/krug-aiosmtpd-install.log 2>&1 \
+            || "$PYTHON" -m pip install --quiet --break-system-packages "aiosmtpd==$AIOSMTPD_VERSION" \
+                >>/tmp/krug-aiosmtpd-install.log 2>&1 \
+            || { log "could not install aiosmtpd (see /tmp/krug-aiosmtpd-install.log)"; exit 1; }
+    fi
+    log "starting the SMTP sink (aiosmtpd) on 127.0.0.1:$SMTP_PORT, mail in $MAIL_DIR"
+    mkdir -p /tmp/krug-logs
+    # -n: do not switch to `nobody` (the Maildir stays readable by tests).
+    nohup "$PYTHON" -m aiosmtpd -n -l "127.0.0.1:$SMTP_PORT" \
+        -c aiosmtpd.handlers.Mailbox "$MAIL_DIR" \
+        >/tmp/krug-logs/aiosmtpd.log 2>&1 </dev/null &
+fi
+wait_for "SMTP sink (aiosmtpd)" 30 smtp_up

@@ -6,6 +6,7 @@ use crate::{
 };
 use adapters::{
     egress::Egress,
+    email::{EmailSender, LogEmail, SmtpEmail},
     objects::ObjectStorage,
     payments::{HttpYooKassa, PaymentGateway},
     push::{FcmAuth, HttpFcm, LogPush, PushSender, ServiceAccount},
@@ -33,6 +34,8 @@ pub struct Services {
     pub clickhouse: clickhouse::Client,
     pub sms: Arc<dyn SmsSender>,
     pub push: Arc<dyn PushSender>,
+    /// SMTP (`SMTP_URL`), or the log sender without it.
+    pub email: Arc<dyn EmailSender>,
     /// Where CRM calls may go.
     pub egress: Egress,
     pub objects: Arc<ObjectStorage>,
@@ -93,6 +96,20 @@ impl Services {
                 Arc::new(HttpFcm::new(base_url, &project_id, auth))
             }
         };
+        let email: Arc<dyn EmailSender> = match &config.smtp_url {
+            Some(url) => Arc::new(
+                SmtpEmail::new(url.expose(), &config.smtp_from)
+                    .context("Failed to configure e-mail (SMTP_URL, SMTP_FROM)")?,
+            ),
+            None => {
+                if config.environment == crate::config::Environment::Production {
+                    tracing::warn!(
+                        "SMTP_URL is unset: e-mail (tickets, receipts, statements) is only logged"
+                    );
+                }
+                Arc::new(LogEmail)
+            }
+        };
         let objects = Arc::new(
             ObjectStorage::new(&config.s3)
                 .context("Failed to configure the object store (S3_*)")?,
@@ -108,6 +125,7 @@ impl Services {
             objects,
             payments,
             push,
+            email,
             egress: Egress::new(&config.crm_allowed_hosts),
             db,
             cache: Cache::new(redis.clone(), config.queue_prefix.clone()),
@@ -157,6 +175,7 @@ impl Services {
             secrets: self.secrets.clone(),
             sms: self.sms.clone(),
             push: self.push.clone(),
+            email: self.email.clone(),
             egress: self.egress.clone(),
             clickhouse: self.clickhouse.clone(),
             objects: self.objects.clone(),

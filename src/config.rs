@@ -5,7 +5,7 @@ use anyhow::{Context, bail};
 use secrecy::SecretString;
 use std::{env, fmt, path::PathBuf};
 
-/// A service's address (`DATABASE_URL`, `REDIS_URL`, `CLICKHOUSE_URL`). It may carry a
+/// A service's address (`DATABASE_URL`, `REDIS_URL`, `CLICKHOUSE_URL`, `SMTP_URL`). It may carry a
 /// password (`postgres://krug:pw@db/krug`), so it prints (`{}` and `{:?}`) with the password
 /// masked; [`ServiceUrl::expose`] gives the real one to the client that connects with it.
 #[derive(Clone, PartialEq, Eq)]
@@ -205,6 +205,13 @@ pub struct Config {
     /// payments are off and registering for a paid event answers 503
     /// `payments_unavailable`), `YOOKASSA_BASE_URL` (default `https://api.yookassa.ru/v3`).
     pub yookassa: Option<YooKassaConfig>,
+    /// `SMTP_URL` (none): where e-mail (tickets, receipts, statements) goes, as lettre's
+    /// connection URL: `smtp://127.0.0.1:1025` (the local sink `scripts/services.sh` runs),
+    /// `smtps://user:password@host:465` in production. Unset: e-mail is printed and recorded,
+    /// not sent. It prints with its password masked.
+    pub smtp_url: Option<ServiceUrl>,
+    /// `SMTP_FROM` (default `Свой Круг <noreply@svoykrug.ru>`): the sender of every e-mail.
+    pub smtp_from: String,
     /// `KRUG_PAYMENT_RETURN_URL` (default `svoykrug://payments/return`): where ЮKassa sends
     /// the member back after paying (the app's deep link).
     pub payment_return_url: String,
@@ -379,6 +386,8 @@ impl Config {
         Ok(Self {
             yookassa,
             payment_return_url: var("KRUG_PAYMENT_RETURN_URL", "svoykrug://payments/return"),
+            smtp_url: optional("SMTP_URL").map(ServiceUrl::from),
+            smtp_from: var("SMTP_FROM", "Свой Круг <noreply@svoykrug.ru>"),
             fraud_outlier_percent,
             limits,
             environment,
@@ -464,10 +473,20 @@ mod tests {
         config.redis_url =
             "redis://:redis-pass-5b0c@10.0.0.1:7000,redis://:redis-pass-5b0c@10.0.0.2:7001".into();
         config.clickhouse_url = "http://default:ch-pass-c33d@ch.internal:8123".into();
+        config.smtp_url = Some("smtps://mailer:smtp-pass-0a9f@smtp.example:465".into());
         let printed = format!(
-            "{config:?} {config:#?} {} {} {}",
-            config.database_url, config.redis_url, config.clickhouse_url
+            "{config:?} {config:#?} {} {} {} {}",
+            config.database_url,
+            config.redis_url,
+            config.clickhouse_url,
+            config.smtp_url.as_ref().unwrap()
         );
+        let mailer = adapters::email::SmtpEmail::new(
+            config.smtp_url.as_ref().unwrap().expose(),
+            &config.smtp_from,
+        )
+        .unwrap();
+        let printed = format!("{printed} {mailer:?}");
         let client =
             adapters::sms::HttpSmsRu::new("https://sms.ru", "smsru-api-id-4f1c9e".to_owned(), None);
         let printed = format!("{printed} {client:?}");
@@ -479,6 +498,7 @@ mod tests {
             "pg-pass-1e7a",
             "redis-pass-5b0c",
             "ch-pass-c33d",
+            "smtp-pass-0a9f",
         ] {
             assert!(!printed.contains(secret), "{secret} printed: {printed}");
         }

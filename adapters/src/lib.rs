@@ -2,6 +2,7 @@
 
 pub mod crm;
 pub mod egress;
+pub mod email;
 pub mod http;
 pub mod objects;
 pub mod payments;

@@ -14,6 +14,7 @@ pub mod phone;
 pub mod referral;
 pub mod rfm;
 pub mod settlement;
+pub mod statement_csv;
 
 pub use loyalty::{Category, Tier, TierRule, TierRules};
 pub use money::Money;

@@ -14,6 +14,8 @@ pub struct Env {
     pub secrets: SecretBox,
     pub sms: Arc<dyn SmsSender>,
     pub push: Arc<dyn PushSender>,
+    /// Tickets, receipts and statements (`SMTP_URL`; printed without it).
+    pub email: Arc<dyn adapters::email::EmailSender>,
     /// Where CRM calls may go (`KRUG_CRM_ALLOWED_HOSTS`).
     pub egress: Egress,
     pub clickhouse: clickhouse::Client,

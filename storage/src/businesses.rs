@@ -247,6 +247,23 @@ pub async fn list_staff(
     .await
 }
 
+/// The owners of a business who gave an e-mail address (and have not deleted their
+/// account), with it: where its monthly statement goes.
+pub async fn owner_addresses(
+    db: impl PgExecutor<'_>,
+    business_id: Uuid,
+) -> sqlx::Result<Vec<(Uuid, String)>> {
+    sqlx::query_as(
+        "SELECT u.id, btrim(u.email) FROM business_staff s JOIN users u ON u.id = s.user_id
+         WHERE s.business_id = $1 AND s.role = 'owner' AND u.deleted_at IS NULL
+           AND btrim(COALESCE(u.email, '')) <> ''
+         ORDER BY u.id",
+    )
+    .bind(business_id)
+    .fetch_all(db)
+    .await
+}
+
 /// The owners of a business, locked until the caller's transaction ends: a change that
 /// could leave the business without an owner reads them first, so that two owners removing
 /// each other at once cannot both succeed.

@@ -1,4 +1,4 @@
-//! The record of every SMS and push: who, what, through whom, and what the provider said.
+//! The record of every SMS, push and e-mail: who, what, through whom, and what the provider said.
 //!
 //! A message is checked before it is sent (`sent_before`: a retried or duplicated job finds
 //! it and sends nothing) and recorded once its outcome is known (`record`), in one commit.
@@ -13,6 +13,8 @@ use uuid::Uuid;
 pub struct NewNotification<'a> {
     pub user_id: Option<Uuid>,
     pub phone: Option<&'a str>,
+    /// The address an e-mail went to.
+    pub email: Option<&'a str>,
     pub channel: &'a str,
     pub template: &'a str,
     pub title: Option<&'a str>,
@@ -68,8 +70,8 @@ pub async fn record(
         .await?;
     let id = sqlx::query_scalar(
         "INSERT INTO notifications (user_id, phone, channel, template, title, body, dedupe_key, status, provider,
-                                    provider_reply, error, send_after, sent_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CASE WHEN $8 = 'sent' THEN now() END)
+                                    provider_reply, error, send_after, sent_at, email)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CASE WHEN $8 = 'sent' THEN now() END, $13)
          ON CONFLICT (dedupe_key) DO UPDATE SET
              status = EXCLUDED.status, provider = EXCLUDED.provider, provider_reply = EXCLUDED.provider_reply,
              error = EXCLUDED.error, send_after = EXCLUDED.send_after, sent_at = EXCLUDED.sent_at
@@ -88,6 +90,7 @@ pub async fn record(
     .bind(reply)
     .bind(error)
     .bind(send_after)
+    .bind(new.email)
     .fetch_optional(&mut *tx)
     .await?;
     tx.commit().await?;

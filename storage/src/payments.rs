@@ -8,7 +8,10 @@
 //! conditional on the state it leaves, so a repeated notification or a second sweep finds
 //! nothing to do.
 
-use crate::events::{self, EventStatus};
+use crate::{
+    events::{self, EventStatus},
+    outbox::{self, OutboxJob},
+};
 use rust_decimal::Decimal;
 use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
 use time::OffsetDateTime;
@@ -214,8 +217,9 @@ pub enum Confirmation {
     Unchanged,
 }
 
-/// Records that payment `id` succeeded and gives her the seat.
-pub async fn confirm(db: &PgPool, id: Uuid) -> sqlx::Result<Confirmation> {
+/// Records that payment `id` succeeded and gives her the seat; when it does, `on_seat` (the
+/// ticket e-mail's job) is recorded in the job outbox in the same transaction.
+pub async fn confirm(db: &PgPool, id: Uuid, on_seat: &[OutboxJob]) -> sqlx::Result<Confirmation> {
     let mut tx = db.begin().await?;
     let paid: Option<EventPayment> = sqlx::query_as(concat!(
         "UPDATE event_payments SET status = 'succeeded', paid_at = now(), updated_at = now()
@@ -239,6 +243,7 @@ pub async fn confirm(db: &PgPool, id: Uuid) -> sqlx::Result<Confirmation> {
     .await?
     .rows_affected();
     if confirmed > 0 {
+        outbox::insert(&mut tx, on_seat).await?;
         tx.commit().await?;
         return Ok(Confirmation::Confirmed(payment));
     }
@@ -267,6 +272,7 @@ pub async fn confirm(db: &PgPool, id: Uuid) -> sqlx::Result<Confirmation> {
             .bind(payment.user_id)
             .execute(&mut *tx)
             .await?;
+        outbox::insert(&mut tx, on_seat).await?;
         tx.commit().await?;
         return Ok(Confirmation::ConfirmedLate(payment));
     }
@@ -442,14 +448,17 @@ pub async fn unfinished_refunds(db: &PgPool, limit: i64) -> sqlx::Result<Vec<Eve
 }
 
 /// Records what ЮKassa said of payment `id`'s refund: `pending`, `succeeded` or `canceled`.
-/// A finished refund is never moved back.
+/// A finished refund is never moved back. When this records its success, `on_success` (the
+/// receipt e-mail's job) is recorded in the job outbox in the same transaction.
 pub async fn refund_state(
     db: &PgPool,
     id: Uuid,
     yookassa_refund_id: &str,
     status: &str,
+    on_success: &[OutboxJob],
 ) -> sqlx::Result<bool> {
-    Ok(sqlx::query(
+    let mut tx = db.begin().await?;
+    let changed = sqlx::query(
         "UPDATE event_payments
          SET refund_status = $3, yookassa_refund_id = $2, updated_at = now(),
              refunded_at = CASE WHEN $3 = 'succeeded' THEN now() END
@@ -459,8 +468,13 @@ pub async fn refund_state(
     .bind(id)
     .bind(yookassa_refund_id)
     .bind(status)
-    .execute(db)
+    .execute(&mut *tx)
     .await?
     .rows_affected()
-        > 0)
+        > 0;
+    if changed && status == "succeeded" {
+        outbox::insert(&mut tx, on_success).await?;
+    }
+    tx.commit().await?;
+    Ok(changed)
 }

@@ -115,7 +115,7 @@ pub async fn erase(db: &PgPool, user_id: Uuid) -> sqlx::Result<Option<Erased>> {
         "DELETE FROM business_staff WHERE user_id = $1",
         "DELETE FROM otp_codes WHERE phone = $2",
         "DELETE FROM job_outbox WHERE queue = 'otp_send' AND payload->>'phone' = $2",
-        "UPDATE notifications SET phone = NULL WHERE user_id = $1 OR phone = $2",
+        "UPDATE notifications SET phone = NULL, email = NULL WHERE user_id = $1 OR phone = $2",
     ] {
         sqlx::query(statement)
             .bind(user_id)

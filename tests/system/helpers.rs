@@ -108,6 +108,8 @@ pub struct Options {
     pub yookassa: Option<(String, String, String)>,
     /// `KRUG_BONUS_EXPIRY_DAYS` (365 when not given).
     pub bonus_expiry_days: Option<u32>,
+    /// `SMTP_URL` (the SMTP sink's, for the e-mail tests); e-mail is logged otherwise.
+    pub smtp_url: Option<String>,
 }
 
 pub struct TestApp {
@@ -175,6 +177,9 @@ impl TestApp {
                 base_url: url,
                 sender: None,
             };
+        }
+        if let Some(url) = options.smtp_url {
+            config.smtp_url = Some(url.into());
         }
         if let Some((base_url, shop_id, secret_key)) = options.yookassa {
             config.yookassa = Some(krug::config::YooKassaConfig {

@@ -12,6 +12,7 @@ mod board;
 mod cli;
 mod crm;
 mod dashboard;
+mod email;
 mod events;
 mod expiry;
 mod fuzz;

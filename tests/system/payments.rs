@@ -8,10 +8,10 @@ use serde_json::{Value, json};
 use simulators::yookassa::FakeYooKassa;
 use time::{Duration, OffsetDateTime, format_description::well_known::Rfc3339};
 
-const SHOP: &str = "506751";
-const SECRET: &str = "test_secret_key_krug";
+pub(crate) const SHOP: &str = "506751";
+pub(crate) const SECRET: &str = "test_secret_key_krug";
 
-async fn kassa() -> FakeYooKassa {
+pub(crate) async fn kassa() -> FakeYooKassa {
     FakeYooKassa::start(SHOP, SECRET).await.unwrap()
 }
 
@@ -24,7 +24,7 @@ async fn app_with(kassa: &FakeYooKassa, secret: &str) -> TestApp {
 }
 
 /// A published event `days_ahead` days away costing 1500.00, with `seats` seats.
-async fn paid_event(operator: &ApiClient, days_ahead: i64, seats: u32) -> String {
+pub(crate) async fn paid_event(operator: &ApiClient, days_ahead: i64, seats: u32) -> String {
     let date = (OffsetDateTime::now_utc() + Duration::days(days_ahead))
         .format(&Rfc3339)
         .unwrap();
@@ -57,7 +57,7 @@ async fn paid_event(operator: &ApiClient, days_ahead: i64, seats: u32) -> String
 }
 
 /// Registers `member` for a paid event: the 202 body and ЮKassa's payment id.
-async fn register(member: &ApiClient, event: &str) -> (Value, String) {
+pub(crate) async fn register(member: &ApiClient, event: &str) -> (Value, String) {
     let held = expect(
         member
             .post(&format!("/events/{event}/register"), &json!({}))
@@ -73,7 +73,7 @@ async fn register(member: &ApiClient, event: &str) -> (Value, String) {
 }
 
 /// Delivers a notification to the webhook as ЮKassa would; the receipt's `outcome`.
-async fn deliver(app: &TestApp, notification: &Value) -> String {
+pub(crate) async fn deliver(app: &TestApp, notification: &Value) -> String {
     let answer = expect(
         app.api
             .post("/payments/yookassa", notification)

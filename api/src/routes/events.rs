@@ -598,7 +598,14 @@ impl EventsApi {
                 // Asked now; if ЮKassa does not answer, the `payments` job asks again.
                 let status = match self.state.payments.as_deref() {
                     Some(kassa) => {
-                        match jobs::handlers::payments::refund(db, kassa, &payment).await {
+                        match jobs::handlers::payments::refund(
+                            db,
+                            &self.state.queue,
+                            kassa,
+                            &payment,
+                        )
+                        .await
+                        {
                             Ok(Some(adapters::payments::RefundStatus::Succeeded)) => "succeeded",
                             Ok(_) => "requested",
                             Err(e) => {

@@ -79,9 +79,9 @@ impl PaymentsApi {
         let id = body.object.id.trim();
         let outcome = match body.event.trim() {
             "payment.succeeded" | "payment.canceled" | "payment.waiting_for_capture" => {
-                settle::act_on_payment(db, kassa, id).await
+                settle::act_on_payment(db, &self.state.queue, kassa, id).await
             }
-            "refund.succeeded" => settle::act_on_refund(db, kassa, id).await,
+            "refund.succeeded" => settle::act_on_refund(db, &self.state.queue, kassa, id).await,
             other => {
                 tracing::info!(event = other, "ЮKassa notification ignored");
                 return Ok(receipt("ignored"));

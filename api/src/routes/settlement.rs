@@ -12,14 +12,17 @@ use crate::{
     state::AppState,
     wire::Amount,
 };
-use domain::settlement::{Line, Period, Transfer};
+use domain::{
+    settlement::{Line, Period, Transfer},
+    statement_csv,
+};
 use poem_openapi::{
     ApiResponse, Object, OpenApi, ResponseContent, Tags,
     param::{Path, Query},
     payload::{Json, PlainText},
 };
 use rust_decimal::Decimal;
-use std::{collections::HashMap, fmt::Write, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 use storage::{
     businesses,
     settlement::{self, CloseRefusal, Closed, PaidRefusal, Preview, StoredTransfer},
@@ -142,6 +145,20 @@ pub enum StatementResponse {
     Ok(StatementContent),
 }
 
+#[derive(ResponseContent)]
+pub enum BusinessStatementContent {
+    Json(Json<Envelope<BusinessSettlementView>>),
+    #[oai(content_type = "text/csv; charset=utf-8")]
+    Csv(PlainText<String>),
+}
+
+#[derive(ApiResponse)]
+pub enum BusinessStatementResponse {
+    /// JSON, or CSV with `?format=csv` (the business's row only).
+    #[oai(status = 200)]
+    Ok(BusinessStatementContent),
+}
+
 fn period(value: &str) -> Result<Period, ApiError> {
     Period::parse(value).map_err(|e| ApiError::unprocessable("invalid_period", e.to_string()))
 }
@@ -241,52 +258,57 @@ fn closed_view(closed: Closed) -> SettlementView {
     }
 }
 
-/// The statement as CSV: one row per business, then the operator's and the total.
+/// The statement as CSV: one row per business, then the operator's and the total
+/// (`domain::statement_csv`, which the statement e-mail uses too).
 fn csv(view: &SettlementView) -> String {
-    let money = |a: &Amount| format!("{:.2}", a.0);
-    let mut out = String::from(
-        "period,status,business_id,business_name,issued,redeemed,expired,refunded,net,transfer_direction,transfer_amount,paid_at\n",
-    );
-    for line in &view.businesses {
-        let transfer = view
-            .transfers
-            .iter()
-            .find(|t| t.business_id == line.business_id);
-        let name = line.business_name.replace('"', "\"\"");
-        let _ = writeln!(
-            out,
-            "{},{},{},\"{name}\",{},{},{},{},{},{},{},{}",
-            view.period,
-            view.status,
-            line.business_id,
-            money(&line.issued),
-            money(&line.redeemed),
-            money(&line.expired),
-            money(&line.refunded),
-            money(&line.net),
-            transfer.map_or("", |t| t.direction.as_str()),
-            transfer.map_or(String::new(), |t| money(&t.amount)),
-            transfer
-                .and_then(|t| t.paid_at)
-                .map_or(String::new(), |p| p.to_string()),
-        );
-    }
-    let _ = writeln!(
-        out,
-        "{},{},,\"operator\",{},,,,{},,,",
-        view.period,
-        view.status,
-        money(&view.operator_funded),
-        money(&view.operator_funded)
-    );
-    let _ = writeln!(
-        out,
-        "{},{},,\"total\",,,,,{},,,",
-        view.period,
-        view.status,
-        money(&view.total)
-    );
-    out
+    let rows = csv_rows(&view.businesses, &view.transfers);
+    statement_csv::write(
+        &view.period,
+        &view.status,
+        &rows,
+        Some(statement_csv::Totals {
+            operator_funded: view.operator_funded.0,
+            total: view.total.0,
+        }),
+    )
+}
+
+/// One business's statement as CSV: its row only, without the coalition's totals.
+fn business_csv(view: &BusinessSettlementView) -> String {
+    let transfers: Vec<&TransferView> = view.transfer.iter().collect();
+    let rows = csv_rows(std::slice::from_ref(&view.line), transfers);
+    statement_csv::write(&view.period, &view.status, &rows, None)
+}
+
+fn csv_rows<'a>(
+    lines: &'a [SettlementLineView],
+    transfers: impl IntoIterator<Item = &'a TransferView> + Clone,
+) -> Vec<statement_csv::Row<'a, Uuid>> {
+    lines
+        .iter()
+        .map(|line| {
+            let transfer = transfers
+                .clone()
+                .into_iter()
+                .find(|t| t.business_id == line.business_id);
+            statement_csv::Row {
+                business_id: line.business_id,
+                business_name: &line.business_name,
+                issued: line.issued.0,
+                redeemed: line.redeemed.0,
+                expired: line.expired.0,
+                refunded: line.refunded.0,
+                net: line.net.0,
+                transfer: transfer.map(|t| {
+                    (
+                        t.direction.as_str(),
+                        t.amount.0,
+                        t.paid_at.map(|p| p.to_string()),
+                    )
+                }),
+            }
+        })
+        .collect()
 }
 
 impl SettlementApi {
@@ -422,7 +444,7 @@ impl SettlementApi {
         let state = &self.state;
         let period = self::period(&period.0)?;
         let mut tx = state.db.begin().await?;
-        settlement::close(
+        let statement = settlement::close(
             &mut tx,
             period,
             state.timezone.name(),
@@ -439,6 +461,9 @@ impl SettlementApi {
             }
             other => ApiError::conflict("periods_close_in_order", other.to_string()),
         })?;
+        // Each business's owners get its statement by e-mail, as when the job closes it.
+        let mails =
+            jobs::handlers::settlement::statement_mails(&mut tx, period, &statement).await?;
         audit::record(
             &mut *tx,
             superadmin.user_id(),
@@ -447,6 +472,9 @@ impl SettlementApi {
         )
         .await?;
         tx.commit().await?;
+        if let Err(e) = jobs::outbox::relay(&state.db, &state.queue, &mails).await {
+            tracing::warn!(error = %e, "statement e-mails not pushed now; reconcile will");
+        }
         tracing::info!(%period, "settlement period closed by an operator");
         Ok(Json(Envelope::new(self.view(period, None).await?)))
     }
@@ -506,18 +534,30 @@ impl SettlementApi {
         })))
     }
 
-    /// The caller's business's line and transfer of a period (owners).
+    /// The caller's business's line and transfer of a period (owners), in JSON or, with
+    /// `?format=csv`, as the CSV the monthly statement e-mail attaches.
     #[oai(path = "/business/settlements/:period", method = "get")]
     async fn business_get(
         &self,
         auth: Auth,
         period: Path<String>,
         business_id: Query<Option<Uuid>>,
-    ) -> ApiResult<Json<Envelope<BusinessSettlementView>>> {
+        format: Query<Option<String>>,
+    ) -> ApiResult<BusinessStatementResponse> {
         let (business_id, _) = acting_for(&self.state, &auth, business_id.0, Right::Manage).await?;
         let view = self
             .business_view(self::period(&period.0)?, business_id)
             .await?;
-        Ok(Json(Envelope::new(view)))
+        Ok(BusinessStatementResponse::Ok(match format.0.as_deref() {
+            None | Some("json") => BusinessStatementContent::Json(Json(Envelope::new(view))),
+            // The file the monthly statement e-mail attaches.
+            Some("csv") => BusinessStatementContent::Csv(PlainText(business_csv(&view))),
+            Some(_) => {
+                return Err(ApiError::unprocessable(
+                    "invalid_format",
+                    "format is `json` or `csv`",
+                ));
+            }
+        }))
     }
 }

@@ -3,6 +3,7 @@
 pub mod analytics;
 pub mod bonus;
 pub mod crm;
+pub mod email;
 pub mod events;
 pub mod expire;
 pub mod media;

@@ -1,4 +1,5 @@
-//! `notify`: a message to a member, by push to each of their devices or, without one, by SMS.
+//! `notify`: a message to a member, by push to each of their devices or, without one, by SMS;
+//! and e-mail (tickets, receipts, statements: `handlers::email`).
 //!
 //! Marketing (coupons) and event reminders wait out quiet hours (22:00–09:00
 //! `KRUG_TIMEZONE`): the job schedules a copy of itself for 09:00 instead of sending, so
@@ -40,6 +41,8 @@ pub enum NotifyJob {
     Send(Notify),
     /// The schedule `event_reminders`: reminders for events of the next day.
     RemindEvents(crate::handlers::events::RemindEvents),
+    /// An e-mail: a ticket, a refund receipt or a monthly statement.
+    Email(crate::handlers::email::SendEmail),
 }
 
 impl Default for NotifyJob {
@@ -56,6 +59,7 @@ impl Job for NotifyJob {
         match self {
             Self::Send(notify) => notify.send(ctx).await,
             Self::RemindEvents(remind) => remind.run(ctx).await,
+            Self::Email(email) => email.run(ctx).await,
         }
     }
 }
@@ -110,6 +114,7 @@ impl Notify {
             let record = NewNotification {
                 user_id: Some(self.user_id),
                 phone: None,
+                email: None,
                 channel: if devices.is_empty() { "sms" } else { "push" },
                 template,
                 title: Some(&title),
@@ -138,6 +143,7 @@ impl Notify {
             let record = NewNotification {
                 user_id: Some(self.user_id),
                 phone: None,
+                email: None,
                 channel: "push",
                 template,
                 title: Some(&title),
@@ -243,6 +249,7 @@ async fn send_sms(
     let record = NewNotification {
         user_id: Some(user.id),
         phone: Some(&user.phone),
+        email: None,
         channel: "sms",
         template,
         title: None,
@@ -307,6 +314,7 @@ async fn postpone(ctx: &JobCtx, notify: &Notify, until: OffsetDateTime) -> Resul
     let record = NewNotification {
         user_id: Some(notify.user_id),
         phone: None,
+        email: None,
         channel: "push",
         template: notify.message.template(),
         title: Some(&title),

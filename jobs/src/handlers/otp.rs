@@ -75,6 +75,7 @@ impl Job for SendOtp {
         let record = NewNotification {
             user_id: None,
             phone: Some(&self.phone),
+            email: None,
             channel: "sms",
             template: "otp",
             title: None,

@@ -12,13 +12,21 @@
 //! - refunds requested and not finished are asked again with their own Idempotence-Key
 //!   (ЮKassa answers the refund it already made), then followed until they finish.
 
-use crate::queue::{Job, JobCtx, JobError, QueueName};
+use crate::{
+    client::JobQueue,
+    handlers::email::SendEmail,
+    outbox,
+    queue::{Job, JobCtx, JobError, QueueName},
+};
 use adapters::payments::{
     NewRefund, Payment, PaymentError, PaymentGateway, PaymentStatus, RefundStatus,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
-use storage::payments::{self, Confirmation, EventPayment};
+use storage::{
+    outbox::OutboxJob,
+    payments::{self, Confirmation, EventPayment},
+};
 use time::OffsetDateTime;
 
 /// How many lapsed holds and unfinished refunds one run takes on (the next run, five
@@ -38,7 +46,7 @@ impl Job for SettlePayments {
             tracing::debug!("ЮKassa is not configured; nothing to settle");
             return Ok(());
         };
-        let swept = sweep(&env.db, kassa, env.clock.now()).await?;
+        let swept = sweep(&env.db, &env.queue, kassa, env.clock.now()).await?;
         tracing::info!(
             holds = swept.holds,
             refunds = swept.refunds,
@@ -66,6 +74,7 @@ pub struct Swept {
 /// Settles every open payment whose hold ran out before `now`, and every unfinished refund.
 pub async fn sweep(
     db: &PgPool,
+    queue: &JobQueue,
     kassa: &dyn PaymentGateway,
     now: OffsetDateTime,
 ) -> Result<Swept, JobError> {
@@ -82,7 +91,7 @@ pub async fn sweep(
         };
         match fetched {
             Some(fetched) if belongs(&payment, &fetched) => {
-                settle(db, kassa, &payment, &fetched).await?;
+                settle(db, queue, kassa, &payment, &fetched).await?;
                 if matches!(
                     fetched.status,
                     PaymentStatus::Pending | PaymentStatus::WaitingForCapture
@@ -97,7 +106,7 @@ pub async fn sweep(
         swept.holds += 1;
     }
     for payment in payments::unfinished_refunds(db, BATCH).await? {
-        refund(db, kassa, &payment).await?;
+        refund(db, queue, kassa, &payment).await?;
         swept.refunds += 1;
     }
     Ok(swept)
@@ -139,6 +148,7 @@ impl Outcome {
 /// Fetches ЮKassa's payment `yookassa_id` and acts on what it says.
 pub async fn act_on_payment(
     db: &PgPool,
+    queue: &JobQueue,
     kassa: &dyn PaymentGateway,
     yookassa_id: &str,
 ) -> Result<Outcome, JobError> {
@@ -154,7 +164,7 @@ pub async fn act_on_payment(
         tracing::warn!(payment_id = %ours.id, "ЮKassa's payment does not match ours; ignored");
         return Ok(Outcome::Mismatch);
     }
-    settle(db, kassa, &ours, &fetched).await
+    settle(db, queue, kassa, &ours, &fetched).await
 }
 
 /// Whether ЮKassa's payment is the one we created for `ours`: its id, our id in its
@@ -168,26 +178,34 @@ fn belongs(ours: &EventPayment, fetched: &Payment) -> bool {
 /// Moves our payment (and its seat) to where ЮKassa's is.
 async fn settle(
     db: &PgPool,
+    queue: &JobQueue,
     kassa: &dyn PaymentGateway,
     ours: &EventPayment,
     fetched: &Payment,
 ) -> Result<Outcome, JobError> {
     match fetched.status {
-        PaymentStatus::Succeeded => match payments::confirm(db, ours.id).await? {
-            Confirmation::Confirmed(p) | Confirmation::ConfirmedLate(p) => {
-                tracing::info!(payment_id = %p.id, event_id = %p.event_id, "paid seat confirmed");
-                Ok(Outcome::Confirmed)
+        PaymentStatus::Succeeded => {
+            let ticket = [SendEmail::Ticket {
+                payment_id: ours.id,
             }
-            Confirmation::RefundDue(p) => {
-                tracing::info!(payment_id = %p.id, "paid too late for a seat; refunding");
-                refund(db, kassa, &p).await?;
-                Ok(Outcome::Refunding)
+            .outbox_row()];
+            match payments::confirm(db, ours.id, &ticket).await? {
+                Confirmation::Confirmed(p) | Confirmation::ConfirmedLate(p) => {
+                    tracing::info!(payment_id = %p.id, event_id = %p.event_id, "paid seat confirmed");
+                    relay(db, queue, &ticket).await;
+                    Ok(Outcome::Confirmed)
+                }
+                Confirmation::RefundDue(p) => {
+                    tracing::info!(payment_id = %p.id, "paid too late for a seat; refunding");
+                    refund(db, queue, kassa, &p).await?;
+                    Ok(Outcome::Refunding)
+                }
+                Confirmation::Unchanged => Ok(match ours.status.as_str() {
+                    "succeeded" => Outcome::Confirmed,
+                    _ => Outcome::Mismatch,
+                }),
             }
-            Confirmation::Unchanged => Ok(match ours.status.as_str() {
-                "succeeded" => Outcome::Confirmed,
-                _ => Outcome::Mismatch,
-            }),
-        },
+        }
         PaymentStatus::Canceled => {
             if !payments::end_open(db, ours.id, "canceled").await? {
                 payments::mark_canceled(db, ours.id).await?;
@@ -204,6 +222,7 @@ async fn settle(
 /// Idempotence-Key makes that the same refund) and records what it answers.
 pub async fn refund(
     db: &PgPool,
+    queue: &JobQueue,
     kassa: &dyn PaymentGateway,
     payment: &EventPayment,
 ) -> Result<Option<RefundStatus>, JobError> {
@@ -229,7 +248,15 @@ pub async fn refund(
         RefundStatus::Succeeded => "succeeded",
         RefundStatus::Canceled => "canceled",
     };
-    payments::refund_state(db, payment.id, &made.id, status).await?;
+    let receipt = [SendEmail::Refund {
+        payment_id: payment.id,
+    }
+    .outbox_row()];
+    if payments::refund_state(db, payment.id, &made.id, status, &receipt).await?
+        && status == "succeeded"
+    {
+        relay(db, queue, &receipt).await;
+    }
     tracing::info!(payment_id = %payment.id, refund = status, "refund recorded");
     Ok(Some(made.status))
 }
@@ -237,6 +264,7 @@ pub async fn refund(
 /// Fetches ЮKassa's refund `refund_id` and records what it says, if it is one of ours.
 pub async fn act_on_refund(
     db: &PgPool,
+    queue: &JobQueue,
     kassa: &dyn PaymentGateway,
     refund_id: &str,
 ) -> Result<Outcome, JobError> {
@@ -245,11 +273,19 @@ pub async fn act_on_refund(
     };
     match kassa.refund(refund_id).await {
         Ok(fetched) if Some(fetched.payment_id.as_str()) == ours.yookassa_id.as_deref() => {
-            refund(db, kassa, &ours).await?;
+            refund(db, queue, kassa, &ours).await?;
             Ok(Outcome::RefundRecorded)
         }
         Ok(_) => Ok(Outcome::Mismatch),
         Err(PaymentError::NotFound) => Ok(Outcome::Unknown),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// Pushes the e-mail jobs a committed change recorded. A failed push is not the caller's
+/// failure: the rows stay in the outbox and `reconcile` pushes them.
+async fn relay(db: &PgPool, queue: &JobQueue, rows: &[OutboxJob]) {
+    if let Err(e) = outbox::relay(db, queue, rows).await {
+        tracing::warn!(error = %e, "e-mail job not pushed now; reconcile will");
     }
 }

@@ -1,10 +1,22 @@
 //! `settlement` (the 1st of the month, 05:00): closes last month into its statement
 //! (DESIGN.md "Settlement"). Which month is "last" is decided by `Env::clock` in
 //! `KRUG_TIMEZONE`; a month closed already (by an operator, or by an earlier run) is done.
+//! Closing a month records, in the same transaction, each business's statement e-mail to its
+//! owners (`handlers::email`).
 
-use crate::queue::{Job, JobCtx, JobError, QueueName};
+use crate::{
+    handlers::email::SendEmail,
+    outbox,
+    queue::{Job, JobCtx, JobError, QueueName},
+};
+use domain::settlement::{Period, Statement};
 use serde::{Deserialize, Serialize};
-use storage::settlement::{self, CloseRefusal};
+use sqlx::{Postgres, Transaction};
+use storage::{
+    outbox::OutboxJob,
+    settlement::{self, CloseRefusal},
+};
+use uuid::Uuid;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CloseSettlement {}
@@ -20,7 +32,11 @@ impl Job for CloseSettlement {
         let mut tx = env.db.begin().await?;
         match settlement::close(&mut tx, period, tz, now, None).await? {
             Ok(statement) => {
+                let mails = statement_mails(&mut tx, period, &statement).await?;
                 tx.commit().await?;
+                if let Err(e) = outbox::relay(&env.db, &env.queue, &mails).await {
+                    tracing::warn!(error = %e, "statement e-mails not pushed now; reconcile will");
+                }
                 tracing::info!(
                     %period,
                     businesses = statement.lines.len(),
@@ -40,4 +56,16 @@ impl Job for CloseSettlement {
             Err(refusal) => Err(JobError::permanent(refusal)),
         }
     }
+}
+
+/// Records, in the closing transaction, the statement e-mail of every business of the
+/// closed `statement` (whoever closed it: this job or an operator); relay them after commit.
+pub async fn statement_mails(
+    tx: &mut Transaction<'_, Postgres>,
+    period: Period,
+    statement: &Statement<Uuid>,
+) -> sqlx::Result<Vec<OutboxJob>> {
+    let rows = SendEmail::statements(period, statement.lines.iter().map(|l| l.business_id));
+    outbox::record_all(tx, &rows).await?;
+    Ok(rows)
 }
