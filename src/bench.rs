@@ -11,6 +11,10 @@
 //! measures by its id, says whether the target is met and, when it is not, the measured
 //! reason. Add the part to [`PARTS`] and call it from [`run`] under `options.wants(id)`.
 
+mod partner;
+
+pub use partner::{DASHBOARD_TRANSACTIONS, SETTLEMENT_ENTRIES};
+
 use crate::app::Services;
 use jobs::{
     Env, Job, JobCtx, JobError, JobQueue, QueueName, client::RawJob, runtime::WorkerOptions,
@@ -103,7 +107,16 @@ pub const TARGETS: &[Target] = &[
 ];
 
 /// The parts `--only` accepts; a target whose id is missing here has no benchmark yet.
-pub const PARTS: &[&str] = &["jobs", "scan", "ingest", "rfm", "balance", "search"];
+pub const PARTS: &[&str] = &[
+    "jobs",
+    "scan",
+    "ingest",
+    "rfm",
+    "balance",
+    "search",
+    "dashboard",
+    "settlement",
+];
 
 /// What a figure says about its target.
 #[derive(Debug, Clone)]
@@ -135,6 +148,10 @@ pub struct BenchOptions {
     pub only: Vec<String>,
     /// Jobs in the throughput backlog.
     pub jobs: usize,
+    /// The dashboard business's transactions (DESIGN.md: 1 000 000).
+    pub dashboard_transactions: usize,
+    /// Ledger entries of the settled month (DESIGN.md: 10 000 000).
+    pub settlement_entries: usize,
 }
 
 impl BenchOptions {
@@ -154,7 +171,7 @@ pub async fn run(services: Services, options: BenchOptions) -> anyhow::Result<()
             figures.push(job_throughput(&services, options.jobs, concurrency).await?);
         }
     }
-    let needs_system = ["scan", "ingest", "balance", "search"]
+    let needs_system = ["scan", "ingest", "balance", "search", "dashboard"]
         .iter()
         .any(|p| options.wants(p));
     if needs_system {
@@ -176,11 +193,21 @@ pub async fn run(services: Services, options: BenchOptions) -> anyhow::Result<()
                 println!("== GET /search over the catalogue");
                 figures.push(search_latency(&system).await?);
             }
+            if options.wants("dashboard") {
+                println!("== GET /business/dashboard for a month");
+                figures.extend(
+                    partner::dashboard_latency(&system, options.dashboard_transactions).await?,
+                );
+            }
             anyhow::Ok(())
         }
         .await;
         system.stop().await;
         result?;
+    }
+    if options.wants("settlement") {
+        println!("== monthly settlement closed");
+        figures.push(partner::settlement_close(&services, options.settlement_entries).await?);
     }
     // Last: ClickHouse goes on merging what was loaded for a while after, which would
     // weigh on the other figures.

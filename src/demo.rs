@@ -285,9 +285,65 @@ async fn day(
             entry["amount"].as_str().unwrap_or_default()
         );
     }
+    settlement(&operator).await?;
     println!(
         "\nDone. Everything above went through the HTTP API and the otp_send, qr_scan, crm_poll and bonus_calc workers."
     );
+    Ok(())
+}
+
+/// The month's settlement so far (the open period's live preview: it closes on the 1st):
+/// each partner's line, and who pays whom through the coalition operator.
+async fn settlement(operator: &ApiClient) -> anyhow::Result<()> {
+    section("8. The month's settlement between the partners");
+    let periods = expect(operator.get("/admin/settlements").await?, 200)?;
+    let period = periods.data()["items"][0]["period"]
+        .as_str()
+        .context("no open settlement period")?
+        .to_owned();
+    let statement = expect(
+        operator
+            .get(&format!("/admin/settlements/{period}"))
+            .await?,
+        200,
+    )?;
+    let s = statement.data();
+    println!(
+        "  {period} ({}, live until the month closes): {} ledger entries",
+        s["status"].as_str().unwrap_or_default(),
+        s["entries"]
+    );
+    println!(
+        "  {:<11} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "partner", "issued", "redeemed", "refunded", "expired", "net"
+    );
+    for line in s["businesses"].as_array().into_iter().flatten() {
+        let money = |k: &str| line[k].as_str().unwrap_or_default().to_owned();
+        println!(
+            "  {:<11} {:>10} {:>10} {:>10} {:>10} {:>10}",
+            line["business_name"].as_str().unwrap_or_default(),
+            money("issued"),
+            money("redeemed"),
+            money("refunded"),
+            money("expired"),
+            money("net")
+        );
+    }
+    println!(
+        "  the operator funded {} (referrals, adjustments); total {} = the change of the members' balances",
+        s["operator_funded"].as_str().unwrap_or_default(),
+        s["total"].as_str().unwrap_or_default()
+    );
+    println!("  who pays whom:");
+    for t in s["transfers"].as_array().into_iter().flatten() {
+        let name = t["business_name"].as_str().unwrap_or_default();
+        let amount = t["amount"].as_str().unwrap_or_default();
+        if t["direction"] == "to_operator" {
+            println!("    {name} pays the coalition operator {amount} ₽");
+        } else {
+            println!("    the coalition operator pays {name} {amount} ₽");
+        }
+    }
     Ok(())
 }
 

@@ -48,12 +48,19 @@ enum Command {
     },
     /// Measure the speed figures of DESIGN.md (use a release build: scripts/bench.sh).
     Bench {
-        /// Parts to run: jobs, scan, ingest, rfm, balance, search (all by default).
+        /// Parts to run: jobs, scan, ingest, rfm, balance, search, dashboard, settlement (all
+        /// by default).
         #[arg(long = "only")]
         only: Vec<String>,
         /// Jobs in the throughput backlog.
         #[arg(long, default_value_t = 100_000)]
         jobs: usize,
+        /// Transactions of the business whose dashboard is read (DESIGN.md's size by default).
+        #[arg(long, default_value_t = krug::bench::DASHBOARD_TRANSACTIONS)]
+        dashboard_transactions: usize,
+        /// Ledger entries of the month the settlement closes (DESIGN.md's size by default).
+        #[arg(long, default_value_t = krug::bench::SETTLEMENT_ENTRIES)]
+        settlement_entries: usize,
     },
     /// The bare poem handler `krug bench` compares the API with.
     #[command(hide = true)]
@@ -173,10 +180,20 @@ fn main() -> anyhow::Result<()> {
             Command::Admin {
                 command: AdminCommand::Revoke { phone, role },
             } => commands::revoke(Services::connect(config)?, &phone, &role).await,
-            Command::Bench { only, jobs } => {
+            Command::Bench {
+                only,
+                jobs,
+                dashboard_transactions,
+                settlement_entries,
+            } => {
                 krug::bench::run(
                     Services::connect(config)?,
-                    krug::bench::BenchOptions { only, jobs },
+                    krug::bench::BenchOptions {
+                        only,
+                        jobs,
+                        dashboard_transactions,
+                        settlement_entries,
+                    },
                 )
                 .await
             }
