@@ -3,7 +3,7 @@
 
 use crate::{
     app::{Services, migrate},
-    client::{ApiClient, expect, scan_and_wait, sign_in},
+    client::{ApiClient, expect, scan_and_wait, sign_in, sign_in_session},
     config::{Config, PushConfig, SmsConfig},
     seed,
 };
@@ -12,7 +12,8 @@ use jobs::{QueueName, runtime::WorkerOptions};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use simulators::{Fault, Sale, Simulator, Vendor};
+use adapters::payments::HttpYooKassa;
+use simulators::{Fault, Sale, Simulator, Vendor, yookassa::FakeYooKassa};
 use std::{
     sync::Arc,
     time::{Duration, Instant},
@@ -27,8 +28,13 @@ use uuid::Uuid;
 pub fn offline(mut config: Config) -> Config {
     config.sms = SmsConfig::Log;
     config.push = PushConfig::Log;
+    config.smtp_url = None;
     config
 }
+
+/// The shop the demo's simulated ЮKassa answers for (made up, like everything it pays).
+const DEMO_SHOP: &str = "demo-shop";
+const DEMO_SHOP_SECRET: &str = "demo_secret_key";
 
 /// Runs the demo; the operator is `operator_phone` (`--operator-phone`, so that whoever ran it
 /// can sign in to the board as that operator afterwards), or a number drawn at random.
@@ -42,6 +48,13 @@ pub async fn run(mut services: Services, operator_phone: Option<String>) -> anyh
     println!("Свой Круг — one day of the loyalty coalition\n");
     // The partners' CRMs are simulators on loopback, which CRM URLs may otherwise not reach.
     services.egress = services.egress.allowing("127.0.0.1");
+    // Paid events are paid on a simulated ЮKassa, whatever YOOKASSA_* say: nobody pays.
+    let kassa = FakeYooKassa::start(DEMO_SHOP, DEMO_SHOP_SECRET).await?;
+    services.payments = Some(Arc::new(HttpYooKassa::new(
+        &kassa.url,
+        DEMO_SHOP.to_owned(),
+        DEMO_SHOP_SECRET.to_owned().into(),
+    )));
 
     section("1. Schema and services");
     migrate(&services.config).await?;
@@ -101,7 +114,7 @@ pub async fn run(mut services: Services, operator_phone: Option<String>) -> anyh
     let api = ApiClient::new(format!("http://{addr}"));
     println!("\nAPI on http://{addr}/api/v1 (docs at /docs), worker running every queue");
 
-    let result = day(&services, &api, &partners, &operator_phone).await;
+    let result = day(&services, &api, &kassa, &partners, &operator_phone).await;
     shutdown.cancel();
     let _ = api_task.await;
     let _ = worker_task.await;
@@ -111,6 +124,7 @@ pub async fn run(mut services: Services, operator_phone: Option<String>) -> anyh
 async fn day(
     services: &Services,
     api: &ApiClient,
+    kassa: &FakeYooKassa,
     partners: &[Business],
     operator_phone: &str,
 ) -> anyhow::Result<()> {
@@ -285,6 +299,7 @@ async fn day(
             entry["amount"].as_str().unwrap_or_default()
         );
     }
+    members_round(services, api, kassa, &operator, &anna, staff_of("Миндаль")).await?;
     settlement(&operator).await?;
     println!(
         "\nDone. Everything above went through the HTTP API and the otp_send, qr_scan, crm_poll and bonus_calc workers."
@@ -292,10 +307,154 @@ async fn day(
     Ok(())
 }
 
+/// What a member does beyond buying: Анна invites a friend (both are rewarded once the
+/// friend's first purchase is in), pays for a seat at a dinner through ЮKassa (simulated)
+/// and searches the catalogue with a typo.
+async fn members_round(
+    services: &Services,
+    api: &ApiClient,
+    kassa: &FakeYooKassa,
+    operator: &ApiClient,
+    anna: &ApiClient,
+    salon_staff: &ApiClient,
+) -> anyhow::Result<()> {
+    section("8. A friend, a dinner and a search");
+    let referral = expect(anna.get("/users/me/referral").await?, 200)?;
+    let code = referral.data()["code"]
+        .as_str()
+        .context("no referral code")?
+        .to_owned();
+    println!(
+        "  Анна's referral link: {}",
+        referral.data()["link"].as_str().unwrap_or_default()
+    );
+    let friend_phone = format!("+7999{:07}", rand::random_range(0..10_000_000u32));
+    let session =
+        sign_in_session(services, api, &friend_phone, json!({"referral_code": code})).await?;
+    let friend = api.signed_in(
+        session["access_token"]
+            .as_str()
+            .context("no access token")?,
+    );
+    println!(
+        "  her friend {friend_phone} signs up with code {code} (taken: {})",
+        session["referral"]["taken"]
+    );
+    let qr = expect(
+        salon_staff
+            .post("/business/qr", &json!({"amount": "2500.00"}))
+            .await?,
+        200,
+    )?;
+    let first = scan_and_wait(&friend, &json!({"code": qr.data()["code"]})).await?;
+    describe("the friend's first visit, Миндаль: check 2500.00 ₽", &first);
+    // Rewards are settled by the hourly `expire` job, once the purchase's hold is over (none
+    // at the salon): run it now rather than wait for the hour.
+    jobs::schedule::trigger(&services.queue, &services.db, "expire").await?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let ledger = expect(anna.get("/loyalty/ledger?limit=5").await?, 200)?;
+        let rewarded = ledger.data()["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["kind"] == "referral")
+            .cloned();
+        if let Some(entry) = rewarded {
+            let counts = expect(anna.get("/users/me/referral").await?, 200)?;
+            println!(
+                "  the expire job rewards both: Анна +{} (invited {}, rewarded {})",
+                entry["amount"].as_str().unwrap_or_default(),
+                counts.data()["invited"],
+                counts.data()["rewarded"]
+            );
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("no referral reward within 10 s: is the expire worker running?");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // An operator prices a dinner; Анна's seat is held while she pays on ЮKassa's page.
+    let date = (OffsetDateTime::now_utc() + time::Duration::days(10))
+        .format(&time::format_description::well_known::Rfc3339)?;
+    let created = expect(
+        operator
+            .post(
+                "/events",
+                &json!({"title": "Ужин с шеф-поваром", "date": date, "location": "Лисичкино",
+                        "max_participants": 12, "price": "1500.00"}),
+            )
+            .await?,
+        201,
+    )?;
+    let event = created.data()["id"]
+        .as_str()
+        .context("no event id")?
+        .to_owned();
+    expect(
+        operator
+            .patch(
+                &format!("/admin/events/{event}"),
+                &json!({"status": "approved"}),
+            )
+            .await?,
+        200,
+    )?;
+    let held = expect(
+        anna.post(&format!("/events/{event}/register"), &json!({}))
+            .await?,
+        202,
+    )?;
+    let confirmation = held.data()["confirmation_url"]
+        .as_str()
+        .context("no confirmation url")?
+        .to_owned();
+    println!(
+        "  «Ужин с шеф-поваром» costs 1500.00 ₽: Анна's seat is held until {} while she pays at {confirmation}",
+        held.data()["expires_at"].as_str().unwrap_or_default()
+    );
+    let payment = confirmation
+        .rsplit('/')
+        .next()
+        .context("no payment id in the confirmation url")?;
+    anyhow::ensure!(kassa.pay(payment), "the simulated ЮKassa lost the payment");
+    let notification = kassa
+        .notification("payment.succeeded", payment)
+        .context("no notification for the payment")?;
+    let answer = expect(api.post("/payments/yookassa", &notification).await?, 200)?;
+    let seat = expect(anna.get(&format!("/events/{event}")).await?, 200)?;
+    println!(
+        "  she pays; ЮKassa's notification, checked against ЮKassa itself: {}; registered {}",
+        answer.data()["outcome"].as_str().unwrap_or_default(),
+        seat.data()["is_registered"]
+    );
+
+    for query in ["лисичкно", "красоты"] {
+        let found = expect(anna.get(&format!("/search?q={query}")).await?, 200)?;
+        let names: Vec<String> = found.data()["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .take(3)
+            .map(|hit| {
+                format!(
+                    "{} ({})",
+                    hit["name"].as_str().unwrap_or_default(),
+                    hit["type"].as_str().unwrap_or_default()
+                )
+            })
+            .collect();
+        println!("  search «{query}» → {}", names.join(", "));
+    }
+    Ok(())
+}
+
 /// The month's settlement so far (the open period's live preview: it closes on the 1st):
 /// each partner's line, and who pays whom through the coalition operator.
 async fn settlement(operator: &ApiClient) -> anyhow::Result<()> {
-    section("8. The month's settlement between the partners");
+    section("9. The month's settlement between the partners");
     let periods = expect(operator.get("/admin/settlements").await?, 200)?;
     let period = periods.data()["items"][0]["period"]
         .as_str()
