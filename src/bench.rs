@@ -167,9 +167,15 @@ pub async fn run(services: Services, options: BenchOptions) -> anyhow::Result<()
     let mut figures = Vec::new();
     if options.wants("jobs") {
         println!("== job throughput");
+        let mut ours = None;
         for concurrency in [1, 64] {
-            figures.push(job_throughput(&services, options.jobs, concurrency).await?);
+            let (figure, rate) = job_throughput(&services, options.jobs, concurrency).await?;
+            figures.push(figure);
+            ours = Some(rate);
         }
+        println!("== BullMQ 5, the same backlog on the same Redis");
+        figures
+            .push(bullmq_throughput(&services, options.jobs, 64, ours.unwrap_or_default()).await);
     }
     let needs_system = ["scan", "ingest", "balance", "search", "dashboard"]
         .iter()
@@ -348,11 +354,12 @@ impl Job for Noop {
 }
 
 /// Pushes `count` no-op jobs, then times one worker draining them at `concurrency`.
+/// The figure and the rate (jobs/s) it measured.
 async fn job_throughput(
     services: &Services,
     count: usize,
     concurrency: usize,
-) -> anyhow::Result<Figure> {
+) -> anyhow::Result<(Figure, f64)> {
     let prefix = format!("bench-{}", &Uuid::new_v4().simple().to_string()[..8]);
     let queue = JobQueue::new(services.queue.connection(), prefix.clone());
     let env = Arc::new(Env {
@@ -418,13 +425,109 @@ async fn job_throughput(
         (64, true) => Verdict::NotMet(format!("{rate:.0} jobs/s")),
         _ => Verdict::Supporting,
     };
-    Ok(Figure {
-        target: "jobs",
-        what: format!("{count} backlog, concurrency {concurrency}"),
+    Ok((
+        Figure {
+            target: "jobs",
+            what: format!("{count} backlog, concurrency {concurrency}"),
+            measured,
+            verdict,
+            comparison: None,
+        },
+        rate,
+    ))
+}
+
+/// BullMQ 5 (`bench/bullmq/throughput.mjs`, Node) drains the same number of no-op jobs at
+/// the same concurrency on the same Redis, right after our worker did; the figure is our
+/// rate over BullMQ's. Not measured, with the reason, when Node or npm is missing.
+async fn bullmq_throughput(
+    services: &Services,
+    count: usize,
+    concurrency: usize,
+    ours: f64,
+) -> Figure {
+    let figure = |measured: String, verdict: Verdict| Figure {
+        target: "bullmq",
+        what: format!("{count} no-op jobs each, concurrency {concurrency}"),
         measured,
         verdict,
         comparison: None,
-    })
+    };
+    match run_bullmq(services, count, concurrency).await {
+        Ok(theirs) if theirs > 0.0 => {
+            let ratio = ours / theirs;
+            println!("  BullMQ drained at {theirs:.0}/s; krug {ours:.0}/s: {ratio:.2}×");
+            figure(
+                format!("krug {ours:.0}/s, BullMQ {theirs:.0}/s: {ratio:.2}×"),
+                if ratio >= 2.0 {
+                    Verdict::Met
+                } else {
+                    Verdict::NotMet(format!("{ratio:.2}×"))
+                },
+            )
+        }
+        Ok(_) => figure(
+            "—".to_owned(),
+            Verdict::NotMeasured("BullMQ drained nothing".into()),
+        ),
+        Err(e) => {
+            println!("  BullMQ not run: {e:#}");
+            figure("—".to_owned(), Verdict::NotMeasured(format!("{e:#}")))
+        }
+    }
+}
+
+/// Installs BullMQ (pinned by `bench/bullmq/package-lock.json`) if needed and runs it; its
+/// drain rate in jobs/s.
+async fn run_bullmq(services: &Services, count: usize, concurrency: usize) -> anyhow::Result<f64> {
+    use anyhow::Context;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/bullmq");
+    let node = tokio::process::Command::new("node")
+        .arg("--version")
+        .output()
+        .await
+        .context("Node.js is not installed (BullMQ runs on it)")?;
+    anyhow::ensure!(node.status.success(), "node --version failed");
+    if !dir.join("node_modules/bullmq").exists() {
+        println!("  installing bullmq in {} (npm ci)", dir.display());
+        let status = tokio::process::Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--loglevel=error"])
+            .current_dir(&dir)
+            .status()
+            .await
+            .context("npm is not installed")?;
+        anyhow::ensure!(status.success(), "npm ci in {} failed", dir.display());
+    }
+    let prefix = format!("bench-bullmq-{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let output = tokio::process::Command::new("node")
+        .arg(dir.join("throughput.mjs"))
+        .env("REDIS_URL", services.config.redis_url.expose())
+        .env("JOBS", count.to_string())
+        .env("CONCURRENCY", concurrency.to_string())
+        .env("PREFIX", &prefix)
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .await?;
+    delete_keys(services, &prefix).await?;
+    anyhow::ensure!(
+        output.status.success(),
+        "the BullMQ run failed ({})",
+        output.status
+    );
+    let line = String::from_utf8_lossy(&output.stdout);
+    let answer: serde_json::Value = serde_json::from_str(line.trim())
+        .with_context(|| format!("BullMQ's run printed no figure: {line}"))?;
+    anyhow::ensure!(
+        answer["drained"] == true,
+        "BullMQ did not drain its backlog: {answer}"
+    );
+    println!(
+        "  BullMQ pushed {} jobs/s with addBulk",
+        answer["pushed_per_s"]
+    );
+    answer["processed_per_s"]
+        .as_f64()
+        .context("no processed_per_s in BullMQ's answer")
 }
 
 async fn delete_keys(services: &Services, prefix: &str) -> anyhow::Result<()> {
@@ -477,9 +580,15 @@ fn report(figures: &[Figure], options: &BenchOptions) -> anyhow::Result<()> {
             )
         };
         if mine.is_empty() {
-            let why = if !PARTS.contains(&target.id) {
+            // BullMQ runs inside the `jobs` part, side by side with it.
+            let part = if target.id == "bullmq" {
+                "jobs"
+            } else {
+                target.id
+            };
+            let why = if !PARTS.contains(&part) {
                 "no benchmark yet"
-            } else if !options.wants(target.id) {
+            } else if !options.wants(part) {
                 "not run (partial run)"
             } else {
                 "the part produced no figure"
