@@ -7,12 +7,12 @@ use crate::{
     config::{Config, PushConfig, SmsConfig},
     seed,
 };
+use adapters::payments::HttpYooKassa;
 use anyhow::{Context, bail};
 use jobs::{QueueName, runtime::WorkerOptions};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-use adapters::payments::HttpYooKassa;
 use simulators::{Fault, Sale, Simulator, Vendor, yookassa::FakeYooKassa};
 use std::{
     sync::Arc,
