@@ -6,6 +6,7 @@
 
 use crate::state::AppState;
 use std::{
+    collections::HashSet,
     sync::{Arc, LazyLock},
     time::Duration,
 };
@@ -41,14 +42,21 @@ pub fn spawn_refresh(state: Arc<AppState>, every: Duration) -> tokio::task::Join
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut reported = HashSet::new();
         loop {
             tick.tick().await;
-            refresh(&state).await;
+            refresh(&state, &mut reported).await;
         }
     })
 }
 
-async fn refresh(state: &AppState) {
+/// The labels of one failing integration's series.
+type FailingLabels = [String; 3];
+
+/// `reported`: the failing series this refresher set last time. Only those that are no
+/// longer failing are removed (not the whole gauge), so refreshers of other states in one
+/// process (the system tests run many APIs side by side) leave each other's series alone.
+async fn refresh(state: &AppState, reported: &mut HashSet<FailingLabels>) {
     for queue in jobs::QueueName::ALL {
         match jobs::inspect::queue_counts(&state.queue, queue).await {
             Ok(c) => {
@@ -72,16 +80,19 @@ async fn refresh(state: &AppState) {
     }
     match storage::integrations::failing(&state.db).await {
         Ok(failing) => {
-            INTEGRATION_FAILING.reset();
+            let mut now_failing = HashSet::new();
             for f in failing {
+                let labels = [f.business_id.to_string(), f.id.to_string(), f.crm_type];
                 INTEGRATION_FAILING
-                    .with_label_values(&[
-                        f.business_id.to_string().as_str(),
-                        f.id.to_string().as_str(),
-                        f.crm_type.as_str(),
-                    ])
+                    .with_label_values(&labels.each_ref().map(String::as_str))
                     .set(f.seconds);
+                now_failing.insert(labels);
             }
+            for recovered in reported.difference(&now_failing) {
+                let _ = INTEGRATION_FAILING
+                    .remove_label_values(&recovered.each_ref().map(String::as_str));
+            }
+            *reported = now_failing;
         }
         Err(e) => tracing::warn!(error = %e, "integration health unavailable for /metrics"),
     }

@@ -165,7 +165,12 @@ async fn system_endpoints_answer() {
     krug::client::scan_and_wait(&member, &json!({"code": app.issue_qr(&staff, "100").await}))
         .await
         .unwrap();
-    assert_eq!(scans_done(&app).await, before + 1.0);
+    // The counter is the process's: scans of tests running beside this one count too.
+    let after = scans_done(&app).await;
+    assert!(
+        after >= before + 1.0,
+        "qr_scans_total went from {before} to {after}"
+    );
     let text = crate::helpers::http()
         .get(format!("{}/metrics", app.api.base))
         .send()
