@@ -27,6 +27,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Services {
     pub config: Config,
     pub db: PgPool,
+    /// History reads: the replica's pool (`DATABASE_REPLICA_URL`), or `db` without one.
+    pub history: PgPool,
     pub cache: Cache,
     pub queue: JobQueue,
     pub secrets: SecretBox,
@@ -54,6 +56,11 @@ impl Services {
             config.database_max_connections,
         )
         .context("Failed to configure the Postgres pool (DATABASE_URL)")?;
+        let history = match &config.database_replica_url {
+            Some(url) => storage::pg_pool(url.expose(), config.database_max_connections)
+                .context("Failed to configure the replica's pool (DATABASE_REPLICA_URL)")?,
+            None => db.clone(),
+        };
         let redis = storage::redis_target::RedisTarget::parse(config.redis_url.expose())
             .and_then(|target| target.connect())
             .context("Failed to configure Redis (REDIS_URL)")?;
@@ -128,6 +135,7 @@ impl Services {
             email,
             egress: Egress::new(&config.crm_allowed_hosts),
             db,
+            history,
             cache: Cache::new(redis.clone(), config.queue_prefix.clone()),
             queue: JobQueue::new(redis, config.queue_prefix.clone()),
             secrets: SecretBox::from_hex(&keys.secret_key_hex)
@@ -147,6 +155,7 @@ impl Services {
     pub fn app_state(&self) -> Arc<AppState> {
         Arc::new(AppState {
             db: self.db.clone(),
+            history: self.history.clone(),
             cache: self.cache.clone(),
             queue: self.queue.clone(),
             secrets: self.secrets.clone(),

@@ -138,6 +138,10 @@ pub struct Config {
     pub environment: Environment,
     /// `DATABASE_URL`, default `postgres://postgres@127.0.0.1:5432/krug`.
     pub database_url: ServiceUrl,
+    /// `DATABASE_REPLICA_URL` (optional): a streaming replica of `DATABASE_URL` for history
+    /// reads (ledger, transactions, dashboard); everything else, and every write, stays on
+    /// the primary.
+    pub database_replica_url: Option<ServiceUrl>,
     /// `REDIS_URL`, default `redis://127.0.0.1:6379`.
     pub redis_url: ServiceUrl,
     /// `CLICKHOUSE_URL`, default `http://127.0.0.1:8123`.
@@ -392,6 +396,7 @@ impl Config {
             limits,
             environment,
             database_url: var("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/krug").into(),
+            database_replica_url: optional("DATABASE_REPLICA_URL").map(ServiceUrl::from),
             redis_url: var("REDIS_URL", "redis://127.0.0.1:6379").into(),
             clickhouse_url: var("CLICKHOUSE_URL", "http://127.0.0.1:8123").into(),
             clickhouse_db: var("CLICKHOUSE_DB", "krug"),

@@ -8,6 +8,11 @@ use storage::{cache::Cache, secret::SecretBox};
 
 pub struct AppState {
     pub db: PgPool,
+    /// History reads that may lag the primary a little: a member's ledger and transactions,
+    /// an operator's view of a member's ledger, a partner's dashboard. A streaming replica
+    /// when `DATABASE_REPLICA_URL` is set, else the same pool as `db`. Nothing read here is
+    /// written back: a read that decides a write stays on `db`.
+    pub history: PgPool,
     pub cache: Cache,
     pub queue: JobQueue,
     pub secrets: SecretBox,

@@ -302,7 +302,7 @@ impl LoyaltyApi {
         limit: Query<Option<u32>>,
     ) -> ApiResult<Json<Envelope<Page<LedgerEntryView>>>> {
         let page = loyalty::ledger_page(
-            &self.state.db,
+            &self.state.history,
             auth.user_id(),
             parse_cursor(cursor.0.as_deref())?,
             page_limit(limit.0)?,
@@ -349,7 +349,7 @@ impl LoyaltyApi {
             transaction_type: transaction_type.0.map(TransactionType::as_str),
         };
         let page = loyalty::transactions_page(
-            &self.state.db,
+            &self.state.history,
             auth.user_id(),
             filter,
             parse_cursor(cursor.0.as_deref())?,

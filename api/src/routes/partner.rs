@@ -371,7 +371,8 @@ impl PartnerApi {
                 format!("the dashboard covers at most {MAX_DASHBOARD_DAYS} days at once"),
             ));
         }
-        let figures = dashboard::dashboard(&state.db, business_id, from, to, tz.name()).await?;
+        let figures =
+            dashboard::dashboard(&state.history, business_id, from, to, tz.name()).await?;
         let by_day: Vec<DashboardDay> = figures
             .days
             .into_iter()
