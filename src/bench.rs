@@ -730,7 +730,7 @@ async fn scan_latency(system: &System) -> anyhow::Result<Vec<Figure>> {
             trigger_churn_risk: None,
             min_amount: rust_decimal::Decimal::ZERO,
             target_business_id: business.id,
-            discount_type: "percent".to_owned(),
+            discount_type: domain::loyalty::DiscountType::Percent,
             discount_value: rust_decimal::Decimal::from(10),
             valid_days: 7,
             cooldown_days: 0,

@@ -1,6 +1,7 @@
 //! The coalition as it starts: the five partner businesses of DESIGN.md.
 
 use anyhow::Context;
+use domain::loyalty::DiscountType;
 use jobs::JobQueue;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -124,7 +125,7 @@ pub async fn promo_chains(
             None,
             dec!(3000),
             id("Лисичкино"),
-            "percent",
+            DiscountType::Percent,
             dec!(15),
             7,
         ),
@@ -134,7 +135,7 @@ pub async fn promo_chains(
             Some("gastronomy"),
             dec!(2000),
             id("Стим Центр"),
-            "bonus",
+            DiscountType::Bonus,
             dec!(300),
             14,
         ),
@@ -145,7 +146,7 @@ pub async fn promo_chains(
             None,
             dec!(5000),
             id("Миндаль"),
-            "fixed",
+            DiscountType::Fixed,
             dec!(1000),
             30,
         ),
@@ -170,7 +171,7 @@ pub async fn promo_chains(
                     trigger_churn_risk: None,
                     min_amount,
                     target_business_id,
-                    discount_type: discount_type.to_owned(),
+                    discount_type,
                     discount_value,
                     valid_days,
                     cooldown_days: 0,

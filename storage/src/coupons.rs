@@ -1,7 +1,9 @@
 //! Cross-promo chains and the coupons they issue.
 
+use crate::states;
+use domain::loyalty::DiscountType;
 use rust_decimal::Decimal;
-use sqlx::{FromRow, PgExecutor, PgPool, Postgres, Transaction};
+use sqlx::{FromRow, PgExecutor, PgPool, Postgres, Row, Transaction, postgres::PgRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -12,19 +14,39 @@ macro_rules! coupon_columns {
     };
 }
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct Coupon {
     pub id: Uuid,
     pub code: String,
     pub user_id: Uuid,
     pub business_id: Uuid,
-    pub discount_type: String,
+    pub discount_type: DiscountType,
     pub discount_value: Decimal,
     pub expires_at: OffsetDateTime,
     pub redeemed_at: Option<OffsetDateTime>,
     pub expired_at: Option<OffsetDateTime>,
     pub source_chain_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
+}
+
+/// By hand for the discount type: one this build does not know is an error naming the coupon.
+impl FromRow<'_, PgRow> for Coupon {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        Ok(Self {
+            id,
+            code: row.try_get("code")?,
+            user_id: row.try_get("user_id")?,
+            business_id: row.try_get("business_id")?,
+            discount_type: states::column(row, "coupons", id, "discount_type")?,
+            discount_value: row.try_get("discount_value")?,
+            expires_at: row.try_get("expires_at")?,
+            redeemed_at: row.try_get("redeemed_at")?,
+            expired_at: row.try_get("expired_at")?,
+            source_chain_id: row.try_get("source_chain_id")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
 }
 
 /// A member's coupons that can still be used, soonest to expire first.
@@ -68,7 +90,7 @@ pub async fn mark_redeemed(
     Ok(())
 }
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct PromoChain {
     pub id: Uuid,
     pub trigger_business_id: Option<Uuid>,
@@ -78,12 +100,33 @@ pub struct PromoChain {
     pub trigger_churn_risk: Option<Decimal>,
     pub min_amount: Decimal,
     pub target_business_id: Uuid,
-    pub discount_type: String,
+    pub discount_type: DiscountType,
     pub discount_value: Decimal,
     pub valid_days: i32,
     pub cooldown_days: i32,
     pub is_active: bool,
     pub created_at: OffsetDateTime,
+}
+
+/// By hand for the discount type, as [`Coupon`]'s.
+impl FromRow<'_, PgRow> for PromoChain {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        Ok(Self {
+            id,
+            trigger_business_id: row.try_get("trigger_business_id")?,
+            trigger_category: row.try_get("trigger_category")?,
+            trigger_churn_risk: row.try_get("trigger_churn_risk")?,
+            min_amount: row.try_get("min_amount")?,
+            target_business_id: row.try_get("target_business_id")?,
+            discount_type: states::column(row, "promo_chains", id, "discount_type")?,
+            discount_value: row.try_get("discount_value")?,
+            valid_days: row.try_get("valid_days")?,
+            cooldown_days: row.try_get("cooldown_days")?,
+            is_active: row.try_get("is_active")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
 }
 
 macro_rules! chain_columns {
@@ -101,7 +144,7 @@ pub struct NewChain {
     pub trigger_churn_risk: Option<Decimal>,
     pub min_amount: Decimal,
     pub target_business_id: Uuid,
-    pub discount_type: String,
+    pub discount_type: DiscountType,
     pub discount_value: Decimal,
     pub valid_days: i32,
     pub cooldown_days: i32,
@@ -119,7 +162,7 @@ pub async fn create_chain(db: impl PgExecutor<'_>, chain: &NewChain) -> sqlx::Re
     .bind(chain.trigger_churn_risk)
     .bind(chain.min_amount)
     .bind(chain.target_business_id)
-    .bind(&chain.discount_type)
+    .bind(chain.discount_type.as_str())
     .bind(chain.discount_value)
     .bind(chain.valid_days)
     .bind(chain.cooldown_days)
@@ -175,7 +218,7 @@ pub async fn update_chain(
     .bind(chain.trigger_churn_risk)
     .bind(chain.min_amount)
     .bind(chain.target_business_id)
-    .bind(&chain.discount_type)
+    .bind(chain.discount_type.as_str())
     .bind(chain.discount_value)
     .bind(chain.valid_days)
     .bind(chain.cooldown_days)
@@ -249,7 +292,7 @@ pub async fn issue(
     .bind(code)
     .bind(user_id)
     .bind(chain.target_business_id)
-    .bind(&chain.discount_type)
+    .bind(chain.discount_type.as_str())
     .bind(chain.discount_value)
     .bind(chain.valid_days)
     .bind(chain.id)

@@ -9,9 +9,13 @@
 //! `SELECT … FOR UPDATE` round trip is needed, and the table's CHECK
 //! (`registered_count <= max_participants`) stays a backstop that is never hit.
 
-use crate::page::{Cursor, Page};
+use crate::{
+    page::{Cursor, Page},
+    states,
+};
+use domain::Tier;
 use rust_decimal::Decimal;
-use sqlx::{FromRow, PgExecutor, PgPool, Postgres, Transaction};
+use sqlx::{FromRow, PgExecutor, PgPool, Postgres, Row, Transaction, postgres::PgRow};
 use std::{fmt, str::FromStr};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -99,7 +103,7 @@ impl FromStr for EventStatus {
 }
 
 /// An event as one user sees it (`is_registered` is that user's).
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct Event {
     pub id: Uuid,
     pub title: String,
@@ -107,9 +111,8 @@ pub struct Event {
     pub date: OffsetDateTime,
     pub location: String,
     pub max_participants: i32,
-    /// `Insider`, `VIP`, `Elite` or `InnerCircle`.
-    pub min_status_tier: String,
-    pub status: String,
+    pub min_status_tier: Tier,
+    pub status: EventStatus,
     pub registered_count: i32,
     pub proposed_by: Option<Uuid>,
     pub reminder_sent_at: Option<OffsetDateTime>,
@@ -122,8 +125,31 @@ pub struct Event {
 
 impl Event {
     pub fn status(&self) -> EventStatus {
-        // The table's CHECK allows only these names.
-        self.status.parse().unwrap_or(EventStatus::Cancelled)
+        self.status
+    }
+}
+
+/// By hand for the tier and the status: a name this build does not know is an error naming
+/// the event.
+impl FromRow<'_, PgRow> for Event {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        Ok(Self {
+            id,
+            title: row.try_get("title")?,
+            description: row.try_get("description")?,
+            date: row.try_get("date")?,
+            location: row.try_get("location")?,
+            max_participants: row.try_get("max_participants")?,
+            min_status_tier: states::column(row, "events", id, "min_status_tier")?,
+            status: states::column(row, "events", id, "status")?,
+            registered_count: row.try_get("registered_count")?,
+            proposed_by: row.try_get("proposed_by")?,
+            reminder_sent_at: row.try_get("reminder_sent_at")?,
+            created_at: row.try_get("created_at")?,
+            price: row.try_get("price")?,
+            is_registered: row.try_get("is_registered")?,
+        })
     }
 }
 
@@ -164,7 +190,7 @@ pub struct NewEvent {
     pub date: OffsetDateTime,
     pub location: String,
     pub max_participants: i32,
-    pub min_status_tier: String,
+    pub min_status_tier: Tier,
     pub proposed_by: Uuid,
     /// A paid event's price (operators only).
     pub price: Option<Decimal>,
@@ -189,7 +215,7 @@ pub async fn create(db: &PgPool, new: &NewEvent) -> sqlx::Result<Event> {
     .bind(new.date)
     .bind(&new.location)
     .bind(new.max_participants)
-    .bind(&new.min_status_tier)
+    .bind(new.min_status_tier.as_str())
     .bind(new.price)
     .fetch_one(db)
     .await

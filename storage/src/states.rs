@@ -32,3 +32,51 @@ pub(crate) fn parse<T: FromStr>(
         }))
     })
 }
+
+/// Reads the text column `column` of `row`, a row of `table` keyed `key`, strictly: for the
+/// hand-written `FromRow` impls of rows that carry a state.
+pub(crate) fn column<T: FromStr>(
+    row: &sqlx::postgres::PgRow,
+    table: &'static str,
+    key: impl Display,
+    column: &'static str,
+) -> sqlx::Result<T> {
+    use sqlx::Row;
+    let value: String = row.try_get(column)?;
+    parse(table, key, column, &value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use domain::{Tier, loyalty::DiscountType};
+
+    #[test]
+    fn an_unknown_state_is_an_error_naming_table_row_column_and_value() {
+        let errors = [
+            parse::<Tier>("users", "u-1", "status_tier", "Platinum").map(drop),
+            parse::<DiscountType>("coupons", "u-1", "discount_type", "Percent").map(drop),
+        ];
+        for (error, (table, column, value)) in errors.into_iter().zip([
+            ("users", "status_tier", "Platinum"),
+            ("coupons", "discount_type", "Percent"),
+        ]) {
+            let message = error.expect_err(value).to_string();
+            for part in [table, "u-1", column, value] {
+                assert!(message.contains(part), "`{part}` missing from `{message}`");
+            }
+        }
+    }
+
+    #[test]
+    fn a_known_state_parses() {
+        assert_eq!(
+            parse::<Tier>("users", 1, "status_tier", "VIP").unwrap(),
+            Tier::Vip
+        );
+        assert_eq!(
+            parse::<DiscountType>("coupons", 1, "discount_type", "bonus").unwrap(),
+            DiscountType::Bonus
+        );
+    }
+}

@@ -33,4 +33,5 @@ mod reliability;
 mod scans;
 mod security;
 mod settlement;
+mod states;
 mod support;

@@ -12,7 +12,7 @@ use crate::{
     wire::Text,
 };
 use adapters::egress::EgressError;
-use domain::PhoneNumber;
+use domain::{PhoneNumber, loyalty::DiscountType};
 use jobs::{
     handlers::{crm::PollCrm, retention::business_became_medical},
     outbox,
@@ -357,6 +357,26 @@ pub enum DiscountTypeName {
     Bonus,
 }
 
+impl From<DiscountTypeName> for DiscountType {
+    fn from(name: DiscountTypeName) -> Self {
+        match name {
+            DiscountTypeName::Percent => Self::Percent,
+            DiscountTypeName::Fixed => Self::Fixed,
+            DiscountTypeName::Bonus => Self::Bonus,
+        }
+    }
+}
+
+impl From<DiscountType> for DiscountTypeName {
+    fn from(kind: DiscountType) -> Self {
+        match kind {
+            DiscountType::Percent => Self::Percent,
+            DiscountType::Fixed => Self::Fixed,
+            DiscountType::Bonus => Self::Bonus,
+        }
+    }
+}
+
 /// A cross-promo rule: a purchase matching the trigger issues a coupon at the target. A
 /// win-back chain is triggered instead by the nightly RFM snapshot: members whose churn
 /// risk newly reached `trigger_churn_risk` get its coupon.
@@ -412,7 +432,7 @@ fn chain_view(chain: storage::coupons::PromoChain) -> PromoChainView {
         trigger_churn_risk: chain.trigger_churn_risk.and_then(|r| r.to_f64()),
         min_amount: chain.min_amount.into(),
         target_business_id: chain.target_business_id,
-        discount_type: chain.discount_type,
+        discount_type: chain.discount_type.as_str().to_owned(),
         discount_value: chain.discount_value.into(),
         valid_days: chain.valid_days,
         cooldown_days: chain.cooldown_days,
@@ -745,17 +765,13 @@ async fn validated_chain(
     )?;
     let value =
         crate::routes::positive_money(body.discount_value.value(), "discount_value")?.amount();
-    let discount_type = match body.discount_type {
-        DiscountTypeName::Percent if value > Decimal::ONE_HUNDRED => {
-            return Err(ApiError::unprocessable(
-                "invalid_amount",
-                "a percent discount is at most 100",
-            ));
-        }
-        DiscountTypeName::Percent => "percent",
-        DiscountTypeName::Fixed => "fixed",
-        DiscountTypeName::Bonus => "bonus",
-    };
+    let discount_type = DiscountType::from(body.discount_type);
+    if discount_type == DiscountType::Percent && value > Decimal::ONE_HUNDRED {
+        return Err(ApiError::unprocessable(
+            "invalid_amount",
+            "a percent discount is at most 100",
+        ));
+    }
     if !(1..=365).contains(&body.valid_days) {
         return Err(ApiError::unprocessable(
             "invalid_valid_days",
@@ -775,7 +791,7 @@ async fn validated_chain(
         trigger_churn_risk,
         min_amount,
         target_business_id: body.target_business_id,
-        discount_type: discount_type.to_owned(),
+        discount_type,
         discount_value: value,
         valid_days: body.valid_days,
         cooldown_days,
@@ -807,13 +823,7 @@ fn merged_chain(
             chain.trigger_churn_risk.and_then(|r| r.to_f64()),
         )
     };
-    let discount_type = patch
-        .discount_type
-        .unwrap_or(match chain.discount_type.as_str() {
-            "fixed" => DiscountTypeName::Fixed,
-            "bonus" => DiscountTypeName::Bonus,
-            _ => DiscountTypeName::Percent,
-        });
+    let discount_type = patch.discount_type.unwrap_or(chain.discount_type.into());
     let merged = CreatePromoChain {
         trigger_business_id,
         trigger_category,

@@ -162,8 +162,8 @@ fn bare_view(e: Event, images: Vec<ImageView>) -> EventView {
         date: e.date,
         location: e.location,
         max_participants: e.max_participants.max(0) as u32,
-        min_status_tier: e.min_status_tier,
-        status: e.status,
+        min_status_tier: e.min_status_tier.as_str().to_owned(),
+        status: e.status.as_str().to_owned(),
         registered_count: e.registered_count.max(0) as u32,
         is_registered: e.is_registered,
         price: e.price.map(Amount),
@@ -308,7 +308,7 @@ fn new_event(body: ProposeEvent, proposed_by: Uuid) -> Result<NewEvent, ApiError
         date: body.date,
         location,
         max_participants: body.max_participants as i32,
-        min_status_tier: tier.as_str().to_owned(),
+        min_status_tier: tier,
         proposed_by,
         price,
     })
@@ -437,7 +437,7 @@ impl EventsApi {
                 event_view(&self.state, event).await?,
             ))));
         }
-        let required = event.min_status_tier.parse().unwrap_or(Tier::InnerCircle);
+        let required = event.min_status_tier;
         if self.tier(user_id).await? < required {
             return Err(tier_too_low(if required.is_by_invitation() {
                 "This event is for the Inner Circle only.".to_owned()

@@ -234,7 +234,7 @@ impl LoyaltyApi {
                     id: c.id,
                     code: c.code,
                     business_id: c.business_id,
-                    discount_type: c.discount_type,
+                    discount_type: c.discount_type.as_str().to_owned(),
                     discount_value: c.discount_value.into(),
                     expires_at: c.expires_at,
                     redeemed_at: c.redeemed_at,

@@ -231,7 +231,7 @@ fn summary(user: User) -> MemberSummary {
         phone: domain::phone::mask_phone(&user.phone),
         first_name: user.first_name,
         last_name: user.last_name,
-        status_tier: user.status_tier,
+        status_tier: user.status_tier.as_str().to_owned(),
         blocked: user.blocked_at.is_some(),
         created_at: user.created_at,
     }
@@ -288,7 +288,7 @@ impl SupportApi {
                     id: c.id,
                     code: c.code,
                     business_id: c.business_id,
-                    discount_type: c.discount_type,
+                    discount_type: c.discount_type.as_str().to_owned(),
                     discount_value: c.discount_value.into(),
                     expires_at: c.expires_at,
                     redeemed_at: c.redeemed_at,

@@ -56,7 +56,7 @@ pub(crate) fn user_view(user: User, roles: &[Role]) -> UserView {
         first_name: user.first_name,
         last_name: user.last_name,
         email: user.email,
-        status_tier: user.status_tier,
+        status_tier: user.status_tier.as_str().to_owned(),
         roles: roles
             .iter()
             .map(|r| match r {

@@ -12,11 +12,7 @@ use crate::{
     outbox,
     queue::{Job, JobCtx, JobError, QueueName},
 };
-use domain::{
-    codes::human_code,
-    loyalty::{DiscountType, discount_label},
-    messages::Message,
-};
+use domain::{codes::human_code, loyalty::discount_label, messages::Message};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
@@ -100,16 +96,12 @@ pub async fn coupon_notice(
         .bind(coupon.business_id)
         .fetch_one(&mut **tx)
         .await?;
-    let kind: DiscountType = coupon
-        .discount_type
-        .parse()
-        .unwrap_or(DiscountType::Percent);
     let expires = domain::local_time::local_date(timezone, coupon.expires_at);
     Ok(Notify {
         user_id: coupon.user_id,
         message: Message::CouponIssued {
             business,
-            discount: discount_label(kind, coupon.discount_value),
+            discount: discount_label(coupon.discount_type, coupon.discount_value),
             code: coupon.code.clone(),
             expires: format!(
                 "{:02}.{:02}.{}",

@@ -324,10 +324,7 @@ async fn process_batch(env: &Env, ids: &[Uuid]) -> Result<(), JobError> {
         .map(|c| {
             let (coupon_discount, coupon_bonus) =
                 c.coupon.map_or((Decimal::ZERO, Decimal::ZERO), |coupon| {
-                    let kind = coupon
-                        .discount_type
-                        .parse()
-                        .unwrap_or(DiscountType::Percent);
+                    let kind = coupon.discount_type;
                     let bonus = if kind == DiscountType::Bonus {
                         coupon.discount_value
                     } else {

@@ -1,0 +1,66 @@
+//! States read back strictly: a tier or discount type this build does not know (a hand edit,
+//! or a newer release wrote it) is an error that names the row, never a silent default.
+
+use crate::helpers::{fresh_database, member_phone};
+use domain::PhoneNumber;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+fn assert_names(error: sqlx::Error, parts: &[&str]) {
+    let message = error.to_string();
+    for part in parts {
+        assert!(message.contains(part), "`{part}` missing from `{message}`");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_tier_or_discount_type_in_a_row_is_an_error_naming_the_row() {
+    // Arrange: the CHECKs keep such names out, so this database drops them first.
+    let db = PgPool::connect(&fresh_database().await).await.unwrap();
+    sqlx::raw_sql(
+        "ALTER TABLE users DROP CONSTRAINT users_status_tier_check;
+         ALTER TABLE coupons DROP CONSTRAINT coupons_discount_type_check;",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let phone = PhoneNumber::parse(&member_phone()).unwrap();
+    let user = storage::users::find_or_create(&db, &phone).await.unwrap();
+    sqlx::query("UPDATE users SET status_tier = 'Platinum' WHERE id = $1")
+        .bind(user.id)
+        .execute(&db)
+        .await
+        .unwrap();
+    let business: Uuid = sqlx::query_scalar(
+        "INSERT INTO businesses (name, category, cashback_percent)
+         VALUES ('Кофейня', 'gastronomy', 5) RETURNING id",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let coupon: Uuid = sqlx::query_scalar(
+        "INSERT INTO coupons (code, user_id, business_id, discount_type, discount_value, expires_at)
+         VALUES ('STATES-1', $1, $2, 'voucher', 10, now() + interval '1 day') RETURNING id",
+    )
+    .bind(user.id)
+    .bind(business)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+
+    // Act
+    let tier = storage::users::get(&db, user.id).await;
+    let coupons = storage::coupons::active_for_user(&db, user.id).await;
+
+    // Assert
+    let user_id = user.id.to_string();
+    assert_names(
+        tier.expect_err("an unknown tier must not read as Insider"),
+        &["users", &user_id, "status_tier", "Platinum"],
+    );
+    let coupon_id = coupon.to_string();
+    assert_names(
+        coupons.expect_err("an unknown discount type must not read as percent"),
+        &["coupons", &coupon_id, "discount_type", "voucher"],
+    );
+}
