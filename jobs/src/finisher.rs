@@ -73,7 +73,7 @@ async fn write_batches(db: PgPool, mut rx: mpsc::UnboundedReceiver<Message>) {
             }
         }
         if !batch.is_empty() {
-            if let Err(e) = write(&db, &batch).await {
+            if let Err(e) = storage::outbox::finish_batch(&db, &batch).await {
                 // Reconcile will push these jobs again; their handlers find the work done.
                 tracing::warn!(error = %e, jobs = batch.len(), "could not record job outcomes in the outbox");
             }
@@ -82,22 +82,4 @@ async fn write_batches(db: PgPool, mut rx: mpsc::UnboundedReceiver<Message>) {
             let _ = done.send(());
         }
     }
-}
-
-async fn write(db: &PgPool, batch: &[(Uuid, &'static str)]) -> sqlx::Result<()> {
-    let (ids, outcomes): (Vec<Uuid>, Vec<&str>) = batch.iter().copied().unzip();
-    let mut tx = db.begin().await?;
-    sqlx::query("SET LOCAL synchronous_commit = off")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query(
-        "UPDATE job_outbox o SET finished_at = now(), outcome = f.outcome
-         FROM UNNEST($1::uuid[], $2::text[]) AS f(id, outcome)
-         WHERE o.job_id = f.id AND o.finished_at IS NULL",
-    )
-    .bind(&ids)
-    .bind(&outcomes)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await
 }

@@ -115,23 +115,8 @@ pub async fn trigger(queue: &JobQueue, db: &PgPool, name: &str) -> anyhow::Resul
     queue
         .push_raw(schedule.queue, std::slice::from_ref(&job))
         .await?;
-    record_run(db, schedule.name, OffsetDateTime::now_utc(), job.id).await?;
+    storage::schedule::record_run(db, schedule.name, OffsetDateTime::now_utc(), job.id).await?;
     Ok(job.id)
-}
-
-async fn record_run(
-    db: &PgPool,
-    name: &str,
-    tick_at: OffsetDateTime,
-    job_id: Uuid,
-) -> sqlx::Result<()> {
-    sqlx::query("INSERT INTO schedule_runs (schedule, tick_at, job_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-        .bind(name)
-        .bind(tick_at)
-        .bind(job_id)
-        .execute(db)
-        .await?;
-    Ok(())
 }
 
 /// A schedule as operators see it.
@@ -161,12 +146,7 @@ pub async fn list(
             .ok()
             .and_then(|cron| cron.upcoming(timezone).next())
             .and_then(|next| OffsetDateTime::from_unix_timestamp(next.timestamp()).ok());
-        let last: Option<(OffsetDateTime, Uuid)> = sqlx::query_as(
-            "SELECT tick_at, job_id FROM schedule_runs WHERE schedule = $1 ORDER BY tick_at DESC LIMIT 1",
-        )
-        .bind(schedule.name)
-        .fetch_optional(db)
-        .await?;
+        let last = storage::schedule::last_run(db, schedule.name).await?;
         let last_outcome = match last {
             Some((_, job_id)) => Some(
                 crate::inspect::job(queue, schedule.queue, job_id)
@@ -262,13 +242,7 @@ async fn catch_up(
     let Some(missed) = cron.after(&since).take_while(|t| *t <= now).last() else {
         return;
     };
-    let last_run: Option<OffsetDateTime> = match sqlx::query_scalar(
-        "SELECT max(tick_at) FROM schedule_runs WHERE schedule = $1",
-    )
-    .bind(schedule.name)
-    .fetch_one(&env.db)
-    .await
-    {
+    let last_run = match storage::schedule::last_tick(&env.db, schedule.name).await {
         Ok(last) => last,
         Err(e) => {
             note_database_error(&e);
@@ -336,7 +310,7 @@ async fn fire(
     tracing::debug!(schedule = schedule.name, tick = tick_unix, "tick enqueued");
     let tick_at = OffsetDateTime::from_unix_timestamp(tick_unix as i64)
         .unwrap_or_else(|_| OffsetDateTime::now_utc());
-    if let Err(e) = record_run(&env.db, schedule.name, tick_at, job.id).await {
+    if let Err(e) = storage::schedule::record_run(&env.db, schedule.name, tick_at, job.id).await {
         note_database_error(&e);
         tracing::warn!(schedule = schedule.name, error = %e, "could not record a tick");
     }

@@ -144,6 +144,14 @@ pub async fn get_for_update(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<O
     .await
 }
 
+/// A business's name (for messages about it).
+pub async fn name(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<String> {
+    sqlx::query_scalar("SELECT name FROM businesses WHERE id = $1")
+        .bind(id)
+        .fetch_one(db)
+        .await
+}
+
 pub async fn get(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Business>> {
     sqlx::query_as(concat!(
         "SELECT ",

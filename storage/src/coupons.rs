@@ -314,3 +314,42 @@ pub async fn issue(
         Issued::NotNow
     })
 }
+
+/// A settled purchase as cross-promo chains judge it.
+#[derive(Debug, Clone, FromRow)]
+pub struct PromoPurchase {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub business_id: Uuid,
+    pub category: String,
+    pub amount: Decimal,
+}
+
+/// Those of `transaction_ids` that may fire a chain: purchases, not medical (by the
+/// transaction or its business), and not made while the member was blocked.
+pub async fn promo_purchases(
+    db: impl PgExecutor<'_>,
+    transaction_ids: &[Uuid],
+) -> sqlx::Result<Vec<PromoPurchase>> {
+    sqlx::query_as(
+        "SELECT t.id, t.user_id, t.business_id, b.category, t.amount
+         FROM transactions t JOIN businesses b ON b.id = t.business_id JOIN users u ON u.id = t.user_id
+         WHERE t.id = ANY($1) AND t.transaction_type = 'purchase' AND NOT t.is_medical AND NOT b.is_medical
+           AND NOT (u.blocked_at IS NOT NULL AND t.occurred_at >= u.blocked_at)",
+    )
+    .bind(transaction_ids)
+    .fetch_all(db)
+    .await
+}
+
+/// Marks every coupon due by `now` and still unused as expired; how many were.
+pub async fn expire_due(db: impl PgExecutor<'_>, now: OffsetDateTime) -> sqlx::Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE coupons SET expired_at = now()
+         WHERE expires_at <= $1 AND redeemed_at IS NULL AND expired_at IS NULL",
+    )
+    .bind(now)
+    .execute(db)
+    .await?
+    .rows_affected())
+}

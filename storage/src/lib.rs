@@ -27,6 +27,7 @@ pub mod referrals;
 pub mod retention;
 pub mod rfm;
 pub mod scans;
+pub mod schedule;
 pub mod search;
 pub mod secret;
 pub mod sessions;

@@ -139,3 +139,24 @@ pub async fn finish_all(
         .await?;
     Ok(())
 }
+
+/// Records the outcomes of a batch of finished jobs in one transaction. The commit does not
+/// wait for the WAL flush: a record lost in a crash is rewritten when `reconcile` pushes the
+/// job again and its handler finds the work done.
+pub async fn finish_batch(db: &PgPool, batch: &[(Uuid, &'static str)]) -> sqlx::Result<()> {
+    let (ids, outcomes): (Vec<Uuid>, Vec<&str>) = batch.iter().copied().unzip();
+    let mut tx = db.begin().await?;
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "UPDATE job_outbox o SET finished_at = now(), outcome = f.outcome
+         FROM UNNEST($1::uuid[], $2::text[]) AS f(id, outcome)
+         WHERE o.job_id = f.id AND o.finished_at IS NULL",
+    )
+    .bind(&ids)
+    .bind(&outcomes)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}

@@ -15,7 +15,6 @@ use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
 use storage::coupons::{self, Issued, PromoChain};
 use time::Date;
-use uuid::Uuid;
 
 /// Facts per export batch.
 pub const EXPORT_BATCH: i64 = 5_000;
@@ -62,15 +61,7 @@ async fn win_back(env: &Env, chain: &PromoChain, date: Date) -> Result<(), JobEr
     let (total, mut done, mut issued) = (members.len(), 0, 0);
     for batch in members.chunks(WINBACK_BATCH) {
         let mut tx = storage::begin_batch(&env.db).await?;
-        // Analytics may still know a member who has since left. A win-back coupon is an
-        // offer: members who refuse offers by push and by SMS are not targeted, nor are
-        // blocked members (no coupon follows while she is blocked).
-        let known: Vec<Uuid> = sqlx::query_scalar(
-            "SELECT id FROM users WHERE id = ANY($1) AND (push_marketing OR sms_marketing) AND blocked_at IS NULL",
-        )
-        .bind(batch)
-        .fetch_all(&mut *tx)
-        .await?;
+        let known = storage::users::open_to_offers(&mut *tx, batch).await?;
         let mut notices = Vec::new();
         for user_id in known {
             let issue_key = format!("winback:{}:{date}:{user_id}", chain.id);

@@ -34,14 +34,7 @@ impl Job for Expire {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let released = release_held_accruals(&ctx).await?;
         let (lots_expired, expiry_notices) = expire_lots(&ctx).await?;
-        let expired = sqlx::query(
-            "UPDATE coupons SET expired_at = now()
-             WHERE expires_at <= $1 AND redeemed_at IS NULL AND expired_at IS NULL",
-        )
-        .bind(ctx.env.clock.now())
-        .execute(&ctx.env.db)
-        .await?
-        .rows_affected();
+        let expired = storage::coupons::expire_due(&ctx.env.db, ctx.env.clock.now()).await?;
         // After the releases: an accrual released now qualifies its referral in this run.
         let referrals_rewarded = super::referral::settle_referrals(&ctx).await?;
         tracing::info!(

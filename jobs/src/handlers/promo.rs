@@ -13,7 +13,6 @@ use crate::{
     queue::{Job, JobCtx, JobError, QueueName},
 };
 use domain::{codes::human_code, loyalty::discount_label, messages::Message};
-use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
 use storage::coupons::{self, Coupon, Issued};
@@ -28,30 +27,13 @@ pub struct IssueCoupons {
     pub transaction_ids: Vec<Uuid>,
 }
 
-#[derive(sqlx::FromRow)]
-struct Purchase {
-    id: Uuid,
-    user_id: Uuid,
-    business_id: Uuid,
-    category: String,
-    amount: Decimal,
-}
-
 impl Job for IssueCoupons {
     const QUEUE: QueueName = QueueName::CrossPromo;
 
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
         let mut tx = storage::begin_batch(&env.db).await?;
-        let purchases: Vec<Purchase> = sqlx::query_as(
-            "SELECT t.id, t.user_id, t.business_id, b.category, t.amount
-             FROM transactions t JOIN businesses b ON b.id = t.business_id JOIN users u ON u.id = t.user_id
-             WHERE t.id = ANY($1) AND t.transaction_type = 'purchase' AND NOT t.is_medical AND NOT b.is_medical
-               AND NOT (u.blocked_at IS NOT NULL AND t.occurred_at >= u.blocked_at)",
-        )
-        .bind(&self.transaction_ids)
-        .fetch_all(&mut *tx)
-        .await?;
+        let purchases = coupons::promo_purchases(&mut *tx, &self.transaction_ids).await?;
         let chains = coupons::purchase_chains(&mut *tx).await?;
         let mut follow_ups = Vec::new();
         let mut issued = 0;
@@ -92,10 +74,7 @@ pub async fn coupon_notice(
     timezone: chrono_tz::Tz,
     coupon: &Coupon,
 ) -> sqlx::Result<Notify> {
-    let business: String = sqlx::query_scalar("SELECT name FROM businesses WHERE id = $1")
-        .bind(coupon.business_id)
-        .fetch_one(&mut **tx)
-        .await?;
+    let business = storage::businesses::name(&mut **tx, coupon.business_id).await?;
     let expires = domain::local_time::local_date(timezone, coupon.expires_at);
     Ok(Notify {
         user_id: coupon.user_id,
