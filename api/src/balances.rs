@@ -9,8 +9,9 @@
 //! the view is at most [`FRESH_FOR`] old. A member's own finished scan forgets her view at
 //! once in the process that reports it.
 
-use crate::routes::loyalty::BalanceView;
+use crate::wire::Amount;
 use futures::StreamExt;
+use poem_openapi::Object;
 use std::{
     collections::HashMap,
     sync::{
@@ -20,7 +21,48 @@ use std::{
     time::{Duration, Instant},
 };
 use storage::redis_target::RedisTarget;
+use time::OffsetDateTime;
 use uuid::Uuid;
+
+/// The tier a member can reach next, and what it takes (`GET /loyalty/balance`).
+#[derive(Debug, Clone, Object)]
+pub struct NextTierView {
+    /// `VIP` or `Elite`.
+    pub name: String,
+    /// Roubles still to spend within the rolling 365 days.
+    pub spend_needed: Amount,
+    /// Categories still to visit.
+    pub categories_needed: u32,
+}
+
+/// The next lot of bonuses to expire.
+#[derive(Debug, Clone, Object)]
+pub struct ExpiringView {
+    /// What is left of it (it expires unless spent first: spending takes the oldest lots).
+    pub amount: Amount,
+    /// When it expires (`KRUG_BONUS_EXPIRY_DAYS` after it became spendable).
+    pub at: OffsetDateTime,
+}
+
+/// What `GET /loyalty/balance` answers, and what this cache keeps.
+#[derive(Debug, Clone, Object)]
+pub struct BalanceView {
+    /// Spendable: the sum of the ledger.
+    pub balance: Amount,
+    /// Accrued at businesses that hold cashback a while, not spendable yet.
+    pub pending: Amount,
+    /// The next lot to expire; absent when nothing will (nothing left, or
+    /// `KRUG_BONUS_EXPIRY_DAYS` is 0).
+    #[oai(nullable)]
+    pub expiring: Option<ExpiringView>,
+    pub lifetime_earned: Amount,
+    pub lifetime_spent: Amount,
+    pub status_tier: String,
+    /// Absent at Elite and in the Inner Circle (no spend leads further: the Inner Circle is
+    /// by invitation).
+    #[oai(nullable)]
+    pub next_tier: Option<NextTierView>,
+}
 
 /// How long a view is served without an announcement.
 pub const FRESH_FOR: Duration = Duration::from_secs(10);

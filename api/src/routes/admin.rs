@@ -93,14 +93,6 @@ impl CrmType {
     }
 }
 
-#[derive(Debug, Clone, Copy, Enum)]
-#[oai(rename_all = "lowercase")]
-pub enum StaffRole {
-    Owner,
-    Staff,
-    Viewer,
-}
-
 #[derive(Debug, Object)]
 pub struct CreateBusiness {
     #[oai(validator(min_length = 1, max_length = 200))]
@@ -497,7 +489,7 @@ pub enum PollAccepted {
 pub struct AddStaff {
     #[oai(validator(max_length = 32))]
     pub phone: Text,
-    pub role: StaffRole,
+    pub role: crate::routes::partner::StaffRole,
 }
 
 #[derive(Debug, Object)]
@@ -1132,11 +1124,7 @@ impl AdminApi {
         businesses::get(&state.db, id.0)
             .await?
             .ok_or_else(|| ApiError::not_found("business_not_found", "No such business."))?;
-        let role = match body.role {
-            StaffRole::Owner => "owner",
-            StaffRole::Staff => "staff",
-            StaffRole::Viewer => "viewer",
-        };
+        let role = body.role.as_str();
         let mut tx = state.db.begin().await?;
         let user = users::find_or_create(&mut *tx, &phone).await?;
         let before = businesses::staff_role(&mut *tx, id.0, user.id).await?;

@@ -2,6 +2,7 @@
 
 use crate::{
     auth::Auth,
+    balances::{BalanceView, ExpiringView, NextTierView},
     envelope::{Envelope, Page},
     error::{ApiError, ApiResult},
     limits::REFUSED,
@@ -39,44 +40,6 @@ enum Tag {
 
 pub struct LoyaltyApi {
     pub state: Arc<AppState>,
-}
-
-#[derive(Debug, Clone, Object)]
-pub struct NextTierView {
-    /// `VIP` or `Elite`.
-    pub name: String,
-    /// Roubles still to spend within the rolling 365 days.
-    pub spend_needed: Amount,
-    /// Categories still to visit.
-    pub categories_needed: u32,
-}
-
-/// The next lot of bonuses to expire.
-#[derive(Debug, Clone, Object)]
-pub struct ExpiringView {
-    /// What is left of it (it expires unless spent first: spending takes the oldest lots).
-    pub amount: Amount,
-    /// When it expires (`KRUG_BONUS_EXPIRY_DAYS` after it became spendable).
-    pub at: OffsetDateTime,
-}
-
-#[derive(Debug, Clone, Object)]
-pub struct BalanceView {
-    /// Spendable: the sum of the ledger.
-    pub balance: Amount,
-    /// Accrued at businesses that hold cashback a while, not spendable yet.
-    pub pending: Amount,
-    /// The next lot to expire; absent when nothing will (nothing left, or
-    /// `KRUG_BONUS_EXPIRY_DAYS` is 0).
-    #[oai(nullable)]
-    pub expiring: Option<ExpiringView>,
-    pub lifetime_earned: Amount,
-    pub lifetime_spent: Amount,
-    pub status_tier: String,
-    /// Absent at Elite and in the Inner Circle (no spend leads further: the Inner Circle is
-    /// by invitation).
-    #[oai(nullable)]
-    pub next_tier: Option<NextTierView>,
 }
 
 #[derive(Debug, Object)]

@@ -8,14 +8,14 @@ use crate::{
     auth::Auth,
     envelope::{Envelope, Page},
     error::{ApiError, ApiResult},
-    routes::{admin::StaffRole, page_limit, parse_cursor, positive_money},
+    routes::{page_limit, parse_cursor, positive_money},
     state::AppState,
     wire::{Amount, Text},
 };
 use domain::local_time::local_date;
 use domain::{PhoneNumber, phone::mask_phone};
 use poem_openapi::{
-    Object, OpenApi, Tags,
+    Enum, Object, OpenApi, Tags,
     param::{Header, Path, Query},
     payload::Json,
 };
@@ -29,6 +29,26 @@ use storage::{
 };
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
+
+/// A role at a business, as operators (`/admin/…`) and owners (`/business/staff`) give it.
+#[derive(Debug, Clone, Copy, Enum)]
+#[oai(rename_all = "lowercase")]
+pub enum StaffRole {
+    Owner,
+    Staff,
+    Viewer,
+}
+
+impl StaffRole {
+    /// The name `business_staff.role` holds.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owner => "owner",
+            Self::Staff => "staff",
+            Self::Viewer => "viewer",
+        }
+    }
+}
 
 #[derive(Tags)]
 enum Tag {
@@ -293,11 +313,7 @@ impl PartnerApi {
         let (business_id, _) = acting_for(state, &auth, body.business_id, Right::Manage).await?;
         let phone = PhoneNumber::parse(&body.phone)
             .map_err(|e| ApiError::unprocessable("invalid_phone", e.to_string()))?;
-        let role = match body.role {
-            StaffRole::Owner => "owner",
-            StaffRole::Staff => "staff",
-            StaffRole::Viewer => "viewer",
-        };
+        let role = body.role.as_str();
         let mut tx = state.db.begin().await?;
         let owners = businesses::lock_owners(&mut *tx, business_id).await?;
         let user = users::find_or_create(&mut *tx, &phone).await?;
