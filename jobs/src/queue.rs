@@ -80,7 +80,7 @@ impl QueueName {
     }
 
     /// Jobs of this queue run at once in one worker process. The fetch buffer is sized to it,
-    /// so a worker never holds jobs it cannot start (APALIS.md #6).
+    /// so a worker never holds jobs it cannot start (apalis issue 251: prefetch defeats concurrency limits).
     pub fn concurrency(self) -> usize {
         match self {
             Self::QrScan => 32,

@@ -2,7 +2,7 @@
 //!
 //! - Worker names are unique per process and per restart (`qr_scan@host-pid-3-x7k2`): two
 //!   processes never share a heartbeat, so a killed worker's jobs are re-enqueued by the
-//!   others once its heartbeat is stale (APALIS.md #2).
+//!   others once its heartbeat is stale (apalis issue 504, fixed upstream by PR 507).
 //! - A worker whose backend fails (Redis gone) is rebuilt after a pause, not left dead.
 //! - Idle workers wake on Redis pub/sub and also poll, so a lost listener costs latency only.
 //! - Every job runs through `execute`, which times it, records its outcome in the outbox

@@ -3,7 +3,7 @@
 //! Ticks come from apalis-cron (patched: `vendor/apalis-cron/PATCHES.md`) in
 //! `KRUG_TIMEZONE`. Each tick becomes one job whose id is derived from (prefix, schedule, tick time) and whose push carries the
 //! same idempotency key, so however many schedulers run, a tick is enqueued once
-//! (APALIS.md #3).
+//! (apalis issue 281: apalis-cron fires once per running instance).
 
 use crate::{
     client::{JobQueue, RawJob},

@@ -1,4 +1,4 @@
-//! APALIS.md #1: apalis-redis 1.0.0 stalls for good once ~8 000 due jobs wait (its Lua
+//! `vendor/apalis-redis/PATCHES.md`, first row: apalis-redis 1.0.0 stalls for good once ~8 000 due jobs wait (its Lua
 //! promotes the whole due set with one `unpack`). With the patched copy, a 100 000-job
 //! backlog of due jobs drains on every queue.
 
