@@ -4,57 +4,21 @@
 //! (blocking) and `ledger::adjust` (corrections).
 
 use crate::{
+    coupons::Coupon,
     page::{Cursor, Page},
-    states,
 };
-use domain::loyalty::DiscountType;
-use rust_decimal::Decimal;
-use sqlx::{FromRow, PgExecutor, Row, postgres::PgRow};
+use sqlx::{FromRow, PgExecutor};
 use time::OffsetDateTime;
 use uuid::Uuid;
-
-/// A coupon, used or not.
-#[derive(Debug, Clone)]
-pub struct CouponRow {
-    pub id: Uuid,
-    pub code: String,
-    pub business_id: Uuid,
-    pub discount_type: DiscountType,
-    pub discount_value: Decimal,
-    pub expires_at: OffsetDateTime,
-    pub redeemed_at: Option<OffsetDateTime>,
-    pub expired_at: Option<OffsetDateTime>,
-    pub source_chain_id: Option<Uuid>,
-    pub created_at: OffsetDateTime,
-}
-
-/// By hand for the discount type: one this build does not know is an error naming the coupon.
-impl FromRow<'_, PgRow> for CouponRow {
-    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
-        let id: Uuid = row.try_get("id")?;
-        Ok(Self {
-            id,
-            code: row.try_get("code")?,
-            business_id: row.try_get("business_id")?,
-            discount_type: states::column(row, "coupons", id, "discount_type")?,
-            discount_value: row.try_get("discount_value")?,
-            expires_at: row.try_get("expires_at")?,
-            redeemed_at: row.try_get("redeemed_at")?,
-            expired_at: row.try_get("expired_at")?,
-            source_chain_id: row.try_get("source_chain_id")?,
-            created_at: row.try_get("created_at")?,
-        })
-    }
-}
 
 /// Her latest `limit` coupons, newest first, used and expired ones included.
 pub async fn coupons(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
     limit: i64,
-) -> sqlx::Result<Vec<CouponRow>> {
+) -> sqlx::Result<Vec<Coupon>> {
     sqlx::query_as(
-        "SELECT id, code, business_id, discount_type, discount_value, expires_at, redeemed_at,
+        "SELECT id, code, user_id, business_id, discount_type, discount_value, expires_at, redeemed_at,
                 expired_at, source_chain_id, created_at
          FROM coupons WHERE user_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2",
     )
