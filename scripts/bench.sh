@@ -3,7 +3,7 @@
 # real Postgres, Redis and ClickHouse, prints a table and writes bench/results.md.
 #   scripts/bench.sh                 # everything
 #   scripts/bench.sh --only jobs     # one part: jobs, scan, ingest, rfm, balance, search,
-#                                    # dashboard, settlement
+#                                    # dashboard, settlement, cluster
 #   scripts/bench.sh --only settlement --settlement-entries 1000000   # a smaller size
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -116,6 +116,7 @@ pub const PARTS: &[&str] = &[
     "search",
     "dashboard",
     "settlement",
+    "cluster",
 ];
 
 /// What a figure says about its target.
@@ -214,6 +215,10 @@ pub async fn run(services: Services, options: BenchOptions) -> anyhow::Result<()
     if options.wants("settlement") {
         println!("== monthly settlement closed");
         figures.push(partner::settlement_close(&services, options.settlement_entries).await?);
+    }
+    if options.wants("cluster") {
+        println!("== scale-out: worker processes on a Redis Cluster");
+        figures.push(cluster_scale_out(options.jobs).await?);
     }
     // Last: ClickHouse goes on merging what was loaded for a while after, which would
     // weigh on the other figures.
@@ -353,6 +358,143 @@ impl Job for Noop {
     }
 }
 
+/// `krug bench-noop-worker`: a worker process of no-op jobs (concurrency 64) on
+/// `REDIS_URL` under `KRUG_QUEUE_PREFIX`, until SIGTERM; the scale-out part starts one or two.
+pub async fn noop_worker(services: Services, concurrency: usize) -> anyhow::Result<()> {
+    let shutdown = crate::app::shutdown_signal();
+    let mut options = WorkerOptions::new(services.config.redis_url.expose(), vec![Noop::QUEUE]);
+    options.concurrency = Some(concurrency);
+    jobs::runtime::run_single::<Noop>(services.job_env(), options, shutdown).await;
+    Ok(())
+}
+
+/// The cluster's first port for the scale-out part (`scripts/redis-cluster.sh`): not the
+/// development cluster's 7000 nor the cluster test's 7100.
+const BENCH_CLUSTER_PORT: u16 = 7200;
+
+/// DESIGN.md's scale-out row: `count` no-op jobs drained by one `krug bench-noop-worker`
+/// process, then another `count` by two, on a three-master Redis Cluster of the bench's own
+/// on loopback; the figure is the two processes' rate over the one's. Each rate is timed
+/// from the first job done to the last (a process's start-up is not the platform's speed).
+async fn cluster_scale_out(count: usize) -> anyhow::Result<Figure> {
+    use anyhow::Context;
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/redis-cluster.sh");
+    let port = BENCH_CLUSTER_PORT.to_string();
+    let cluster = |action: &str| {
+        std::process::Command::new(script)
+            .args([action, "--port", &port])
+            .output()
+    };
+    cluster("stop")?;
+    let started = cluster("start")?;
+    anyhow::ensure!(
+        started.status.success(),
+        "redis-cluster.sh start: {}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let url = String::from_utf8_lossy(&started.stdout)
+        .lines()
+        .last()
+        .context("redis-cluster.sh printed no URL")?
+        .trim()
+        .to_owned();
+    let result = async {
+        let mut rates = Vec::new();
+        for processes in [1usize, 2] {
+            let rate = drain_with_processes(&url, count, processes).await?;
+            println!("  {processes} worker process(es): {rate:.0} jobs/s");
+            rates.push(rate);
+        }
+        anyhow::Ok(rates)
+    }
+    .await;
+    let _ = cluster("stop");
+    let rates = result?;
+    let ratio = rates[1] / rates[0];
+    Ok(Figure {
+        target: "cluster",
+        what: format!(
+            "{count} no-op jobs, concurrency 64 per process, 3 masters + 3 replicas on loopback"
+        ),
+        measured: format!(
+            "1 process {:.0}/s, 2 processes {:.0}/s: {ratio:.2}×",
+            rates[0], rates[1]
+        ),
+        verdict: if ratio >= 1.6 {
+            Verdict::Met
+        } else {
+            Verdict::NotMet(format!(
+                "{ratio:.2}× with {} cores for six Redis nodes, the workers and the bench",
+                std::thread::available_parallelism().map_or(0, |n| n.get())
+            ))
+        },
+        comparison: None,
+    })
+}
+
+/// Pushes `count` no-op jobs under a fresh prefix, starts `processes` worker processes and
+/// returns the rate (jobs/s) from the first job done to the last.
+async fn drain_with_processes(url: &str, count: usize, processes: usize) -> anyhow::Result<f64> {
+    let prefix = format!("bench-{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let connection = storage::redis_target::RedisTarget::parse(url)?.connect()?;
+    let queue = JobQueue::new(connection, prefix.clone());
+    queue.push_raw(Noop::QUEUE, &noop_jobs(count)).await?;
+    let mut workers = Vec::new();
+    for _ in 0..processes {
+        workers.push(
+            std::process::Command::new(std::env::current_exe()?)
+                .arg("bench-noop-worker")
+                .env("REDIS_URL", url)
+                .env("KRUG_QUEUE_PREFIX", &prefix)
+                .env("RUST_LOG", "error")
+                .stdout(std::process::Stdio::null())
+                .spawn()?,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut first_done = None;
+    let outcome = loop {
+        let counts = jobs::inspect::queue_counts(&queue, Noop::QUEUE).await?;
+        if counts.done > 0 && first_done.is_none() {
+            first_done = Some((Instant::now(), counts.done));
+        }
+        if counts.done >= count as u64 {
+            let (since, already) = first_done.expect("set above");
+            break Ok((count as u64 - already) as f64 / since.elapsed().as_secs_f64());
+        }
+        if Instant::now() > deadline {
+            break Err(anyhow::anyhow!(
+                "{} of {count} jobs done after 10 minutes",
+                counts.done
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    for worker in &mut workers {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &worker.id().to_string()])
+            .status();
+    }
+    for mut worker in workers {
+        let _ = worker.wait();
+    }
+    outcome
+}
+
+/// `count` no-op jobs, due now.
+fn noop_jobs(count: usize) -> Vec<RawJob> {
+    (0..count as u64)
+        .map(|n| RawJob {
+            id: Uuid::now_v7(),
+            payload: serde_json::to_vec(&Noop { n }).expect("serializes"),
+            max_attempts: 1,
+            run_at: None,
+            idempotency_key: None,
+            from_outbox: false,
+        })
+        .collect()
+}
+
 /// Pushes `count` no-op jobs, then times one worker draining them at `concurrency`.
 /// The figure and the rate (jobs/s) it measured.
 async fn job_throughput(
@@ -366,16 +508,7 @@ async fn job_throughput(
         queue: queue.clone(),
         ..Arc::into_inner(services.job_env()).expect("a fresh Env")
     });
-    let jobs: Vec<RawJob> = (0..count as u64)
-        .map(|n| RawJob {
-            id: Uuid::now_v7(),
-            payload: serde_json::to_vec(&Noop { n }).expect("serializes"),
-            max_attempts: 1,
-            run_at: None,
-            idempotency_key: None,
-            from_outbox: false,
-        })
-        .collect();
+    let jobs = noop_jobs(count);
     let pushed = Instant::now();
     queue.push_raw(Noop::QUEUE, &jobs).await?;
     let push_rate = count as f64 / pushed.elapsed().as_secs_f64();

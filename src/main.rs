@@ -48,8 +48,8 @@ enum Command {
     },
     /// Measure the speed figures of DESIGN.md (use a release build: scripts/bench.sh).
     Bench {
-        /// Parts to run: jobs, scan, ingest, rfm, balance, search, dashboard, settlement (all
-        /// by default).
+        /// Parts to run: jobs, scan, ingest, rfm, balance, search, dashboard, settlement,
+        /// cluster (all by default).
         #[arg(long = "only")]
         only: Vec<String>,
         /// Jobs in the throughput backlog.
@@ -67,6 +67,12 @@ enum Command {
     BenchBare {
         #[arg(long)]
         bind: String,
+    },
+    /// A worker process of the benchmark's no-op jobs (its scale-out row starts them).
+    #[command(hide = true)]
+    BenchNoopWorker {
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
     },
     /// Inspect, retry and discard jobs.
     Jobs {
@@ -198,6 +204,9 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Command::BenchBare { bind } => krug::bench::bare_server(&bind).await,
+            Command::BenchNoopWorker { concurrency } => {
+                krug::bench::noop_worker(Services::connect(config)?, concurrency).await
+            }
             Command::Jobs { command } => {
                 let services = Services::connect(config)?;
                 match command {
