@@ -100,6 +100,10 @@ fn tsquery_text(alternatives: &[Vec<String>], weight: Option<char>) -> String {
         .join(" & ")
 }
 
+/// How many of the soonest published events are searched first for a page of a common
+/// word (about a millisecond's reading).
+const SOONEST_EVENTS: i64 = 2000;
+
 pub async fn search(db: &PgPool, query: &Query<'_>) -> sqlx::Result<Results> {
     let words = words(query.text);
     if words.is_empty() {
@@ -133,11 +137,14 @@ pub async fn search(db: &PgPool, query: &Query<'_>) -> sqlx::Result<Results> {
     let mut results = Results::default();
     if query.scope != Scope::Events {
         let category = query.category.map(Category::as_str);
+        // `name || ''`: at most 10 000 businesses, so their matches come from the GIN index
+        // and are sorted; walking the name index instead reads all of them for a word none
+        // has.
         let by_name: Vec<BusinessHit> = sqlx::query_as(
             "SELECT id, name, category FROM businesses
              WHERE is_active AND ($2::text IS NULL OR category = $2)
                AND search_document @@ to_tsquery('russian', $1)
-             ORDER BY name, id LIMIT $3",
+             ORDER BY name || '', id LIMIT $3",
         )
         .bind(tsquery_text(&alternatives, Some('A')))
         .bind(category)
@@ -152,7 +159,7 @@ pub async fn search(db: &PgPool, query: &Query<'_>) -> sqlx::Result<Results> {
                 "SELECT id, name, category FROM businesses
                  WHERE is_active AND ($2::text IS NULL OR category = $2)
                    AND search_document @@ to_tsquery('russian', $1)
-                 ORDER BY name, id LIMIT $3",
+                 ORDER BY name || '', id LIMIT $3",
             )
             .bind(&anywhere)
             .bind(category)
@@ -166,17 +173,42 @@ pub async fn search(db: &PgPool, query: &Query<'_>) -> sqlx::Result<Results> {
         }
     }
     if query.scope != Scope::Businesses && query.category.is_none() {
-        // Published events only: what every member may see and register for.
-        results.events = sqlx::query_as(
-            "SELECT id, title, date, location FROM events
-             WHERE status IN ('approved', 'active')
-               AND search_document @@ to_tsquery('russian', $1)
+        // Published events only: what every member may see and register for. A word many
+        // events have is answered from the first published events in date order (the
+        // partial index on date): if they hold a whole page of matches, that page is the
+        // answer. A rarer word takes its matches from the GIN index and sorts them; walking
+        // the date index for it would read every published event (32 ms over 50 000 for a
+        // word none has, against 0.3 ms). Postgres cannot tell the two apart for a query of
+        // OR-ed stand-ins, hence the two steps.
+        let page: Vec<EventHit> = sqlx::query_as(
+            "SELECT id, title, date, location FROM (
+                 SELECT id, title, date, location, search_document FROM events
+                 WHERE status IN ('approved', 'active')
+                 ORDER BY date, id LIMIT $3) AS soonest
+             WHERE search_document @@ to_tsquery('russian', $1)
              ORDER BY date, id LIMIT $2",
         )
         .bind(&anywhere)
         .bind(limit)
+        .bind(SOONEST_EVENTS)
         .fetch_all(&mut *tx)
         .await?;
+        results.events = if page.len() as i64 == limit {
+            page
+        } else {
+            // Sorted by an expression, so that Postgres takes the GIN index's matches and
+            // never walks the date index for them.
+            sqlx::query_as(
+                "SELECT id, title, date, location FROM events
+                 WHERE status IN ('approved', 'active')
+                   AND search_document @@ to_tsquery('russian', $1)
+                 ORDER BY date + interval '0 s', id LIMIT $2",
+            )
+            .bind(&anywhere)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?
+        };
     }
     tx.commit().await?;
     Ok(results)
