@@ -808,6 +808,11 @@ async fn jobs_are_found_by_the_member_and_business_behind_their_scan_or_transact
             page.data()["items"].as_array().unwrap().len()
         }
     };
+    // A scan's result is in Postgres a moment before its job is marked done in Redis.
+    eventually(10, "the three scan jobs done", || async {
+        (found("queue=qr_scan&state=done".to_owned()).await == 3).then_some(())
+    })
+    .await;
     assert_eq!(
         found(format!("queue=qr_scan&state=done&business_id={salon}")).await,
         1
