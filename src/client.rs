@@ -53,6 +53,14 @@ impl ApiClient {
         }
     }
 
+    /// The same client, signed in with the access token of a `POST /auth/verify-code` answer.
+    pub fn signed_in_session(&self, session: &Value) -> anyhow::Result<Self> {
+        let token = session["access_token"]
+            .as_str()
+            .context("no access token")?;
+        Ok(self.signed_in(token))
+    }
+
     /// `path` is relative to `/api/v1` unless it starts with `//` (then it is from the root).
     pub async fn call(
         &self,
@@ -152,10 +160,7 @@ pub async fn sign_in(
     phone: &str,
 ) -> anyhow::Result<ApiClient> {
     let session = sign_in_session(services, api, phone, json!({})).await?;
-    let token = session["access_token"]
-        .as_str()
-        .context("no access token")?;
-    Ok(api.signed_in(token))
+    api.signed_in_session(&session)
 }
 
 /// Signs `phone` in as [`sign_in`] does, with `extra` fields in `POST /auth/verify-code`

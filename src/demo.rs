@@ -331,11 +331,7 @@ async fn members_round(
     let friend_phone = format!("+7999{:07}", rand::random_range(0..10_000_000u32));
     let session =
         sign_in_session(services, api, &friend_phone, json!({"referral_code": code})).await?;
-    let friend = api.signed_in(
-        session["access_token"]
-            .as_str()
-            .context("no access token")?,
-    );
+    let friend = api.signed_in_session(&session)?;
     println!(
         "  her friend {friend_phone} signs up with code {code} (taken: {})",
         session["referral"]["taken"]

@@ -43,7 +43,7 @@ async fn a_referral_is_taken_at_sign_up_or_within_seven_days() {
     .await
     .unwrap();
     assert_eq!(session["referral"], json!({"taken": true, "error": null}));
-    let invitee = app.api.signed_in(session["access_token"].as_str().unwrap());
+    let invitee = app.api.signed_in_session(&session).unwrap();
     let again = expect(
         invitee
             .post("/users/me/referrer", &json!({"code": code}))
@@ -149,7 +149,7 @@ async fn invited_by(app: &TestApp, code: &str) -> ApiClient {
     .await
     .unwrap();
     assert_eq!(session["referral"]["taken"], true, "{session}");
-    app.api.signed_in(session["access_token"].as_str().unwrap())
+    app.api.signed_in_session(&session).unwrap()
 }
 
 async fn referral_entries(member: &ApiClient) -> Vec<String> {
