@@ -199,7 +199,8 @@ struct Done<'a> {
     /// The staff member whose code it was.
     issued_by: Uuid,
     result: ScanResult,
-    upgraded: bool,
+    /// The tier this purchase lifted the member to, if it did.
+    upgraded_to: Option<domain::Tier>,
     /// When the cashback becomes spendable, if the business holds it.
     held_until: Option<time::OffsetDateTime>,
 }
@@ -376,7 +377,7 @@ async fn process_batch(env: &Env, ids: &[Uuid]) -> Result<(), JobError> {
                 balance: recorded.balance,
                 status_tier: recorded.tier.as_str().to_owned(),
             },
-            upgraded: recorded.upgraded_from.is_some(),
+            upgraded_to: recorded.upgraded_from.map(|_| recorded.tier),
             held_until: recorded.held_until,
         });
     }
@@ -501,12 +502,9 @@ async fn follow_ups(
                 .outbox_row(),
             );
         }
-        if d.upgraded && upgraded.insert(d.scan.user_id) {
-            let tier = d
-                .result
-                .status_tier
-                .parse()
-                .unwrap_or(domain::Tier::Insider);
+        if let Some(tier) = d.upgraded_to
+            && upgraded.insert(d.scan.user_id)
+        {
             rows.push(
                 Notify {
                     user_id: d.scan.user_id,
