@@ -1023,8 +1023,8 @@ async fn scan_latency(system: &System) -> anyhow::Result<Vec<Figure>> {
     Ok(figures)
 }
 
-/// 100 000 sales in a simulated 1C (OData, 500 a page) polled by `crm_poll`, with
-/// `bonus_calc` applying every bonus: transactions per second until the last bonus is in.
+/// 100 000 sales in a simulated 1C (OData, 500 a page) polled by `crm_poll`, which stores
+/// them with their bonuses: transactions per second until the last bonus is in.
 async fn crm_ingest(system: &System, count: usize) -> anyhow::Result<Figure> {
     use simulators::{OneCSetup, Sale, Simulator, Vendor};
     let sim = Simulator::start(Vendor::OneC).await?;
@@ -1078,12 +1078,23 @@ async fn crm_ingest(system: &System, count: usize) -> anyhow::Result<Figure> {
     };
     services.queue.push(Uuid::now_v7(), &job).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
+    let mut first_stored_at = None;
     let mut stored_at = None;
-    // Watched through cheap queries (the cursor; whether any transaction is unsettled, one
-    // probe of the partial index): counting the unsettled rows is a scan of the table
+    // Watched through cheap queries (a first row; the cursor; whether any transaction is
+    // unsettled, one probe of the partial index): counting rows is a scan of the table
     // (~100 ms at this size) that would load the machine being measured.
     loop {
-        if stored_at.is_none() {
+        if first_stored_at.is_none() {
+            let any: bool = sqlx::query_scalar(
+                "SELECT EXISTS (SELECT 1 FROM transactions WHERE business_id = $1)",
+            )
+            .bind(business.id)
+            .fetch_one(&services.db)
+            .await?;
+            if any {
+                first_stored_at = Some(started.elapsed());
+            }
+        } else if stored_at.is_none() {
             let stored: bool = sqlx::query_scalar(
                 "SELECT EXISTS (SELECT 1 FROM integrations WHERE id = $1 AND last_success_at IS NOT NULL)",
             )
@@ -1106,7 +1117,7 @@ async fn crm_ingest(system: &System, count: usize) -> anyhow::Result<Figure> {
         if Instant::now() > deadline {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = started.elapsed();
     let applied: i64 = sqlx::query_scalar(
@@ -1116,20 +1127,20 @@ async fn crm_ingest(system: &System, count: usize) -> anyhow::Result<Figure> {
     .fetch_one(&services.db)
     .await?;
     let rate = applied as f64 / elapsed.as_secs_f64();
+    let first_s = first_stored_at.unwrap_or(elapsed).as_secs_f64();
+    let stored_s = stored_at.unwrap_or(elapsed).as_secs_f64();
     println!(
-        "  {applied} of {count} transactions with bonuses in {:.1} s ({} HTTP requests to the CRM; stored after {:.1} s)",
+        "  {applied} of {count} transactions with bonuses in {:.1} s ({} HTTP requests to the CRM; first batch stored after {first_s:.1} s, the last after {stored_s:.1} s)",
         elapsed.as_secs_f64(),
         sim.requests(),
-        stored_at.unwrap_or(elapsed).as_secs_f64()
     );
-    let stored_s = stored_at.unwrap_or(elapsed).as_secs_f64();
     let verdict = if applied as usize != count {
         Verdict::NotMet(format!("{applied} of {count} settled within 10 minutes"))
     } else if rate >= 20_000.0 {
         Verdict::Met
     } else {
         Verdict::NotMet(format!(
-            "{rate:.0}/s: the window was stored after {stored_s:.1} s, settled after {:.1} s",
+            "{rate:.0}/s: fetched (first batch stored) after {first_s:.1} s, stored after {stored_s:.1} s, settled after {:.1} s",
             elapsed.as_secs_f64()
         ))
     };

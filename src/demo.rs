@@ -302,7 +302,7 @@ async fn day(
     members_round(services, api, kassa, &operator, &anna, staff_of("Миндаль")).await?;
     settlement(&operator).await?;
     println!(
-        "\nDone. Everything above went through the HTTP API and the otp_send, qr_scan, crm_poll and bonus_calc workers."
+        "\nDone. Everything above went through the HTTP API and the otp_send, qr_scan, crm_poll, cross_promo and notify workers."
     );
     Ok(())
 }
@@ -530,7 +530,7 @@ fn describe(what: &str, outcome: &Value) {
 }
 
 /// The partners' own systems: each business's CRM is a local simulator speaking its vendor's
-/// API; `crm_poll` pulls the day's sales into Postgres and `bonus_calc` accrues them.
+/// API; `crm_poll` stores the day's sales in Postgres with their bonuses.
 async fn crm_day(
     services: &Services,
     operator: &ApiClient,

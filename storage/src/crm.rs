@@ -1,9 +1,13 @@
 //! What CRM polling writes: members found by phone, transactions (once per integration and
-//! vendor id, however often the vendor delivers them), and the checks nobody could be found
-//! for. The cursor lives with the integration (`integrations`).
+//! vendor id, however often the vendor delivers them) — purchases with their bonuses
+//! (`ledger::record_crm_purchases`), refunds for `bonus_calc` to reverse — and the checks
+//! nobody could be found for. The cursor lives with the integration (`integrations`).
 
-use crate::businesses::Business;
-use domain::PhoneNumber;
+use crate::{
+    businesses::Business,
+    ledger::{self, BonusOutcome, CrmPurchase},
+};
+use domain::{PhoneNumber, TierRules};
 use rust_decimal::Decimal;
 use sqlx::{Postgres, Transaction};
 use std::collections::{HashMap, HashSet};
@@ -26,8 +30,10 @@ pub struct Record {
 /// What one ingest stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ingested {
-    /// Rows new to us (their bonuses are still to apply).
-    pub new_transaction_ids: Vec<Uuid>,
+    /// Purchases new to us, recorded with their bonuses.
+    pub purchases: Vec<BonusOutcome>,
+    /// Refunds new to us: what they take back is still to apply (`bonus_calc`).
+    pub new_refund_ids: Vec<Uuid>,
     /// Delivered before (or twice in this delivery).
     pub duplicates: usize,
     /// Purchases without a usable phone, new to the integration's list of unattributed
@@ -37,18 +43,16 @@ pub struct Ingested {
     pub orphan_refunds: usize,
 }
 
-/// Stores a window of records in the caller's transaction: set-based, one statement per
-/// step, so that a large backfill is a handful of round trips.
+/// Stores a batch of records in the caller's transaction: set-based, one statement per
+/// step, so that a large backfill is a handful of round trips. Purchases come before the
+/// refunds of the batch, which may refund them.
 pub async fn ingest(
     tx: &mut Transaction<'_, Postgres>,
     business: &Business,
     integration_id: Uuid,
     records: &[Record],
+    rules: &TierRules,
 ) -> sqlx::Result<Ingested> {
-    let source = Source {
-        business,
-        integration_id,
-    };
     let mut out = Ingested::default();
     let mut seen = HashSet::new();
     let records: Vec<&Record> = records
@@ -83,37 +87,47 @@ pub async fn ingest(
             .into_iter()
             .collect();
 
-    // Purchases.
-    let mut purchases = Columns::default();
+    // Purchases, with their bonuses.
+    let mut purchases = Vec::new();
     let mut unattributed = Vec::new();
     for r in records.iter().filter(|r| r.refund_of.is_none()) {
         match r.phone.as_ref().and_then(|p| members.get(p.as_ref())) {
-            Some(user) => purchases.push(*user, r, None),
+            Some(user) => purchases.push(CrmPurchase {
+                user_id: *user,
+                external_id: r.external_id.clone(),
+                amount: r.amount,
+                occurred_at: r.occurred_at,
+                is_medical: r.is_medical,
+            }),
             None => unattributed.push(*r),
         }
     }
     out.unattributed = record_unattributed(tx, integration_id, &unattributed).await?;
-    let inserted = purchases.insert(tx, &source, "purchase").await?;
-    out.duplicates += purchases.len() - inserted.len();
-    out.new_transaction_ids.extend(inserted);
+    out.purchases =
+        ledger::record_crm_purchases(tx, business, integration_id, &purchases, rules).await?;
+    out.duplicates += purchases.len() - out.purchases.len();
 
     // Refunds, tied to their purchases (which may have arrived just now).
     let originals_wanted: Vec<&str> = records
         .iter()
         .filter_map(|r| r.refund_of.as_deref())
         .collect();
-    let originals: HashMap<String, (Uuid, Uuid)> = sqlx::query_as::<_, (String, Uuid, Uuid)>(
-        "SELECT external_id, id, user_id FROM transactions
-         WHERE integration_id = $1 AND source = 'crm' AND transaction_type = 'purchase' AND external_id = ANY($2)",
-    )
-    .bind(integration_id)
-    .bind(&originals_wanted)
-    .fetch_all(&mut **tx)
-    .await?
-    .into_iter()
-    .map(|(external, id, user)| (external, (id, user)))
-    .collect();
-    let mut refunds = Columns::default();
+    let originals: HashMap<String, (Uuid, Uuid)> = if originals_wanted.is_empty() {
+        HashMap::new()
+    } else {
+        sqlx::query_as::<_, (String, Uuid, Uuid)>(
+            "SELECT external_id, id, user_id FROM transactions
+             WHERE integration_id = $1 AND source = 'crm' AND transaction_type = 'purchase' AND external_id = ANY($2)",
+        )
+        .bind(integration_id)
+        .bind(&originals_wanted)
+        .fetch_all(&mut **tx)
+        .await?
+        .into_iter()
+        .map(|(external, id, user)| (external, (id, user)))
+        .collect()
+    };
+    let mut refunds = Refunds::default();
     for r in records.iter().filter(|r| r.refund_of.is_some()) {
         let original = r.refund_of.as_deref().and_then(|o| originals.get(o));
         let user = original.map(|(_, user)| *user).or_else(|| {
@@ -127,9 +141,8 @@ pub async fn ingest(
             None => out.orphan_refunds += 1,
         }
     }
-    let inserted = refunds.insert(tx, &source, "refund").await?;
-    out.duplicates += refunds.len() - inserted.len();
-    out.new_transaction_ids.extend(inserted);
+    out.new_refund_ids = refunds.insert(tx, business, integration_id).await?;
+    out.duplicates += refunds.len() - out.new_refund_ids.len();
     Ok(out)
 }
 
@@ -157,15 +170,9 @@ async fn record_unattributed(
     Ok(inserted.rows_affected() as usize)
 }
 
-/// Where a window of records came from.
-struct Source<'a> {
-    business: &'a Business,
-    integration_id: Uuid,
-}
-
-/// Transactions as columns for `UNNEST`.
+/// Refunds as columns for `UNNEST`.
 #[derive(Default)]
-struct Columns {
+struct Refunds {
     users: Vec<Uuid>,
     external_ids: Vec<String>,
     amounts: Vec<Decimal>,
@@ -174,7 +181,7 @@ struct Columns {
     originals: Vec<Option<Uuid>>,
 }
 
-impl Columns {
+impl Refunds {
     fn push(&mut self, user: Uuid, record: &Record, original: Option<Uuid>) {
         self.users.push(user);
         self.external_ids.push(record.external_id.clone());
@@ -188,12 +195,12 @@ impl Columns {
         self.users.len()
     }
 
-    /// Inserts the rows that are new and returns their ids.
+    /// Inserts the refunds that are new and returns their ids.
     async fn insert(
         &self,
         tx: &mut Transaction<'_, Postgres>,
-        source: &Source<'_>,
-        kind: &str,
+        business: &Business,
+        integration_id: Uuid,
     ) -> sqlx::Result<Vec<Uuid>> {
         if self.users.is_empty() {
             return Ok(Vec::new());
@@ -201,23 +208,22 @@ impl Columns {
         sqlx::query_scalar(
             "INSERT INTO transactions (user_id, business_id, integration_id, transaction_type, source, external_id,
                                        amount, occurred_at, is_medical, original_transaction_id)
-             SELECT r.user_id, $1, $10, $2, 'crm', r.external_id, r.amount, r.occurred_at, r.is_medical OR $3,
+             SELECT r.user_id, $1, $9, 'refund', 'crm', r.external_id, r.amount, r.occurred_at, r.is_medical OR $2,
                     r.original_id
-             FROM UNNEST($4::uuid[], $5::text[], $6::numeric[], $7::timestamptz[], $8::bool[], $9::uuid[])
+             FROM UNNEST($3::uuid[], $4::text[], $5::numeric[], $6::timestamptz[], $7::bool[], $8::uuid[])
                   AS r(user_id, external_id, amount, occurred_at, is_medical, original_id)
              ON CONFLICT (integration_id, external_id) WHERE source = 'crm' DO NOTHING
              RETURNING id",
         )
-        .bind(source.business.id)
-        .bind(kind)
-        .bind(source.business.is_medical)
+        .bind(business.id)
+        .bind(business.is_medical)
         .bind(&self.users)
         .bind(&self.external_ids)
         .bind(&self.amounts)
         .bind(&self.occurred)
         .bind(&self.medical)
         .bind(&self.originals)
-        .bind(source.integration_id)
+        .bind(integration_id)
         .fetch_all(&mut **tx)
         .await
     }

@@ -78,21 +78,25 @@ async fn ingest_and_bonus_calc_record_each_purchase_once_and_reverse_refunds() {
         purchase("X-1", "100", "not a phone"),
     ];
     let mut tx = app.db.begin().await.unwrap();
-    let ingested = crm::ingest(&mut tx, &business, integration, &first_window)
+    let ingested = crm::ingest(&mut tx, &business, integration, &first_window, &rules)
         .await
         .unwrap();
-    assert_eq!(ingested.new_transaction_ids.len(), 4);
+    assert_eq!(ingested.purchases.len(), 3);
+    assert_eq!(ingested.new_refund_ids.len(), 1);
     assert_eq!(ingested.duplicates, 1);
     assert_eq!(
         ingested.unattributed, 1,
         "a purchase without a usable phone is not attributed"
     );
-    let outcomes = ledger::apply_bonuses(&mut tx, &ingested.new_transaction_ids, &rules)
+    // Purchases are stored with their bonuses; the refund waits for bonus_calc.
+    let accrued: Vec<Decimal> = ingested.purchases.iter().map(|o| o.bonus_change).collect();
+    assert_eq!(accrued, [d("30.00"), d("9.99"), d("150.00")]);
+    let outcomes = ledger::apply_bonuses(&mut tx, &ingested.new_refund_ids, &rules)
         .await
         .unwrap();
     tx.commit().await.unwrap();
     let changes: Vec<Decimal> = outcomes.iter().map(|o| o.bonus_change).collect();
-    assert_eq!(changes, [d("30.00"), d("9.99"), d("150.00"), d("-3.33")]);
+    assert_eq!(changes, [d("-3.33")]);
 
     // The overlapping re-poll delivers the same records again, plus the rest of the refunds.
     let second_window = vec![
@@ -102,11 +106,12 @@ async fn ingest_and_bonus_calc_record_each_purchase_once_and_reverse_refunds() {
         refund("Z:refund", "Z-unknown", "50"),
     ];
     let mut tx = app.db.begin().await.unwrap();
-    let again = crm::ingest(&mut tx, &business, integration, &second_window)
+    let again = crm::ingest(&mut tx, &business, integration, &second_window, &rules)
         .await
         .unwrap();
+    assert!(again.purchases.is_empty(), "no purchase is new");
     assert_eq!(
-        again.new_transaction_ids.len(),
+        again.new_refund_ids.len(),
         1,
         "only the second refund is new"
     );
@@ -118,7 +123,7 @@ async fn ingest_and_bonus_calc_record_each_purchase_once_and_reverse_refunds() {
         again.unattributed, 0,
         "the unattributed purchase is counted once"
     );
-    let outcomes = ledger::apply_bonuses(&mut tx, &again.new_transaction_ids, &rules)
+    let outcomes = ledger::apply_bonuses(&mut tx, &again.new_refund_ids, &rules)
         .await
         .unwrap();
     assert_eq!(
@@ -126,8 +131,14 @@ async fn ingest_and_bonus_calc_record_each_purchase_once_and_reverse_refunds() {
         d("-6.66"),
         "the last refund takes back exactly what is left"
     );
-    // Applying again changes nothing.
-    let repeat = ledger::apply_bonuses(&mut tx, &ingested.new_transaction_ids, &rules)
+    // Applying again changes nothing, to purchases stored with their bonuses as to refunds.
+    let first_ids: Vec<_> = ingested
+        .purchases
+        .iter()
+        .map(|o| o.transaction_id)
+        .chain(ingested.new_refund_ids.iter().copied())
+        .collect();
+    let repeat = ledger::apply_bonuses(&mut tx, &first_ids, &rules)
         .await
         .unwrap();
     assert!(

@@ -3,17 +3,18 @@
 //!
 //! The schedule enqueues a fan-out job that enqueues one job per integration due. Each polls
 //! the window from its integration's cursor (minus an overlap, for records the vendor files
-//! late) to now, stores it in one transaction together with the `bonus_calc` jobs it calls
-//! for and the advanced cursor, then relays those jobs. A failed poll leaves the cursor
-//! where it was, so the next one covers the same window; duplicates are ignored by the
-//! (integration, vendor id) key.
+//! late) to now and stores it in batches, a transaction each: purchases with their bonuses
+//! and what follows from them (cross-promo, tier notices), refunds with the `bonus_calc`
+//! jobs that reverse what they take back; the last batch advances the cursor. A failed
+//! poll leaves the cursor where it was, so the next one covers the same window; what was
+//! stored is ignored then by the (integration, vendor id) key.
 //!
 //! What reaches operators (an integration's `last_error`, the job's error) never holds a
 //! vendor's raw reply, and nothing the vendor wrote at all for a medical business.
 
 use crate::{
     client::RawJob,
-    handlers::bonus::CalcBonus,
+    handlers::bonus::{self, CalcBonus},
     outbox,
     queue::{Job, JobCtx, JobError, QueueName},
 };
@@ -31,6 +32,7 @@ use std::sync::Arc;
 use storage::{
     businesses, crm as crm_store,
     integrations::{self, CredentialsError, Integration, LockedCredentials},
+    ledger::BonusOutcome,
     secret::SecretBox,
 };
 use time::{Duration, OffsetDateTime, format_description::well_known::Rfc3339};
@@ -40,7 +42,9 @@ use uuid::Uuid;
 pub const OVERLAP: Duration = Duration::minutes(10);
 /// How far back the first poll of a newly connected CRM reaches.
 pub const FIRST_POLL_LOOKBACK: Duration = Duration::days(1);
-/// New transactions per `bonus_calc` job.
+/// Records stored (and their bonuses applied) per database transaction.
+pub const STORE_BATCH: usize = 2_000;
+/// New refunds per `bonus_calc` job.
 pub const BONUS_BATCH: usize = 500;
 
 /// Poll one integration; or, without one, every integration due (of one business, or of
@@ -161,11 +165,12 @@ pub async fn poll(env: &crate::Env, id: Uuid, force: bool) -> Result<(), JobErro
     }
     let window = Window { from, to: now };
 
-    let fetched = match client.fetch_transactions(window).await {
+    let fetched_records = match client.fetch_transactions(window).await {
         Ok(fetched) => fetched,
         Err(e) => return Err(vendor_failure(env, &integration, business.is_medical, e).await),
     };
-    let records: Vec<crm_store::Record> = fetched
+    let fetched = fetched_records.len();
+    let records: Vec<crm_store::Record> = fetched_records
         .into_iter()
         .map(|t| crm_store::Record {
             refund_of: match t.kind {
@@ -185,32 +190,70 @@ pub async fn poll(env: &crate::Env, id: Uuid, force: bool) -> Result<(), JobErro
         })
         .collect();
 
-    let mut tx = storage::begin_batch(&env.db).await?;
-    let ingested = crm_store::ingest(&mut tx, &business, id, &records).await?;
-    let mut follow_ups = Vec::new();
-    for chunk in ingested.new_transaction_ids.chunks(BONUS_BATCH) {
-        let job = CalcBonus {
-            transaction_ids: chunk.to_vec(),
-        };
-        follow_ups.push(outbox::record(&mut tx, Uuid::now_v7(), &job, None).await?);
+    // Purchases before refunds (a refund needs its purchase recorded), a batch per
+    // transaction: a crash keeps the batches stored so far (the next poll finds them
+    // delivered before), and no member's balance stays locked for a whole backfill.
+    let (purchases, refunds): (Vec<_>, Vec<_>) =
+        records.into_iter().partition(|r| r.refund_of.is_none());
+    let batches: Vec<&[crm_store::Record]> = purchases
+        .chunks(STORE_BATCH)
+        .chain(refunds.chunks(STORE_BATCH))
+        .collect();
+    let rules = env.tier_rules().await?;
+    let mut total = Ingested::default();
+    for (i, batch) in batches.iter().enumerate() {
+        let mut tx = storage::begin_batch(&env.db).await?;
+        let ingested = crm_store::ingest(&mut tx, &business, id, batch, &rules).await?;
+        let settled: Vec<&BonusOutcome> = ingested.purchases.iter().collect();
+        let mut follow_ups = bonus::record_follow_ups(&mut tx, Uuid::now_v7(), &settled).await?;
+        for chunk in ingested.new_refund_ids.chunks(BONUS_BATCH) {
+            let job = CalcBonus {
+                transaction_ids: chunk.to_vec(),
+            };
+            follow_ups.push(outbox::record(&mut tx, Uuid::now_v7(), &job, None).await?);
+        }
+        if i + 1 == batches.len() {
+            integrations::advance(&mut *tx, id, window.to).await?;
+        }
+        tx.commit().await?;
+        bonus::announce(env, &settled, &follow_ups).await;
+        total.add(ingested);
     }
-    integrations::advance(&mut *tx, id, window.to).await?;
-    tx.commit().await?;
-    if let Err(e) = outbox::relay(&env.db, &env.queue, &follow_ups).await {
-        // Stored and recorded: reconcile relays them.
-        tracing::warn!(error = %e, "bonus_calc jobs recorded but not relayed");
+    if batches.is_empty() {
+        integrations::advance(&env.db, id, window.to).await?;
     }
     tracing::info!(
         vendor = integration.crm_type,
         integration_id = %id,
-        fetched = records.len(),
-        new = ingested.new_transaction_ids.len(),
-        duplicates = ingested.duplicates,
-        unattributed = ingested.unattributed,
-        orphan_refunds = ingested.orphan_refunds,
+        fetched,
+        purchases = total.purchases,
+        refunds = total.refunds,
+        duplicates = total.duplicates,
+        unattributed = total.unattributed,
+        orphan_refunds = total.orphan_refunds,
         "CRM window stored"
     );
     Ok(())
+}
+
+/// What a poll stored, counted over its batches.
+#[derive(Debug, Default)]
+struct Ingested {
+    purchases: usize,
+    refunds: usize,
+    duplicates: usize,
+    unattributed: usize,
+    orphan_refunds: usize,
+}
+
+impl Ingested {
+    fn add(&mut self, batch: crm_store::Ingested) {
+        self.purchases += batch.purchases.len();
+        self.refunds += batch.new_refund_ids.len();
+        self.duplicates += batch.duplicates;
+        self.unattributed += batch.unattributed;
+        self.orphan_refunds += batch.orphan_refunds;
+    }
 }
 
 /// Decides what a vendor failure means: refused credentials, a configuration to change and

@@ -11,19 +11,22 @@
 //!   counter (`Locked::default().post(…)` locks by itself).
 //! - [`adjust`]: an operator's correction (`POST /admin/users/{id}/adjust`), idempotent.
 //! - [`record_qr_purchases`]: QR purchases priced by `domain::price_purchase`, set-based.
-//! - [`apply_bonuses`]: the rules applied to recorded (CRM) purchases and refunds, set-based.
+//! - [`record_crm_purchases`]: CRM purchases recorded with their accrual, set-based.
+//! - [`apply_bonuses`]: the rules applied to recorded (CRM) refunds and purchases, set-based.
 //! - [`refund_at_counter`]: a partner's refund of a QR purchase, full or partial.
 //! - [`expire_due`], [`expiring`]: lots of bonuses running out (`lots`).
 //!
-//! Both batch paths cost a fixed number of statements whatever the batch size.
+//! The batch paths cost a fixed number of statements whatever the batch size.
 
 mod bonuses;
+mod crm_purchases;
 mod lots;
 mod pending;
 mod purchases;
 mod refunds;
 
 pub use bonuses::{BonusOutcome, apply_bonuses};
+pub use crm_purchases::{CrmPurchase, record_crm_purchases};
 pub use lots::{Expired, ExpiryRun, Notice, expire_due, expiring};
 pub use pending::{Released, pending_total, release_due};
 pub use purchases::{QrPurchase, QrPurchaseRefusal, RecordedPurchase, record_qr_purchases};
