@@ -527,7 +527,7 @@ async fn a_deleted_members_phone_is_gone_from_every_table() {
         },
         dedupe_key: "after-deletion".to_owned(),
     });
-    jobs::Job::run(
+    jobs::RunJob::run(
         notify,
         jobs::JobCtx {
             env: app.env.clone(),

@@ -4,7 +4,8 @@ use crate::{
     handlers::{notify::Notify, promo::IssueCoupons},
     metrics::BONUS_ACCRUED,
     outbox,
-    queue::{Job, JobCtx, JobError, QueueName},
+    queue::{Job, JobError, QueueName},
+    run::{JobCtx, RunJob},
 };
 use domain::messages::Message;
 use rust_decimal::Decimal;
@@ -21,7 +22,9 @@ pub struct CalcBonus {
 
 impl Job for CalcBonus {
     const QUEUE: QueueName = QueueName::BonusCalc;
+}
 
+impl RunJob for CalcBonus {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
         let rules = env.tier_rules().await?;

@@ -15,7 +15,8 @@ use crate::{
     client::RawJob,
     handlers::bonus::CalcBonus,
     outbox,
-    queue::{Job, JobCtx, JobError, QueueName},
+    queue::{Job, JobError, QueueName},
+    run::{JobCtx, RunJob},
 };
 use adapters::{
     crm::{self, ConfigError, CrmKind, Target, TokenLease, TokenStore, Window},
@@ -59,7 +60,9 @@ pub struct PollCrm {
 
 impl Job for PollCrm {
     const QUEUE: QueueName = QueueName::CrmPoll;
+}
 
+impl RunJob for PollCrm {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         match self.integration_id {
             Some(id) => poll(&ctx.env, id, self.force).await,

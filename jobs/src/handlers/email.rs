@@ -15,10 +15,7 @@
 //! Nothing medical is said: a ticket names the event, its date, place and price, never who
 //! else is there or any business's purchases.
 
-use crate::{
-    Env, outbox,
-    queue::{JobCtx, JobError},
-};
+use crate::{Env, outbox, queue::JobError, run::JobCtx};
 use adapters::email::{Attachment, EmailError, EmailMessage};
 use domain::{settlement::Period, statement_csv};
 use rust_decimal::Decimal;

@@ -6,11 +6,7 @@
 //! event claimed and does nothing; a crash before the relay leaves the jobs to `reconcile`;
 //! and the notify jobs' ids and dedupe keys are per event and member, so nobody is told twice.
 
-use crate::{
-    handlers::notify::Notify,
-    outbox,
-    queue::{JobCtx, JobError},
-};
+use crate::{handlers::notify::Notify, outbox, queue::JobError, run::JobCtx};
 use domain::{
     local_time::{local_when, start_of_day, today},
     messages::Message,

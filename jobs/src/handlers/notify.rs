@@ -14,7 +14,8 @@ use crate::{
     Env,
     client::RawJob,
     outbox,
-    queue::{Job, JobCtx, JobError, QueueName},
+    queue::{Job, JobError, QueueName},
+    run::{JobCtx, RunJob},
 };
 use adapters::{
     push::{PushError, PushMessage},
@@ -54,7 +55,9 @@ impl Default for NotifyJob {
 
 impl Job for NotifyJob {
     const QUEUE: QueueName = QueueName::Notify;
+}
 
+impl RunJob for NotifyJob {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         match self {
             Self::Send(notify) => notify.send(ctx).await,

@@ -10,7 +10,8 @@ use crate::{
     handlers::{notify::Notify, promo::IssueCoupons},
     metrics::{BONUS_ACCRUED, QR_SCANS},
     outbox,
-    queue::{Job, JobCtx, JobError, QueueName},
+    queue::{Job, JobError, QueueName},
+    run::{JobCtx, RunJob},
 };
 use domain::fraud::is_outlier;
 use domain::{
@@ -56,7 +57,9 @@ pub struct ScanResult {
 
 impl Job for ScanQr {
     const QUEUE: QueueName = QueueName::QrScan;
+}
 
+impl RunJob for ScanQr {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         ctx.env.scans.process(&ctx.env, self.scan_id).await
     }
