@@ -11,6 +11,7 @@ pub mod processes;
 pub mod queue;
 pub mod run;
 pub mod runtime;
+pub mod scan_batcher;
 pub mod schedule;
 mod signals;
 
