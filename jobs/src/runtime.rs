@@ -12,7 +12,7 @@ use crate::{
     env::Env,
     handlers::{
         analytics::RfmSnapshot, bonus::CalcBonus, crm::PollCrm, expire::Expire,
-        media::ProcessMedia, notify::NotifyJob, otp::SendOtp, payments::SettlePayments,
+        media::ProcessMedia, notify_job::NotifyJob, otp::SendOtp, payments::SettlePayments,
         promo::IssueCoupons, reconcile::Reconcile, retention::Purge, scan::ScanQr,
         settlement::CloseSettlement, tiers::ReviewTiers,
     },

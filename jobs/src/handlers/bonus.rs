@@ -1,7 +1,7 @@
 //! `bonus_calc`: applies the bonus rules to transactions that CRM polling recorded.
 
 use crate::{
-    handlers::{notify::Notify, promo::IssueCoupons},
+    handlers::{notify_job::Notify, promo::IssueCoupons},
     metrics::BONUS_ACCRUED,
     outbox,
     queue::{Job, JobError, QueueName},

@@ -6,7 +6,7 @@
 //! past its hold window (its accrual released) are settled (`handlers::referral`).
 
 use crate::{
-    handlers::notify::Notify,
+    handlers::notify_job::Notify,
     outbox,
     queue::{Job, JobError, QueueName},
     run::{JobCtx, RunJob},

@@ -14,7 +14,7 @@
 
 use crate::{
     client::JobQueue,
-    handlers::email::SendEmail,
+    handlers::notify_job::SendEmail,
     outbox,
     queue::{Job, JobError, QueueName},
     run::{JobCtx, RunJob},

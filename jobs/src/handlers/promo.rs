@@ -7,7 +7,7 @@
 //! Idempotent: a coupon is keyed by (chain, purchase), so a retried job issues nothing twice.
 
 use crate::{
-    handlers::notify::Notify,
+    handlers::notify_job::Notify,
     metrics::CROSS_PROMO_TRIGGERED,
     outbox,
     queue::{Job, JobError, QueueName},

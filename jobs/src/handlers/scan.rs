@@ -6,7 +6,7 @@
 
 use crate::{
     env::Env,
-    handlers::{notify::Notify, promo::IssueCoupons},
+    handlers::{notify_job::Notify, promo::IssueCoupons},
     metrics::{BONUS_ACCRUED, QR_SCANS},
     outbox,
     queue::{Job, JobError, QueueName},

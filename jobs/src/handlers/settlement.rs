@@ -5,7 +5,7 @@
 //! owners (`handlers::email`).
 
 use crate::{
-    handlers::email::SendEmail,
+    handlers::notify_job::SendEmail,
     outbox,
     queue::{Job, JobError, QueueName},
     run::{JobCtx, RunJob},

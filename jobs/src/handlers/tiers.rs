@@ -3,7 +3,7 @@
 //! The Inner Circle is never reviewed: only a superadmin revokes it.
 
 use crate::{
-    handlers::notify::Notify,
+    handlers::notify_job::Notify,
     outbox,
     queue::{Job, JobError, QueueName},
     run::{JobCtx, RunJob},
