@@ -32,6 +32,8 @@ use storage::{
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+/// Each job of the queue runs where its work is: a message here, reminders in `events`,
+/// e-mail in `email`.
 impl RunJob for NotifyJob {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         match self {
