@@ -13,7 +13,7 @@ use adapters::{
     sms::{HttpSmsRu, LogSms, SmsSender},
 };
 use anyhow::Context;
-use api::{State as AppState, auth::JwtKeys};
+use api::{State as AppState, jwt::JwtKeys};
 use jobs::{Env, JobQueue};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;

@@ -17,7 +17,7 @@ pub use partner::{DASHBOARD_TRANSACTIONS, SETTLEMENT_ENTRIES};
 
 use crate::app::Services;
 use jobs::{
-    Env, Job, JobCtx, JobError, JobQueue, QueueName, client::RawJob, runtime::WorkerOptions,
+    Env, Job, JobCtx, JobError, JobQueue, QueueName, RunJob, client::RawJob, runtime::WorkerOptions,
 };
 use serde::{Deserialize, Serialize};
 use sqlx::Connection;
@@ -351,7 +351,9 @@ static NOOPS_DONE: AtomicU64 = AtomicU64::new(0);
 impl Job for Noop {
     // An isolated prefix makes any queue name free to use.
     const QUEUE: QueueName = QueueName::Notify;
+}
 
+impl RunJob for Noop {
     async fn run(self, _ctx: JobCtx) -> Result<(), JobError> {
         NOOPS_DONE.fetch_add(1, Ordering::Relaxed);
         Ok(())

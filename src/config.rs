@@ -319,11 +319,8 @@ impl Config {
                 "KRUG_VERIFY_FAILURES_PER_IP_PER_HOUR",
                 default_limits.verify_failures_per_ip_per_hour,
             )?,
-            trusted_proxies: api::client_ip::TrustedProxies::parse(&var(
-                "KRUG_TRUSTED_PROXIES",
-                "",
-            ))
-            .map_err(|e| anyhow::anyhow!("KRUG_TRUSTED_PROXIES: {e}"))?,
+            trusted_proxies: api::proxies::TrustedProxies::parse(&var("KRUG_TRUSTED_PROXIES", ""))
+                .map_err(|e| anyhow::anyhow!("KRUG_TRUSTED_PROXIES: {e}"))?,
             scans_per_member_per_minute: number(
                 "KRUG_SCANS_PER_MEMBER_PER_MINUTE",
                 default_limits.scans_per_member_per_minute,

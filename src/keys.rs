@@ -149,12 +149,12 @@ mod tests {
         let (private, public) = generate_rsa_pair().unwrap();
         assert!(private.starts_with("-----BEGIN PRIVATE KEY-----\n"));
         assert!(public.starts_with("-----BEGIN PUBLIC KEY-----\n"));
-        let keys = api::auth::JwtKeys::from_pem(private.as_bytes(), public.as_bytes()).unwrap();
+        let keys = api::jwt::JwtKeys::from_pem(private.as_bytes(), public.as_bytes()).unwrap();
         let user = uuid::Uuid::new_v4();
         let token = keys.issue(user, vec![], uuid::Uuid::new_v4());
         assert_eq!(keys.verify(&token).unwrap().sub, user);
         let (other, _) = generate_rsa_pair().unwrap();
-        let other = api::auth::JwtKeys::from_pem(other.as_bytes(), public.as_bytes()).unwrap();
+        let other = api::jwt::JwtKeys::from_pem(other.as_bytes(), public.as_bytes()).unwrap();
         assert!(
             keys.verify(&other.issue(user, vec![], uuid::Uuid::new_v4()))
                 .is_err()

@@ -1,7 +1,7 @@
 //! The abuse limits of DESIGN.md that the API enforces, their defaults and their metrics.
 //! Counters live in Redis (`storage::limits`) so that they hold across API processes.
 
-use crate::client_ip::TrustedProxies;
+use crate::proxies::TrustedProxies;
 use prometheus::{IntCounterVec, IntGauge, register_int_counter_vec, register_int_gauge};
 use rust_decimal::Decimal;
 use std::sync::LazyLock;

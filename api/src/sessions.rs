@@ -2,7 +2,7 @@
 //! memory by every API process, so that a revoked token is refused on the same path as a
 //! checked one — no database or Redis read per request.
 
-use crate::{auth::ACCESS_TTL_S, error::ApiError, state::AppState};
+use crate::{error::ApiError, jwt::ACCESS_TTL_S};
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -40,11 +40,11 @@ impl RevokedSessions {
 }
 
 /// Ends sessions everywhere: this process refuses their tokens at once, every other within
-/// [`SYNC_EVERY`]. Their refresh tokens must already be revoked in Postgres.
-pub async fn end(state: &AppState, sids: &[Uuid]) -> Result<(), ApiError> {
-    state.revoked.insert(sids.iter().copied());
-    state
-        .cache
+/// [`SYNC_EVERY`] (told through `cache`). Their refresh tokens must already be revoked in
+/// Postgres.
+pub async fn end(revoked: &RevokedSessions, cache: &Cache, sids: &[Uuid]) -> Result<(), ApiError> {
+    revoked.insert(sids.iter().copied());
+    cache
         .revoke_sessions(sids, REMEMBER)
         .await
         .map_err(|e| {

@@ -1,6 +1,6 @@
 //! What every route can reach.
 
-use crate::{auth::JwtKeys, balances::BalanceCache};
+use crate::{balances::BalanceCache, jwt::JwtKeys, limits::Limits, sessions::RevokedSessions};
 use jobs::JobQueue;
 use sqlx::PgPool;
 use std::sync::Arc;
@@ -34,9 +34,9 @@ pub struct AppState {
     pub redis_url: String,
     pub balances: Arc<BalanceCache>,
     /// The abuse limits (DESIGN.md), with the proxies whose `X-Forwarded-For` is believed.
-    pub limits: crate::limits::Limits,
+    pub limits: Limits,
     /// Sessions ended before their access tokens expire.
-    pub revoked: Arc<crate::sessions::RevokedSessions>,
+    pub revoked: Arc<RevokedSessions>,
     /// Where CRM URLs may point (`KRUG_CRM_ALLOWED_HOSTS`).
     pub egress: adapters::egress::Egress,
     /// Whether `/metrics` is served on the public bind (`false` when `KRUG_METRICS_BIND`

@@ -40,7 +40,7 @@ pub struct Env {
     /// Writes jobs' outcomes to the outbox in batches.
     pub finisher: crate::finisher::Finisher,
     /// Gathers `qr_scan` jobs into batches.
-    pub scans: crate::handlers::scan::ScanBatcher,
+    pub scans: crate::scan_batcher::ScanBatcher,
     /// Jobs running now and finished per minute, for the board (`processes`).
     pub activity: Arc<crate::processes::Activity>,
 }

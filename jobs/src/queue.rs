@@ -1,9 +1,10 @@
-//! Queues, the `Job` trait and job errors.
+//! Queues, the `Job` trait (a job as it is pushed: its payload and its queue) and job errors.
+//!
+//! Nothing here knows the worker's `Env`: the queue client, the outbox and the API push jobs
+//! without it. What a job does when it runs is `run::RunJob`.
 
-use crate::env::Env;
 use serde::{Serialize, de::DeserializeOwned};
-use std::{fmt, str::FromStr, sync::Arc};
-use uuid::Uuid;
+use std::{fmt, str::FromStr};
 
 /// The queues of DESIGN.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -125,15 +126,6 @@ impl FromStr for QueueName {
     }
 }
 
-/// What a running job knows about itself and the world.
-#[derive(Clone)]
-pub struct JobCtx {
-    pub env: Arc<Env>,
-    pub job_id: Uuid,
-    /// 1 on the first run.
-    pub attempt: usize,
-}
-
 /// How a job failed, which decides what happens next.
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -169,11 +161,9 @@ impl From<anyhow::Error> for JobError {
     }
 }
 
-/// A job type: its payload is the struct, its queue a constant, its work `run`.
+/// A job type as the queues see it: its payload is the struct, its queue a constant.
 pub trait Job: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static {
     const QUEUE: QueueName;
-
-    fn run(self, ctx: JobCtx) -> impl Future<Output = Result<(), JobError>> + Send;
 }
 
 #[cfg(test)]

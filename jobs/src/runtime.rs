@@ -12,13 +12,14 @@ use crate::{
     env::Env,
     handlers::{
         analytics::RfmSnapshot, bonus::CalcBonus, crm::PollCrm, expire::Expire,
-        media::ProcessMedia, notify::NotifyJob, otp::SendOtp, payments::SettlePayments,
+        media::ProcessMedia, notify_job::NotifyJob, otp::SendOtp, payments::SettlePayments,
         promo::IssueCoupons, reconcile::Reconcile, retention::Purge, scan::ScanQr,
         settlement::CloseSettlement, tiers::ReviewTiers,
     },
     metrics::{JOB_DURATION, JOBS_PROCESSED},
     processes::{self, ProcessInfo},
-    queue::{Job, JobCtx, JobError, QueueName},
+    queue::{JobError, QueueName},
+    run::{JobCtx, RunJob},
     signals::{self, Wakeup},
 };
 use apalis::layers::WorkerBuilderExt;
@@ -172,7 +173,7 @@ fn worker_name(queue: QueueName, incarnation: u32) -> String {
 }
 
 /// Runs the worker of job type `J` alone (the benchmark's no-op jobs), until `shutdown`.
-pub async fn run_single<J: Job>(
+pub async fn run_single<J: RunJob>(
     env: Arc<Env>,
     options: WorkerOptions,
     shutdown: CancellationToken,
@@ -193,7 +194,7 @@ pub async fn run_single<J: Job>(
 /// Builds the worker of one queue. Not an `async fn`: the worker's future is boxed here,
 /// where its types are concrete, because the compiler cannot prove `Send` for it through
 /// the higher-ranked closures of apalis layers inside another async body.
-fn run_queue<J: Job>(
+fn run_queue<J: RunJob>(
     env: &Arc<Env>,
     wakeup: &Wakeup,
     options: &WorkerOptions,
@@ -231,7 +232,7 @@ fn run_queue<J: Job>(
 }
 
 /// Runs one job: the handler, then the bookkeeping every job shares.
-async fn execute<J: Job>(
+async fn execute<J: RunJob>(
     job: J,
     env: Data<Arc<Env>>,
     id: TaskId,

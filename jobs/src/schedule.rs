@@ -9,7 +9,7 @@ use crate::{
     client::{JobQueue, RawJob},
     env::Env,
     handlers::{
-        analytics::RfmSnapshot, crm::PollCrm, expire::Expire, notify::NotifyJob,
+        analytics::RfmSnapshot, crm::PollCrm, expire::Expire, notify_job::NotifyJob,
         payments::SettlePayments, reconcile::Reconcile, retention::Purge,
         settlement::CloseSettlement, tiers::ReviewTiers,
     },

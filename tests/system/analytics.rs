@@ -467,7 +467,7 @@ async fn members_newly_at_high_churn_risk_get_the_win_back_coupon_once() {
         .await
         .unwrap();
     let tonight = || async {
-        use jobs::Job;
+        use jobs::RunJob;
         jobs::handlers::analytics::RfmSnapshot { date: Some(today) }
             .run(jobs::JobCtx {
                 env: app.env.clone(),

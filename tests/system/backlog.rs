@@ -4,7 +4,7 @@
 
 use crate::helpers::{Options, TestApp};
 use jobs::{
-    Env, Job, JobCtx, JobError, JobQueue, QueueName, client::RawJob, runtime::WorkerOptions,
+    Env, Job, JobCtx, JobError, JobQueue, QueueName, RunJob, client::RawJob, runtime::WorkerOptions,
 };
 use serde::{Deserialize, Serialize};
 use std::{
@@ -26,6 +26,9 @@ macro_rules! noop_jobs {
 
         impl Job for $name {
             const QUEUE: QueueName = $queue;
+        }
+
+        impl RunJob for $name {
             async fn run(self, _ctx: JobCtx) -> Result<(), JobError> {
                 static_counter(Self::QUEUE).fetch_add(1, Ordering::Relaxed);
                 Ok(())
@@ -57,7 +60,7 @@ fn static_counter(queue: QueueName) -> &'static AtomicU64 {
 
 /// Pushes `BACKLOG` jobs into the delayed set, makes them all due at once (the path that
 /// stalled), then drains them with one worker and checks nothing is left.
-async fn drain<J: Job + Default>(app: &TestApp) {
+async fn drain<J: RunJob + Default>(app: &TestApp) {
     let prefix = format!("kt-backlog-{}", &Uuid::new_v4().simple().to_string()[..8]);
     let queue = JobQueue::new(app.services.queue.connection(), prefix.clone());
     let env = Arc::new(Env {

@@ -158,7 +158,7 @@ async fn an_operator_watches_processes_and_retries_a_members_dead_jobs_in_a_brow
     use jobs::{
         QueueName,
         client::RawJob,
-        handlers::notify::{Notify, NotifyJob},
+        handlers::notify_job::{Notify, NotifyJob},
         inspect::{self, JobState},
     };
     let sms = FakeSmsRu::start(SmsRuMode::Accept).await;

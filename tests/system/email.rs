@@ -11,7 +11,7 @@ use crate::{
     payments::{SECRET, SHOP, deliver, kassa, paid_event, register},
 };
 use base64::Engine;
-use jobs::handlers::email::SendEmail;
+use jobs::handlers::notify_job::SendEmail;
 use krug::client::{ApiClient, expect};
 use serde_json::json;
 use simulators::yookassa::FakeYooKassa;

@@ -520,14 +520,14 @@ async fn a_deleted_members_phone_is_gone_from_every_table() {
         .fetch_one(&app.db)
         .await
         .unwrap();
-    let notify = jobs::handlers::notify::NotifyJob::Send(jobs::handlers::notify::Notify {
+    let notify = jobs::handlers::notify_job::NotifyJob::Send(jobs::handlers::notify_job::Notify {
         user_id: user_id.parse().unwrap(),
         message: domain::messages::Message::TierUpgraded {
             tier: domain::Tier::Vip,
         },
         dedupe_key: "after-deletion".to_owned(),
     });
-    jobs::Job::run(
+    jobs::RunJob::run(
         notify,
         jobs::JobCtx {
             env: app.env.clone(),

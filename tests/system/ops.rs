@@ -9,7 +9,7 @@ use crate::{
 use jobs::{
     QueueName,
     client::RawJob,
-    handlers::notify::{Notify, NotifyJob},
+    handlers::notify_job::{Notify, NotifyJob},
     inspect::{self, Action},
 };
 use krug::{

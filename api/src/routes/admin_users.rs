@@ -10,7 +10,7 @@ use crate::{
     state::AppState,
 };
 use domain::{Tier, messages::Message};
-use jobs::{handlers::notify::Notify, outbox};
+use jobs::{handlers::notify_job::Notify, outbox};
 use poem_openapi::{Enum, Object, OpenApi, Tags, param::Path, payload::Json};
 use std::sync::Arc;
 use storage::{ledger, tiers, users};

@@ -1,10 +1,11 @@
 //! `/auth`: SMS login and token rotation.
 
 use crate::{
-    auth::{ACCESS_TTL_S, Auth, REFRESH_TTL_S},
+    auth::Auth,
     client_ip::ClientIp,
     envelope::Envelope,
     error::{ApiError, ApiResult},
+    jwt::{ACCESS_TTL_S, REFRESH_TTL_S},
     limits::{REFUSED, SMS_BUDGET_USED},
     routes::users::{UserView, user_view},
     sessions,
@@ -334,7 +335,7 @@ impl AuthApi {
             }
             Rotation::Reused { family_id } => {
                 // Its access tokens too, the thief's and the owner's: both sign in again.
-                sessions::end(state, &[family_id]).await?;
+                sessions::end(&state.revoked, &state.cache, &[family_id]).await?;
                 Err(ApiError::unauthorized(
                     "refresh_token_reused",
                     "This refresh token was already used; the session is revoked. Sign in again.",
@@ -361,7 +362,7 @@ impl AuthApi {
         tokens::revoke_session(&state.db, auth.user_id(), auth.0.sid).await?;
         let mut ended = vec![auth.0.sid];
         ended.extend(family.filter(|f| *f != auth.0.sid));
-        sessions::end(state, &ended).await?;
+        sessions::end(&state.revoked, &state.cache, &ended).await?;
         Ok(Json(Envelope::new(LogoutResult {
             revoked: family.is_some(),
         })))

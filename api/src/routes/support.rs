@@ -317,7 +317,7 @@ impl SupportApi {
     /// Blocks (`Some(reason)`) or unblocks a member, ending her sessions on a block.
     async fn set_block(
         &self,
-        actor: &crate::auth::Claims,
+        actor: &crate::jwt::Claims,
         id: Uuid,
         reason: Option<String>,
         unblock_reason: Option<String>,
@@ -372,7 +372,7 @@ impl SupportApi {
         if reason.is_some() {
             // Every token she holds ends here and on every API process within a second;
             // her tokens then answer 403 `member_blocked` (`auth::check_bearer`).
-            crate::sessions::end(state, &sessions).await?;
+            crate::sessions::end(&state.revoked, &state.cache, &sessions).await?;
             tracing::info!(user_id = %id, sessions = sessions.len(), "member blocked");
         } else {
             tracing::info!(user_id = %id, "member unblocked");

@@ -283,7 +283,7 @@ impl UserApi {
         // Her sessions end everywhere, not only in Postgres: her access tokens stop working
         // within seconds instead of living their 15 minutes.
         let sessions = storage::tokens::revoke_all(&self.state.db, user_id).await?;
-        crate::sessions::end(&self.state, &sessions).await?;
+        crate::sessions::end(&self.state.revoked, &self.state.cache, &sessions).await?;
         let erased = storage::privacy::erase(&self.state.db, user_id)
             .await?
             .ok_or_else(account_gone)?;

@@ -8,7 +8,8 @@ use crate::{
     handlers::promo::{COUPON_CODE_LEN, coupon_notice},
     metrics::CROSS_PROMO_TRIGGERED,
     outbox,
-    queue::{Job, JobCtx, JobError, QueueName},
+    queue::{Job, JobError, QueueName},
+    run::{JobCtx, RunJob},
 };
 use domain::codes::human_code;
 use rust_decimal::prelude::ToPrimitive;
@@ -31,7 +32,9 @@ pub struct RfmSnapshot {
 
 impl Job for RfmSnapshot {
     const QUEUE: QueueName = QueueName::RfmSnapshot;
+}
 
+impl RunJob for RfmSnapshot {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
         let date = self

@@ -3,10 +3,11 @@
 //! what follows from bonuses applied by either (cross-promo coupons, tier-upgrade notices).
 
 use crate::{
-    handlers::{notify::Notify, promo::IssueCoupons},
+    handlers::{notify_job::Notify, promo::IssueCoupons},
     metrics::BONUS_ACCRUED,
     outbox,
-    queue::{Job, JobCtx, JobError, QueueName},
+    queue::{Job, JobError, QueueName},
+    run::{JobCtx, RunJob},
 };
 use domain::messages::Message;
 use rust_decimal::Decimal;
@@ -26,7 +27,9 @@ pub struct CalcBonus {
 
 impl Job for CalcBonus {
     const QUEUE: QueueName = QueueName::BonusCalc;
+}
 
+impl RunJob for CalcBonus {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
         let rules = env.tier_rules().await?;

@@ -16,7 +16,8 @@ use crate::{
     client::RawJob,
     handlers::bonus::{self, CalcBonus},
     outbox,
-    queue::{Job, JobCtx, JobError, QueueName},
+    queue::{Job, JobError, QueueName},
+    run::{JobCtx, RunJob},
 };
 use adapters::{
     crm::{self, ConfigError, CrmKind, Target, TokenLease, TokenStore, Window},
@@ -63,7 +64,9 @@ pub struct PollCrm {
 
 impl Job for PollCrm {
     const QUEUE: QueueName = QueueName::CrmPoll;
+}
 
+impl RunJob for PollCrm {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         match self.integration_id {
             Some(id) => poll(&ctx.env, id, self.force).await,

@@ -1,6 +1,6 @@
-//! E-mail (a `notify` job): a ticket when a paid seat is confirmed, a receipt when its
-//! refund succeeds, and each owner's copy of her business's monthly statement once the
-//! period closes.
+//! E-mail (the `notify` job `notify_job::SendEmail`): a ticket when a paid seat is confirmed,
+//! a receipt when its refund succeeds, and each owner's copy of her business's monthly
+//! statement once the period closes.
 //!
 //! Each is recorded in the job outbox by the write that calls for it (the payment's
 //! confirmation, the refund's success, the period's close), in the same transaction, so
@@ -15,68 +15,19 @@
 //! Nothing medical is said: a ticket names the event, its date, place and price, never who
 //! else is there or any business's purchases.
 
-use crate::{
-    Env, outbox,
-    queue::{JobCtx, JobError},
-};
+use crate::{Env, handlers::notify_job::SendEmail, queue::JobError, run::JobCtx};
 use adapters::email::{Attachment, EmailError, EmailMessage};
 use domain::{settlement::Period, statement_csv};
 use rust_decimal::Decimal;
-use serde::{Deserialize, Serialize};
 use storage::{
     businesses, events,
     notifications::{self, NewNotification, Outcome},
-    outbox::OutboxJob,
     payments, settlement, users,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// An e-mail to send, named by what it is about (the job reads the rest when it runs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "mail", rename_all = "snake_case")]
-pub enum SendEmail {
-    /// The ticket (and receipt of payment) for a confirmed paid seat.
-    Ticket { payment_id: Uuid },
-    /// The receipt of a paid seat's refund.
-    Refund { payment_id: Uuid },
-    /// A business's statement of a closed period, to each of its owners.
-    Statement { period: String, business_id: Uuid },
-}
-
 impl SendEmail {
-    /// The outbox row of this e-mail; its job id follows from what it is about, so that
-    /// recording it twice enqueues it once.
-    pub fn outbox_row(self) -> OutboxJob {
-        let name = match &self {
-            Self::Ticket { payment_id } => format!("email:ticket:{payment_id}"),
-            Self::Refund { payment_id } => format!("email:refund:{payment_id}"),
-            Self::Statement {
-                period,
-                business_id,
-            } => format!("email:statement:{period}:{business_id}"),
-        };
-        let id = Uuid::new_v5(&Uuid::NAMESPACE_OID, name.as_bytes());
-        outbox::row(id, &crate::handlers::notify::NotifyJob::Email(self), None)
-    }
-
-    /// The statements of every business of a period just closed.
-    pub fn statements(
-        period: Period,
-        business_ids: impl IntoIterator<Item = Uuid>,
-    ) -> Vec<OutboxJob> {
-        business_ids
-            .into_iter()
-            .map(|business_id| {
-                Self::Statement {
-                    period: period.to_string(),
-                    business_id,
-                }
-                .outbox_row()
-            })
-            .collect()
-    }
-
     pub(crate) async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
         match self {
@@ -326,33 +277,4 @@ fn local_date_time(env: &Env, at: OffsetDateTime) -> String {
         local.hour(),
         local.minute()
     )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn job_ids_follow_from_what_the_mail_is_about() {
-        let payment_id = Uuid::now_v7();
-        let a = SendEmail::Ticket { payment_id }.outbox_row();
-        let b = SendEmail::Ticket { payment_id }.outbox_row();
-        let c = SendEmail::Refund { payment_id }.outbox_row();
-        assert_eq!(a.job_id, b.job_id, "the same ticket is one job");
-        assert_ne!(a.job_id, c.job_id, "its refund receipt is another");
-        assert_eq!(a.queue, "notify");
-        assert_eq!(a.payload["job"], "email");
-        assert_eq!(a.payload["mail"], "ticket");
-    }
-
-    #[test]
-    fn the_job_payload_reads_back() {
-        let job = SendEmail::Statement {
-            period: "2026-11".to_owned(),
-            business_id: Uuid::now_v7(),
-        };
-        let row = job.clone().outbox_row();
-        let back: crate::handlers::notify::NotifyJob = serde_json::from_value(row.payload).unwrap();
-        assert!(matches!(back, crate::handlers::notify::NotifyJob::Email(j) if j == job));
-    }
 }

@@ -1,4 +1,5 @@
-//! Members-only events: the day-before reminders (schedule `event_reminders`).
+//! Members-only events: the day-before reminders (schedule `event_reminders`, the `notify`
+//! job `notify_job::RemindEvents`).
 //!
 //! Each event is claimed in its own transaction: `reminder_sent_at` is set and one `notify`
 //! job per registered member is recorded in the outbox, then the transaction commits and the
@@ -7,25 +8,16 @@
 //! and the notify jobs' ids and dedupe keys are per event and member, so nobody is told twice.
 
 use crate::{
-    handlers::notify::Notify,
+    handlers::notify_job::{Notify, RemindEvents},
     outbox,
-    queue::{JobCtx, JobError},
+    queue::JobError,
+    run::JobCtx,
 };
 use domain::{
     local_time::{local_when, start_of_day, today},
     messages::Message,
 };
-use serde::{Deserialize, Serialize};
 use storage::events;
-use time::Date;
-
-/// Remind the members registered for events on `date` (tomorrow in `KRUG_TIMEZONE` when
-/// absent).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct RemindEvents {
-    #[serde(default)]
-    pub date: Option<Date>,
-}
 
 impl RemindEvents {
     pub async fn run(self, ctx: JobCtx) -> Result<(), JobError> {

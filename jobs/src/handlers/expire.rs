@@ -6,9 +6,10 @@
 //! past its hold window (its accrual released) are settled (`handlers::referral`).
 
 use crate::{
-    handlers::notify::Notify,
+    handlers::notify_job::Notify,
     outbox,
-    queue::{Job, JobCtx, JobError, QueueName},
+    queue::{Job, JobError, QueueName},
+    run::{JobCtx, RunJob},
 };
 use domain::{
     lots::ExpiryRule,
@@ -30,7 +31,9 @@ const EXPIRY_BATCH: i64 = 500;
 
 impl Job for Expire {
     const QUEUE: QueueName = QueueName::Expire;
+}
 
+impl RunJob for Expire {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let released = release_held_accruals(&ctx).await?;
         let (lots_expired, expiry_notices) = expire_lots(&ctx).await?;

@@ -4,7 +4,10 @@
 //! Idempotent: only a `processing` row is worked on, and the thumbnail's key is the
 //! media's own, so a second run rewrites the same object.
 
-use crate::queue::{Job, JobCtx, JobError, QueueName};
+use crate::{
+    queue::{Job, JobError, QueueName},
+    run::{JobCtx, RunJob},
+};
 use domain::media::MediaType;
 use serde::{Deserialize, Serialize};
 use storage::media;
@@ -26,7 +29,9 @@ pub fn thumbnail_key(media_id: Uuid) -> String {
 
 impl Job for ProcessMedia {
     const QUEUE: QueueName = QueueName::Media;
+}
 
+impl RunJob for ProcessMedia {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
         let Some(item) = media::get(&env.db, self.media_id).await? else {

@@ -8,6 +8,7 @@ pub mod events;
 pub mod expire;
 pub mod media;
 pub mod notify;
+pub mod notify_job;
 pub mod otp;
 pub mod payments;
 pub mod promo;

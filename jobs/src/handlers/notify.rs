@@ -1,5 +1,6 @@
 //! `notify`: a message to a member, by push to each of their devices or, without one, by SMS;
-//! and e-mail (tickets, receipts, statements: `handlers::email`).
+//! and the queue's other jobs, event reminders (`handlers::events`) and e-mail (tickets,
+//! receipts, statements: `handlers::email`). The jobs themselves are in `notify_job`.
 //!
 //! Marketing (coupons) and event reminders wait out quiet hours (22:00–09:00
 //! `KRUG_TIMEZONE`): the job schedules a copy of itself for 09:00 instead of sending, so
@@ -13,48 +14,27 @@
 use crate::{
     Env,
     client::RawJob,
-    outbox,
-    queue::{Job, JobCtx, JobError, QueueName},
+    handlers::notify_job::{Notify, NotifyJob},
+    queue::{JobError, QueueName},
+    run::{JobCtx, RunJob},
 };
 use adapters::{
     push::{PushError, PushMessage},
     sms::SmsError,
 };
-use domain::messages::{Message, quiet_hours_end};
-use serde::{Deserialize, Serialize};
-use sqlx::{Postgres, Transaction};
+use domain::messages::quiet_hours_end;
 use std::collections::BTreeMap;
 use storage::{
     devices,
     notifications::{self, NewNotification, Outcome},
-    outbox::OutboxJob,
     users,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// The jobs of the `notify` queue: a message to send, or the day's event reminders to fan
-/// out as messages.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(tag = "job", rename_all = "snake_case")]
-pub enum NotifyJob {
-    Send(Notify),
-    /// The schedule `event_reminders`: reminders for events of the next day.
-    RemindEvents(crate::handlers::events::RemindEvents),
-    /// An e-mail: a ticket, a refund receipt or a monthly statement.
-    Email(crate::handlers::email::SendEmail),
-}
-
-impl Default for NotifyJob {
-    /// What the schedule enqueues.
-    fn default() -> Self {
-        Self::RemindEvents(Default::default())
-    }
-}
-
-impl Job for NotifyJob {
-    const QUEUE: QueueName = QueueName::Notify;
-
+/// Each job of the queue runs where its work is: a message here, reminders in `events`,
+/// e-mail in `email`.
+impl RunJob for NotifyJob {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         match self {
             Self::Send(notify) => notify.send(ctx).await,
@@ -64,32 +44,7 @@ impl Job for NotifyJob {
     }
 }
 
-/// Tell `user_id` the `message`; `dedupe_key` names this message once and for all.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Notify {
-    pub user_id: Uuid,
-    pub message: Message,
-    pub dedupe_key: String,
-}
-
 impl Notify {
-    /// Records the notification in the caller's transaction (the job outbox), with an id
-    /// derived from the dedupe key, so that recording it twice enqueues it once.
-    pub async fn record(self, tx: &mut Transaction<'_, Postgres>) -> sqlx::Result<OutboxJob> {
-        let row = self.outbox_row();
-        outbox::record_all(tx, std::slice::from_ref(&row)).await?;
-        Ok(row)
-    }
-
-    /// Its outbox row (the job id follows from the dedupe key), to record with others.
-    pub fn outbox_row(self) -> OutboxJob {
-        let id = Uuid::new_v5(
-            &Uuid::NAMESPACE_OID,
-            format!("notify:{}", self.dedupe_key).as_bytes(),
-        );
-        outbox::row(id, &NotifyJob::Send(self), None)
-    }
-
     async fn send(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
         if self.message.waits_for_quiet_hours() {

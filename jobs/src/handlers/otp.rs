@@ -1,6 +1,9 @@
 //! `otp_send`: delivers a login code by SMS.
 
-use crate::queue::{Job, JobCtx, JobError, QueueName};
+use crate::{
+    queue::{Job, JobError, QueueName},
+    run::{JobCtx, RunJob},
+};
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::{Deserialize, Serialize};
 use storage::notifications::{self, NewNotification};
@@ -40,7 +43,9 @@ pub fn otp_text(code: &str) -> String {
 
 impl Job for SendOtp {
     const QUEUE: QueueName = QueueName::OtpSend;
+}
 
+impl RunJob for SendOtp {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
         let Some(otp) = storage::otp::get(&env.db, self.otp_id).await? else {

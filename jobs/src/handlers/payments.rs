@@ -14,9 +14,10 @@
 
 use crate::{
     client::JobQueue,
-    handlers::email::SendEmail,
+    handlers::notify_job::SendEmail,
     outbox,
-    queue::{Job, JobCtx, JobError, QueueName},
+    queue::{Job, JobError, QueueName},
+    run::{JobCtx, RunJob},
 };
 use adapters::payments::{
     NewRefund, Payment, PaymentError, PaymentGateway, PaymentStatus, RefundStatus,
@@ -39,7 +40,9 @@ pub struct SettlePayments {}
 
 impl Job for SettlePayments {
     const QUEUE: QueueName = QueueName::Payments;
+}
 
+impl RunJob for SettlePayments {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
         let Some(kassa) = env.payments.as_deref() else {

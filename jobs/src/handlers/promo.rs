@@ -7,10 +7,11 @@
 //! Idempotent: a coupon is keyed by (chain, purchase), so a retried job issues nothing twice.
 
 use crate::{
-    handlers::notify::Notify,
+    handlers::notify_job::Notify,
     metrics::CROSS_PROMO_TRIGGERED,
     outbox,
-    queue::{Job, JobCtx, JobError, QueueName},
+    queue::{Job, JobError, QueueName},
+    run::{JobCtx, RunJob},
 };
 use domain::{codes::human_code, loyalty::discount_label, messages::Message};
 use serde::{Deserialize, Serialize};
@@ -29,7 +30,9 @@ pub struct IssueCoupons {
 
 impl Job for IssueCoupons {
     const QUEUE: QueueName = QueueName::CrossPromo;
+}
 
+impl RunJob for IssueCoupons {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
         let mut tx = storage::begin_batch(&env.db).await?;

@@ -6,7 +6,8 @@ use crate::{
     client::RawJob,
     handlers::scan::ScanQr,
     outbox,
-    queue::{Job, JobCtx, JobError, QueueName},
+    queue::{Job, JobError, QueueName},
+    run::{JobCtx, RunJob},
 };
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +19,9 @@ const BATCH: i64 = 1000;
 
 impl Job for Reconcile {
     const QUEUE: QueueName = QueueName::Reconcile;
+}
 
+impl RunJob for Reconcile {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
         let mut total = 0;

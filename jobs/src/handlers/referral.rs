@@ -2,7 +2,7 @@
 //! whose invitee's first qualifying purchase is past its hold window are rewarded, or
 //! refused (one device behind both accounts, the inviter's yearly limit).
 
-use crate::queue::{JobCtx, JobError};
+use crate::{queue::JobError, run::JobCtx};
 
 /// Invitations settled per transaction: the members' balance locks are held that long.
 const BATCH: i64 = 500;

@@ -8,7 +8,8 @@
 
 use crate::{
     outbox,
-    queue::{Job, JobCtx, JobError, QueueName},
+    queue::{Job, JobError, QueueName},
+    run::{JobCtx, RunJob},
 };
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, Transaction};
@@ -45,7 +46,9 @@ pub async fn business_became_medical(
 
 impl Job for Purge {
     const QUEUE: QueueName = QueueName::Retention;
+}
 
+impl RunJob for Purge {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
         match self {

@@ -1,16 +1,16 @@
 //! `qr_scan`: turns a member's scan of a staff QR code into a purchase with its bonuses.
 //!
-//! Scans a worker holds at the same moment are processed together (group commit): one
-//! transaction and set-based statements for all of them, so a burst costs a few commits
-//! rather than one per scan. Alone, a scan is a batch of one and waits for nothing. Each job
-//! still succeeds or fails on its own: a batch that fails is run again scan by scan.
+//! Scans a worker holds at the same moment are processed together (group commit, gathered by
+//! `scan_batcher`): one transaction and set-based statements for all of them, so a burst
+//! costs a few commits rather than one per scan.
 
 use crate::{
     env::Env,
-    handlers::{notify::Notify, promo::IssueCoupons},
+    handlers::{notify_job::Notify, promo::IssueCoupons},
     metrics::{BONUS_ACCRUED, QR_SCANS},
     outbox,
-    queue::{Job, JobCtx, JobError, QueueName},
+    queue::{Job, JobError, QueueName},
+    run::{JobCtx, RunJob},
 };
 use domain::fraud::is_outlier;
 use domain::{
@@ -21,7 +21,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Arc, OnceLock, Weak},
+    sync::Arc,
 };
 use storage::{
     businesses::{self, Business},
@@ -32,7 +32,6 @@ use storage::{
     outbox::OutboxJob,
     scans::{self, ScanRequest},
 };
-use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
 /// Process scan request `scan_id` (its id is also this job's id).
@@ -56,95 +55,13 @@ pub struct ScanResult {
 
 impl Job for ScanQr {
     const QUEUE: QueueName = QueueName::QrScan;
+}
 
+impl RunJob for ScanQr {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
-        ctx.env.scans.process(&ctx.env, self.scan_id).await
-    }
-}
-
-/// At most this many scans in one transaction.
-const MAX_BATCH: usize = 64;
-/// Batches in flight at once per worker process: one gathers while another commits.
-const RUNNERS: usize = 2;
-
-type Reply = oneshot::Sender<Result<(), JobError>>;
-
-/// Gathers the scans of one worker process into batches (see the module's comment).
-#[derive(Default)]
-pub struct ScanBatcher {
-    sender: OnceLock<mpsc::UnboundedSender<(Uuid, Reply)>>,
-}
-
-impl std::fmt::Debug for ScanBatcher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ScanBatcher")
-    }
-}
-
-impl ScanBatcher {
-    /// Processes one scan with whichever others are waiting, and says how this one went.
-    pub async fn process(&self, env: &Arc<Env>, scan_id: Uuid) -> Result<(), JobError> {
-        let sender = self.sender.get_or_init(|| {
-            let (sender, receiver) = mpsc::unbounded_channel();
-            let receiver = Arc::new(Mutex::new(receiver));
-            for _ in 0..RUNNERS {
-                // A weak handle: the runners end with the environment that owns them.
-                tokio::spawn(run_batches(Arc::downgrade(env), receiver.clone()));
-            }
-            sender
-        });
-        let (reply, outcome) = oneshot::channel();
-        if sender.send((scan_id, reply)).is_err() {
-            return Err(JobError::Retry(anyhow::anyhow!(
-                "the scan batcher has stopped"
-            )));
-        }
-        outcome.await.unwrap_or_else(|_| {
-            Err(JobError::Retry(anyhow::anyhow!(
-                "the scan batcher has stopped"
-            )))
-        })
-    }
-}
-
-async fn run_batches(env: Weak<Env>, receiver: Arc<Mutex<mpsc::UnboundedReceiver<(Uuid, Reply)>>>) {
-    loop {
-        let batch = {
-            let mut receiver = receiver.lock().await;
-            let Some(first) = receiver.recv().await else {
-                return;
-            };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok(next) => batch.push(next),
-                    Err(_) => break,
-                }
-            }
-            batch
-        };
-        let Some(env) = env.upgrade() else {
-            return;
-        };
-        let ids: Vec<Uuid> = batch.iter().map(|(id, _)| *id).collect();
-        match process_batch(&env, &ids).await {
-            Ok(()) => {
-                for (_, reply) in batch {
-                    let _ = reply.send(Ok(()));
-                }
-            }
-            Err(e) if batch.len() == 1 => {
-                let (_, reply) = batch.into_iter().next().expect("one scan");
-                let _ = reply.send(Err(e));
-            }
-            Err(e) => {
-                // One scan's trouble must not hold the others back: each goes alone.
-                tracing::warn!(error = %e, scans = batch.len(), "scan batch failed; running its scans one by one");
-                for (id, reply) in batch {
-                    let _ = reply.send(process_batch(&env, &[id]).await);
-                }
-            }
-        }
+        let process =
+            |env: Arc<Env>, ids: Vec<Uuid>| async move { process_batch(&env, &ids).await };
+        ctx.env.scans.process(&ctx.env, self.scan_id, process).await
     }
 }
 

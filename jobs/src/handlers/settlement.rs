@@ -5,9 +5,10 @@
 //! owners (`handlers::email`).
 
 use crate::{
-    handlers::email::SendEmail,
+    handlers::notify_job::SendEmail,
     outbox,
-    queue::{Job, JobCtx, JobError, QueueName},
+    queue::{Job, JobError, QueueName},
+    run::{JobCtx, RunJob},
 };
 use domain::settlement::{Period, Statement};
 use serde::{Deserialize, Serialize};
@@ -23,7 +24,9 @@ pub struct CloseSettlement {}
 
 impl Job for CloseSettlement {
     const QUEUE: QueueName = QueueName::Settlement;
+}
 
+impl RunJob for CloseSettlement {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let env = &ctx.env;
         let tz = env.timezone.name();

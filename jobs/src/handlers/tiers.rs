@@ -3,9 +3,10 @@
 //! The Inner Circle is never reviewed: only a superadmin revokes it.
 
 use crate::{
-    handlers::notify::Notify,
+    handlers::notify_job::Notify,
     outbox,
-    queue::{Job, JobCtx, JobError, QueueName},
+    queue::{Job, JobError, QueueName},
+    run::{JobCtx, RunJob},
 };
 use domain::Tier;
 use domain::messages::Message;
@@ -17,7 +18,9 @@ pub struct ReviewTiers {}
 
 impl Job for ReviewTiers {
     const QUEUE: QueueName = QueueName::TierReview;
+}
 
+impl RunJob for ReviewTiers {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         let db = &ctx.env.db;
         let rules = ctx.env.tier_rules().await?;

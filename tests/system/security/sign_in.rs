@@ -1,7 +1,7 @@
 //! SMS pumping and code guessing: `POST /auth/send-code` and `/auth/verify-code` under attack.
 
 use crate::helpers::{Options, TestApp, http, member_phone};
-use api::{client_ip::TrustedProxies, limits::Limits};
+use api::{limits::Limits, proxies::TrustedProxies};
 use krug::client::{ApiResponse, dev_otp_code, expect};
 use serde_json::{Value, json};
 

@@ -1,0 +1,151 @@
+//! The jobs of the `notify` queue as they are recorded and pushed: a message to a member
+//! (`Notify`), the day's event reminders (`RemindEvents`) and an e-mail (`SendEmail`), with
+//! the outbox rows that carry them.
+//!
+//! What each does when it runs is in `notify`, `events` and `email`. The payloads live here,
+//! apart from that work, so that those three — and every handler that records a message —
+//! can name them without importing one another.
+
+use crate::{
+    outbox,
+    queue::{Job, QueueName},
+};
+use domain::{messages::Message, settlement::Period};
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, Transaction};
+use storage::outbox::OutboxJob;
+use time::Date;
+use uuid::Uuid;
+
+/// The jobs of the `notify` queue: a message to send, the day's event reminders to fan out
+/// as messages, or an e-mail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "job", rename_all = "snake_case")]
+pub enum NotifyJob {
+    Send(Notify),
+    /// The schedule `event_reminders`: reminders for events of the next day.
+    RemindEvents(RemindEvents),
+    /// An e-mail: a ticket, a refund receipt or a monthly statement.
+    Email(SendEmail),
+}
+
+impl Default for NotifyJob {
+    /// What the schedule enqueues.
+    fn default() -> Self {
+        Self::RemindEvents(Default::default())
+    }
+}
+
+impl Job for NotifyJob {
+    const QUEUE: QueueName = QueueName::Notify;
+}
+
+/// Tell `user_id` the `message`; `dedupe_key` names this message once and for all.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Notify {
+    pub user_id: Uuid,
+    pub message: Message,
+    pub dedupe_key: String,
+}
+
+impl Notify {
+    /// Records the notification in the caller's transaction (the job outbox), with an id
+    /// derived from the dedupe key, so that recording it twice enqueues it once.
+    pub async fn record(self, tx: &mut Transaction<'_, Postgres>) -> sqlx::Result<OutboxJob> {
+        let row = self.outbox_row();
+        outbox::record_all(tx, std::slice::from_ref(&row)).await?;
+        Ok(row)
+    }
+
+    /// Its outbox row (the job id follows from the dedupe key), to record with others.
+    pub fn outbox_row(self) -> OutboxJob {
+        let id = Uuid::new_v5(
+            &Uuid::NAMESPACE_OID,
+            format!("notify:{}", self.dedupe_key).as_bytes(),
+        );
+        outbox::row(id, &NotifyJob::Send(self), None)
+    }
+}
+
+/// An e-mail to send, named by what it is about (the job reads the rest when it runs).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "mail", rename_all = "snake_case")]
+pub enum SendEmail {
+    /// The ticket (and receipt of payment) for a confirmed paid seat.
+    Ticket { payment_id: Uuid },
+    /// The receipt of a paid seat's refund.
+    Refund { payment_id: Uuid },
+    /// A business's statement of a closed period, to each of its owners.
+    Statement { period: String, business_id: Uuid },
+}
+
+impl SendEmail {
+    /// The outbox row of this e-mail; its job id follows from what it is about, so that
+    /// recording it twice enqueues it once.
+    pub fn outbox_row(self) -> OutboxJob {
+        let name = match &self {
+            Self::Ticket { payment_id } => format!("email:ticket:{payment_id}"),
+            Self::Refund { payment_id } => format!("email:refund:{payment_id}"),
+            Self::Statement {
+                period,
+                business_id,
+            } => format!("email:statement:{period}:{business_id}"),
+        };
+        let id = Uuid::new_v5(&Uuid::NAMESPACE_OID, name.as_bytes());
+        outbox::row(id, &NotifyJob::Email(self), None)
+    }
+
+    /// The statements of every business of a period just closed.
+    pub fn statements(
+        period: Period,
+        business_ids: impl IntoIterator<Item = Uuid>,
+    ) -> Vec<OutboxJob> {
+        business_ids
+            .into_iter()
+            .map(|business_id| {
+                Self::Statement {
+                    period: period.to_string(),
+                    business_id,
+                }
+                .outbox_row()
+            })
+            .collect()
+    }
+}
+
+/// Remind the members registered for events on `date` (tomorrow in `KRUG_TIMEZONE` when
+/// absent).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RemindEvents {
+    #[serde(default)]
+    pub date: Option<Date>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_follow_from_what_the_mail_is_about() {
+        let payment_id = Uuid::now_v7();
+        let a = SendEmail::Ticket { payment_id }.outbox_row();
+        let b = SendEmail::Ticket { payment_id }.outbox_row();
+        let c = SendEmail::Refund { payment_id }.outbox_row();
+        assert_eq!(a.job_id, b.job_id, "the same ticket is one job");
+        assert_ne!(a.job_id, c.job_id, "its refund receipt is another");
+        assert_eq!(a.queue, "notify");
+        assert_eq!(a.payload["job"], "email");
+        assert_eq!(a.payload["mail"], "ticket");
+    }
+
+    #[test]
+    fn the_job_payload_reads_back() {
+        let job = SendEmail::Statement {
+            period: "2026-11".to_owned(),
+            business_id: Uuid::now_v7(),
+        };
+        let row = job.clone().outbox_row();
+        let back: NotifyJob = serde_json::from_value(row.payload).unwrap();
+        assert!(matches!(back, NotifyJob::Email(j) if j == job));
+    }
+}
