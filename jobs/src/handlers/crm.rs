@@ -29,7 +29,7 @@ use domain::PhoneNumber;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 use storage::{
     businesses, crm as crm_store,
     integrations::{self, CredentialsError, Integration, LockedCredentials},
@@ -45,6 +45,8 @@ pub const OVERLAP: Duration = Duration::minutes(10);
 pub const FIRST_POLL_LOOKBACK: Duration = Duration::days(1);
 /// Records stored (and their bonuses applied) per database transaction.
 pub const STORE_BATCH: usize = 2_000;
+/// Batches of purchases stored side by side (each holds a database connection).
+const LANES: usize = 4;
 /// New refunds per `bonus_calc` job.
 pub const BONUS_BATCH: usize = 500;
 
@@ -196,35 +198,38 @@ pub async fn poll(env: &crate::Env, id: Uuid, force: bool) -> Result<(), JobErro
     // Purchases before refunds (a refund needs its purchase recorded), a batch per
     // transaction: a crash keeps the batches stored so far (the next poll finds them
     // delivered before), and no member's balance stays locked for a whole backfill.
-    let (purchases, refunds): (Vec<_>, Vec<_>) =
-        records.into_iter().partition(|r| r.refund_of.is_none());
-    let batches: Vec<&[crm_store::Record]> = purchases
-        .chunks(STORE_BATCH)
-        .chain(refunds.chunks(STORE_BATCH))
-        .collect();
-    let rules = env.tier_rules().await?;
+    // Purchases are stored in lanes that run side by side, each member in one lane only,
+    // so that lanes never wait for each other's balance locks.
     let mut total = Ingested::default();
-    for (i, batch) in batches.iter().enumerate() {
-        let mut tx = storage::begin_batch(&env.db).await?;
-        let ingested = crm_store::ingest(&mut tx, &business, id, batch, &rules).await?;
-        let settled: Vec<&BonusOutcome> = ingested.purchases.iter().collect();
-        let mut follow_ups = bonus::record_follow_ups(&mut tx, Uuid::now_v7(), &settled).await?;
-        for chunk in ingested.new_refund_ids.chunks(BONUS_BATCH) {
-            let job = CalcBonus {
-                transaction_ids: chunk.to_vec(),
-            };
-            follow_ups.push(outbox::record(&mut tx, Uuid::now_v7(), &job, None).await?);
+    let mut seen = HashSet::new();
+    let mut lanes: Vec<Vec<crm_store::Record>> = vec![Vec::new(); LANES];
+    let mut refunds = Vec::new();
+    for record in records {
+        if !seen.insert(record.external_id.clone()) {
+            // Delivered twice in this window: kept out before lanes could race for it.
+            total.duplicates += 1;
+        } else if record.refund_of.is_some() {
+            refunds.push(record);
+        } else {
+            lanes[lane_of(record.phone.as_ref())].push(record);
         }
-        if i + 1 == batches.len() {
-            integrations::advance(&mut *tx, id, window.to).await?;
+    }
+    let rules = env.tier_rules().await?;
+    let stored = futures::future::try_join_all(lanes.iter().map(|lane| async {
+        let mut stored = Ingested::default();
+        for batch in lane.chunks(STORE_BATCH) {
+            stored.add(store_batch(env, &business, id, batch, &rules).await?);
         }
-        tx.commit().await?;
-        bonus::announce(env, &settled, &follow_ups).await;
-        total.add(ingested);
+        Ok::<_, JobError>(stored)
+    }))
+    .await?;
+    for lane in stored {
+        total.merge(lane);
     }
-    if batches.is_empty() {
-        integrations::advance(&env.db, id, window.to).await?;
+    for batch in refunds.chunks(STORE_BATCH) {
+        total.add(store_batch(env, &business, id, batch, &rules).await?);
     }
+    integrations::advance(&env.db, id, window.to).await?;
     tracing::info!(
         vendor = integration.crm_type,
         integration_id = %id,
@@ -239,6 +244,38 @@ pub async fn poll(env: &crate::Env, id: Uuid, force: bool) -> Result<(), JobErro
     Ok(())
 }
 
+/// Stores one batch of a poll in a transaction of its own: its records, the bonuses of its
+/// purchases and what follows from them, the `bonus_calc` jobs of its refunds.
+async fn store_batch(
+    env: &crate::Env,
+    business: &businesses::Business,
+    integration_id: Uuid,
+    batch: &[crm_store::Record],
+    rules: &domain::TierRules,
+) -> Result<crm_store::Ingested, JobError> {
+    let mut tx = storage::begin_batch(&env.db).await?;
+    let ingested = crm_store::ingest(&mut tx, business, integration_id, batch, rules).await?;
+    let settled: Vec<&BonusOutcome> = ingested.purchases.iter().collect();
+    let mut follow_ups = bonus::record_follow_ups(&mut tx, Uuid::now_v7(), &settled).await?;
+    for chunk in ingested.new_refund_ids.chunks(BONUS_BATCH) {
+        let job = CalcBonus {
+            transaction_ids: chunk.to_vec(),
+        };
+        follow_ups.push(outbox::record(&mut tx, Uuid::now_v7(), &job, None).await?);
+    }
+    tx.commit().await?;
+    bonus::announce(env, &settled, &follow_ups).await;
+    Ok(ingested)
+}
+
+/// The lane of a purchase's member (purchases without a phone touch no member).
+fn lane_of(phone: Option<&PhoneNumber>) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    phone.map(|p| p.as_ref()).hash(&mut hasher);
+    (hasher.finish() % LANES as u64) as usize
+}
+
 /// What a poll stored, counted over its batches.
 #[derive(Debug, Default)]
 struct Ingested {
@@ -250,6 +287,14 @@ struct Ingested {
 }
 
 impl Ingested {
+    fn merge(&mut self, other: Ingested) {
+        self.purchases += other.purchases;
+        self.refunds += other.refunds;
+        self.duplicates += other.duplicates;
+        self.unattributed += other.unattributed;
+        self.orphan_refunds += other.orphan_refunds;
+    }
+
     fn add(&mut self, batch: crm_store::Ingested) {
         self.purchases += batch.purchases.len();
         self.refunds += batch.new_refund_ids.len();

@@ -145,21 +145,20 @@ fn documents(
     let from = filter_date(filter, "Date ge datetime'").unwrap_or(OffsetDateTime::UNIX_EPOCH);
     let to = filter_date(filter, "Date lt datetime'")
         .unwrap_or_else(|| OffsetDateTime::now_utc() + time::Duration::days(3650));
-    let all = state.all_sales();
-    let sales: Vec<Sale> = state
-        .sales_between(from, to)
-        .into_iter()
-        // With separate refund documents, a refund is not a check of sales and vice versa.
-        .filter(|s| !setup.separate_refunds || s.refund_of.is_some() == refunds)
-        .collect();
     let skip = number_param(query, "$skip").unwrap_or(0);
     let top = number_param(query, "$top").unwrap_or(usize::MAX);
     let page = top.min(state.page_size_or(usize::MAX));
+    let sales = state.page_between(
+        from,
+        to,
+        // With separate refund documents, a refund is not a check of sales and vice versa.
+        |s| !setup.separate_refunds || s.refund_of.is_some() == refunds,
+        skip,
+        page,
+    );
     let value: Vec<Value> = sales
         .iter()
-        .skip(skip)
-        .take(page)
-        .map(|sale| document(sale, setup, &all))
+        .map(|sale| document(sale, setup, state))
         .collect();
     let object = if refunds { REFUNDS } else { SALES };
     ok(json!({
@@ -168,12 +167,10 @@ fn documents(
     }))
 }
 
-fn document(sale: &Sale, setup: &crate::OneCSetup, all: &[Sale]) -> Value {
+fn document(sale: &Sale, setup: &crate::OneCSetup, state: &State) -> Value {
     // The buyer: the counterparty, or the card's owner behind «Розничный покупатель».
-    let buyer = all
-        .iter()
-        .find(|s| Some(&s.id) == sale.refund_of.as_ref())
-        .unwrap_or(sale);
+    let original = sale.refund_of.as_deref().and_then(|id| state.sale(id));
+    let buyer = original.as_ref().unwrap_or(sale);
     let counterparty = match (&buyer.card, &buyer.phone) {
         (None, Some(phone)) => customer_key(phone),
         _ => RETAIL_BUYER.to_owned(),
