@@ -1280,6 +1280,7 @@ pub async fn bare_server(bind: &str) -> anyhow::Result<()> {
 /// `members` members with `facts` purchases between them over the year, straight into a
 /// ClickHouse database of the benchmark's own; then the snapshot is timed.
 async fn rfm_snapshot(services: &Services, members: usize, facts: usize) -> anyhow::Result<Figure> {
+    use domain::loyalty::TransactionType;
     use storage::analytics::Fact;
     let database = format!("krug_bench_{}", &Uuid::new_v4().simple().to_string()[..8]);
     storage::analytics::migrate(services.config.clickhouse_url.expose(), &database).await?;
@@ -1301,7 +1302,7 @@ async fn rfm_snapshot(services: &Services, members: usize, facts: usize) -> anyh
                 user_id: users[member],
                 business_id: Uuid::nil(),
                 category: "beauty".to_owned(),
-                transaction_type: "purchase".to_owned(),
+                transaction_type: TransactionType::Purchase,
                 amount: 10_000 + (i as i64 * 37) % 500_000,
                 bonus_accrued: 0,
                 bonus_redeemed: 0,

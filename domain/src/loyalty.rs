@@ -309,6 +309,99 @@ impl PricedPurchase {
     }
 }
 
+/// Whether a transaction is a purchase or the refund of one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TransactionType {
+    Purchase,
+    Refund,
+}
+
+impl TransactionType {
+    pub const ALL: [TransactionType; 2] = [Self::Purchase, Self::Refund];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Purchase => "purchase",
+            Self::Refund => "refund",
+        }
+    }
+}
+
+impl FromStr for TransactionType {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| UnknownName(s.to_owned()))
+    }
+}
+
+// By name, as a plain string rather than a serde enum variant: ClickHouse's row format (a
+// `transaction_facts` row carries it) refuses enum variants.
+impl Serialize for TransactionType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for TransactionType {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Kinds of ledger entries (DESIGN.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// Cashback on a purchase (counts into `lifetime_earned`).
+    Accrual,
+    /// Bonuses spent on a check (negative; counts into `lifetime_spent`).
+    Redemption,
+    /// Cashback taken back for a refund (negative).
+    Reversal,
+    /// Bonuses that ran out (negative).
+    Expiry,
+    /// Anything else: a bonus coupon, an operator's correction.
+    Adjustment,
+    /// A referral reward, to the inviter or the invitee (funded by the operator).
+    Referral,
+}
+
+impl EntryKind {
+    pub const ALL: [EntryKind; 6] = [
+        Self::Accrual,
+        Self::Redemption,
+        Self::Reversal,
+        Self::Expiry,
+        Self::Adjustment,
+        Self::Referral,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accrual => "accrual",
+            Self::Redemption => "redemption",
+            Self::Reversal => "reversal",
+            Self::Expiry => "expiry",
+            Self::Adjustment => "adjustment",
+            Self::Referral => "referral",
+        }
+    }
+}
+
+impl FromStr for EntryKind {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| UnknownName(s.to_owned()))
+    }
+}
+
 /// What a coupon gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -662,6 +755,13 @@ mod tests {
         for cat in Category::ALL {
             assert_eq!(cat.as_str().parse::<Category>().unwrap(), cat);
         }
+        for kind in TransactionType::ALL {
+            assert_eq!(kind.as_str().parse::<TransactionType>().unwrap(), kind);
+        }
         assert!("vip".parse::<Tier>().is_err());
+        for kind in EntryKind::ALL {
+            assert_eq!(kind.as_str().parse::<EntryKind>().unwrap(), kind);
+        }
+        assert!("Refund".parse::<TransactionType>().is_err());
     }
 }

@@ -7,6 +7,7 @@
 //! adjustments, the expiry of what they funded) are the operator's. So the books balance to
 //! the kopeck by construction: Σ nets + what the operator funded = Σ of the period's entries.
 
+use crate::loyalty::EntryKind;
 use rust_decimal::Decimal;
 use std::{collections::BTreeMap, fmt, str::FromStr};
 use time::{Date, Month};
@@ -128,13 +129,13 @@ impl<B> Line<B> {
     }
 
     /// Adds the entries of one ledger kind (their signed sum).
-    fn add(&mut self, kind: &str, sum: Decimal) {
+    fn add(&mut self, kind: EntryKind, sum: Decimal) {
         match kind {
-            "redemption" => self.redeemed -= sum,
-            "reversal" => self.refunded -= sum,
-            "expiry" => self.expired -= sum,
-            // accrual, a bonus coupon's adjustment, anything a business funds.
-            _ => self.issued += sum,
+            EntryKind::Redemption => self.redeemed -= sum,
+            EntryKind::Reversal => self.refunded -= sum,
+            EntryKind::Expiry => self.expired -= sum,
+            // An accrual, a bonus coupon's adjustment: anything else a business funds.
+            EntryKind::Accrual | EntryKind::Adjustment | EntryKind::Referral => self.issued += sum,
         }
         self.net += sum;
     }
@@ -186,7 +187,7 @@ pub struct Statement<B> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KindSum<B> {
     pub business_id: Option<B>,
-    pub kind: String,
+    pub kind: EntryKind,
     pub sum: Decimal,
     pub count: i64,
 }
@@ -204,7 +205,7 @@ pub fn statement<B: Ord + Copy>(sums: impl IntoIterator<Item = KindSum<B>>) -> S
             Some(b) => lines
                 .entry(b)
                 .or_insert_with(|| Line::new(b))
-                .add(&s.kind, s.sum),
+                .add(s.kind, s.sum),
             None => operator_funded += s.sum,
         }
     }
@@ -239,7 +240,7 @@ mod tests {
     fn sum(business: Option<u8>, kind: &str, sum: Decimal) -> KindSum<u8> {
         KindSum {
             business_id: business,
-            kind: kind.to_owned(),
+            kind: kind.parse().unwrap(),
             sum,
             count: 1,
         }

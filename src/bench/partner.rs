@@ -6,10 +6,11 @@
 
 use super::{Figure, System, Verdict, ms, percentile, replace_database};
 use crate::app::Services;
+use domain::loyalty::EntryKind;
 use rust_decimal::Decimal;
 use sqlx::Connection;
 use std::time::{Duration, Instant};
-use storage::ledger::{Entry, EntryKind, Locked};
+use storage::ledger::{Entry, Locked};
 use uuid::Uuid;
 
 /// DESIGN.md's sizes.

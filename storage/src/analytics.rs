@@ -6,10 +6,12 @@
 //! Postgres transaction. A crash or a ClickHouse outage between the two leaves them
 //! unmarked; the next export finds them in ClickHouse and only marks them.
 
+use crate::states;
 use anyhow::Context;
 use clickhouse::Row;
+use domain::loyalty::TransactionType;
 use serde::{Deserialize, Serialize};
-use sqlx::PgPool;
+use sqlx::{FromRow, PgPool, Row as _, postgres::PgRow};
 use std::collections::HashSet;
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
@@ -94,7 +96,7 @@ pub struct Fact {
     #[serde(with = "clickhouse::serde::uuid")]
     pub business_id: Uuid,
     pub category: String,
-    pub transaction_type: String,
+    pub transaction_type: TransactionType,
     pub amount: i64,
     pub bonus_accrued: i64,
     pub bonus_redeemed: i64,
@@ -110,17 +112,33 @@ fn kopecks(value: rust_decimal::Decimal) -> i64 {
     i64::try_from(v.mantissa()).unwrap_or(i64::MAX)
 }
 
-#[derive(sqlx::FromRow)]
 struct Pending {
     id: Uuid,
     user_id: Uuid,
     business_id: Uuid,
     category: String,
-    transaction_type: String,
+    transaction_type: TransactionType,
     amount: rust_decimal::Decimal,
     bonus_accrued: rust_decimal::Decimal,
     bonus_redeemed: rust_decimal::Decimal,
     occurred_at: OffsetDateTime,
+}
+
+impl FromRow<'_, PgRow> for Pending {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        Ok(Self {
+            id,
+            user_id: row.try_get("user_id")?,
+            business_id: row.try_get("business_id")?,
+            category: row.try_get("category")?,
+            transaction_type: states::column(row, "transactions", id, "transaction_type")?,
+            amount: row.try_get("amount")?,
+            bonus_accrued: row.try_get("bonus_accrued")?,
+            bonus_redeemed: row.try_get("bonus_redeemed")?,
+            occurred_at: row.try_get("occurred_at")?,
+        })
+    }
 }
 
 /// Deletes every fact of `business_id` from ClickHouse: the business was flagged medical
@@ -195,7 +213,7 @@ pub async fn export_facts(
                     user_id: row.user_id,
                     business_id: row.business_id,
                     category: row.category.clone(),
-                    transaction_type: row.transaction_type.clone(),
+                    transaction_type: row.transaction_type,
                     amount: kopecks(row.amount),
                     bonus_accrued: kopecks(row.bonus_accrued),
                     bonus_redeemed: kopecks(row.bonus_redeemed),

@@ -2,8 +2,10 @@
 //! write that changes a balance is `crate::ledger`'s.
 
 use crate::page::{Cursor, Page};
+use crate::states;
+use domain::loyalty::{EntryKind, TransactionType};
 use rust_decimal::Decimal;
-use sqlx::{FromRow, PgExecutor, PgPool};
+use sqlx::{FromRow, PgExecutor, PgPool, Row, postgres::PgRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -26,12 +28,12 @@ pub async fn balance(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Bal
 }
 
 /// A transaction row as the loyalty rules need it.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct TransactionRow {
     pub id: Uuid,
     pub user_id: Uuid,
     pub business_id: Uuid,
-    pub transaction_type: String,
+    pub transaction_type: TransactionType,
     pub amount: Decimal,
     pub coupon_discount: Decimal,
     pub bonus_redeemed: Decimal,
@@ -42,6 +44,26 @@ pub struct TransactionRow {
     pub created_at: OffsetDateTime,
 }
 
+impl FromRow<'_, PgRow> for TransactionRow {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        Ok(Self {
+            id,
+            user_id: row.try_get("user_id")?,
+            business_id: row.try_get("business_id")?,
+            transaction_type: states::column(row, "transactions", id, "transaction_type")?,
+            amount: row.try_get("amount")?,
+            coupon_discount: row.try_get("coupon_discount")?,
+            bonus_redeemed: row.try_get("bonus_redeemed")?,
+            bonus_accrued: row.try_get("bonus_accrued")?,
+            original_transaction_id: row.try_get("original_transaction_id")?,
+            is_medical: row.try_get("is_medical")?,
+            bonus_applied: row.try_get("bonus_applied")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
 macro_rules! transaction_columns {
     () => {
         "id, user_id, business_id, transaction_type, amount, coupon_discount, bonus_redeemed,
@@ -50,13 +72,26 @@ macro_rules! transaction_columns {
 }
 
 /// A ledger entry as members see it.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct LedgerEntry {
     pub id: Uuid,
-    pub kind: String,
+    pub kind: EntryKind,
     pub amount: Decimal,
     pub transaction_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
+}
+
+impl FromRow<'_, PgRow> for LedgerEntry {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        Ok(Self {
+            id,
+            kind: states::column(row, "bonus_ledger", id, "kind")?,
+            amount: row.try_get("amount")?,
+            transaction_id: row.try_get("transaction_id")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
 }
 
 /// A member's ledger, newest first.
@@ -91,8 +126,7 @@ pub struct HistoryFilter {
     pub from: Option<OffsetDateTime>,
     /// Transactions that happened before this instant.
     pub until: Option<OffsetDateTime>,
-    /// `purchase` or `refund`.
-    pub transaction_type: Option<&'static str>,
+    pub transaction_type: Option<TransactionType>,
 }
 
 /// A member's purchases and refunds, newest first.
@@ -121,7 +155,7 @@ pub async fn transactions_page(
     .bind(filter.business_id)
     .bind(filter.from)
     .bind(filter.until)
-    .bind(filter.transaction_type)
+    .bind(filter.transaction_type.map(TransactionType::as_str))
     .fetch_all(db)
     .await?;
     Ok(Page::from_rows(rows, limit, |r| Cursor {

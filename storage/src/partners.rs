@@ -2,19 +2,21 @@
 //! scoped to one business — a business never reads another's rows (medical secrecy included).
 
 use crate::page::{Cursor, Page};
+use crate::states;
+use domain::loyalty::TransactionType;
 use rust_decimal::Decimal;
-use sqlx::{FromRow, PgExecutor};
+use sqlx::{FromRow, PgExecutor, Row, postgres::PgRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
 /// A purchase or refund at the business, as its staff see it.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct BusinessTransaction {
     pub id: Uuid,
     pub user_id: Uuid,
     /// Empty for a member who deleted her account.
     pub phone: String,
-    pub transaction_type: String,
+    pub transaction_type: TransactionType,
     /// `qr`, `crm` or `counter`.
     pub source: String,
     pub amount: Decimal,
@@ -29,13 +31,34 @@ pub struct BusinessTransaction {
     pub created_at: OffsetDateTime,
 }
 
+impl FromRow<'_, PgRow> for BusinessTransaction {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        Ok(Self {
+            id,
+            user_id: row.try_get("user_id")?,
+            phone: row.try_get("phone")?,
+            transaction_type: states::column(row, "transactions", id, "transaction_type")?,
+            source: row.try_get("source")?,
+            amount: row.try_get("amount")?,
+            coupon_discount: row.try_get("coupon_discount")?,
+            bonus_redeemed: row.try_get("bonus_redeemed")?,
+            bonus_accrued: row.try_get("bonus_accrued")?,
+            refunded: row.try_get("refunded")?,
+            original_transaction_id: row.try_get("original_transaction_id")?,
+            reason: row.try_get("reason")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
+}
+
 /// Which of its transactions a business lists.
 #[derive(Debug, Clone, Default)]
 pub struct TransactionFilter {
     /// The QR code of a purchase (what the cashier has at hand).
     pub code: Option<String>,
     /// Only purchases, or only refunds.
-    pub transaction_type: Option<String>,
+    pub transaction_type: Option<TransactionType>,
 }
 
 /// The business's transactions, newest first.
@@ -63,7 +86,7 @@ pub async fn transactions_page(
     )
     .bind(business_id)
     .bind(&filter.code)
-    .bind(&filter.transaction_type)
+    .bind(filter.transaction_type.map(TransactionType::as_str))
     .bind(after.map(|c| c.created_at))
     .bind(after.map(|c| c.id))
     .bind(limit as i64 + 1)

@@ -158,7 +158,8 @@ pub async fn settle_due(
     rules: &ReferralRules,
     limit: i64,
 ) -> sqlx::Result<Vec<Settled>> {
-    use crate::ledger::{self, Entry, EntryKind};
+    use crate::ledger::{self, Entry};
+    use domain::loyalty::EntryKind;
     use domain::referral::Settlement;
     let due: Vec<(Uuid, Uuid, Uuid)> = sqlx::query_as(
         "SELECT r.invitee_id, r.inviter_id, q.id

@@ -3,6 +3,7 @@
 //! statement (`migrations/…_settlement.sql` says which entries a statement covers). Reads
 //! the ledger, never writes it.
 
+use crate::states;
 use domain::settlement::{self as rules, KindSum, Period, Statement};
 use rust_decimal::Decimal;
 use sqlx::{FromRow, PgExecutor, PgPool, Postgres, Transaction};
@@ -100,8 +101,9 @@ async fn sums(
     from: Option<OffsetDateTime>,
     until: OffsetDateTime,
 ) -> sqlx::Result<Vec<KindSum<Uuid>>> {
-    let rows: Vec<(Option<Uuid>, String, Decimal, i64)> = sqlx::query_as(
-        "SELECT business_id, kind, SUM(amount), COUNT(*) FROM bonus_ledger
+    // With one entry of each group, for an unknown kind's error to name.
+    let rows: Vec<(Option<Uuid>, String, Decimal, i64, String)> = sqlx::query_as(
+        "SELECT business_id, kind, SUM(amount), COUNT(*), MIN(id::text) FROM bonus_ledger
          WHERE ($1::timestamptz IS NULL OR created_at >= $1) AND created_at < $2
          GROUP BY business_id, kind",
     )
@@ -109,15 +111,16 @@ async fn sums(
     .bind(until)
     .fetch_all(db)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(business_id, kind, sum, count)| KindSum {
-            business_id,
-            kind,
-            sum,
-            count,
+    rows.into_iter()
+        .map(|(business_id, kind, sum, count, entry)| {
+            Ok(KindSum {
+                business_id,
+                kind: states::parse("bonus_ledger", entry, "kind", &kind)?,
+                sum,
+                count,
+            })
         })
-        .collect())
+        .collect()
 }
 
 pub async fn closed_period(

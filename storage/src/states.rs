@@ -49,17 +49,25 @@ pub(crate) fn column<T: FromStr>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use domain::{Tier, loyalty::DiscountType};
+    use domain::{
+        Tier,
+        loyalty::{DiscountType, EntryKind, TransactionType},
+    };
 
     #[test]
     fn an_unknown_state_is_an_error_naming_table_row_column_and_value() {
         let errors = [
             parse::<Tier>("users", "u-1", "status_tier", "Platinum").map(drop),
             parse::<DiscountType>("coupons", "u-1", "discount_type", "Percent").map(drop),
+            parse::<TransactionType>("transactions", "u-1", "transaction_type", "exchange")
+                .map(drop),
+            parse::<EntryKind>("bonus_ledger", "u-1", "kind", "gift").map(drop),
         ];
         for (error, (table, column, value)) in errors.into_iter().zip([
             ("users", "status_tier", "Platinum"),
             ("coupons", "discount_type", "Percent"),
+            ("transactions", "transaction_type", "exchange"),
+            ("bonus_ledger", "kind", "gift"),
         ]) {
             let message = error.expect_err(value).to_string();
             for part in [table, "u-1", column, value] {
@@ -77,6 +85,14 @@ mod tests {
         assert_eq!(
             parse::<DiscountType>("coupons", 1, "discount_type", "bonus").unwrap(),
             DiscountType::Bonus
+        );
+        assert_eq!(
+            parse::<TransactionType>("transactions", 1, "transaction_type", "refund").unwrap(),
+            TransactionType::Refund
+        );
+        assert_eq!(
+            parse::<EntryKind>("bonus_ledger", 1, "kind", "referral").unwrap(),
+            EntryKind::Referral
         );
     }
 }

@@ -1,7 +1,7 @@
 //! ClickHouse facts, the nightly RFM snapshot, tier review, and schedules that fire once.
 
 use crate::helpers::{Options, TestApp, coupons, eventually, member_phone, test_key_dir};
-use domain::rfm;
+use domain::{loyalty::TransactionType, rfm};
 use krug::client::{expect, scan_and_wait};
 use serde_json::json;
 use std::{collections::HashMap, process::Command, time::Duration};
@@ -117,7 +117,7 @@ fn fact(user: Uuid, days_ago: i64, amount_rub: i64, today: Date) -> Fact {
         user_id: user,
         business_id: Uuid::nil(),
         category: "beauty".to_owned(),
-        transaction_type: "purchase".to_owned(),
+        transaction_type: TransactionType::Purchase,
         amount: amount_rub * 100,
         bonus_accrued: 0,
         bonus_redeemed: 0,

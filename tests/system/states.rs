@@ -1,8 +1,9 @@
-//! States read back strictly: a tier or discount type this build does not know (a hand edit,
-//! or a newer release wrote it) is an error that names the row, never a silent default.
+//! States read back strictly: a tier, discount type or transaction type this build does not
+//! know (a hand edit, or a newer release wrote it) is an error that names the row, never a
+//! silent default.
 
 use crate::helpers::{fresh_database, member_phone};
-use domain::PhoneNumber;
+use domain::{PhoneNumber, TierRules};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -62,5 +63,78 @@ async fn an_unknown_tier_or_discount_type_in_a_row_is_an_error_naming_the_row() 
     assert_names(
         coupons.expect_err("an unknown discount type must not read as percent"),
         &["coupons", &coupon_id, "discount_type", "voucher"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_transaction_type_in_a_row_is_an_error_naming_the_row() {
+    // Arrange: the CHECK keeps such names out, so this database drops it first. (The ledger's
+    // `kind` is not tried here: only `storage::ledger` may write `bonus_ledger`.)
+    let db = PgPool::connect(&fresh_database().await).await.unwrap();
+    sqlx::raw_sql("ALTER TABLE transactions DROP CONSTRAINT transactions_transaction_type_check")
+        .execute(&db)
+        .await
+        .unwrap();
+    let phone = PhoneNumber::parse(&member_phone()).unwrap();
+    let user = storage::users::find_or_create(&db, &phone).await.unwrap();
+    let business: Uuid = sqlx::query_scalar(
+        "INSERT INTO businesses (name, category, cashback_percent)
+         VALUES ('Кофейня', 'gastronomy', 5) RETURNING id",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    let transaction: Uuid = sqlx::query_scalar(
+        "INSERT INTO transactions (user_id, business_id, transaction_type, source, external_id, amount, is_medical)
+         VALUES ($1, $2, 'exchange', 'crm', 'states-1', 1000, false) RETURNING id",
+    )
+    .bind(user.id)
+    .bind(business)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+
+    // Act: the member's history, the partner's list, and the bonus rules (which took
+    // anything but a refund for a purchase, and accrued on it).
+    let history = storage::loyalty::transactions_page(
+        &db,
+        user.id,
+        storage::loyalty::HistoryFilter::default(),
+        None,
+        10,
+    )
+    .await;
+    let partner_list = storage::partners::transactions_page(
+        &db,
+        business,
+        &storage::partners::TransactionFilter::default(),
+        None,
+        10,
+    )
+    .await;
+    let mut tx = db.begin().await.unwrap();
+    let applied =
+        storage::ledger::apply_bonuses(&mut tx, &[transaction], &TierRules::default()).await;
+    drop(tx);
+
+    // Assert
+    let transaction_id = transaction.to_string();
+    let parts = [
+        "transactions",
+        &transaction_id,
+        "transaction_type",
+        "exchange",
+    ];
+    assert_names(
+        history.expect_err("an unknown transaction type must not read as a purchase"),
+        &parts,
+    );
+    assert_names(
+        partner_list.expect_err("an unknown transaction type must not read as a purchase"),
+        &parts,
+    );
+    assert_names(
+        applied.expect_err("an unknown transaction type must not accrue as a purchase"),
+        &parts,
     );
 }

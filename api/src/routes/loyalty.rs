@@ -58,7 +58,7 @@ impl From<storage::loyalty::LedgerEntry> for LedgerEntryView {
     fn from(e: storage::loyalty::LedgerEntry) -> Self {
         Self {
             id: e.id,
-            kind: e.kind,
+            kind: e.kind.as_str().to_owned(),
             amount: e.amount.into(),
             transaction_id: e.transaction_id,
             created_at: e.created_at,
@@ -78,6 +78,7 @@ pub struct TransactionView {
     pub created_at: OffsetDateTime,
 }
 
+// The wire form of `domain::loyalty::TransactionType`, which knows nothing of poem-openapi.
 /// A kind of transaction, to filter the history by.
 #[derive(Debug, Clone, Copy, Enum)]
 #[oai(rename_all = "lowercase")]
@@ -86,11 +87,11 @@ pub enum TransactionType {
     Refund,
 }
 
-impl TransactionType {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Purchase => "purchase",
-            Self::Refund => "refund",
+impl From<TransactionType> for domain::loyalty::TransactionType {
+    fn from(t: TransactionType) -> Self {
+        match t {
+            TransactionType::Purchase => Self::Purchase,
+            TransactionType::Refund => Self::Refund,
         }
     }
 }
@@ -309,7 +310,7 @@ impl LoyaltyApi {
                 .0
                 .and_then(Date::next_day)
                 .map(|next| start_of_day(tz, next)),
-            transaction_type: transaction_type.0.map(TransactionType::as_str),
+            transaction_type: transaction_type.0.map(Into::into),
         };
         let page = loyalty::transactions_page(
             &self.state.history,
@@ -329,7 +330,7 @@ impl LoyaltyApi {
                     amount: t.amount.into(),
                     bonus_accrued: t.bonus_accrued.into(),
                     bonus_redeemed: t.bonus_redeemed.into(),
-                    transaction_type: t.transaction_type,
+                    transaction_type: t.transaction_type.as_str().to_owned(),
                     created_at: t.created_at,
                 })
                 .collect(),

@@ -13,7 +13,7 @@ use crate::{
     wire::{Amount, Text},
 };
 use domain::local_time::local_date;
-use domain::{PhoneNumber, phone::mask_phone};
+use domain::{PhoneNumber, loyalty::TransactionType, phone::mask_phone};
 use poem_openapi::{
     Enum, Object, OpenApi, Tags,
     param::{Header, Path, Query},
@@ -436,13 +436,9 @@ impl PartnerApi {
         let (business_id, _) = acting_for(&self.state, &auth, business_id.0, Right::Refund).await?;
         let transaction_type = match transaction_type.0.as_deref() {
             None | Some("") => None,
-            Some(t @ ("purchase" | "refund")) => Some(t.to_owned()),
-            Some(_) => {
-                return Err(ApiError::unprocessable(
-                    "invalid_type",
-                    "type is `purchase` or `refund`",
-                ));
-            }
+            Some(t) => Some(t.parse::<TransactionType>().map_err(|_| {
+                ApiError::unprocessable("invalid_type", "type is `purchase` or `refund`")
+            })?),
         };
         let filter = TransactionFilter {
             code: code
@@ -466,7 +462,7 @@ impl PartnerApi {
                 .map(|t| BusinessTransactionView {
                     id: t.id,
                     member_phone: mask_phone(&t.phone),
-                    transaction_type: t.transaction_type,
+                    transaction_type: t.transaction_type.as_str().to_owned(),
                     source: t.source,
                     amount: t.amount.into(),
                     coupon_discount: t.coupon_discount.into(),

@@ -464,7 +464,7 @@ impl SupportApi {
                     id: t.id,
                     business_id: t.business_id,
                     is_medical: t.is_medical,
-                    transaction_type: t.transaction_type,
+                    transaction_type: t.transaction_type.as_str().to_owned(),
                     amount: t.amount.into(),
                     coupon_discount: t.coupon_discount.into(),
                     bonus_redeemed: t.bonus_redeemed.into(),

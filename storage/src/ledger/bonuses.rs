@@ -8,15 +8,16 @@
 //! and every ledger entry has its own idempotency key.
 
 use super::{
-    Entry, EntryKind, Tx, lock,
+    Entry, Tx, lock,
     pending::{self, Held, Shrink},
 };
+use crate::states;
 use domain::{
     Tier, TierRules,
-    loyalty::{PricedPurchase, refund_share},
+    loyalty::{EntryKind, PricedPurchase, TransactionType, refund_share},
 };
 use rust_decimal::Decimal;
-use sqlx::FromRow;
+use sqlx::{FromRow, Row as _, postgres::PgRow};
 use std::collections::{BTreeSet, HashMap};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -47,12 +48,12 @@ pub struct BonusOutcome {
     pub is_refund: bool,
 }
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 struct Row {
     id: Uuid,
     user_id: Uuid,
     business_id: Uuid,
-    transaction_type: String,
+    transaction_type: TransactionType,
     amount: Decimal,
     coupon_discount: Decimal,
     bonus_redeemed: Decimal,
@@ -64,6 +65,29 @@ struct Row {
     cashback_percent: Decimal,
     bonus_hold_days: i32,
     while_blocked: bool,
+}
+
+impl FromRow<'_, PgRow> for Row {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        Ok(Self {
+            id,
+            user_id: row.try_get("user_id")?,
+            business_id: row.try_get("business_id")?,
+            transaction_type: states::column(row, "transactions", id, "transaction_type")?,
+            amount: row.try_get("amount")?,
+            coupon_discount: row.try_get("coupon_discount")?,
+            bonus_redeemed: row.try_get("bonus_redeemed")?,
+            bonus_accrued: row.try_get("bonus_accrued")?,
+            original_transaction_id: row.try_get("original_transaction_id")?,
+            is_medical: row.try_get("is_medical")?,
+            bonus_applied: row.try_get("bonus_applied")?,
+            occurred_at: row.try_get("occurred_at")?,
+            cashback_percent: row.try_get("cashback_percent")?,
+            bonus_hold_days: row.try_get("bonus_hold_days")?,
+            while_blocked: row.try_get("while_blocked")?,
+        })
+    }
 }
 
 /// Applies the rules to `transaction_ids` (and to the purchases their refunds refund, if
@@ -117,7 +141,7 @@ pub async fn apply_bonuses(
     let mut waiting: HashMap<Uuid, Decimal> = HashMap::new();
     if rows
         .iter()
-        .any(|r| r.transaction_type == "refund" && !r.bonus_applied)
+        .any(|r| r.transaction_type == TransactionType::Refund && !r.bonus_applied)
     {
         refunded = sqlx::query_as::<_, (Uuid, Decimal, Decimal)>(
             "SELECT original_transaction_id, SUM(amount), SUM(bonus_accrued) FROM transactions
@@ -134,7 +158,13 @@ pub async fn apply_bonuses(
 
     // Purchases first (oldest first), then refunds: a refund needs its purchase's accrual.
     let mut unapplied: Vec<&Row> = rows.iter().filter(|r| !r.bonus_applied).collect();
-    unapplied.sort_by_key(|r| (r.transaction_type == "refund", r.occurred_at, r.id));
+    unapplied.sort_by_key(|r| {
+        (
+            r.transaction_type == TransactionType::Refund,
+            r.occurred_at,
+            r.id,
+        )
+    });
     let mut accrued: HashMap<Uuid, Decimal> =
         rows.iter().map(|r| (r.id, r.bonus_accrued)).collect();
     let mut changes: HashMap<Uuid, Decimal> = HashMap::new();
@@ -142,7 +172,7 @@ pub async fn apply_bonuses(
     let mut held: HashMap<Uuid, Held> = HashMap::new();
     let mut shrinks = Vec::new();
     for row in unapplied {
-        if row.transaction_type == "refund" {
+        if row.transaction_type == TransactionType::Refund {
             let Some(original) = row
                 .original_transaction_id
                 .and_then(|o| rows.iter().find(|r| r.id == o))
@@ -237,7 +267,9 @@ pub async fn apply_bonuses(
     let buyers: BTreeSet<Uuid> = rows
         .iter()
         .filter(|r| {
-            changes.contains_key(&r.id) && r.transaction_type == "purchase" && !r.while_blocked
+            changes.contains_key(&r.id)
+                && r.transaction_type == TransactionType::Purchase
+                && !r.while_blocked
         })
         .map(|r| r.user_id)
         .collect();
@@ -262,7 +294,7 @@ pub async fn apply_bonuses(
                 business_id: row.business_id,
                 while_blocked: row.while_blocked,
                 is_medical: row.is_medical,
-                is_refund: row.transaction_type == "refund",
+                is_refund: row.transaction_type == TransactionType::Refund,
             }
         })
         .collect())

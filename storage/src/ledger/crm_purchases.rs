@@ -8,11 +8,14 @@
 //! refunds took back, which [`super::apply_bonuses`] works out (`bonus_calc`).
 
 use super::{
-    BonusOutcome, Entry, EntryKind, Tx, lock,
+    BonusOutcome, Entry, Tx, lock,
     pending::{self, Held},
 };
 use crate::businesses::Business;
-use domain::{TierRules, loyalty::PricedPurchase};
+use domain::{
+    TierRules,
+    loyalty::{EntryKind, PricedPurchase},
+};
 use rust_decimal::Decimal;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use time::OffsetDateTime;

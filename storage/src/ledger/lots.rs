@@ -4,10 +4,12 @@
 //! (`expiry:{lot entry}`; `expiry:{lot entry}:{n}` for the n-th time, when a refund gave
 //! bonuses back to a lot already expired). `bonus_lots` says which lots still need a look.
 
-use super::{Entry, EntryKind, Tx, lock};
+use super::{Entry, Tx, lock};
+use crate::states;
 use domain::lots::{ExpiryRule, Lots, Move, NOTICE_AHEAD, replay};
+use domain::loyalty::EntryKind;
 use rust_decimal::Decimal;
-use sqlx::{FromRow, PgExecutor};
+use sqlx::{FromRow, PgExecutor, Row as _, postgres::PgRow};
 use std::collections::{HashMap, HashSet};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
@@ -39,11 +41,11 @@ pub struct Notice {
     pub expires_at: OffsetDateTime,
 }
 
-#[derive(Debug, FromRow)]
+#[derive(Debug)]
 struct Row {
     id: Uuid,
     user_id: Uuid,
-    kind: String,
+    kind: EntryKind,
     amount: Decimal,
     business_id: Option<Uuid>,
     transaction_id: Option<Uuid>,
@@ -51,6 +53,23 @@ struct Row {
     original_transaction_id: Option<Uuid>,
     idempotency_key: String,
     created_at: OffsetDateTime,
+}
+
+impl FromRow<'_, PgRow> for Row {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        Ok(Self {
+            id,
+            user_id: row.try_get("user_id")?,
+            kind: states::column(row, "bonus_ledger", id, "kind")?,
+            amount: row.try_get("amount")?,
+            business_id: row.try_get("business_id")?,
+            transaction_id: row.try_get("transaction_id")?,
+            original_transaction_id: row.try_get("original_transaction_id")?,
+            idempotency_key: row.try_get("idempotency_key")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
 }
 
 /// A member's ledger as moves of her lots, and how many expiries each lot has had.
@@ -63,25 +82,25 @@ struct Ledger {
 impl Ledger {
     fn push(&mut self, row: Row, accrual_lots: &mut HashMap<Uuid, Uuid>) {
         let amount = row.amount.abs();
-        let m = match (row.kind.as_str(), row.amount > Decimal::ZERO) {
-            ("redemption", false) => Move::Spend {
+        let m = match (row.kind, row.amount > Decimal::ZERO) {
+            (EntryKind::Redemption, false) => Move::Spend {
                 amount,
                 purchase: row.transaction_id,
             },
-            ("redemption", true) => Move::GiveBack {
+            (EntryKind::Redemption, true) => Move::GiveBack {
                 id: row.id,
                 funder: row.business_id,
                 purchase: row.original_transaction_id,
                 amount,
                 at: row.created_at,
             },
-            ("reversal", false) => Move::TakeBack {
+            (EntryKind::Reversal, false) => Move::TakeBack {
                 lot: row
                     .original_transaction_id
                     .and_then(|p| accrual_lots.get(&p).copied()),
                 amount,
             },
-            ("expiry", false) => {
+            (EntryKind::Expiry, false) => {
                 let lot = expired_lot(&row.idempotency_key);
                 if let Some(lot) = lot {
                     *self.expiries.entry(lot).or_default() += 1;
@@ -89,7 +108,7 @@ impl Ledger {
                 Move::TakeBack { lot, amount }
             }
             (_, true) => {
-                if row.kind == "accrual" {
+                if row.kind == EntryKind::Accrual {
                     if let Some(purchase) = row.transaction_id {
                         accrual_lots.insert(purchase, row.id);
                     }

@@ -33,63 +33,13 @@ pub use purchases::{QrPurchase, QrPurchaseRefusal, RecordedPurchase, record_qr_p
 pub use refunds::{CounterRefund, Refund, RefundRefusal, Refunded, refund_at_counter};
 
 use crate::{states, tiers};
-use domain::{Tier, TierRules};
+use domain::{Tier, TierRules, loyalty::EntryKind};
 use rust_decimal::Decimal;
 use sqlx::{Postgres, Transaction};
 use std::collections::{BTreeSet, HashMap};
-use std::str::FromStr;
 use uuid::Uuid;
 
 type Tx<'a> = Transaction<'a, Postgres>;
-
-/// Kinds of ledger entries (DESIGN.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum EntryKind {
-    /// Cashback on a purchase (counts into `lifetime_earned`).
-    Accrual,
-    /// Bonuses spent on a check (negative; counts into `lifetime_spent`).
-    Redemption,
-    /// Cashback taken back for a refund (negative).
-    Reversal,
-    /// Bonuses that ran out (negative).
-    Expiry,
-    /// Anything else: a bonus coupon, an operator's correction.
-    Adjustment,
-    /// A referral reward, to the inviter or the invitee (funded by the operator).
-    Referral,
-}
-
-impl EntryKind {
-    pub const ALL: [EntryKind; 6] = [
-        Self::Accrual,
-        Self::Redemption,
-        Self::Reversal,
-        Self::Expiry,
-        Self::Adjustment,
-        Self::Referral,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Accrual => "accrual",
-            Self::Redemption => "redemption",
-            Self::Reversal => "reversal",
-            Self::Expiry => "expiry",
-            Self::Adjustment => "adjustment",
-            Self::Referral => "referral",
-        }
-    }
-}
-
-impl FromStr for EntryKind {
-    type Err = domain::loyalty::UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| domain::loyalty::UnknownName(s.to_owned()))
-    }
-}
 
 /// One balance change to write.
 #[derive(Debug, Clone, PartialEq, Eq)]

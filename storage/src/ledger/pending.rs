@@ -3,7 +3,8 @@
 //! released into the ledger once due. Every change here happens under the member's balance
 //! lock, like the ledger's own.
 
-use super::{Entry, EntryKind, Tx, lock};
+use super::{Entry, Tx, lock};
+use domain::loyalty::EntryKind;
 use rust_decimal::Decimal;
 use sqlx::PgExecutor;
 use std::collections::HashMap;

@@ -3,13 +3,13 @@
 //! statements per batch.
 
 use super::{
-    Entry, EntryKind, Tx, lock,
+    Entry, Tx, lock,
     pending::{self, Held},
 };
 use crate::businesses::Business;
 use domain::{
     Tier, TierRules,
-    loyalty::{BusinessTerms, PricedPurchase, RedemptionError, price_purchase},
+    loyalty::{BusinessTerms, EntryKind, PricedPurchase, RedemptionError, price_purchase},
 };
 use rust_decimal::Decimal;
 use std::collections::{BTreeSet, HashMap, HashSet};

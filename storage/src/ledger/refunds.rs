@@ -7,12 +7,13 @@
 //! racing the first request — finds the refund and replays it.
 
 use super::{
-    Entry, EntryKind, Tx, lock, lots,
+    Entry, Tx, lock, lots,
     pending::{self, Shrink},
 };
-use domain::loyalty::refund_share;
+use crate::states;
+use domain::loyalty::{EntryKind, TransactionType, refund_share};
 use rust_decimal::Decimal;
-use sqlx::FromRow;
+use sqlx::{FromRow, Row, postgres::PgRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -88,11 +89,22 @@ pub struct Refunded {
     pub balance: Decimal,
 }
 
-#[derive(Debug, FromRow)]
+#[derive(Debug)]
 struct Purchase {
     user_id: Uuid,
-    transaction_type: String,
+    transaction_type: TransactionType,
     source: String,
+}
+
+impl FromRow<'_, PgRow> for Purchase {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        Ok(Self {
+            user_id: row.try_get("user_id")?,
+            transaction_type: states::column(row, "transactions", id, "transaction_type")?,
+            source: row.try_get("source")?,
+        })
+    }
 }
 
 #[derive(Debug, FromRow)]
@@ -122,13 +134,14 @@ pub async fn refund_at_counter(
 ) -> sqlx::Result<Result<Refunded, RefundRefusal>> {
     // Whose purchase it is, to lock her first (balances before transactions, as every path).
     let purchase: Option<Purchase> = sqlx::query_as(
-        "SELECT user_id, transaction_type, source FROM transactions WHERE id = $1 AND business_id = $2",
+        "SELECT id, user_id, transaction_type, source FROM transactions WHERE id = $1 AND business_id = $2",
     )
     .bind(ask.purchase_id)
     .bind(ask.business_id)
     .fetch_optional(&mut **tx)
     .await?;
-    let Some(purchase) = purchase.filter(|p| p.transaction_type == "purchase") else {
+    let Some(purchase) = purchase.filter(|p| p.transaction_type == TransactionType::Purchase)
+    else {
         return Ok(Err(RefundRefusal::NotFound));
     };
     let mut locked = lock(tx, [purchase.user_id]).await?;
