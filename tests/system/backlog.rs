@@ -94,14 +94,23 @@ async fn drain<J: RunJob + Default>(app: &TestApp) {
         "{}: the backlog waits in the delayed set",
         J::QUEUE
     );
-    // Every one of them due now: scores to 0.
+    // Every one of them due now: scores to 0. Rewriting 100 000 scores can outlast the
+    // service connections' 2 s answer timeout on a loaded machine: a connection of its own.
+    let mut admin = redis::Client::open(app.services.config.redis_url.expose())
+        .unwrap()
+        .get_multiplexed_async_connection_with_config(
+            &redis::AsyncConnectionConfig::new()
+                .set_response_timeout(Some(std::time::Duration::from_secs(60))),
+        )
+        .await
+        .unwrap();
     let _: () = redis::cmd("ZUNIONSTORE")
         .arg(format!("{namespace}:scheduled"))
         .arg(1)
         .arg(format!("{namespace}:scheduled"))
         .arg("WEIGHTS")
         .arg(0)
-        .query_async(&mut redis)
+        .query_async(&mut admin)
         .await
         .unwrap();
 
