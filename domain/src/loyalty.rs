@@ -31,16 +31,6 @@ impl Category {
     }
 }
 
-impl FromStr for Category {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|c| c.as_str() == s)
-            .ok_or_else(|| UnknownName(s.to_owned()))
-    }
-}
-
 /// A name that is not one of the enum's values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown value `{0}`")]
@@ -73,16 +63,6 @@ impl Tier {
     /// Whether the tier is given by invitation rather than earned by spend.
     pub fn is_by_invitation(self) -> bool {
         self == Self::InnerCircle
-    }
-}
-
-impl FromStr for Tier {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| UnknownName(s.to_owned()))
     }
 }
 
@@ -327,16 +307,6 @@ impl TransactionType {
     }
 }
 
-impl FromStr for TransactionType {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| UnknownName(s.to_owned()))
-    }
-}
-
 // By name, as a plain string rather than a serde enum variant: ClickHouse's row format (a
 // `transaction_facts` row carries it) refuses enum variants.
 impl Serialize for TransactionType {
@@ -392,16 +362,6 @@ impl EntryKind {
     }
 }
 
-impl FromStr for EntryKind {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| UnknownName(s.to_owned()))
-    }
-}
-
 /// What a coupon gives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -415,6 +375,8 @@ pub enum DiscountType {
 }
 
 impl DiscountType {
+    pub const ALL: [DiscountType; 3] = [Self::Percent, Self::Fixed, Self::Bonus];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Percent => "percent",
@@ -424,15 +386,23 @@ impl DiscountType {
     }
 }
 
-impl FromStr for DiscountType {
-    type Err = UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Self::Percent, Self::Fixed, Self::Bonus]
-            .into_iter()
-            .find(|d| d.as_str() == s)
-            .ok_or_else(|| UnknownName(s.to_owned()))
-    }
+/// `FromStr` by the names `as_str` gives each of `ALL`, so that each name is written once;
+/// any other name is an [`UnknownName`].
+macro_rules! parse_by_name {
+    ($($name:ty),*) => {$(
+        impl FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Self::ALL
+                    .into_iter()
+                    .find(|value| value.as_str() == s)
+                    .ok_or_else(|| UnknownName(s.to_owned()))
+            }
+        }
+    )*};
 }
+
+parse_by_name!(Category, Tier, TransactionType, EntryKind, DiscountType);
 
 /// The roubles a coupon takes off a check of `amount`, floored to the kopeck.
 pub fn coupon_discount(kind: DiscountType, value: Decimal, amount: Decimal) -> Decimal {
