@@ -14,6 +14,20 @@ fn assert_names(error: sqlx::Error, parts: &[&str]) {
     }
 }
 
+/// A member and a business to hang the rows under test on.
+async fn member_and_business(db: &PgPool) -> (storage::users::User, Uuid) {
+    let phone = PhoneNumber::parse(&member_phone()).unwrap();
+    let user = storage::users::find_or_create(db, &phone).await.unwrap();
+    let business: Uuid = sqlx::query_scalar(
+        "INSERT INTO businesses (name, category, cashback_percent)
+         VALUES ('Кофейня', 'gastronomy', 5) RETURNING id",
+    )
+    .fetch_one(db)
+    .await
+    .unwrap();
+    (user, business)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_tier_or_discount_type_in_a_row_is_an_error_naming_the_row() {
     // Arrange: the CHECKs keep such names out, so this database drops them first.
@@ -25,20 +39,12 @@ async fn an_unknown_tier_or_discount_type_in_a_row_is_an_error_naming_the_row() 
     .execute(&db)
     .await
     .unwrap();
-    let phone = PhoneNumber::parse(&member_phone()).unwrap();
-    let user = storage::users::find_or_create(&db, &phone).await.unwrap();
+    let (user, business) = member_and_business(&db).await;
     sqlx::query("UPDATE users SET status_tier = 'Platinum' WHERE id = $1")
         .bind(user.id)
         .execute(&db)
         .await
         .unwrap();
-    let business: Uuid = sqlx::query_scalar(
-        "INSERT INTO businesses (name, category, cashback_percent)
-         VALUES ('Кофейня', 'gastronomy', 5) RETURNING id",
-    )
-    .fetch_one(&db)
-    .await
-    .unwrap();
     let coupon: Uuid = sqlx::query_scalar(
         "INSERT INTO coupons (code, user_id, business_id, discount_type, discount_value, expires_at)
          VALUES ('STATES-1', $1, $2, 'voucher', 10, now() + interval '1 day') RETURNING id",
@@ -75,15 +81,7 @@ async fn an_unknown_transaction_type_in_a_row_is_an_error_naming_the_row() {
         .execute(&db)
         .await
         .unwrap();
-    let phone = PhoneNumber::parse(&member_phone()).unwrap();
-    let user = storage::users::find_or_create(&db, &phone).await.unwrap();
-    let business: Uuid = sqlx::query_scalar(
-        "INSERT INTO businesses (name, category, cashback_percent)
-         VALUES ('Кофейня', 'gastronomy', 5) RETURNING id",
-    )
-    .fetch_one(&db)
-    .await
-    .unwrap();
+    let (user, business) = member_and_business(&db).await;
     let transaction: Uuid = sqlx::query_scalar(
         "INSERT INTO transactions (user_id, business_id, transaction_type, source, external_id, amount, is_medical)
          VALUES ($1, $2, 'exchange', 'crm', 'states-1', 1000, false) RETURNING id",

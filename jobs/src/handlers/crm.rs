@@ -218,16 +218,16 @@ pub async fn poll(env: &crate::Env, id: Uuid, force: bool) -> Result<(), JobErro
     let stored = futures::future::try_join_all(lanes.iter().map(|lane| async {
         let mut stored = Ingested::default();
         for batch in lane.chunks(STORE_BATCH) {
-            stored.add(store_batch(env, &business, id, batch, &rules).await?);
+            stored.add(store_batch(env, &business, id, batch, &rules).await?.into());
         }
         Ok::<_, JobError>(stored)
     }))
     .await?;
     for lane in stored {
-        total.merge(lane);
+        total.add(lane);
     }
     for batch in refunds.chunks(STORE_BATCH) {
-        total.add(store_batch(env, &business, id, batch, &rules).await?);
+        total.add(store_batch(env, &business, id, batch, &rules).await?.into());
     }
     integrations::advance(&env.db, id, window.to).await?;
     tracing::info!(
@@ -287,20 +287,24 @@ struct Ingested {
 }
 
 impl Ingested {
-    fn merge(&mut self, other: Ingested) {
+    fn add(&mut self, other: Ingested) {
         self.purchases += other.purchases;
         self.refunds += other.refunds;
         self.duplicates += other.duplicates;
         self.unattributed += other.unattributed;
         self.orphan_refunds += other.orphan_refunds;
     }
+}
 
-    fn add(&mut self, batch: crm_store::Ingested) {
-        self.purchases += batch.purchases.len();
-        self.refunds += batch.new_refund_ids.len();
-        self.duplicates += batch.duplicates;
-        self.unattributed += batch.unattributed;
-        self.orphan_refunds += batch.orphan_refunds;
+impl From<crm_store::Ingested> for Ingested {
+    fn from(batch: crm_store::Ingested) -> Self {
+        Self {
+            purchases: batch.purchases.len(),
+            refunds: batch.new_refund_ids.len(),
+            duplicates: batch.duplicates,
+            unattributed: batch.unattributed,
+            orphan_refunds: batch.orphan_refunds,
+        }
     }
 }
 
