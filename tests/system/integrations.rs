@@ -118,9 +118,16 @@ async fn two_integrations_on_one_business_are_polled_apart() {
     checkout.add_sales([Sale::purchase(shared, d("2000"), at, &anna)]);
 
     poll_business(&operator, market).await;
-    eventually(20, "three purchases with their bonuses", || async {
-        (applied(&app, iiko).await == 2 && applied(&app, onec).await == 1).then_some(())
-    })
+    // A poll commits its batches, then advances its cursor: both polls done is both.
+    eventually(
+        20,
+        "three purchases with their bonuses, both polls done",
+        || async {
+            let done = health(&operator, iiko).await["last_polled_at"].is_string()
+                && health(&operator, onec).await["last_polled_at"].is_string();
+            (done && applied(&app, iiko).await == 2 && applied(&app, onec).await == 1).then_some(())
+        },
+    )
     .await;
 
     let balance: Decimal = sqlx::query_scalar(
