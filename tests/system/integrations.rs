@@ -341,7 +341,11 @@ async fn renovatio_tells_the_operator_which_method_to_have_enabled() {
         medical
     })
     .await;
-    assert_eq!(health(&operator, integration).await["status"], "ok");
+    // The poll's batches commit before it records its end (see the README's ingest).
+    eventually(20, "the integration to be ok again", || async {
+        (health(&operator, integration).await["status"] == "ok").then_some(())
+    })
+    .await;
 }
 
 /// AMO's OAuth tokens expire and its refresh tokens are single use. Two workers polling
@@ -445,7 +449,12 @@ async fn an_iiko_catch_up_older_than_a_week_is_flagged_incomplete() {
     })
     .await;
 
-    let shown = health(&operator, integration).await;
+    // The poll's batches commit before it records its end and its warning.
+    let shown = eventually(20, "the poll's end", || async {
+        let shown = health(&operator, integration).await;
+        shown["last_polled_at"].is_string().then_some(shown)
+    })
+    .await;
     let warning = shown["warning"].as_str().unwrap_or_default();
     assert!(
         warning.contains("incomplete") && warning.contains("7 days"),
