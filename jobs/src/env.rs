@@ -4,7 +4,8 @@ use crate::client::JobQueue;
 use adapters::{egress::Egress, objects::ObjectStorage, push::PushSender, sms::SmsSender};
 use sqlx::PgPool;
 use std::sync::Arc;
-use storage::{cache::Cache, secret::SecretBox};
+use storage::{cache::Cache, outbox::OutboxJob, secret::SecretBox};
+use uuid::Uuid;
 
 /// Shared by all handlers of a worker process (cheap to clone through its `Arc`).
 pub struct Env {
@@ -46,6 +47,19 @@ pub struct Env {
 }
 
 impl Env {
+    /// What a handler does once its transaction has committed: the API's balance caches
+    /// hear of the members whose balances changed, and the follow-ups it recorded (named by
+    /// `what` in the log) go to their queues (see [`crate::outbox::relay_committed`]).
+    pub async fn committed(
+        &self,
+        balances_changed: impl IntoIterator<Item = Uuid>,
+        follow_ups: &[OutboxJob],
+        what: &str,
+    ) {
+        self.cache.balances_changed(balances_changed).await;
+        crate::outbox::relay_committed(&self.db, &self.queue, follow_ups, what).await;
+    }
+
     /// The tier rules as stored, at most a minute old.
     pub async fn tier_rules(&self) -> sqlx::Result<domain::TierRules> {
         {

@@ -81,6 +81,15 @@ pub async fn relay(db: &PgPool, queue: &JobQueue, rows: &[OutboxJob]) -> Result<
     Ok(relayed)
 }
 
+/// Pushes the `follow_ups` (named by `what` in the log) a committed transaction recorded.
+/// A failed push is not the caller's failure: the rows stay in the outbox and `reconcile`
+/// pushes them soon, so it is logged, not returned.
+pub async fn relay_committed(db: &PgPool, queue: &JobQueue, follow_ups: &[OutboxJob], what: &str) {
+    if let Err(e) = relay(db, queue, follow_ups).await {
+        tracing::warn!(error = %e, follow_ups = what, "recorded but not pushed now; reconcile will");
+    }
+}
+
 /// Re-pushes jobs `reconcile` found, and marks them relayed again.
 pub async fn relay_again(
     db: &PgPool,

@@ -10,7 +10,7 @@ mod fakes;
 mod helpers;
 
 use helpers::{Options, TestApp, eventually, member_phone, test_key_dir};
-use krug::client::{ApiClient, expect};
+use krug_client::{ApiClient, expect};
 use rust_decimal::Decimal;
 use serde_json::json;
 use simulators::{Sale, Simulator, Vendor};

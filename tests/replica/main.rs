@@ -14,10 +14,8 @@ mod helpers;
 
 use helpers::{eventually, member_phone, test_key_dir};
 use jobs::{QueueName, runtime::WorkerOptions};
-use krug::{
-    Config, Services,
-    client::{ApiClient, expect, sign_in},
-};
+use krug::{Config, Services};
+use krug_client::{ApiClient, expect, sign_in};
 use poem::{
     http::Method,
     listener::{Acceptor, Listener, TcpListener},
@@ -151,8 +149,8 @@ async fn history_reads_come_from_the_replica_and_writes_from_the_primary() {
     krug::commands::grant(services.clone(), operator_phone, "superadmin", None)
         .await
         .unwrap();
-    let operator = sign_in(&services, &api, operator_phone).await.unwrap();
-    let member = sign_in(&services, &api, &member_phone()).await.unwrap();
+    let operator = sign_in(&services.db, &services.cache, &api, operator_phone).await.unwrap();
+    let member = sign_in(&services.db, &services.cache, &api, &member_phone()).await.unwrap();
     let me = expect(member.get("/users/me").await.unwrap(), 200).unwrap();
     let member_id = me.data()["id"].as_str().unwrap().to_owned();
 

@@ -1,7 +1,7 @@
 //! Operators manage businesses and staff; members manage their profile.
 
 use crate::helpers::{TestApp, member_phone};
-use krug::client::expect;
+use krug_client::expect;
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

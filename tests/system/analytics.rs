@@ -2,7 +2,7 @@
 
 use crate::helpers::{Options, TestApp, coupons, eventually, member_phone, test_key_dir};
 use domain::{loyalty::TransactionType, rfm};
-use krug::client::{expect, scan_and_wait};
+use krug_client::{expect, scan_and_wait};
 use serde_json::json;
 use std::{collections::HashMap, process::Command, time::Duration};
 use storage::analytics::Fact;

@@ -4,7 +4,7 @@ use crate::{
     fakes::{FakeSmsRu, SmsRuMode},
     helpers::{Options, TestApp, eventually, member_phone},
 };
-use krug::client::{dev_otp_code, expect};
+use krug_client::{dev_otp_code, expect};
 use serde_json::json;
 
 /// The real SMS.ru adapter delivers the code to the normalized number, and the API never

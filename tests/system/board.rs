@@ -6,7 +6,7 @@ use crate::{
     fakes::{FakeSmsRu, SmsRuMode},
     helpers::{Options, TestApp, eventually, member_phone},
 };
-use krug::client::expect;
+use krug_client::expect;
 use serde_json::json;
 use std::{
     io::{BufRead, BufReader, Write},
@@ -319,7 +319,7 @@ async fn an_operator_supports_a_member_and_pauses_a_chain_from_the_board_in_a_br
     let cashier = app.sign_in_via_smsru(&sms, &cashier_phone).await;
     let phone = member_phone();
     let member = app.sign_in_via_smsru(&sms, &phone).await;
-    let bought = krug::client::scan_and_wait(
+    let bought = krug_client::scan_and_wait(
         &member,
         &json!({"code": app.issue_qr(&cashier, "2000.00").await}),
     )

@@ -169,7 +169,7 @@ async fn ingest_and_bonus_calc_record_each_purchase_once_and_reverse_refunds() {
 
 mod pipeline {
     use crate::helpers::{TestApp, eventually, member_phone};
-    use krug::client::expect;
+    use krug_client::expect;
     use rust_decimal::Decimal;
     use serde_json::{Value, json};
     use simulators::{Fault, Sale, Simulator, Vendor};
@@ -179,7 +179,7 @@ mod pipeline {
 
     async fn connect(
         app: &TestApp,
-        operator: &krug::client::ApiClient,
+        operator: &krug_client::ApiClient,
         name: &str,
         sim: &Simulator,
         cashback: &str,
@@ -204,7 +204,7 @@ mod pipeline {
             .unwrap()
     }
 
-    async fn poll_all(operator: &krug::client::ApiClient) {
+    async fn poll_all(operator: &krug_client::ApiClient) {
         expect(
             operator
                 .post("/admin/schedules/crm_poll/trigger", &json!({}))

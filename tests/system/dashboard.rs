@@ -8,7 +8,7 @@ use crate::{
     helpers::{Options, TestApp, coupons, eventually},
     partners::refund,
 };
-use krug::client::{ApiClient, expect, scan_and_wait};
+use krug_client::{ApiClient, expect, scan_and_wait};
 use serde_json::{Value, json};
 
 async fn dashboard(client: &ApiClient, query: &str) -> Value {

@@ -12,7 +12,7 @@ use crate::{
 };
 use base64::Engine;
 use jobs::handlers::notify_job::SendEmail;
-use krug::client::{ApiClient, expect};
+use krug_client::{ApiClient, expect};
 use serde_json::json;
 use simulators::yookassa::FakeYooKassa;
 use std::{path::PathBuf, time::Duration};

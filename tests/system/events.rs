@@ -4,7 +4,7 @@
 use crate::helpers::{TestApp, eventually, member_phone};
 use futures::future::join_all;
 use jobs::{QueueName, inspect::JobState};
-use krug::client::{ApiClient, expect};
+use krug_client::{ApiClient, expect};
 use serde_json::{Value, json};
 use std::sync::Arc;
 use time::{Duration, OffsetDateTime, format_description::well_known::Rfc3339};

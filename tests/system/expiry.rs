@@ -6,7 +6,7 @@
 use crate::helpers::{Options, TestApp, eventually, member_phone, zone_where_it_is};
 use crate::partners::{balance, refund};
 use crate::pending::balance_once;
-use krug::client::{ApiClient, expect};
+use krug_client::{ApiClient, expect};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use std::str::FromStr;

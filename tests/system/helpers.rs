@@ -1,11 +1,8 @@
 //! `TestApp`: the real API on a free port and a real worker, against real Postgres and
 //! Redis, each test with its own database and Redis key prefix.
 
-use krug::{
-    Config, Services,
-    client::{ApiClient, expect, sign_in},
-    config::SmsConfig,
-};
+use krug::{Config, Services, config::SmsConfig};
+use krug_client::{ApiClient, expect, sign_in};
 use serde_json::{Value, json};
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use std::{path::PathBuf, sync::Arc, time::Duration};
@@ -245,7 +242,7 @@ impl TestApp {
 
     /// Signs `phone` in by SMS.
     pub async fn sign_in(&self, phone: &str) -> ApiClient {
-        sign_in(&self.services, &self.api, phone)
+        sign_in(&self.services.db, &self.services.cache, &self.api, phone)
             .await
             .expect("sign in")
     }

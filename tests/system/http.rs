@@ -2,7 +2,7 @@
 
 use crate::helpers::{Options, TestApp, member_phone};
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use krug::client::expect;
+use krug_client::expect;
 use serde_json::{Value, json};
 
 fn assert_error_envelope(body: &Value, code: &str) {
@@ -162,7 +162,7 @@ async fn system_endpoints_answer() {
         .await;
     let member = app.sign_in(&member_phone()).await;
     let before = scans_done(&app).await;
-    krug::client::scan_and_wait(&member, &json!({"code": app.issue_qr(&staff, "100").await}))
+    krug_client::scan_and_wait(&member, &json!({"code": app.issue_qr(&staff, "100").await}))
         .await
         .unwrap();
     // The counter is the process's (scans of tests running beside this one count too), and

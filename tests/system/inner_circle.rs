@@ -2,7 +2,7 @@
 //! never taken away by `tier_review`, and events that only its members may join.
 
 use crate::helpers::{TestApp, eventually, member_phone};
-use krug::client::{ApiClient, expect, scan_and_wait};
+use krug_client::{ApiClient, expect, scan_and_wait};
 use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime, format_description::well_known::Rfc3339};
 

@@ -3,7 +3,7 @@
 //! closed methods, iiko's week of orders.
 
 use crate::helpers::{TestApp, eventually, member_phone};
-use krug::client::{ApiClient, expect};
+use krug_client::{ApiClient, expect};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use simulators::{Sale, Simulator, Vendor};

@@ -3,7 +3,7 @@
 //! `media` job, images on businesses and events, and the onboarding.
 
 use crate::helpers::{TestApp, eventually, http};
-use krug::client::{ApiClient, expect};
+use krug_client::{ApiClient, expect};
 use serde_json::{Value, json};
 
 fn png(width: u32, height: u32) -> Vec<u8> {

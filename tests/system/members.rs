@@ -1,7 +1,7 @@
 //! Members' round-2 routes: search, settings and consent, history filters.
 
 use crate::helpers::{Options, TestApp, eventually, member_phone, zone_where_it_is};
-use krug::client::{ApiClient, expect, scan_and_wait};
+use krug_client::{ApiClient, expect, scan_and_wait};
 use serde_json::{Value, json};
 use time::{Duration, OffsetDateTime, format_description::well_known::Rfc3339};
 
@@ -318,7 +318,7 @@ async fn session(app: &TestApp, phone: &str) -> (String, String) {
     .unwrap();
     let job_id = sent.data()["job_id"].as_str().unwrap().to_owned();
     let code = eventually(10, "the login code", || async {
-        krug::client::dev_otp_code(&app.db, &job_id).await.unwrap()
+        krug_client::dev_otp_code(&app.db, &job_id).await.unwrap()
     })
     .await;
     let session = expect(

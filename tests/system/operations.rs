@@ -5,7 +5,7 @@ use crate::{
     helpers::{Options, TestApp, eventually, member_phone, test_key_dir},
 };
 use jobs::{QueueName, client::RawJob};
-use krug::client::expect;
+use krug_client::expect;
 use serde_json::json;
 use std::process::Command;
 

@@ -2,7 +2,7 @@
 //! business seeing only itself.
 
 use crate::helpers::{TestApp, member_phone};
-use krug::client::{ApiClient, ApiResponse, expect, scan_and_wait};
+use krug_client::{ApiClient, ApiResponse, expect, scan_and_wait};
 use reqwest::Method;
 use serde_json::{Value, json};
 

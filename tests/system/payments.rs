@@ -3,7 +3,7 @@
 //! cancelled 48 hours or more ahead.
 
 use crate::helpers::{Options, TestApp, member_phone};
-use krug::client::{ApiClient, expect};
+use krug_client::{ApiClient, expect};
 use serde_json::{Value, json};
 use simulators::yookassa::FakeYooKassa;
 use time::{Duration, OffsetDateTime, format_description::well_known::Rfc3339};

@@ -4,7 +4,7 @@
 
 use crate::helpers::{Options, TestApp, member_phone, zone_where_it_is};
 use crate::partners::{balance, refund};
-use krug::client::{ApiClient, expect};
+use krug_client::{ApiClient, expect};
 use serde_json::{Value, json};
 use time::Duration;
 

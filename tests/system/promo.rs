@@ -1,7 +1,7 @@
 //! Cross-promo coupons and the messages about them.
 
 use crate::helpers::{Options, TestApp, coupons, eventually, member_phone, zone_where_it_is};
-use krug::client::{ApiClient, expect, scan_and_wait};
+use krug_client::{ApiClient, expect, scan_and_wait};
 use serde_json::{Value, json};
 use wiremock::{Mock, MockServer, ResponseTemplate, matchers::method};
 

@@ -2,7 +2,7 @@
 //! expires, against fakes of Google's token endpoint and FCM.
 
 use crate::helpers::{Options, TestApp, eventually, member_phone, zone_where_it_is};
-use krug::client::{expect, scan_and_wait};
+use krug_client::{expect, scan_and_wait};
 use serde_json::json;
 use simulators::fcm::FakeFcm;
 

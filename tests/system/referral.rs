@@ -1,7 +1,7 @@
 //! Referral: a code and a link per member, taken at sign-up or within 7 days of it.
 
 use crate::helpers::{TestApp, eventually, member_phone};
-use krug::client::{ApiClient, expect, scan_and_wait, sign_in_session};
+use krug_client::{ApiClient, expect, scan_and_wait, sign_in_session};
 use serde_json::{Value, json};
 
 async fn referral(member: &ApiClient) -> Value {
@@ -35,7 +35,8 @@ async fn a_referral_is_taken_at_sign_up_or_within_seven_days() {
 
     // At sign-up.
     let session = sign_in_session(
-        &app.services,
+        &app.services.db,
+        &app.services.cache,
         &app.api,
         &member_phone(),
         json!({"referral_code": format!(" {} ", code.to_lowercase())}),
@@ -120,7 +121,8 @@ async fn a_referral_is_taken_at_sign_up_or_within_seven_days() {
     );
     // Signing in again with a code is not signing up: refused, but the sign-in succeeds.
     let resigned = sign_in_session(
-        &app.services,
+        &app.services.db,
+        &app.services.cache,
         &app.api,
         &phone,
         json!({"referral_code": code}),
@@ -141,7 +143,8 @@ async fn a_referral_is_taken_at_sign_up_or_within_seven_days() {
 
 async fn invited_by(app: &TestApp, code: &str) -> ApiClient {
     let session = sign_in_session(
-        &app.services,
+        &app.services.db,
+        &app.services.cache,
         &app.api,
         &member_phone(),
         json!({"referral_code": code}),

@@ -2,7 +2,7 @@
 
 use crate::helpers::{Options, TestApp, eventually, member_phone};
 use jobs::{env::ReconcilePolicy, handlers::scan::ScanQr};
-use krug::client::{expect, wait_for_scan};
+use krug_client::{expect, wait_for_scan};
 use serde_json::json;
 use std::time::{Duration, Instant};
 use storage::scans::{self, NewScan};

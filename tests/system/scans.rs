@@ -1,7 +1,7 @@
 //! Staff QR codes, member scans and the bonuses they move.
 
 use crate::helpers::{Options, TestApp, eventually, member_phone, worker_options};
-use krug::client::{expect, scan_and_wait, wait_for_scan};
+use krug_client::{expect, scan_and_wait, wait_for_scan};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use std::str::FromStr;
@@ -309,7 +309,7 @@ async fn scans_processed_together_keep_codes_single_use_and_balances_exact() {
         .await
         .unwrap();
     assert_eq!(purchases, 3, "three codes, three purchases");
-    let balance = |member: &krug::client::ApiClient| {
+    let balance = |member: &krug_client::ApiClient| {
         let member = member.clone();
         async move {
             let balance = expect(member.get("/loyalty/balance").await.unwrap(), 200).unwrap();

@@ -4,7 +4,7 @@
 
 use crate::helpers::{Options, TestApp, coupons, eventually, member_phone};
 use crate::partners::refund;
-use krug::client::{ApiClient, expect, scan_and_wait};
+use krug_client::{ApiClient, expect, scan_and_wait};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use std::str::FromStr;

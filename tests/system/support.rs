@@ -3,7 +3,7 @@
 //! unblocking — each change in the audit log.
 
 use crate::helpers::{Options, TestApp, eventually, member_phone};
-use krug::client::{ApiClient, ApiResponse, expect, scan_and_wait};
+use krug_client::{ApiClient, ApiResponse, expect, scan_and_wait};
 use reqwest::Method;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -437,7 +437,7 @@ async fn a_blocked_member_cannot_sign_in_scan_or_register_until_unblocked() {
     assert_eq!(register.status, 403, "{}", register.body);
     assert_eq!(register.error_code(), Some("member_blocked"));
     // Signing in again: the code is right, and she is told she is blocked.
-    let again = krug::client::sign_in(&app.services, &app.api, &phone)
+    let again = krug_client::sign_in(&app.services.db, &app.services.cache, &app.api, &phone)
         .await
         .unwrap_err();
     assert!(again.to_string().contains("member_blocked"), "{again}");

@@ -1006,9 +1006,7 @@ impl AdminApi {
         )
         .await?;
         tx.commit().await?;
-        if let Err(e) = outbox::relay(&state.db, &state.queue, &follow_ups).await {
-            tracing::warn!(error = %e, "medical facts purge recorded but not relayed");
-        }
+        outbox::relay_committed(&state.db, &state.queue, &follow_ups, "medical facts purge").await;
         Ok(Json(Envelope::new(business)))
     }
 

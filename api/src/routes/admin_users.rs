@@ -137,11 +137,13 @@ impl AdminUsersApi {
         state.balances.forget([user]);
         state.cache.balances_changed([user]).await;
         if let Some(row) = follow_up {
-            if let Err(e) = outbox::relay(&state.db, &state.queue, std::slice::from_ref(&row)).await
-            {
-                // Recorded in the outbox: `reconcile` pushes it later.
-                tracing::warn!(error = %e, "Inner Circle notice recorded but not relayed");
-            }
+            outbox::relay_committed(
+                &state.db,
+                &state.queue,
+                std::slice::from_ref(&row),
+                "Inner Circle notice",
+            )
+            .await;
         }
         tracing::info!(user_id = %user, tier = now.as_str(), "tier set by a superadmin");
         Ok(Json(Envelope::new(MemberTierView {

@@ -418,10 +418,13 @@ impl MediaApi {
         )
         .await?;
         tx.commit().await?;
-        if let Err(e) = outbox::relay(&state.db, &state.queue, std::slice::from_ref(&row)).await {
-            // Recorded with the check: reconcile relays it.
-            tracing::warn!(error = %e, "media job recorded but not relayed");
-        }
+        outbox::relay_committed(
+            &state.db,
+            &state.queue,
+            std::slice::from_ref(&row),
+            "media job",
+        )
+        .await;
         Ok(Completed::Accepted(Json(Envelope::new(media_view(
             checked,
         )))))

@@ -472,9 +472,7 @@ impl SettlementApi {
         )
         .await?;
         tx.commit().await?;
-        if let Err(e) = jobs::outbox::relay(&state.db, &state.queue, &mails).await {
-            tracing::warn!(error = %e, "statement e-mails not pushed now; reconcile will");
-        }
+        jobs::outbox::relay_committed(&state.db, &state.queue, &mails, "statement e-mails").await;
         tracing::info!(%period, "settlement period closed by an operator");
         Ok(Json(Envelope::new(self.view(period, None).await?)))
     }

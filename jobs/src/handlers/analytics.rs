@@ -83,9 +83,7 @@ async fn win_back(env: &Env, chain: &PromoChain, date: Date) -> Result<(), JobEr
         }
         outbox::record_all(&mut tx, &notices).await?;
         tx.commit().await?;
-        if let Err(e) = outbox::relay(&env.db, &env.queue, &notices).await {
-            tracing::warn!(error = %e, "win-back notices recorded but not relayed");
-        }
+        env.committed([], &notices, "win-back notices").await;
         done += batch.len();
         tracing::info!(chain = %chain.id, done, total, issued, "win-back: members done / total");
     }

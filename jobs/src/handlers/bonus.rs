@@ -101,12 +101,12 @@ pub async fn record_follow_ups(
 /// After the commit: the API's balance caches hear of the members, the follow-ups go to
 /// their queues (`reconcile` relays them if this fails), and the accrued bonuses are counted.
 pub async fn announce(env: &crate::Env, applied: &[&BonusOutcome], follow_ups: &[OutboxJob]) {
-    env.cache
-        .balances_changed(applied.iter().map(|o| o.user_id))
-        .await;
-    if let Err(e) = outbox::relay(&env.db, &env.queue, follow_ups).await {
-        tracing::warn!(error = %e, "bonus follow-ups recorded but not relayed");
-    }
+    env.committed(
+        applied.iter().map(|o| o.user_id),
+        follow_ups,
+        "bonus follow-ups",
+    )
+    .await;
     let accrued: Decimal = applied
         .iter()
         .map(|o| o.bonus_change.max(Decimal::ZERO))

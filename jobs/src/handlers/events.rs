@@ -61,10 +61,7 @@ impl RemindEvents {
                 rows.push(notify.record(&mut tx).await?);
             }
             tx.commit().await?;
-            if let Err(e) = outbox::relay(&env.db, &env.queue, &rows).await {
-                // Recorded and committed: reconcile relays them.
-                tracing::warn!(error = %e, event_id = %event.id, "event reminders recorded but not relayed");
-            }
+            env.committed([], &rows, "event reminders").await;
             reminded += members.len();
             tracing::info!(event_id = %event.id, members = members.len(), "event reminders recorded");
         }

@@ -92,10 +92,8 @@ async fn release_held_accruals(ctx: &JobCtx) -> Result<usize, JobError> {
             follow_ups.push(notify.record(&mut tx).await?);
         }
         tx.commit().await?;
-        env.cache.balances_changed(members.keys().copied()).await;
-        if let Err(e) = outbox::relay(&env.db, &env.queue, &follow_ups).await {
-            tracing::warn!(error = %e, "release notices recorded but not relayed");
-        }
+        env.committed(members.keys().copied(), &follow_ups, "release notices")
+            .await;
     }
 }
 
@@ -145,9 +143,7 @@ async fn expire_lots(ctx: &JobCtx) -> Result<(usize, usize), JobError> {
         told += follow_ups.len();
         tx.commit().await?;
         let changed: BTreeMap<Uuid, ()> = run.expired.iter().map(|e| (e.user_id, ())).collect();
-        env.cache.balances_changed(changed.into_keys()).await;
-        if let Err(e) = outbox::relay(&env.db, &env.queue, &follow_ups).await {
-            tracing::warn!(error = %e, "expiry notices recorded but not relayed");
-        }
+        env.committed(changed.into_keys(), &follow_ups, "expiry notices")
+            .await;
     }
 }

@@ -288,7 +288,5 @@ pub async fn act_on_refund(
 /// Pushes the e-mail jobs a committed change recorded. A failed push is not the caller's
 /// failure: the rows stay in the outbox and `reconcile` pushes them.
 async fn relay(db: &PgPool, queue: &JobQueue, rows: &[OutboxJob]) {
-    if let Err(e) = outbox::relay(db, queue, rows).await {
-        tracing::warn!(error = %e, "e-mail job not pushed now; reconcile will");
-    }
+    outbox::relay_committed(db, queue, rows, "e-mail job").await;
 }

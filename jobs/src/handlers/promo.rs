@@ -59,9 +59,7 @@ impl RunJob for IssueCoupons {
             }
         }
         tx.commit().await?;
-        if let Err(e) = outbox::relay(&env.db, &env.queue, &follow_ups).await {
-            tracing::warn!(error = %e, "coupon notifications recorded but not relayed");
-        }
+        env.committed([], &follow_ups, "coupon notifications").await;
         tracing::info!(
             purchases = purchases.len(),
             coupons = issued,

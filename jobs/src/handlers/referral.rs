@@ -20,9 +20,12 @@ pub async fn settle_referrals(ctx: &JobCtx) -> Result<usize, JobError> {
             return Ok(rewarded);
         }
         rewarded += settled.iter().filter(|s| s.refusal.is_none()).count();
-        env.cache
-            .balances_changed(settled.iter().flat_map(|s| [s.inviter, s.invitee]))
-            .await;
+        env.committed(
+            settled.iter().flat_map(|s| [s.inviter, s.invitee]),
+            &[],
+            "referral rewards",
+        )
+        .await;
         if (settled.len() as i64) < BATCH {
             return Ok(rewarded);
         }

@@ -334,14 +334,12 @@ async fn process_batch(env: &Env, ids: &[Uuid]) -> Result<(), JobError> {
         .collect();
     scans::refuse(&mut tx, &refusals).await?;
     tx.commit().await?;
-    env.cache
-        .balances_changed(done.iter().map(|d| d.scan.user_id))
-        .await;
-
-    if let Err(e) = outbox::relay(&env.db, &env.queue, &follow_ups).await {
-        // Recorded with the purchases: reconcile relays them.
-        tracing::warn!(error = %e, "scan follow-ups recorded but not relayed");
-    }
+    env.committed(
+        done.iter().map(|d| d.scan.user_id),
+        &follow_ups,
+        "scan follow-ups",
+    )
+    .await;
     QR_SCANS
         .with_label_values(&["done"])
         .inc_by(done.len() as u64);

@@ -37,9 +37,7 @@ impl RunJob for CloseSettlement {
             Ok(statement) => {
                 let mails = statement_mails(&mut tx, period, &statement).await?;
                 tx.commit().await?;
-                if let Err(e) = outbox::relay(&env.db, &env.queue, &mails).await {
-                    tracing::warn!(error = %e, "statement e-mails not pushed now; reconcile will");
-                }
+                env.committed([], &mails, "statement e-mails").await;
                 tracing::info!(
                     %period,
                     businesses = statement.lines.len(),

@@ -47,12 +47,12 @@ impl RunJob for ReviewTiers {
             }
             tx.commit().await?;
             ctx.env
-                .cache
-                .balances_changed(down.iter().map(|(user, _)| *user))
+                .committed(
+                    down.iter().map(|(user, _)| *user),
+                    &follow_ups,
+                    "downgrade notices",
+                )
                 .await;
-            if let Err(e) = outbox::relay(db, &ctx.env.queue, &follow_ups).await {
-                tracing::warn!(error = %e, "downgrade notices recorded but not relayed");
-            }
         }
         tracing::info!(
             reviewed = members.len(),

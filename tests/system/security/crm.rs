@@ -3,7 +3,7 @@
 //! operators read.
 
 use crate::helpers::{Options, TestApp};
-use krug::client::{ApiClient, expect};
+use krug_client::{ApiClient, expect};
 use serde_json::{Value, json};
 use simulators::{Fault, Simulator, Vendor};
 use std::sync::{

@@ -2,7 +2,7 @@
 //! stranger's token to receive her pushes) and by a member registering without end.
 
 use crate::helpers::{TestApp, member_phone};
-use krug::client::{ApiClient, ApiResponse, expect};
+use krug_client::{ApiClient, ApiResponse, expect};
 use serde_json::json;
 
 async fn register(member: &ApiClient, token: &str) -> ApiResponse {

@@ -2,7 +2,7 @@
 //! never triggers cross-promo, and the flag that says so cannot be lifted.
 
 use crate::helpers::{TestApp, eventually, member_phone};
-use krug::client::{ApiClient, expect, scan_and_wait};
+use krug_client::{ApiClient, expect, scan_and_wait};
 use serde_json::{Value, json};
 use uuid::Uuid;
 

@@ -1,7 +1,7 @@
 //! Retention: what is kept only for a while is deleted by the daily `retention` job.
 
 use crate::helpers::{TestApp, eventually, member_phone};
-use krug::client::expect;
+use krug_client::expect;
 use serde_json::json;
 use uuid::Uuid;
 

@@ -1,7 +1,7 @@
 //! Operator roles (a moderator is not a superadmin) and the audit log of their changes.
 
 use crate::helpers::TestApp;
-use krug::client::{ApiClient, expect};
+use krug_client::{ApiClient, expect};
 use serde_json::{Value, json};
 use uuid::Uuid;
 

@@ -3,7 +3,7 @@
 
 use crate::helpers::{Options, TestApp, member_phone};
 use api::limits::Limits;
-use krug::client::{ApiClient, expect, scan_and_wait};
+use krug_client::{ApiClient, expect, scan_and_wait};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use std::str::FromStr;

@@ -2,7 +2,7 @@
 
 use crate::helpers::{Options, TestApp, http, member_phone};
 use api::{limits::Limits, proxies::TrustedProxies};
-use krug::client::{ApiResponse, dev_otp_code, expect};
+use krug_client::{ApiResponse, dev_otp_code, expect};
 use serde_json::{Value, json};
 
 async fn app_with(limits: Limits) -> TestApp {

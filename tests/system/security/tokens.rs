@@ -2,7 +2,7 @@
 //! tokens with it within seconds — also those the API had already checked and remembered.
 
 use crate::helpers::{TestApp, eventually, member_phone, test_key_dir};
-use krug::client::{ApiClient, dev_otp_code, expect};
+use krug_client::{ApiClient, dev_otp_code, expect};
 use serde_json::{Value, json};
 
 /// Signs in by SMS and returns the whole session (access and refresh tokens).

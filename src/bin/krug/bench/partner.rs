@@ -5,7 +5,7 @@
 //! is reported as supporting, never as the target met.
 
 use super::{Figure, System, Verdict, ms, percentile, replace_database};
-use crate::app::Services;
+use krug::app::Services;
 use domain::loyalty::EntryKind;
 use rust_decimal::Decimal;
 use sqlx::Connection;
@@ -181,7 +181,7 @@ pub(super) async fn settlement_close(
     let database = format!("krug_bench_{}", &Uuid::new_v4().simple().to_string()[..8]);
     let mut config = services.config.clone();
     config.database_url = replace_database(config.database_url.expose(), &database).into();
-    crate::app::migrate(&config).await?;
+    krug::app::migrate(&config).await?;
     let db = storage::pg_pool(config.database_url.expose(), 4)?;
     let result = close_loaded_month(&db, config.timezone, entries).await;
     db.close().await;

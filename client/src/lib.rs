@@ -1,7 +1,8 @@
 //! A small HTTP client of our own API, for `krug demo` and the black-box tests: they drive
 //! the system exactly as the mobile app and operators do.
 
-use crate::app::Services;
+use sqlx::PgPool;
+use storage::cache::Cache;
 use anyhow::{Context, bail};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -125,7 +126,7 @@ impl ApiClient {
 /// The login code that the development SMS provider (`log`) sent for the `otp_send` job
 /// `job_id` (what `POST /auth/send-code` returned), once it is sent: how a developer, the
 /// demo and the tests read their SMS.
-pub async fn dev_otp_code(db: &sqlx::PgPool, job_id: &str) -> anyhow::Result<Option<String>> {
+pub async fn dev_otp_code(db: &PgPool, job_id: &str) -> anyhow::Result<Option<String>> {
     let body: Option<String> = sqlx::query_scalar(
         "SELECT body FROM notifications WHERE dedupe_key = $1 AND provider = 'log' AND status = 'sent'",
     )
@@ -155,23 +156,25 @@ pub fn expect(response: ApiResponse, status: u16) -> anyhow::Result<ApiResponse>
 /// record, verifies it. Lifts the phone's one-code-a-minute limit first, so that a demo or
 /// test may sign the same phone in again.
 pub async fn sign_in(
-    services: &Services,
+    db: &PgPool,
+    cache: &Cache,
     api: &ApiClient,
     phone: &str,
 ) -> anyhow::Result<ApiClient> {
-    let session = sign_in_session(services, api, phone, json!({})).await?;
+    let session = sign_in_session(db, cache, api, phone, json!({})).await?;
     api.signed_in_session(&session)
 }
 
 /// Signs `phone` in as [`sign_in`] does, with `extra` fields in `POST /auth/verify-code`
 /// (`referral_code`), and returns the session as answered.
 pub async fn sign_in_session(
-    services: &Services,
+    db: &PgPool,
+    cache: &Cache,
     api: &ApiClient,
     phone: &str,
     extra: Value,
 ) -> anyhow::Result<Value> {
-    services.cache.release_otp_send(phone).await?;
+    cache.release_otp_send(phone).await?;
     let sent = expect(
         api.post("/auth/send-code", &json!({"phone": phone}))
             .await?,
@@ -183,7 +186,7 @@ pub async fn sign_in_session(
         .to_owned();
     let deadline = Instant::now() + Duration::from_secs(10);
     let code = loop {
-        if let Some(code) = dev_otp_code(&services.db, &job_id).await? {
+        if let Some(code) = dev_otp_code(db, &job_id).await? {
             break code;
         }
         if Instant::now() > deadline {

@@ -1,12 +1,12 @@
 //! `krug demo`: on a fresh machine, migrates, seeds the coalition and runs a day of the
 //! loyalty cycle through the real HTTP API and a real worker, printing what happened.
 
-use crate::{
+use krug::{
     app::{Services, migrate},
-    client::{ApiClient, expect, scan_and_wait, sign_in, sign_in_session},
     config::{Config, PushConfig, SmsConfig},
     seed,
 };
+use krug_client::{ApiClient, expect, scan_and_wait, sign_in, sign_in_session};
 use adapters::payments::HttpYooKassa;
 use anyhow::{Context, bail};
 use jobs::{QueueName, runtime::WorkerOptions};
@@ -136,8 +136,8 @@ async fn day(
     };
 
     section("3. Operators and staff");
-    crate::commands::grant(services.clone(), operator_phone, "superadmin", None).await?;
-    let operator = sign_in(services, api, operator_phone).await?;
+    krug::commands::grant(services.clone(), operator_phone, "superadmin", None).await?;
+    let operator = sign_in(&services.db, &services.cache, api, operator_phone).await?;
     println!("  operator (superadmin): {operator_phone}");
     let mut staff = Vec::new();
     for (i, name) in ["Миндаль", "Лисичкино", "Стим Центр", "Миллениум"]
@@ -160,7 +160,7 @@ async fn day(
             added.data()["phone"].as_str().unwrap_or_default(),
             name
         );
-        staff.push((name, sign_in(services, api, &phone).await?));
+        staff.push((name, sign_in(&services.db, &services.cache, api, &phone).await?));
     }
     let staff_of = |name: &str| {
         &staff
@@ -172,7 +172,7 @@ async fn day(
 
     section("4. A member signs in by SMS");
     let member_phone = format!("+7999{:07}", rand::random_range(0..10_000_000u32));
-    let anna = sign_in(services, api, &member_phone).await?;
+    let anna = sign_in(&services.db, &services.cache, api, &member_phone).await?;
     expect(
         anna.patch(
             "/users/me",
@@ -330,7 +330,7 @@ async fn members_round(
     );
     let friend_phone = format!("+7999{:07}", rand::random_range(0..10_000_000u32));
     let session =
-        sign_in_session(services, api, &friend_phone, json!({"referral_code": code})).await?;
+        sign_in_session(&services.db, &services.cache, api, &friend_phone, json!({"referral_code": code})).await?;
     let friend = api.signed_in_session(&session)?;
     println!(
         "  her friend {friend_phone} signs up with code {code} (taken: {})",

@@ -15,7 +15,7 @@ mod partner;
 
 pub use partner::{DASHBOARD_TRANSACTIONS, SETTLEMENT_ENTRIES};
 
-use crate::app::Services;
+use krug::app::Services;
 use jobs::{
     Env, Job, JobCtx, JobError, JobQueue, QueueName, RunJob, client::RawJob, runtime::WorkerOptions,
 };
@@ -249,7 +249,7 @@ impl System {
         config.database_url = replace_database(config.database_url.expose(), &database).into();
         config.queue_prefix = prefix.clone();
         config.database_max_connections = 40;
-        crate::app::migrate(&config).await?;
+        krug::app::migrate(&config).await?;
         let services = Services::connect(config.clone())?;
         let port = std::net::TcpListener::bind("127.0.0.1:0")?
             .local_addr()?
@@ -363,7 +363,7 @@ impl RunJob for Noop {
 /// `krug bench-noop-worker`: a worker process of no-op jobs (concurrency 64) on
 /// `REDIS_URL` under `KRUG_QUEUE_PREFIX`, until SIGTERM; the scale-out part starts one or two.
 pub async fn noop_worker(services: Services, concurrency: usize) -> anyhow::Result<()> {
-    let shutdown = crate::app::shutdown_signal();
+    let shutdown = krug::app::shutdown_signal();
     let mut options = WorkerOptions::new(services.config.redis_url.expose(), vec![Noop::QUEUE]);
     options.concurrency = Some(concurrency);
     jobs::runtime::run_single::<Noop>(services.job_env(), options, shutdown).await;
@@ -1266,7 +1266,7 @@ pub async fn bare_server(bind: &str) -> anyhow::Result<()> {
     fn bare() -> Json<serde_json::Value> {
         Json(serde_json::json!({"success": true, "data": {"ok": true}}))
     }
-    let shutdown = crate::app::shutdown_signal();
+    let shutdown = krug::app::shutdown_signal();
     Server::new(TcpListener::bind(bind))
         .run_with_graceful_shutdown(
             Route::new().at("/bare", get(bare)),

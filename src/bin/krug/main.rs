@@ -1,7 +1,10 @@
 //! `krug`: the one binary of Свой Круг (see `krug --help` and DESIGN.md).
 
 use clap::{Parser, Subcommand};
-use krug::{Config, Services, commands, config::Environment, demo, telemetry};
+mod bench;
+mod demo;
+
+use krug::{Config, Services, commands, config::Environment, telemetry};
 use uuid::Uuid;
 
 #[derive(Parser)]
@@ -56,10 +59,10 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         jobs: usize,
         /// Transactions of the business whose dashboard is read (DESIGN.md's size by default).
-        #[arg(long, default_value_t = krug::bench::DASHBOARD_TRANSACTIONS)]
+        #[arg(long, default_value_t = bench::DASHBOARD_TRANSACTIONS)]
         dashboard_transactions: usize,
         /// Ledger entries of the month the settlement closes (DESIGN.md's size by default).
-        #[arg(long, default_value_t = krug::bench::SETTLEMENT_ENTRIES)]
+        #[arg(long, default_value_t = bench::SETTLEMENT_ENTRIES)]
         settlement_entries: usize,
     },
     /// The bare poem handler `krug bench` compares the API with.
@@ -192,9 +195,9 @@ fn main() -> anyhow::Result<()> {
                 dashboard_transactions,
                 settlement_entries,
             } => {
-                krug::bench::run(
+                bench::run(
                     Services::connect(config)?,
-                    krug::bench::BenchOptions {
+                    bench::BenchOptions {
                         only,
                         jobs,
                         dashboard_transactions,
@@ -203,9 +206,9 @@ fn main() -> anyhow::Result<()> {
                 )
                 .await
             }
-            Command::BenchBare { bind } => krug::bench::bare_server(&bind).await,
+            Command::BenchBare { bind } => bench::bare_server(&bind).await,
             Command::BenchNoopWorker { concurrency } => {
-                krug::bench::noop_worker(Services::connect(config)?, concurrency).await
+                bench::noop_worker(Services::connect(config)?, concurrency).await
             }
             Command::Jobs { command } => {
                 let services = Services::connect(config)?;
