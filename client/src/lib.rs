@@ -1,12 +1,12 @@
 //! A small HTTP client of our own API, for `krug demo` and the black-box tests: they drive
 //! the system exactly as the mobile app and operators do.
 
-use sqlx::PgPool;
-use storage::cache::Cache;
 use anyhow::{Context, bail};
 use reqwest::Method;
 use serde_json::{Value, json};
+use sqlx::PgPool;
 use std::time::{Duration, Instant};
+use storage::cache::Cache;
 
 /// An API response: status, JSON body (the envelope) and headers.
 #[derive(Debug, Clone)]

@@ -345,7 +345,9 @@ async fn a_master_killed_mid_run_loses_and_doubles_nothing() {
     krug::commands::grant(services.clone(), operator_phone, "superadmin", None)
         .await
         .unwrap();
-    let operator = sign_in(&services.db, &services.cache, &api, operator_phone).await.unwrap();
+    let operator = sign_in(&services.db, &services.cache, &api, operator_phone)
+        .await
+        .unwrap();
     let crm = Simulator::start(Vendor::OneC).await.unwrap();
     let business = expect(
         operator
@@ -373,12 +375,18 @@ async fn a_master_killed_mid_run_loses_and_doubles_nothing() {
         201,
     )
     .unwrap();
-    let staff = sign_in(&services.db, &services.cache, &api, staff_phone).await.unwrap();
+    let staff = sign_in(&services.db, &services.cache, &api, staff_phone)
+        .await
+        .unwrap();
     let mut members = Vec::new();
     let mut phones = Vec::new();
     for _ in 0..MEMBERS {
         let phone = member_phone();
-        members.push(sign_in(&services.db, &services.cache, &api, &phone).await.unwrap());
+        members.push(
+            sign_in(&services.db, &services.cache, &api, &phone)
+                .await
+                .unwrap(),
+        );
         phones.push(phone);
     }
     // The cashier's codes, issued through the API (a code must name a staff member).

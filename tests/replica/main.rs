@@ -149,8 +149,12 @@ async fn history_reads_come_from_the_replica_and_writes_from_the_primary() {
     krug::commands::grant(services.clone(), operator_phone, "superadmin", None)
         .await
         .unwrap();
-    let operator = sign_in(&services.db, &services.cache, &api, operator_phone).await.unwrap();
-    let member = sign_in(&services.db, &services.cache, &api, &member_phone()).await.unwrap();
+    let operator = sign_in(&services.db, &services.cache, &api, operator_phone)
+        .await
+        .unwrap();
+    let member = sign_in(&services.db, &services.cache, &api, &member_phone())
+        .await
+        .unwrap();
     let me = expect(member.get("/users/me").await.unwrap(), 200).unwrap();
     let member_id = me.data()["id"].as_str().unwrap().to_owned();
 

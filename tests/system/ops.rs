@@ -172,7 +172,9 @@ async fn each_process_serves_its_own_metrics_when_they_run_apart() {
     krug::commands::grant(services.clone(), operator_phone, "superadmin", None)
         .await
         .unwrap();
-    let operator = sign_in(&services.db, &services.cache, &api, operator_phone).await.unwrap();
+    let operator = sign_in(&services.db, &services.cache, &api, operator_phone)
+        .await
+        .unwrap();
     let mut businesses = Vec::new();
     for (business_name, category, staff_phone) in [
         ("Миндаль", "beauty", "+79000000100"),
@@ -201,7 +203,12 @@ async fn each_process_serves_its_own_metrics_when_they_run_apart() {
             201,
         )
         .unwrap();
-        businesses.push((id, sign_in(&services.db, &services.cache, &api, staff_phone).await.unwrap()));
+        businesses.push((
+            id,
+            sign_in(&services.db, &services.cache, &api, staff_phone)
+                .await
+                .unwrap(),
+        ));
     }
     let (salon, salon_staff) = &businesses[0];
     let (market, _) = &businesses[1];
@@ -217,7 +224,9 @@ async fn each_process_serves_its_own_metrics_when_they_run_apart() {
         201,
     )
     .unwrap();
-    let member = sign_in(&services.db, &services.cache, &api, &member_phone()).await.unwrap();
+    let member = sign_in(&services.db, &services.cache, &api, &member_phone())
+        .await
+        .unwrap();
     for amount in ["1500.00", "2500.00"] {
         let qr = expect(
             salon_staff

@@ -9,7 +9,6 @@
 
 use crate::{
     handlers::notify_job::{Notify, RemindEvents},
-    outbox,
     queue::JobError,
     run::JobCtx,
 };

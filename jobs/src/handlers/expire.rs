@@ -7,7 +7,6 @@
 
 use crate::{
     handlers::notify_job::Notify,
-    outbox,
     queue::{Job, JobError, QueueName},
     run::{JobCtx, RunJob},
 };

@@ -9,7 +9,6 @@
 use crate::{
     handlers::notify_job::Notify,
     metrics::CROSS_PROMO_TRIGGERED,
-    outbox,
     queue::{Job, JobError, QueueName},
     run::{JobCtx, RunJob},
 };

@@ -4,7 +4,6 @@
 
 use crate::{
     handlers::notify_job::Notify,
-    outbox,
     queue::{Job, JobError, QueueName},
     run::{JobCtx, RunJob},
 };

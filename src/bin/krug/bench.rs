@@ -15,10 +15,10 @@ mod partner;
 
 pub use partner::{DASHBOARD_TRANSACTIONS, SETTLEMENT_ENTRIES};
 
-use krug::app::Services;
 use jobs::{
     Env, Job, JobCtx, JobError, JobQueue, QueueName, RunJob, client::RawJob, runtime::WorkerOptions,
 };
+use krug::app::Services;
 use serde::{Deserialize, Serialize};
 use sqlx::Connection;
 use std::{

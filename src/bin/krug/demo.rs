@@ -1,15 +1,15 @@
 //! `krug demo`: on a fresh machine, migrates, seeds the coalition and runs a day of the
 //! loyalty cycle through the real HTTP API and a real worker, printing what happened.
 
+use adapters::payments::HttpYooKassa;
+use anyhow::{Context, bail};
+use jobs::{QueueName, runtime::WorkerOptions};
 use krug::{
     app::{Services, migrate},
     config::{Config, PushConfig, SmsConfig},
     seed,
 };
 use krug_client::{ApiClient, expect, scan_and_wait, sign_in, sign_in_session};
-use adapters::payments::HttpYooKassa;
-use anyhow::{Context, bail};
-use jobs::{QueueName, runtime::WorkerOptions};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -160,7 +160,10 @@ async fn day(
             added.data()["phone"].as_str().unwrap_or_default(),
             name
         );
-        staff.push((name, sign_in(&services.db, &services.cache, api, &phone).await?));
+        staff.push((
+            name,
+            sign_in(&services.db, &services.cache, api, &phone).await?,
+        ));
     }
     let staff_of = |name: &str| {
         &staff
@@ -329,8 +332,14 @@ async fn members_round(
         referral.data()["link"].as_str().unwrap_or_default()
     );
     let friend_phone = format!("+7999{:07}", rand::random_range(0..10_000_000u32));
-    let session =
-        sign_in_session(&services.db, &services.cache, api, &friend_phone, json!({"referral_code": code})).await?;
+    let session = sign_in_session(
+        &services.db,
+        &services.cache,
+        api,
+        &friend_phone,
+        json!({"referral_code": code}),
+    )
+    .await?;
     let friend = api.signed_in_session(&session)?;
     println!(
         "  her friend {friend_phone} signs up with code {code} (taken: {})",

@@ -5,8 +5,8 @@
 //! is reported as supporting, never as the target met.
 
 use super::{Figure, System, Verdict, ms, percentile, replace_database};
-use krug::app::Services;
 use domain::loyalty::EntryKind;
+use krug::app::Services;
 use rust_decimal::Decimal;
 use sqlx::Connection;
 use std::time::{Duration, Instant};
