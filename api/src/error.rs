@@ -1,5 +1,6 @@
-//! Errors: the one `ApiError` of every operation, and the middleware that gives poem's own
-//! errors (unknown route, wrong method, oversized or malformed body) the same envelope.
+//! Errors: the one `ApiError` handlers build, the `Errors<S>` each operation declares (the
+//! statuses its spec lists), and the middleware that gives poem's own errors (unknown
+//! route, wrong method, oversized or malformed body) the same envelope.
 
 use crate::envelope::ErrorEnvelope;
 use poem::{Endpoint, IntoResponse, Request, Response, http::StatusCode};
@@ -9,8 +10,9 @@ use poem_openapi::{
     registry::{MetaResponses, Registry},
 };
 
-/// Every error an operation can answer with. Expected outcomes carry their own code;
-/// unexpected failures are logged with their cause and answered with a generic message.
+/// Every error the API answers with. Expected outcomes carry their own code; unexpected
+/// failures are logged with their cause and answered with a generic message. An operation
+/// declares the part of it that it can answer as `Errors<S>`.
 #[derive(Debug, ApiResponse)]
 pub enum ApiError {
     /// The request is malformed.
@@ -150,7 +152,7 @@ pub const UNAVAILABLE: u16 = 1 << 10;
 pub const SERVER: u16 = INTERNAL | UNAVAILABLE;
 /// What a bearer token's check answers (`crate::auth`), before the operation runs: 401 for
 /// a missing, invalid or ended token, 403 for a blocked member's or another role's token,
-/// and the database's answers (a ended session's owner is looked up).
+/// and the database's answers (an ended session's owner is looked up).
 pub const SIGNED_IN: u16 = UNAUTHORIZED | FORBIDDEN | SERVER;
 /// What reading a JSON body answers: 400 when it does not parse or fit the schema, 413
 /// over `MAX_BODY_BYTES`, 415 when it is not `application/json`.
