@@ -241,6 +241,54 @@ async fn each_operation_lists_the_error_statuses_it_can_answer() {
     }
 }
 
+/// What the framework answers before a handler runs is listed too, on every operation: 401
+/// and 403 where a token is checked (and 401 nowhere else but the two sign-in steps that
+/// refuse a code or a refresh token), 400, 413 and 415 where a JSON body is read, and 400
+/// where a parameter can fail to parse (a required one missing, or one that is more than a
+/// plain string).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_lists_what_is_answered_before_its_handler_runs() {
+    let app = TestApp::spawn_with(Options {
+        no_worker: true,
+        ..Default::default()
+    })
+    .await;
+    let spec = app.api.get("//openapi.json").await.unwrap().body;
+    let mut checked = 0;
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let listed = |status: &str| operation["responses"].get(status).is_some();
+            let name = format!("{method} {path}");
+            if operation["security"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty())
+            {
+                assert!(listed("401") && listed("403"), "{name}: 401 and 403");
+            } else if !["/auth/verify-code", "/auth/refresh"].contains(&path.as_str()) {
+                assert!(!listed("401"), "{name} is public: no 401");
+            }
+            if operation["requestBody"].is_object() {
+                for status in ["400", "413", "415"] {
+                    assert!(listed(status), "{name} reads JSON: {status}");
+                }
+            }
+            let parsed = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| {
+                    (p["in"] != "path" && p["required"] == true)
+                        || p["schema"] != json!({"type": "string"})
+                });
+            if parsed {
+                assert!(listed("400"), "{name} parses a parameter: 400");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 70, "only {checked} operations found");
+}
+
 async fn scans_done(app: &TestApp) -> f64 {
     let text = crate::helpers::http()
         .get(format!("{}/metrics", app.api.base))
