@@ -1,12 +1,18 @@
-//! Errors: the one `ApiError` of every operation, and the middleware that gives poem's own
-//! errors (unknown route, wrong method, oversized or malformed body) the same envelope.
+//! Errors: the one `ApiError` handlers build, the `Errors<S>` each operation declares (the
+//! statuses its spec lists), and the middleware that gives poem's own errors (unknown
+//! route, wrong method, oversized or malformed body) the same envelope.
 
 use crate::envelope::ErrorEnvelope;
 use poem::{Endpoint, IntoResponse, Request, Response, http::StatusCode};
-use poem_openapi::{ApiResponse, payload::Json};
+use poem_openapi::{
+    ApiResponse,
+    payload::Json,
+    registry::{MetaResponses, Registry},
+};
 
-/// Every error an operation can answer with. Expected outcomes carry their own code;
-/// unexpected failures are logged with their cause and answered with a generic message.
+/// Every error the API answers with. Expected outcomes carry their own code; unexpected
+/// failures are logged with their cause and answered with a generic message. An operation
+/// declares the part of it that it can answer as `Errors<S>`.
 #[derive(Debug, ApiResponse)]
 pub enum ApiError {
     /// The request is malformed.
@@ -109,8 +115,108 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-/// The result of every operation.
-pub type ApiResult<T> = Result<T, ApiError>;
+impl ApiError {
+    /// The status this error answers with.
+    fn status(&self) -> u16 {
+        match self {
+            Self::BadRequest(_) => 400,
+            Self::Unauthorized(_) => 401,
+            Self::Forbidden(_) => 403,
+            Self::NotFound(_) => 404,
+            Self::Conflict(_) => 409,
+            Self::PayloadTooLarge(_) => 413,
+            Self::UnsupportedMediaType(_) => 415,
+            Self::Unprocessable(_) => 422,
+            Self::TooManyRequests(..) => 429,
+            Self::Internal(_) => 500,
+            Self::Unavailable(_) => 503,
+        }
+    }
+}
+
+// The statuses an operation can answer with besides its successes, as bits of the `S` of
+// `Errors<S>`: each operation's spec lists its own, not every status `ApiError` has.
+pub const BAD_REQUEST: u16 = 1 << 0;
+pub const UNAUTHORIZED: u16 = 1 << 1;
+pub const FORBIDDEN: u16 = 1 << 2;
+pub const NOT_FOUND: u16 = 1 << 3;
+pub const CONFLICT: u16 = 1 << 4;
+pub const PAYLOAD_TOO_LARGE: u16 = 1 << 5;
+pub const UNSUPPORTED_MEDIA_TYPE: u16 = 1 << 6;
+pub const UNPROCESSABLE: u16 = 1 << 7;
+pub const TOO_MANY_REQUESTS: u16 = 1 << 8;
+pub const INTERNAL: u16 = 1 << 9;
+pub const UNAVAILABLE: u16 = 1 << 10;
+
+/// What anything that reads the database can answer: 500, and 503 while it is down.
+pub const SERVER: u16 = INTERNAL | UNAVAILABLE;
+/// What a bearer token's check answers (`crate::auth`), before the operation runs: 401 for
+/// a missing, invalid or ended token, 403 for a blocked member's or another role's token,
+/// and the database's answers (an ended session's owner is looked up).
+pub const SIGNED_IN: u16 = UNAUTHORIZED | FORBIDDEN | SERVER;
+/// What reading a JSON body answers: 400 when it does not parse or fit the schema, 413
+/// over `MAX_BODY_BYTES`, 415 when it is not `application/json`.
+pub const JSON_BODY: u16 = BAD_REQUEST | PAYLOAD_TOO_LARGE | UNSUPPORTED_MEDIA_TYPE;
+
+/// The bit of `status` in an `Errors<S>` set.
+const fn bit(status: u16) -> u16 {
+    match status {
+        400 => BAD_REQUEST,
+        401 => UNAUTHORIZED,
+        403 => FORBIDDEN,
+        404 => NOT_FOUND,
+        409 => CONFLICT,
+        413 => PAYLOAD_TOO_LARGE,
+        415 => UNSUPPORTED_MEDIA_TYPE,
+        422 => UNPROCESSABLE,
+        429 => TOO_MANY_REQUESTS,
+        500 => INTERNAL,
+        503 => UNAVAILABLE,
+        _ => 0,
+    }
+}
+
+/// The error type an operation declares: an `ApiError` whose spec lists only the statuses
+/// in `S` (e.g. `Errors<{ SIGNED_IN | NOT_FOUND }>`). Handlers build `ApiError`s and
+/// convert with `?` or `.into()`; answering a status outside `S` is a bug in the
+/// operation's declaration, caught by a debug assertion (the system tests run debug
+/// builds).
+#[derive(Debug)]
+pub struct Errors<const S: u16>(ApiError);
+
+impl<const S: u16, E: Into<ApiError>> From<E> for Errors<S> {
+    fn from(error: E) -> Self {
+        let error = error.into();
+        debug_assert!(
+            S & bit(error.status()) != 0,
+            "an operation answered {}, which its declared statuses do not list: {error:?}",
+            error.status()
+        );
+        Self(error)
+    }
+}
+
+impl<const S: u16> From<Errors<S>> for poem::Error {
+    fn from(errors: Errors<S>) -> Self {
+        errors.0.into()
+    }
+}
+
+impl<const S: u16> ApiResponse for Errors<S> {
+    fn meta() -> MetaResponses {
+        let mut meta = ApiError::meta();
+        meta.responses
+            .retain(|response| response.status.is_some_and(|status| S & bit(status) != 0));
+        meta
+    }
+
+    fn register(registry: &mut Registry) {
+        ApiError::register(registry);
+    }
+}
+
+/// The result of an operation that can fail with the statuses in `S`.
+pub type ApiResult<T, const S: u16> = Result<T, Errors<S>>;
 
 /// The methods each route of the spec answers, for the `Allow` header of a 405.
 #[derive(Debug, Default)]
@@ -236,4 +342,58 @@ fn enveloped(response: Response, message: Option<String>) -> Response {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed<const S: u16>() -> Vec<u16> {
+        Errors::<S>::meta()
+            .responses
+            .iter()
+            .filter_map(|r| r.status)
+            .collect()
+    }
+
+    #[test]
+    fn every_status_of_api_error_has_its_own_bit() {
+        let statuses: Vec<u16> = ApiError::meta()
+            .responses
+            .iter()
+            .map(|r| r.status.expect("each variant has one status"))
+            .collect();
+        let bits: u16 = statuses.iter().map(|s| bit(*s)).fold(0, |all, b| {
+            assert_eq!(all & b, 0, "two statuses share a bit");
+            all | b
+        });
+        assert!(statuses.iter().all(|s| bit(*s) != 0), "{statuses:?}");
+        assert_eq!(bits.count_ones() as usize, statuses.len());
+    }
+
+    #[test]
+    fn an_operation_lists_only_the_statuses_it_declares() {
+        assert_eq!(
+            listed::<{ SIGNED_IN | CONFLICT }>(),
+            [401, 403, 409, 500, 503]
+        );
+        assert_eq!(
+            listed::<{ JSON_BODY | UNAVAILABLE }>(),
+            [400, 413, 415, 503]
+        );
+        assert_eq!(listed::<0>(), Vec::<u16>::new());
+    }
+
+    #[test]
+    fn a_declared_status_converts_into_the_operation_error() {
+        let error: Errors<NOT_FOUND> = ApiError::not_found("x", "y").into();
+        assert_eq!(error.0.status(), 404);
+    }
+
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "which its declared statuses do not list")]
+    fn an_undeclared_status_is_a_bug_caught_in_debug_builds() {
+        let _: Errors<NOT_FOUND> = ApiError::conflict("x", "y").into();
+    }
 }

@@ -198,6 +198,97 @@ async fn system_endpoints_answer() {
     }
 }
 
+/// Each operation's spec lists the error statuses it can answer, not every status the API
+/// has: a client reading it learns which failures to handle where.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_operation_lists_the_error_statuses_it_can_answer() {
+    let app = TestApp::spawn_with(Options {
+        no_worker: true,
+        ..Default::default()
+    })
+    .await;
+    let spec = app.api.get("//openapi.json").await.unwrap().body;
+    let statuses = |path: &str, method: &str| -> Vec<u16> {
+        let responses = spec["paths"][path][method]["responses"]
+            .as_object()
+            .unwrap_or_else(|| panic!("{method} {path} is in the spec"));
+        responses.keys().map(|s| s.parse().unwrap()).collect()
+    };
+    let cases: [(&str, &str, &[u16]); 5] = [
+        // A profile read has no parameters and changes nothing: no 400, 409 or 422.
+        ("/users/me/settings", "get", &[200, 401, 403, 404, 500, 503]),
+        // A device token another member holds is a conflict; too many devices a 422.
+        (
+            "/users/me/devices",
+            "post",
+            &[201, 400, 401, 403, 404, 409, 413, 415, 422, 500, 503],
+        ),
+        // Public and rate limited: 429, never 401.
+        (
+            "/auth/send-code",
+            "post",
+            &[202, 400, 413, 415, 422, 429, 500, 503],
+        ),
+        // An operator's read of the queues: nothing to parse, nothing to find.
+        ("/admin/queues", "get", &[200, 401, 403, 500, 503]),
+        // ЮKassa's webhook answers 200 once handled, or 503 to have it sent again.
+        ("/payments/yookassa", "post", &[200, 400, 413, 415, 503]),
+    ];
+    for (path, method, expected) in cases {
+        let mut listed = statuses(path, method);
+        listed.sort_unstable();
+        assert_eq!(listed, expected, "{method} {path}");
+    }
+}
+
+/// What the framework answers before a handler runs is listed too, on every operation: 401
+/// and 403 where a token is checked (and 401 nowhere else but the two sign-in steps that
+/// refuse a code or a refresh token), 400, 413 and 415 where a JSON body is read, and 400
+/// where a parameter can fail to parse (a required one missing, or one that is more than a
+/// plain string).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_operation_lists_what_is_answered_before_its_handler_runs() {
+    let app = TestApp::spawn_with(Options {
+        no_worker: true,
+        ..Default::default()
+    })
+    .await;
+    let spec = app.api.get("//openapi.json").await.unwrap().body;
+    let mut checked = 0;
+    for (path, operations) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in operations.as_object().unwrap() {
+            let listed = |status: &str| operation["responses"].get(status).is_some();
+            let name = format!("{method} {path}");
+            if operation["security"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty())
+            {
+                assert!(listed("401") && listed("403"), "{name}: 401 and 403");
+            } else if !["/auth/verify-code", "/auth/refresh"].contains(&path.as_str()) {
+                assert!(!listed("401"), "{name} is public: no 401");
+            }
+            if operation["requestBody"].is_object() {
+                for status in ["400", "413", "415"] {
+                    assert!(listed(status), "{name} reads JSON: {status}");
+                }
+            }
+            let parsed = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| {
+                    (p["in"] != "path" && p["required"] == true)
+                        || p["schema"] != json!({"type": "string"})
+                });
+            if parsed {
+                assert!(listed("400"), "{name} parses a parameter: 400");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 70, "only {checked} operations found");
+}
+
 async fn scans_done(app: &TestApp) -> f64 {
     let text = crate::helpers::http()
         .get(format!("{}/metrics", app.api.base))

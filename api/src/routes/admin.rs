@@ -5,7 +5,9 @@ use crate::{
     audit::{self, Change},
     auth::{Operator, Superadmin},
     envelope::Envelope,
-    error::{ApiError, ApiResult},
+    error::{
+        ApiError, ApiResult, BAD_REQUEST, CONFLICT, JSON_BODY, NOT_FOUND, SIGNED_IN, UNPROCESSABLE,
+    },
     routes::positive_money,
     state::AppState,
     wire::Amount,
@@ -837,7 +839,7 @@ impl AdminApi {
     async fn list_businesses(
         &self,
         _operator: Operator,
-    ) -> ApiResult<Json<Envelope<BusinessList>>> {
+    ) -> ApiResult<Json<Envelope<BusinessList>>, SIGNED_IN> {
         let state = &self.state;
         let all = businesses::list_all(&state.db).await?;
         let ids: Vec<Uuid> = all.iter().map(|b| b.id).collect();
@@ -865,7 +867,7 @@ impl AdminApi {
         &self,
         superadmin: Superadmin,
         body: Json<CreateBusiness>,
-    ) -> ApiResult<CreatedBusiness> {
+    ) -> ApiResult<CreatedBusiness, { SIGNED_IN | JSON_BODY | UNPROCESSABLE }> {
         let body = body.0;
         let state = &self.state;
         let integration = match body.crm_type {
@@ -933,7 +935,10 @@ impl AdminApi {
         superadmin: Superadmin,
         id: Path<Uuid>,
         body: Json<UpdateBusiness>,
-    ) -> ApiResult<Json<Envelope<BusinessView>>> {
+    ) -> ApiResult<
+        Json<Envelope<BusinessView>>,
+        { SIGNED_IN | JSON_BODY | NOT_FOUND | UNPROCESSABLE },
+    > {
         let state = &self.state;
         let body = body.0;
         // Checked before the transaction: the URL check may wait on DNS.
@@ -951,7 +956,8 @@ impl AdminApi {
             return Err(ApiError::unprocessable(
                 "medical_flag_permanent",
                 "A medical business stays medical: the flag cannot be cleared.",
-            ));
+            )
+            .into());
         }
         match first_change {
             FirstIntegration::Unchanged => {}
@@ -1017,7 +1023,7 @@ impl AdminApi {
         superadmin: Superadmin,
         id: Path<Uuid>,
         body: Json<CreateIntegration>,
-    ) -> ApiResult<CreatedIntegration> {
+    ) -> ApiResult<CreatedIntegration, { SIGNED_IN | JSON_BODY | NOT_FOUND | UNPROCESSABLE }> {
         let state = &self.state;
         existing_business(state, id.0).await?;
         let body = body.0;
@@ -1053,7 +1059,10 @@ impl AdminApi {
         id: Path<Uuid>,
         iid: Path<Uuid>,
         body: Json<UpdateIntegration>,
-    ) -> ApiResult<Json<Envelope<IntegrationView>>> {
+    ) -> ApiResult<
+        Json<Envelope<IntegrationView>>,
+        { SIGNED_IN | JSON_BODY | NOT_FOUND | UNPROCESSABLE },
+    > {
         let state = &self.state;
         let current = integrations::get(&state.db, iid.0)
             .await?
@@ -1084,7 +1093,7 @@ impl AdminApi {
         superadmin: Superadmin,
         id: Path<Uuid>,
         iid: Path<Uuid>,
-    ) -> ApiResult<DeletedIntegration> {
+    ) -> ApiResult<DeletedIntegration, { SIGNED_IN | BAD_REQUEST | NOT_FOUND }> {
         let state = &self.state;
         let current = integrations::get(&state.db, iid.0)
             .await?
@@ -1092,10 +1101,9 @@ impl AdminApi {
             .ok_or_else(|| ApiError::not_found("integration_not_found", "No such integration."))?;
         let mut tx = state.db.begin().await?;
         if !integrations::delete(&mut *tx, id.0, iid.0).await? {
-            return Err(ApiError::not_found(
-                "integration_not_found",
-                "No such integration.",
-            ));
+            return Err(
+                ApiError::not_found("integration_not_found", "No such integration.").into(),
+            );
         }
         audit::record(
             &mut *tx,
@@ -1115,7 +1123,7 @@ impl AdminApi {
         superadmin: Superadmin,
         id: Path<Uuid>,
         body: Json<AddStaff>,
-    ) -> ApiResult<AddedStaff> {
+    ) -> ApiResult<AddedStaff, { SIGNED_IN | JSON_BODY | NOT_FOUND | UNPROCESSABLE }> {
         let state = &self.state;
         let phone = PhoneNumber::parse(&body.phone)
             .map_err(|e| ApiError::unprocessable("invalid_phone", e.to_string()))?;
@@ -1150,7 +1158,10 @@ impl AdminApi {
         superadmin: Superadmin,
         id: Path<Uuid>,
         user_id: Path<Uuid>,
-    ) -> ApiResult<Json<Envelope<crate::routes::partner::StaffChange>>> {
+    ) -> ApiResult<
+        Json<Envelope<crate::routes::partner::StaffChange>>,
+        { SIGNED_IN | BAD_REQUEST | NOT_FOUND | CONFLICT },
+    > {
         let state = &self.state;
         existing_business(state, id.0).await?;
         let removed =
@@ -1161,17 +1172,18 @@ impl AdminApi {
 
     /// Poll this business's CRMs now (also integrations marked failing).
     #[oai(path = "/businesses/:id/poll", method = "post")]
-    async fn poll_now(&self, superadmin: Superadmin, id: Path<Uuid>) -> ApiResult<PollAccepted> {
+    async fn poll_now(
+        &self,
+        superadmin: Superadmin,
+        id: Path<Uuid>,
+    ) -> ApiResult<PollAccepted, { SIGNED_IN | BAD_REQUEST | NOT_FOUND | CONFLICT }> {
         let state = &self.state;
         let business = existing_business(state, id.0).await?;
         if integrations::of_business(&state.db, business.id)
             .await?
             .is_empty()
         {
-            return Err(ApiError::conflict(
-                "no_crm",
-                "This business has no CRM to poll.",
-            ));
+            return Err(ApiError::conflict("no_crm", "This business has no CRM to poll.").into());
         }
         let job_id = Uuid::now_v7();
         let job = PollCrm {
@@ -1202,7 +1214,7 @@ impl AdminApi {
         &self,
         superadmin: Superadmin,
         body: Json<CreatePromoChain>,
-    ) -> ApiResult<CreatedPromoChain> {
+    ) -> ApiResult<CreatedPromoChain, { SIGNED_IN | JSON_BODY | UNPROCESSABLE }> {
         let new = validated_chain(&self.state, &body.0, true).await?;
         let mut tx = self.state.db.begin().await?;
         let view = chain_view(storage::coupons::create_chain(&mut *tx, &new).await?);
@@ -1221,7 +1233,7 @@ impl AdminApi {
     async fn list_promo_chains(
         &self,
         _operator: Operator,
-    ) -> ApiResult<Json<Envelope<PromoChainList>>> {
+    ) -> ApiResult<Json<Envelope<PromoChainList>>, SIGNED_IN> {
         let chains = storage::coupons::all_chains(&self.state.db).await?;
         Ok(Json(Envelope::new(PromoChainList {
             items: chains.into_iter().map(chain_view).collect(),
@@ -1237,7 +1249,10 @@ impl AdminApi {
         superadmin: Superadmin,
         id: Path<Uuid>,
         body: Json<UpdatePromoChain>,
-    ) -> ApiResult<Json<Envelope<PromoChainView>>> {
+    ) -> ApiResult<
+        Json<Envelope<PromoChainView>>,
+        { SIGNED_IN | JSON_BODY | NOT_FOUND | UNPROCESSABLE },
+    > {
         let state = &self.state;
         let mut tx = state.db.begin().await?;
         let current = storage::coupons::chain_for_update(&mut *tx, id.0)

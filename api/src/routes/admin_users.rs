@@ -6,7 +6,7 @@ use crate::{
     audit::{self, Change},
     auth::Superadmin,
     envelope::Envelope,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, CONFLICT, JSON_BODY, NOT_FOUND, SIGNED_IN},
     state::AppState,
 };
 use domain::{Tier, messages::Message};
@@ -77,7 +77,8 @@ impl AdminUsersApi {
         superadmin: Superadmin,
         id: Path<Uuid>,
         body: Json<SetTier>,
-    ) -> ApiResult<Json<Envelope<MemberTierView>>> {
+    ) -> ApiResult<Json<Envelope<MemberTierView>>, { SIGNED_IN | JSON_BODY | NOT_FOUND | CONFLICT }>
+    {
         let state = &self.state;
         let user = id.0;
         let wanted = Tier::from(body.0.status_tier);
@@ -121,7 +122,8 @@ impl AdminUsersApi {
                 return Err(ApiError::conflict(
                     "not_inner_circle",
                     "This member is not in the Inner Circle; the other tiers follow purchases.",
-                ));
+                )
+                .into());
             }
             audit::record(
                 &mut *tx,

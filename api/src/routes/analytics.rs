@@ -3,7 +3,7 @@
 use crate::{
     auth::Operator,
     envelope::Envelope,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, BAD_REQUEST, SIGNED_IN, UNPROCESSABLE},
     routes::page_limit,
     state::AppState,
     wire::Amount,
@@ -65,7 +65,7 @@ impl AnalyticsApi {
         date: Query<Date>,
         cursor: Query<Option<Uuid>>,
         limit: Query<Option<u32>>,
-    ) -> ApiResult<Json<Envelope<RfmReport>>> {
+    ) -> ApiResult<Json<Envelope<RfmReport>>, { SIGNED_IN | BAD_REQUEST | UNPROCESSABLE }> {
         let limit = page_limit(limit.0)?;
         let ch = &self.state.clickhouse;
         let unavailable = |e: anyhow::Error| {

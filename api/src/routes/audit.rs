@@ -4,7 +4,7 @@
 use crate::{
     auth::Operator,
     envelope::{Envelope, Page},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, BAD_REQUEST, SIGNED_IN, UNPROCESSABLE},
     routes::{page_limit, parse_cursor},
     state::AppState,
     wire::Amount,
@@ -88,7 +88,8 @@ impl AuditApi {
         target: Query<Option<String>>,
         cursor: Query<Option<String>>,
         limit: Query<Option<u32>>,
-    ) -> ApiResult<Json<Envelope<Page<AuditEntryView>>>> {
+    ) -> ApiResult<Json<Envelope<Page<AuditEntryView>>>, { SIGNED_IN | BAD_REQUEST | UNPROCESSABLE }>
+    {
         let filter = audit::Filter {
             actor_id: actor.0,
             target_id: target.0.filter(|t| !t.is_empty()),
@@ -131,7 +132,8 @@ impl AuditApi {
         business_id: Query<Option<Uuid>>,
         cursor: Query<Option<String>>,
         limit: Query<Option<u32>>,
-    ) -> ApiResult<Json<Envelope<Page<FraudFlagView>>>> {
+    ) -> ApiResult<Json<Envelope<Page<FraudFlagView>>>, { SIGNED_IN | BAD_REQUEST | UNPROCESSABLE }>
+    {
         let page = fraud::page(
             &self.state.db,
             business_id.0,

@@ -4,7 +4,10 @@ use crate::{
     auth::Auth,
     client_ip::ClientIp,
     envelope::Envelope,
-    error::{ApiError, ApiResult},
+    error::{
+        ApiError, ApiResult, FORBIDDEN, JSON_BODY, SERVER, SIGNED_IN, TOO_MANY_REQUESTS,
+        UNAUTHORIZED, UNPROCESSABLE,
+    },
     jwt::{ACCESS_TTL_S, REFRESH_TTL_S},
     limits::{REFUSED, SMS_BUDGET_USED},
     routes::users::{UserView, user_view},
@@ -133,25 +136,27 @@ impl AuthApi {
         &self,
         client: ClientIp,
         body: Json<SendCodeRequest>,
-    ) -> ApiResult<SendCodeResponse> {
+    ) -> ApiResult<SendCodeResponse, { JSON_BODY | UNPROCESSABLE | TOO_MANY_REQUESTS | SERVER }>
+    {
         let state = &self.state;
         let phone = parse_phone(&body.phone)?;
         if !phone.is_mobile() {
             return Err(ApiError::unprocessable(
                 "invalid_phone",
                 "Login codes are sent to mobile numbers only (+7 9…).",
-            ));
+            )
+            .into());
         }
         let windows = send_windows(state, &phone, client.0);
         match state.cache.take(&windows).await {
             Err(e) => {
                 tracing::warn!(error = %e, "rate limiter unavailable");
-                return Err(ApiError::queue_unavailable());
+                return Err(ApiError::queue_unavailable().into());
             }
             Ok(Taken::Refused {
                 index,
                 retry_after_s,
-            }) => return Err(send_refusal(index, retry_after_s, state)),
+            }) => return Err(send_refusal(index, retry_after_s, state).into()),
             Ok(Taken::Allowed { counts }) => {
                 if let Some(used) = counts.get(SendWindow::Budget as usize) {
                     SMS_BUDGET_USED.set(*used as i64);
@@ -190,7 +195,7 @@ impl AuthApi {
                 let _ = otp::delete(&state.db, otp_id).await;
                 let _ = storage::outbox::delete(&state.db, otp_id).await;
                 let _ = state.cache.give_back(&windows).await;
-                return Err(ApiError::queue_unavailable());
+                return Err(ApiError::queue_unavailable().into());
             }
             // Pushed, but not marked relayed: reconcile may push again, which is a no-op.
             tracing::warn!(error = %e, "otp_send enqueued but not marked relayed");
@@ -215,15 +220,17 @@ impl AuthApi {
         &self,
         client: ClientIp,
         body: Json<VerifyCodeRequest>,
-    ) -> ApiResult<Json<Envelope<Session>>> {
+    ) -> ApiResult<
+        Json<Envelope<Session>>,
+        { JSON_BODY | UNAUTHORIZED | FORBIDDEN | UNPROCESSABLE | TOO_MANY_REQUESTS | SERVER },
+    > {
         let state = &self.state;
         let phone = parse_phone(&body.phone)?;
         let code = body.code.trim();
         if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ApiError::unprocessable(
-                "invalid_code_format",
-                "The code is six digits.",
-            ));
+            return Err(
+                ApiError::unprocessable("invalid_code_format", "The code is six digits.").into(),
+            );
         }
         // Checked before the login code is spent: a typo here must not cost a new SMS.
         let referral_code = body
@@ -246,7 +253,7 @@ impl AuthApi {
             match state.cache.blocked_for(key, limit).await {
                 Err(e) => {
                     tracing::warn!(error = %e, "rate limiter unavailable");
-                    return Err(ApiError::queue_unavailable());
+                    return Err(ApiError::queue_unavailable().into());
                 }
                 Ok(Some(wait)) => {
                     REFUSED.with_label_values(&[name]).inc();
@@ -254,7 +261,8 @@ impl AuthApi {
                         "too_many_attempts",
                         format!("Too many failed attempts; try again in {wait} s."),
                         wait,
-                    ));
+                    )
+                    .into());
                 }
                 Ok(None) => {}
             }
@@ -267,19 +275,23 @@ impl AuthApi {
             otp.consumed_at.is_none() && otp.expires_at > now && otp.attempts < MAX_ATTEMPTS
         }) else {
             drop(tx);
-            return Err(failed_check(state, &ip_key, &phone_key, &backoff_key).await);
+            return Err(failed_check(state, &ip_key, &phone_key, &backoff_key)
+                .await
+                .into());
         };
         if !constant_time_eq(&expected, &otp.code_hash) {
             otp::record_failed_attempt(&mut tx, otp.id).await?;
             tx.commit().await?;
-            return Err(failed_check(state, &ip_key, &phone_key, &backoff_key).await);
+            return Err(failed_check(state, &ip_key, &phone_key, &backoff_key)
+                .await
+                .into());
         }
         otp::consume(&mut tx, otp.id).await?;
         let user = users::find_or_create(&mut *tx, &phone).await?;
         if user.blocked_at.is_some() {
             // Told only once the code proved the phone hers; the code is spent either way.
             tx.commit().await?;
-            return Err(ApiError::member_blocked());
+            return Err(ApiError::member_blocked().into());
         }
         let refresh_token = new_refresh_token();
         let session_id = Uuid::new_v4();
@@ -314,7 +326,10 @@ impl AuthApi {
     /// The old refresh token stops working. Presenting it again revokes every token of
     /// its session: it can only have been stolen.
     #[oai(path = "/refresh", method = "post")]
-    async fn refresh(&self, body: Json<RefreshRequest>) -> ApiResult<Json<Envelope<TokenPair>>> {
+    async fn refresh(
+        &self,
+        body: Json<RefreshRequest>,
+    ) -> ApiResult<Json<Envelope<TokenPair>>, { JSON_BODY | UNAUTHORIZED | SERVER }> {
         let state = &self.state;
         let new_token = new_refresh_token();
         let rotation = tokens::rotate(
@@ -339,12 +354,14 @@ impl AuthApi {
                 Err(ApiError::unauthorized(
                     "refresh_token_reused",
                     "This refresh token was already used; the session is revoked. Sign in again.",
-                ))
+                )
+                .into())
             }
             Rotation::Invalid => Err(ApiError::unauthorized(
                 "invalid_refresh_token",
                 "The refresh token is unknown, expired or revoked.",
-            )),
+            )
+            .into()),
         }
     }
 
@@ -355,7 +372,7 @@ impl AuthApi {
         &self,
         auth: Auth,
         body: Json<RefreshRequest>,
-    ) -> ApiResult<Json<Envelope<LogoutResult>>> {
+    ) -> ApiResult<Json<Envelope<LogoutResult>>, { SIGNED_IN | JSON_BODY }> {
         let state = &self.state;
         let family = tokens::revoke(&state.db, auth.user_id(), &body.refresh_token).await?;
         // The session of the access token used to sign out ends too.

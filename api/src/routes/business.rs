@@ -3,7 +3,7 @@
 use crate::{
     auth::Auth,
     envelope::Envelope,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, BAD_REQUEST, JSON_BODY, NOT_FOUND, SIGNED_IN, UNPROCESSABLE},
     limits::REFUSED,
     routes::{
         loyalty::QR_CODE_LEN,
@@ -68,7 +68,7 @@ fn catalog_entry(b: Business, images: Vec<ImageView>) -> CatalogEntry {
 
 impl BusinessApi {
     /// Catalog entries with their ready images, logo first.
-    async fn catalog(&self, businesses: Vec<Business>) -> ApiResult<Vec<CatalogEntry>> {
+    async fn catalog(&self, businesses: Vec<Business>) -> Result<Vec<CatalogEntry>, ApiError> {
         let ids: Vec<Uuid> = businesses.iter().map(|b| b.id).collect();
         let mut media = storage::media::of_businesses(&self.state.db, &ids).await?;
         media.sort_by_key(|m| m.purpose != "business_logo");
@@ -113,7 +113,7 @@ pub struct IssuedQr {
 impl BusinessApi {
     /// The partner businesses.
     #[oai(path = "/businesses", method = "get")]
-    async fn list(&self, _auth: Auth) -> ApiResult<Json<Envelope<CatalogList>>> {
+    async fn list(&self, _auth: Auth) -> ApiResult<Json<Envelope<CatalogList>>, SIGNED_IN> {
         let items = businesses::list_active(&self.state.db).await?;
         Ok(Json(Envelope::new(CatalogList {
             items: self.catalog(items).await?,
@@ -122,7 +122,11 @@ impl BusinessApi {
 
     /// One partner business.
     #[oai(path = "/businesses/:id", method = "get")]
-    async fn get(&self, _auth: Auth, id: Path<Uuid>) -> ApiResult<Json<Envelope<CatalogEntry>>> {
+    async fn get(
+        &self,
+        _auth: Auth,
+        id: Path<Uuid>,
+    ) -> ApiResult<Json<Envelope<CatalogEntry>>, { SIGNED_IN | BAD_REQUEST | NOT_FOUND }> {
         let business = businesses::get(&self.state.db, id.0)
             .await?
             .filter(|b| b.is_active)
@@ -137,7 +141,8 @@ impl BusinessApi {
         &self,
         auth: Auth,
         body: Json<IssueQrRequest>,
-    ) -> ApiResult<Json<Envelope<IssuedQr>>> {
+    ) -> ApiResult<Json<Envelope<IssuedQr>>, { SIGNED_IN | JSON_BODY | NOT_FOUND | UNPROCESSABLE }>
+    {
         let state = &self.state;
         let amount = positive_money(body.amount.value(), "amount")?;
         let (business_id, _) = acting_for(state, &auth, body.business_id, Right::IssueQr).await?;
@@ -154,7 +159,8 @@ impl BusinessApi {
                     "A check at this business is at most {} ₽.",
                     business.max_check_amount
                 ),
-            ));
+            )
+            .into());
         }
         // The day's total of this staff member's codes at this business, in kopecks.
         let today = domain::local_time::today(state.timezone);
@@ -170,7 +176,7 @@ impl BusinessApi {
         match state.cache.take(std::slice::from_ref(&day_total)).await {
             Err(e) => {
                 tracing::warn!(error = %e, "QR store unavailable");
-                return Err(ApiError::queue_unavailable());
+                return Err(ApiError::queue_unavailable().into());
             }
             Ok(Taken::Refused { .. }) => {
                 REFUSED.with_label_values(&["staff_qr_daily_total"]).inc();
@@ -192,7 +198,8 @@ impl BusinessApi {
                         "Your QR codes of today would pass {} ₽; an owner or operator can help.",
                         state.limits.staff_qr_daily_total
                     ),
-                ));
+                )
+                .into());
             }
             Ok(Taken::Allowed { .. }) => {}
         }
@@ -203,7 +210,7 @@ impl BusinessApi {
                 .give_back(std::slice::from_ref(&day_total))
                 .await;
         }
-        issued
+        Ok(issued?)
     }
 }
 
@@ -221,7 +228,7 @@ async fn issue_code(
     business: &Business,
     amount: Decimal,
     staff: Uuid,
-) -> ApiResult<Json<Envelope<IssuedQr>>> {
+) -> Result<Json<Envelope<IssuedQr>>, ApiError> {
     let expires_at = OffsetDateTime::now_utc() + QR_VALIDITY;
     let qr = QrCode {
         business_id: business.id,

@@ -10,7 +10,9 @@ use crate::{
     audit::{self, Change},
     auth::{Auth, Operator},
     envelope::{Envelope, ErrorEnvelope, Page},
-    error::{ApiError, ApiResult},
+    error::{
+        ApiError, ApiResult, BAD_REQUEST, CONFLICT, JSON_BODY, NOT_FOUND, SIGNED_IN, UNPROCESSABLE,
+    },
     routes::media::{ImageView, image_views},
     routes::{page_limit, parse_cursor},
     state::AppState,
@@ -134,7 +136,7 @@ pub struct CancellationView {
 }
 
 /// Events as the signed-in user sees them, with their covers.
-async fn event_views(state: &AppState, events: Vec<Event>) -> ApiResult<Vec<EventView>> {
+async fn event_views(state: &AppState, events: Vec<Event>) -> Result<Vec<EventView>, ApiError> {
     let ids: Vec<Uuid> = events.iter().map(|e| e.id).collect();
     let media = storage::media::of_events(&state.db, &ids).await?;
     let mut views = Vec::with_capacity(events.len());
@@ -150,7 +152,7 @@ async fn event_views(state: &AppState, events: Vec<Event>) -> ApiResult<Vec<Even
     Ok(views)
 }
 
-async fn event_view(state: &AppState, event: Event) -> ApiResult<EventView> {
+async fn event_view(state: &AppState, event: Event) -> Result<EventView, ApiError> {
     Ok(event_views(state, vec![event]).await?.remove(0))
 }
 
@@ -324,7 +326,7 @@ impl EventsApi {
 
     /// The member's tier as stored now: access tokens do not carry it, and it changes
     /// with purchases and the nightly tier review.
-    async fn tier(&self, user_id: Uuid) -> ApiResult<Tier> {
+    async fn tier(&self, user_id: Uuid) -> Result<Tier, ApiError> {
         let user = users::get(&self.state.db, user_id).await?.ok_or_else(|| {
             ApiError::not_found("user_not_found", "This account no longer exists.")
         })?;
@@ -347,7 +349,8 @@ impl EventsApi {
         to: Query<Option<Date>>,
         cursor: Query<Option<String>>,
         limit: Query<Option<u32>>,
-    ) -> ApiResult<Json<Envelope<Page<EventView>>>> {
+    ) -> ApiResult<Json<Envelope<Page<EventView>>>, { SIGNED_IN | BAD_REQUEST | UNPROCESSABLE }>
+    {
         let tz = self.state.timezone;
         let status = status
             .0
@@ -358,7 +361,7 @@ impl EventsApi {
         if let (Some(from), Some(to)) = (from.0, to.0)
             && from > to
         {
-            return Err(invalid("invalid_range", "from must not be after to"));
+            return Err(invalid("invalid_range", "from must not be after to").into());
         }
         let filter = EventFilter {
             status,
@@ -385,7 +388,11 @@ impl EventsApi {
 
     /// One event.
     #[oai(path = "/events/:id", method = "get")]
-    async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<Envelope<EventView>>> {
+    async fn get(
+        &self,
+        auth: Auth,
+        id: Path<Uuid>,
+    ) -> ApiResult<Json<Envelope<EventView>>, { SIGNED_IN | BAD_REQUEST | NOT_FOUND }> {
         let event = events::get_visible(&self.state.db, id.0, Self::viewer(&auth))
             .await?
             .ok_or_else(event_not_found)?;
@@ -395,15 +402,19 @@ impl EventsApi {
     /// Propose an event (VIP and Elite members). It is published once an operator
     /// approves it.
     #[oai(path = "/events", method = "post")]
-    async fn propose(&self, auth: Auth, body: Json<ProposeEvent>) -> ApiResult<ProposeResponse> {
+    async fn propose(
+        &self,
+        auth: Auth,
+        body: Json<ProposeEvent>,
+    ) -> ApiResult<ProposeResponse, { SIGNED_IN | JSON_BODY | NOT_FOUND | UNPROCESSABLE }> {
         let user_id = auth.user_id();
         if !auth.0.is_operator() && self.tier(user_id).await? < Tier::Vip {
-            return Err(tier_too_low(
-                "Proposing events needs VIP, Elite or Inner Circle status.",
-            ));
+            return Err(
+                tier_too_low("Proposing events needs VIP, Elite or Inner Circle status.").into(),
+            );
         }
         if body.price.is_some() && !auth.0.is_operator() {
-            return Err(ApiError::forbidden("Only operators set a price."));
+            return Err(ApiError::forbidden("Only operators set a price.").into());
         }
         let new = new_event(body.0, user_id)?;
         let event = events::create(&self.state.db, &new).await?;
@@ -423,14 +434,18 @@ impl EventsApi {
     /// paid. 503 `payments_unavailable`: ЮKassa could not take the payment (no seat is
     /// held).
     #[oai(path = "/events/:id/register", method = "post")]
-    async fn register(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<RegisterResponse> {
+    async fn register(
+        &self,
+        auth: Auth,
+        id: Path<Uuid>,
+    ) -> ApiResult<RegisterResponse, { SIGNED_IN | BAD_REQUEST | NOT_FOUND | CONFLICT }> {
         let db = &self.state.db;
         let user_id = auth.user_id();
         let event = events::get_visible(db, id.0, Self::viewer(&auth))
             .await?
             .ok_or_else(event_not_found)?;
         if !event.status().takes_registrations() {
-            return Err(registration_closed(event.status()));
+            return Err(registration_closed(event.status()).into());
         }
         if event.is_registered {
             return Ok(RegisterResponse::AlreadyRegistered(Json(Envelope::new(
@@ -443,10 +458,11 @@ impl EventsApi {
                 "This event is for the Inner Circle only.".to_owned()
             } else {
                 format!("This event is for {required} members and above.")
-            }));
+            })
+            .into());
         }
         if event.price.is_some() {
-            return self.register_paid(event, user_id).await;
+            return Ok(self.register_paid(event, user_id).await?);
         }
         match events::register(db, event.id, user_id).await? {
             Registration::Registered(event) => Ok(RegisterResponse::Registered(Json(
@@ -455,8 +471,8 @@ impl EventsApi {
             Registration::AlreadyRegistered(event) => Ok(RegisterResponse::AlreadyRegistered(
                 Json(Envelope::new(event_view(&self.state, event).await?)),
             )),
-            Registration::Full => Err(event_full()),
-            Registration::Closed(status) => Err(registration_closed(status)),
+            Registration::Full => Err(event_full().into()),
+            Registration::Closed(status) => Err(registration_closed(status).into()),
         }
     }
 
@@ -471,13 +487,16 @@ impl EventsApi {
         &self,
         auth: Auth,
         id: Path<Uuid>,
-    ) -> ApiResult<Json<Envelope<CancellationView>>> {
+    ) -> ApiResult<
+        Json<Envelope<CancellationView>>,
+        { SIGNED_IN | BAD_REQUEST | NOT_FOUND | CONFLICT },
+    > {
         let db = &self.state.db;
         let event = events::get_visible(db, id.0, Self::viewer(&auth))
             .await?
             .ok_or_else(event_not_found)?;
         if event.price.is_some() {
-            return self.unregister_paid(event, auth.user_id()).await;
+            return Ok(self.unregister_paid(event, auth.user_id()).await?);
         }
         match events::unregister(db, event.id, auth.user_id()).await? {
             Cancellation::Cancelled(event) | Cancellation::NotRegistered(event) => {
@@ -489,14 +508,19 @@ impl EventsApi {
             Cancellation::Completed => Err(ApiError::conflict(
                 "event_completed",
                 "This event is over; its registrations are kept.",
-            )),
+            )
+            .into()),
         }
     }
 }
 
 impl EventsApi {
     /// Holds a seat at a paid event and asks ЮKassa for its payment (see `register`).
-    async fn register_paid(&self, event: Event, user_id: Uuid) -> ApiResult<RegisterResponse> {
+    async fn register_paid(
+        &self,
+        event: Event,
+        user_id: Uuid,
+    ) -> Result<RegisterResponse, ApiError> {
         let db = &self.state.db;
         let (Some(kassa), Some(price)) = (self.state.payments.as_deref(), event.price) else {
             return Err(payments_unavailable(
@@ -575,7 +599,7 @@ impl EventsApi {
         &self,
         event: Event,
         user_id: Uuid,
-    ) -> ApiResult<Json<Envelope<CancellationView>>> {
+    ) -> Result<Json<Envelope<CancellationView>>, ApiError> {
         let db = &self.state.db;
         let early = event.date - self.state.clock.now() >= REFUND_NOTICE;
         let refund = match paid::unregister_paid(db, event.id, user_id, early).await? {
@@ -666,7 +690,8 @@ impl AdminEventsApi {
         operator: Operator,
         id: Path<Uuid>,
         body: Json<UpdateEventStatus>,
-    ) -> ApiResult<Json<Envelope<EventView>>> {
+    ) -> ApiResult<Json<Envelope<EventView>>, { SIGNED_IN | JSON_BODY | NOT_FOUND | UNPROCESSABLE }>
+    {
         let to = parse_status(body.status.trim(), "status")?;
         let viewer = Viewer {
             user_id: operator.user_id(),
@@ -693,8 +718,9 @@ impl AdminEventsApi {
             StatusChange::NotAllowed(from) => Err(invalid(
                 "invalid_transition",
                 format!("status: a {from} event cannot become {to}"),
-            )),
-            StatusChange::NotFound => Err(event_not_found()),
+            )
+            .into()),
+            StatusChange::NotFound => Err(event_not_found().into()),
         }
     }
 }

@@ -4,7 +4,10 @@ use crate::{
     auth::Auth,
     balances::{BalanceView, ExpiringView, NextTierView},
     envelope::{Envelope, Page},
-    error::{ApiError, ApiResult},
+    error::{
+        ApiError, ApiResult, BAD_REQUEST, JSON_BODY, NOT_FOUND, SIGNED_IN, TOO_MANY_REQUESTS,
+        UNPROCESSABLE,
+    },
     limits::REFUSED,
     routes::{page_limit, parse_cursor},
     state::AppState,
@@ -189,7 +192,7 @@ pub struct CouponList {
 impl LoyaltyApi {
     /// My coupons that can still be used, soonest to expire first.
     #[oai(path = "/coupons", method = "get")]
-    async fn coupons(&self, auth: Auth) -> ApiResult<Json<Envelope<CouponList>>> {
+    async fn coupons(&self, auth: Auth) -> ApiResult<Json<Envelope<CouponList>>, SIGNED_IN> {
         let coupons = storage::coupons::active_for_user(&self.state.db, auth.user_id()).await?;
         Ok(Json(Envelope::new(CouponList {
             items: coupons
@@ -210,7 +213,10 @@ impl LoyaltyApi {
 
     /// Bonus balance, lifetime totals and progress to the next tier.
     #[oai(path = "/loyalty/balance", method = "get")]
-    async fn balance(&self, auth: Auth) -> ApiResult<Json<Envelope<BalanceView>>> {
+    async fn balance(
+        &self,
+        auth: Auth,
+    ) -> ApiResult<Json<Envelope<BalanceView>>, { SIGNED_IN | NOT_FOUND }> {
         let db = &self.state.db;
         let user_id = auth.user_id();
         let (cached, epoch) = self.state.balances.get(user_id);
@@ -264,7 +270,8 @@ impl LoyaltyApi {
         auth: Auth,
         cursor: Query<Option<String>>,
         limit: Query<Option<u32>>,
-    ) -> ApiResult<Json<Envelope<Page<LedgerEntryView>>>> {
+    ) -> ApiResult<Json<Envelope<Page<LedgerEntryView>>>, { SIGNED_IN | BAD_REQUEST | UNPROCESSABLE }>
+    {
         let page = loyalty::ledger_page(
             &self.state.history,
             auth.user_id(),
@@ -292,15 +299,15 @@ impl LoyaltyApi {
         #[oai(name = "type")] transaction_type: Query<Option<TransactionType>>,
         cursor: Query<Option<String>>,
         limit: Query<Option<u32>>,
-    ) -> ApiResult<Json<Envelope<Page<TransactionView>>>> {
+    ) -> ApiResult<Json<Envelope<Page<TransactionView>>>, { SIGNED_IN | BAD_REQUEST | UNPROCESSABLE }>
+    {
         let tz = self.state.timezone;
         if let (Some(from), Some(to)) = (from.0, to.0)
             && from > to
         {
-            return Err(ApiError::unprocessable(
-                "invalid_range",
-                "from must not be after to",
-            ));
+            return Err(
+                ApiError::unprocessable("invalid_range", "from must not be after to").into(),
+            );
         }
         let filter = loyalty::HistoryFilter {
             business_id: business_id.0,
@@ -346,14 +353,20 @@ impl LoyaltyApi {
     /// issued herself as staff (422 `self_scan`), more than
     /// `KRUG_SCANS_PER_MEMBER_PER_MINUTE` scans a minute (429 `too_many_scans`).
     #[oai(path = "/transactions/scan", method = "post")]
-    async fn scan(&self, auth: Auth, body: Json<ScanRequestBody>) -> ApiResult<ScanResponse> {
+    async fn scan(
+        &self,
+        auth: Auth,
+        body: Json<ScanRequestBody>,
+    ) -> ApiResult<ScanResponse, { SIGNED_IN | JSON_BODY | UNPROCESSABLE | TOO_MANY_REQUESTS }>
+    {
         let state = &self.state;
         let code = body.code.trim().to_uppercase();
         if !is_human_code(&code, QR_CODE_LEN) {
             return Err(ApiError::unprocessable(
                 "invalid_code",
                 "This is not a code from a staff QR screen.",
-            ));
+            )
+            .into());
         }
         let redeem = match body.redeem_bonus {
             None => Decimal::ZERO,
@@ -384,7 +397,8 @@ impl LoyaltyApi {
                 "too_many_scans",
                 format!("Too many scans; try again in {retry_after_s} s."),
                 retry_after_s,
-            ));
+            )
+            .into());
         }
         // Refused before anything is written: a code nobody issued (or no longer valid)…
         let qr = state
@@ -414,7 +428,8 @@ impl LoyaltyApi {
             return Err(ApiError::unprocessable(
                 "self_scan",
                 "A code you issued cannot be scanned by you.",
-            ));
+            )
+            .into());
         }
         // The scan request is its own record of the job: a pending scan is what `reconcile`
         // pushes again if this push is lost (no outbox row needed on the hottest path).
@@ -441,7 +456,7 @@ impl LoyaltyApi {
                 "The scan could not be queued.",
             )
             .await?;
-            return Err(ApiError::queue_unavailable());
+            return Err(ApiError::queue_unavailable().into());
         }
         Ok(ScanResponse::Accepted(Json(Envelope::new(ScanAccepted {
             job_id: scan_id,
@@ -455,7 +470,7 @@ impl LoyaltyApi {
         &self,
         auth: Auth,
         job_id: Path<Uuid>,
-    ) -> ApiResult<Json<Envelope<ScanStatus>>> {
+    ) -> ApiResult<Json<Envelope<ScanStatus>>, { SIGNED_IN | BAD_REQUEST | NOT_FOUND }> {
         let scan = scans::get_for_user(&self.state.db, job_id.0, auth.user_id())
             .await?
             .ok_or_else(|| {

@@ -15,7 +15,10 @@
 use crate::{
     auth::Auth,
     envelope::Envelope,
-    error::{ApiError, ApiResult},
+    error::{
+        ApiError, ApiResult, BAD_REQUEST, CONFLICT, JSON_BODY, NOT_FOUND, SERVER, SIGNED_IN,
+        UNPROCESSABLE,
+    },
     state::AppState,
     wire::Text,
 };
@@ -204,7 +207,7 @@ impl MediaApi {
         auth: &Auth,
         purpose: Purpose,
         business_id: Option<Uuid>,
-    ) -> ApiResult<()> {
+    ) -> Result<(), ApiError> {
         if auth.0.is_superadmin() {
             return Ok(());
         }
@@ -226,7 +229,12 @@ impl MediaApi {
     }
 
     /// Refuses a completed upload: the object goes, the row says why.
-    async fn refuse(&self, item: &Media, code: &str, reason: String) -> ApiResult<Completed> {
+    async fn refuse(
+        &self,
+        item: &Media,
+        code: &str,
+        reason: String,
+    ) -> Result<Completed, ApiError> {
         media::reject(&self.state.db, item.id, &reason).await?;
         if let Err(e) = self.state.objects.delete(&item.object_key).await {
             tracing::warn!(error = %e, media_id = %item.id, "a refused upload could not be deleted");
@@ -244,7 +252,7 @@ impl MediaApi {
         &self,
         auth: Auth,
         body: Json<UploadRequest>,
-    ) -> ApiResult<UploadCreated> {
+    ) -> ApiResult<UploadCreated, { SIGNED_IN | JSON_BODY | NOT_FOUND | UNPROCESSABLE }> {
         let purpose = Purpose::from(body.purpose);
         let (business_id, event_id) = match purpose {
             Purpose::BusinessLogo | Purpose::BusinessPhoto => (body.business_id, None),
@@ -298,7 +306,8 @@ impl MediaApi {
                     "size must be 1 to {} bytes for {purpose}",
                     purpose.max_bytes()
                 ),
-            ));
+            )
+            .into());
         }
         let id = Uuid::now_v7();
         let object_key = format!("media/{id}/original");
@@ -336,7 +345,12 @@ impl MediaApi {
     /// one (422 `content_type_mismatch`); a refused file is deleted. Not uploaded yet: 409
     /// `upload_missing`.
     #[oai(path = "/media/:id/complete", method = "post")]
-    async fn complete(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Completed> {
+    async fn complete(
+        &self,
+        auth: Auth,
+        id: Path<Uuid>,
+    ) -> ApiResult<Completed, { SIGNED_IN | BAD_REQUEST | NOT_FOUND | CONFLICT | UNPROCESSABLE }>
+    {
         let state = &self.state;
         let item = media::get(&state.db, id.0)
             .await?
@@ -351,7 +365,8 @@ impl MediaApi {
                         "This upload was refused: {}",
                         item.rejection.as_deref().unwrap_or("")
                     ),
-                ));
+                )
+                .into());
             }
             _ => {
                 return Ok(Completed::AlreadyDone(Json(Envelope::new(media_view(
@@ -371,7 +386,8 @@ impl MediaApi {
             return Err(ApiError::conflict(
                 "upload_missing",
                 "No file has been uploaded to this upload's URL yet.",
-            ));
+            )
+            .into());
         };
         if size != item.declared_size as u64 || size > purpose.max_bytes() {
             return self
@@ -380,7 +396,8 @@ impl MediaApi {
                     "size_mismatch",
                     format!("{size} bytes arrived; {} were declared", item.declared_size),
                 )
-                .await;
+                .await
+                .map_err(Into::into);
         }
         let head = state
             .objects
@@ -396,7 +413,8 @@ impl MediaApi {
                     "content_type_mismatch",
                     format!("the file is {what}; {} was declared", item.declared_type),
                 )
-                .await;
+                .await
+                .map_err(Into::into);
         }
         let mut tx = state.db.begin().await?;
         let Some(checked) =
@@ -432,7 +450,11 @@ impl MediaApi {
 
     /// An upload and where it stands (its uploader or a superadmin).
     #[oai(path = "/media/:id", method = "get")]
-    async fn get(&self, auth: Auth, id: Path<Uuid>) -> ApiResult<Json<Envelope<MediaView>>> {
+    async fn get(
+        &self,
+        auth: Auth,
+        id: Path<Uuid>,
+    ) -> ApiResult<Json<Envelope<MediaView>>, { SIGNED_IN | BAD_REQUEST | NOT_FOUND }> {
         let item = media::get(&self.state.db, id.0)
             .await?
             .filter(|m| m.uploaded_by == auth.user_id() || auth.0.is_superadmin())
@@ -442,7 +464,7 @@ impl MediaApi {
 
     /// What the app shows before sign-in: the welcome video and the slides. Public.
     #[oai(path = "/app/onboarding", method = "get")]
-    async fn onboarding(&self) -> ApiResult<Json<Envelope<OnboardingView>>> {
+    async fn onboarding(&self) -> ApiResult<Json<Envelope<OnboardingView>>, SERVER> {
         let video = media::onboarding_video(&self.state.db).await?;
         let video = image_views(&self.state.objects, video.as_slice())
             .await

@@ -6,7 +6,9 @@ use crate::{
     audit::{self, Change},
     auth::{Operator, Superadmin},
     envelope::{Envelope, Page},
-    error::{ApiError, ApiResult},
+    error::{
+        ApiError, ApiResult, BAD_REQUEST, CONFLICT, JSON_BODY, NOT_FOUND, SIGNED_IN, UNPROCESSABLE,
+    },
     state::AppState,
 };
 use jobs::{
@@ -242,6 +244,17 @@ fn list_error(error: ListError) -> ApiError {
     }
 }
 
+/// A job of `queue`, or 404 `job_not_found`.
+async fn found_job(state: &AppState, queue: QueueName, id: Uuid) -> Result<JobView, ApiError> {
+    let job = inspect::job(&state.queue, queue, id)
+        .await
+        .map_err(redis_down)?
+        .ok_or_else(|| {
+            ApiError::not_found("job_not_found", "This queue holds no job with this id.")
+        })?;
+    Ok(job_view(job))
+}
+
 fn action_result(action: Action, what: &str) -> Result<(), ApiError> {
     match action {
         Action::Done => Ok(()),
@@ -260,7 +273,7 @@ fn action_result(action: Action, what: &str) -> Result<(), ApiError> {
 impl OperationsApi {
     /// Every queue with its jobs counted by state.
     #[oai(path = "/queues", method = "get")]
-    async fn queues(&self, _operator: Operator) -> ApiResult<Json<Envelope<QueueList>>> {
+    async fn queues(&self, _operator: Operator) -> ApiResult<Json<Envelope<QueueList>>, SIGNED_IN> {
         let mut items = Vec::new();
         for name in QueueName::ALL {
             let c = inspect::queue_counts(&self.state.queue, name)
@@ -297,7 +310,10 @@ impl OperationsApi {
         error: Query<Option<String>>,
         cursor: Query<Option<String>>,
         limit: Query<Option<u32>>,
-    ) -> ApiResult<Json<Envelope<Page<JobView>>>> {
+    ) -> ApiResult<
+        Json<Envelope<Page<JobView>>>,
+        { SIGNED_IN | BAD_REQUEST | NOT_FOUND | UNPROCESSABLE },
+    > {
         let name = queue_name(&queue.0)?;
         let state = job_state(state.0)?;
         let filter = JobFilter {
@@ -330,15 +346,11 @@ impl OperationsApi {
         _operator: Operator,
         queue: Path<String>,
         id: Path<Uuid>,
-    ) -> ApiResult<Json<Envelope<JobView>>> {
+    ) -> ApiResult<Json<Envelope<JobView>>, { SIGNED_IN | BAD_REQUEST | NOT_FOUND }> {
         let name = queue_name(&queue.0)?;
-        let job = inspect::job(&self.state.queue, name, id.0)
-            .await
-            .map_err(redis_down)?
-            .ok_or_else(|| {
-                ApiError::not_found("job_not_found", "This queue holds no job with this id.")
-            })?;
-        Ok(Json(Envelope::new(job_view(job))))
+        Ok(Json(Envelope::new(
+            found_job(&self.state, name, id.0).await?,
+        )))
     }
 
     /// Run a failed or dead job again (its attempts start over).
@@ -348,7 +360,8 @@ impl OperationsApi {
         auth: Operator,
         queue: Path<String>,
         id: Path<Uuid>,
-    ) -> ApiResult<Json<Envelope<JobView>>> {
+    ) -> ApiResult<Json<Envelope<JobView>>, { SIGNED_IN | BAD_REQUEST | NOT_FOUND | CONFLICT }>
+    {
         let name = queue_name(&queue.0)?;
         let action = inspect::retry(&self.state.queue, &self.state.db, name, id.0)
             .await
@@ -362,7 +375,9 @@ impl OperationsApi {
             Change::new("job.retry", "job", id.0).after_value(json!({"queue": name.as_str()})),
         )
         .await?;
-        self.job(auth, queue, id).await
+        Ok(Json(Envelope::new(
+            found_job(&self.state, name, id.0).await?,
+        )))
     }
 
     /// Take a pending, scheduled or failed job out of the queue for good.
@@ -372,7 +387,8 @@ impl OperationsApi {
         auth: Operator,
         queue: Path<String>,
         id: Path<Uuid>,
-    ) -> ApiResult<Json<Envelope<JobView>>> {
+    ) -> ApiResult<Json<Envelope<JobView>>, { SIGNED_IN | BAD_REQUEST | NOT_FOUND | CONFLICT }>
+    {
         let name = queue_name(&queue.0)?;
         let action = inspect::discard(&self.state.queue, &self.state.db, name, id.0)
             .await
@@ -384,7 +400,9 @@ impl OperationsApi {
             Change::new("job.discard", "job", id.0).after_value(json!({"queue": name.as_str()})),
         )
         .await?;
-        self.job(auth, queue, id).await
+        Ok(Json(Envelope::new(
+            found_job(&self.state, name, id.0).await?,
+        )))
     }
 
     /// Retry or discard, in one action, every failed or dead job of a queue that matches a
@@ -396,7 +414,8 @@ impl OperationsApi {
         &self,
         operator: Operator,
         body: Json<BulkRequest>,
-    ) -> ApiResult<Json<Envelope<BulkResult>>> {
+    ) -> ApiResult<Json<Envelope<BulkResult>>, { SIGNED_IN | JSON_BODY | NOT_FOUND | UNPROCESSABLE }>
+    {
         let body = body.0;
         let name = queue_name(&body.queue)?;
         let state = job_state(body.state)?.unwrap_or(JobState::Dead);
@@ -455,7 +474,10 @@ impl OperationsApi {
 
     /// The schedules: cron, next fire time, last run and its outcome.
     #[oai(path = "/schedules", method = "get")]
-    async fn schedules(&self, _operator: Operator) -> ApiResult<Json<Envelope<ScheduleList>>> {
+    async fn schedules(
+        &self,
+        _operator: Operator,
+    ) -> ApiResult<Json<Envelope<ScheduleList>>, SIGNED_IN> {
         let items = schedule::list(&self.state.queue, &self.state.db, self.state.timezone)
             .await
             .map_err(redis_down)?
@@ -476,7 +498,10 @@ impl OperationsApi {
     /// Every live worker and scheduler process: host, queues, concurrency, heartbeat and
     /// the jobs it runs now (from the processes' heartbeats in Redis).
     #[oai(path = "/processes", method = "get")]
-    async fn processes(&self, _operator: Operator) -> ApiResult<Json<Envelope<ProcessList>>> {
+    async fn processes(
+        &self,
+        _operator: Operator,
+    ) -> ApiResult<Json<Envelope<ProcessList>>, SIGNED_IN> {
         let now = OffsetDateTime::now_utc();
         let items = processes::list(&self.state.queue)
             .await
@@ -519,14 +544,15 @@ impl OperationsApi {
         &self,
         _operator: Operator,
         minutes: Query<Option<u32>>,
-    ) -> ApiResult<Json<Envelope<Throughput>>> {
+    ) -> ApiResult<Json<Envelope<Throughput>>, { SIGNED_IN | BAD_REQUEST | UNPROCESSABLE }> {
         let minutes = match minutes.0.unwrap_or(180) {
             n @ 1..=1440 => n,
             _ => {
                 return Err(ApiError::unprocessable(
                     "invalid_minutes",
                     "minutes must be between 1 and 1440",
-                ));
+                )
+                .into());
             }
         };
         let items = processes::throughput(&self.state.queue, minutes)
@@ -548,7 +574,7 @@ impl OperationsApi {
         &self,
         superadmin: Superadmin,
         name: Path<String>,
-    ) -> ApiResult<TriggerResponse> {
+    ) -> ApiResult<TriggerResponse, { SIGNED_IN | NOT_FOUND }> {
         match schedule::trigger(&self.state.queue, &self.state.db, &name.0).await {
             Ok(job_id) => {
                 audit::record(
@@ -563,9 +589,9 @@ impl OperationsApi {
                 }))))
             }
             Err(e) if e.is::<schedule::UnknownSchedule>() => {
-                Err(ApiError::not_found("schedule_not_found", e.to_string()))
+                Err(ApiError::not_found("schedule_not_found", e.to_string()).into())
             }
-            Err(e) => Err(redis_down(e)),
+            Err(e) => Err(redis_down(e).into()),
         }
     }
 }

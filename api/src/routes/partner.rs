@@ -7,7 +7,9 @@ use crate::{
     audit::{self, Change},
     auth::Auth,
     envelope::{Envelope, Page},
-    error::{ApiError, ApiResult},
+    error::{
+        ApiError, ApiResult, BAD_REQUEST, CONFLICT, JSON_BODY, NOT_FOUND, SIGNED_IN, UNPROCESSABLE,
+    },
     routes::{page_limit, parse_cursor, positive_money},
     state::AppState,
     wire::{Amount, Text},
@@ -283,7 +285,7 @@ impl PartnerApi {
         &self,
         auth: Auth,
         business_id: Query<Option<Uuid>>,
-    ) -> ApiResult<Json<Envelope<StaffList>>> {
+    ) -> ApiResult<Json<Envelope<StaffList>>, { SIGNED_IN | BAD_REQUEST | UNPROCESSABLE }> {
         let (business_id, _) = acting_for(&self.state, &auth, business_id.0, Right::Manage).await?;
         let staff = businesses::list_staff(&self.state.db, business_id).await?;
         Ok(Json(Envelope::new(StaffList {
@@ -308,7 +310,8 @@ impl PartnerApi {
         &self,
         auth: Auth,
         body: Json<PutStaff>,
-    ) -> ApiResult<Json<Envelope<StaffChange>>> {
+    ) -> ApiResult<Json<Envelope<StaffChange>>, { SIGNED_IN | JSON_BODY | CONFLICT | UNPROCESSABLE }>
+    {
         let state = &self.state;
         let (business_id, _) = acting_for(state, &auth, body.business_id, Right::Manage).await?;
         let phone = PhoneNumber::parse(&body.phone)
@@ -319,7 +322,7 @@ impl PartnerApi {
         let user = users::find_or_create(&mut *tx, &phone).await?;
         let before = businesses::staff_role(&mut *tx, business_id, user.id).await?;
         if owners == [user.id] && role != "owner" {
-            return Err(last_owner());
+            return Err(last_owner().into());
         }
         businesses::put_staff(&mut *tx, business_id, user.id, role).await?;
         audit::record(
@@ -351,7 +354,10 @@ impl PartnerApi {
         auth: Auth,
         user_id: Path<Uuid>,
         business_id: Query<Option<Uuid>>,
-    ) -> ApiResult<Json<Envelope<StaffChange>>> {
+    ) -> ApiResult<
+        Json<Envelope<StaffChange>>,
+        { SIGNED_IN | BAD_REQUEST | NOT_FOUND | CONFLICT | UNPROCESSABLE },
+    > {
         let state = &self.state;
         let (business_id, _) = acting_for(state, &auth, business_id.0, Right::Manage).await?;
         let removed = take_off_staff(state, auth.user_id(), business_id, user_id.0).await?;
@@ -368,24 +374,24 @@ impl PartnerApi {
         business_id: Query<Option<Uuid>>,
         from: Query<Option<Date>>,
         to: Query<Option<Date>>,
-    ) -> ApiResult<Json<Envelope<DashboardView>>> {
+    ) -> ApiResult<Json<Envelope<DashboardView>>, { SIGNED_IN | BAD_REQUEST | UNPROCESSABLE }> {
         let state = &self.state;
         let (business_id, _) = acting_for(state, &auth, business_id.0, Right::Dashboard).await?;
         let tz = state.timezone;
         let to = to.0.unwrap_or_else(|| local_date(tz, state.clock.now()));
         let from = from.0.unwrap_or_else(|| to.replace_day(1).unwrap_or(to));
         if from > to {
-            return Err(ApiError::unprocessable(
-                "invalid_range",
-                "from must not be after to",
-            ));
+            return Err(
+                ApiError::unprocessable("invalid_range", "from must not be after to").into(),
+            );
         }
         let days = (to - from).whole_days() + 1;
         if days > MAX_DASHBOARD_DAYS {
             return Err(ApiError::unprocessable(
                 "range_too_long",
                 format!("the dashboard covers at most {MAX_DASHBOARD_DAYS} days at once"),
-            ));
+            )
+            .into());
         }
         let figures =
             dashboard::dashboard(&state.history, business_id, from, to, tz.name()).await?;
@@ -432,7 +438,10 @@ impl PartnerApi {
         #[oai(name = "type")] transaction_type: Query<Option<String>>,
         cursor: Query<Option<String>>,
         limit: Query<Option<u32>>,
-    ) -> ApiResult<Json<Envelope<Page<BusinessTransactionView>>>> {
+    ) -> ApiResult<
+        Json<Envelope<Page<BusinessTransactionView>>>,
+        { SIGNED_IN | BAD_REQUEST | UNPROCESSABLE },
+    > {
         let (business_id, _) = acting_for(&self.state, &auth, business_id.0, Right::Refund).await?;
         let transaction_type = match transaction_type.0.as_deref() {
             None | Some("") => None,
@@ -490,7 +499,10 @@ impl PartnerApi {
         #[oai(name = "Idempotency-Key", validator(min_length = 1, max_length = 200))]
         idempotency_key: Header<String>,
         body: Json<RefundRequest>,
-    ) -> ApiResult<Json<Envelope<RefundView>>> {
+    ) -> ApiResult<
+        Json<Envelope<RefundView>>,
+        { SIGNED_IN | JSON_BODY | NOT_FOUND | CONFLICT | UNPROCESSABLE },
+    > {
         let state = &self.state;
         let not_found = || {
             ApiError::not_found(
@@ -507,7 +519,8 @@ impl PartnerApi {
         if !allows(&role, Right::Refund) {
             return Err(ApiError::forbidden(
                 "Refunds are given by the business's owners and staff.",
-            ));
+            )
+            .into());
         }
         let business = businesses::get(&state.db, business_id)
             .await?

@@ -14,7 +14,7 @@
 
 use crate::{
     envelope::{Envelope, ErrorEnvelope},
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, JSON_BODY, UNAVAILABLE},
     state::AppState,
     wire::Text,
 };
@@ -71,9 +71,9 @@ impl PaymentsApi {
     async fn yookassa(
         &self,
         body: Json<YooKassaNotification>,
-    ) -> ApiResult<Json<Envelope<NotificationReceipt>>> {
+    ) -> ApiResult<Json<Envelope<NotificationReceipt>>, { JSON_BODY | UNAVAILABLE }> {
         let Some(kassa) = self.state.payments.as_deref() else {
-            return Err(unavailable("Payments are not configured."));
+            return Err(unavailable("Payments are not configured.").into());
         };
         let db = &self.state.db;
         let id = body.object.id.trim();
@@ -96,7 +96,8 @@ impl PaymentsApi {
                 tracing::warn!(error = %error, "ЮKassa notification not handled; ЮKassa will repeat it");
                 Err(unavailable(
                     "The notification could not be checked with ЮKassa now; send it again.",
-                ))
+                )
+                .into())
             }
         }
     }

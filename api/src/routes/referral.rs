@@ -5,7 +5,7 @@
 use crate::{
     auth::Auth,
     envelope::Envelope,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, CONFLICT, JSON_BODY, NOT_FOUND, SIGNED_IN, UNPROCESSABLE},
     state::AppState,
     wire::Text,
 };
@@ -135,7 +135,10 @@ impl ReferralApi {
     /// The member's referral code and link, how many she invited and how many of those
     /// invitations were rewarded. The code is made the first time she asks.
     #[oai(path = "/me/referral", method = "get")]
-    async fn referral(&self, auth: Auth) -> ApiResult<Json<Envelope<ReferralView>>> {
+    async fn referral(
+        &self,
+        auth: Auth,
+    ) -> ApiResult<Json<Envelope<ReferralView>>, { SIGNED_IN | NOT_FOUND }> {
         let state = &self.state;
         let user = users::get(&state.db, auth.user_id())
             .await?
@@ -162,13 +165,16 @@ impl ReferralApi {
         &self,
         auth: Auth,
         body: Json<TakeReferrer>,
-    ) -> ApiResult<Json<Envelope<ReferrerView>>> {
+    ) -> ApiResult<
+        Json<Envelope<ReferrerView>>,
+        { SIGNED_IN | JSON_BODY | NOT_FOUND | CONFLICT | UNPROCESSABLE },
+    > {
         let code = parse_code(&body.code)?;
         match take(&self.state, auth.user_id(), &code).await? {
             Ok(_) => Ok(Json(Envelope::new(ReferrerView {
                 code: code.as_ref().to_owned(),
             }))),
-            Err(refusal) => Err(refusal_error(refusal)),
+            Err(refusal) => Err(refusal_error(refusal).into()),
         }
     }
 }

@@ -4,7 +4,7 @@
 use crate::{
     auth::Auth,
     envelope::Envelope,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, BAD_REQUEST, SIGNED_IN, UNPROCESSABLE},
     routes::page_limit,
     state::AppState,
 };
@@ -98,7 +98,7 @@ impl SearchApi {
         #[oai(name = "type")] hit_type: Query<Option<HitType>>,
         category: Query<Option<CategoryParam>>,
         limit: Query<Option<u32>>,
-    ) -> ApiResult<Json<Envelope<SearchResults>>> {
+    ) -> ApiResult<Json<Envelope<SearchResults>>, { SIGNED_IN | BAD_REQUEST | UNPROCESSABLE }> {
         let text = q.0.trim();
         // Control characters (a NUL in particular, which Postgres refuses in text) mean
         // nothing in a search box.
@@ -109,7 +109,8 @@ impl SearchApi {
             return Err(ApiError::unprocessable(
                 "invalid_query",
                 format!("q must be 1 to {QUERY_MAX_CHARS} characters"),
-            ));
+            )
+            .into());
         }
         let scope = match hit_type.0 {
             None => Scope::All,

@@ -7,7 +7,7 @@ use crate::{
     audit::{self, Change},
     auth::{Auth, Operator, Superadmin},
     envelope::Envelope,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, BAD_REQUEST, CONFLICT, NOT_FOUND, SIGNED_IN, UNPROCESSABLE},
     routes::partner::{Right, acting_for},
     state::AppState,
     wire::Amount,
@@ -322,7 +322,11 @@ impl SettlementApi {
         .await
     }
 
-    async fn view(&self, period: Period, business: Option<Uuid>) -> ApiResult<SettlementView> {
+    async fn view(
+        &self,
+        period: Period,
+        business: Option<Uuid>,
+    ) -> Result<SettlementView, ApiError> {
         let state = &self.state;
         if let Some(closed) = settlement::closed(&state.db, period, business).await? {
             return Ok(closed_view(closed));
@@ -354,7 +358,7 @@ impl SettlementApi {
         &self,
         period: Period,
         business_id: Uuid,
-    ) -> ApiResult<BusinessSettlementView> {
+    ) -> Result<BusinessSettlementView, ApiError> {
         let mut view = self.view(period, Some(business_id)).await?;
         let line = match view.businesses.pop() {
             Some(line) => line,
@@ -387,7 +391,7 @@ impl SettlementApi {
 impl SettlementApi {
     /// The open period (live) and every closed one.
     #[oai(path = "/admin/settlements", method = "get")]
-    async fn list(&self, _operator: Operator) -> ApiResult<Json<Envelope<PeriodList>>> {
+    async fn list(&self, _operator: Operator) -> ApiResult<Json<Envelope<PeriodList>>, SIGNED_IN> {
         let current = self.view(self.current().await?, None).await?;
         let mut items = vec![PeriodSummary {
             period: current.period,
@@ -419,16 +423,15 @@ impl SettlementApi {
         _operator: Operator,
         period: Path<String>,
         format: Query<Option<String>>,
-    ) -> ApiResult<StatementResponse> {
+    ) -> ApiResult<StatementResponse, { SIGNED_IN | UNPROCESSABLE }> {
         let view = self.view(self::period(&period.0)?, None).await?;
         Ok(StatementResponse::Ok(match format.0.as_deref() {
             None | Some("json") => StatementContent::Json(Json(Envelope::new(view))),
             Some("csv") => StatementContent::Csv(PlainText(csv(&view))),
             Some(_) => {
-                return Err(ApiError::unprocessable(
-                    "invalid_format",
-                    "format is `json` or `csv`",
-                ));
+                return Err(
+                    ApiError::unprocessable("invalid_format", "format is `json` or `csv`").into(),
+                );
             }
         }))
     }
@@ -440,7 +443,7 @@ impl SettlementApi {
         &self,
         superadmin: Superadmin,
         period: Path<String>,
-    ) -> ApiResult<Json<Envelope<SettlementView>>> {
+    ) -> ApiResult<Json<Envelope<SettlementView>>, { SIGNED_IN | CONFLICT | UNPROCESSABLE }> {
         let state = &self.state;
         let period = self::period(&period.0)?;
         let mut tx = state.db.begin().await?;
@@ -487,7 +490,10 @@ impl SettlementApi {
         superadmin: Superadmin,
         period: Path<String>,
         id: Path<Uuid>,
-    ) -> ApiResult<Json<Envelope<TransferView>>> {
+    ) -> ApiResult<
+        Json<Envelope<TransferView>>,
+        { SIGNED_IN | BAD_REQUEST | NOT_FOUND | CONFLICT | UNPROCESSABLE },
+    > {
         let state = &self.state;
         let period = self::period(&period.0)?;
         let marked = settlement::mark_paid(&state.db, period, id.0, superadmin.user_id())
@@ -514,7 +520,10 @@ impl SettlementApi {
         &self,
         auth: Auth,
         business_id: Query<Option<Uuid>>,
-    ) -> ApiResult<Json<Envelope<BusinessSettlementList>>> {
+    ) -> ApiResult<
+        Json<Envelope<BusinessSettlementList>>,
+        { SIGNED_IN | BAD_REQUEST | UNPROCESSABLE },
+    > {
         let (business_id, _) = acting_for(&self.state, &auth, business_id.0, Right::Manage).await?;
         let current = self.current().await?;
         let mut items = vec![self.business_view(current, business_id).await?];
@@ -541,7 +550,7 @@ impl SettlementApi {
         period: Path<String>,
         business_id: Query<Option<Uuid>>,
         format: Query<Option<String>>,
-    ) -> ApiResult<BusinessStatementResponse> {
+    ) -> ApiResult<BusinessStatementResponse, { SIGNED_IN | BAD_REQUEST | UNPROCESSABLE }> {
         let (business_id, _) = acting_for(&self.state, &auth, business_id.0, Right::Manage).await?;
         let view = self
             .business_view(self::period(&period.0)?, business_id)
@@ -551,10 +560,9 @@ impl SettlementApi {
             // The file the monthly statement e-mail attaches.
             Some("csv") => BusinessStatementContent::Csv(PlainText(business_csv(&view))),
             Some(_) => {
-                return Err(ApiError::unprocessable(
-                    "invalid_format",
-                    "format is `json` or `csv`",
-                ));
+                return Err(
+                    ApiError::unprocessable("invalid_format", "format is `json` or `csv`").into(),
+                );
             }
         }))
     }

@@ -15,7 +15,10 @@ use crate::{
     audit::{self, Change},
     auth::{Operator, Superadmin},
     envelope::{Envelope, Page},
-    error::{ApiError, ApiResult},
+    error::{
+        ApiError, ApiResult, BAD_REQUEST, CONFLICT, JSON_BODY, NOT_FOUND, PAYLOAD_TOO_LARGE,
+        SIGNED_IN, UNPROCESSABLE,
+    },
     routes::{
         loyalty::LedgerEntryView,
         page_limit, parse_cursor, positive_money,
@@ -259,7 +262,7 @@ fn block_snapshot(user: &User) -> serde_json::Value {
 }
 
 impl SupportApi {
-    async fn member_view(&self, user: User) -> ApiResult<MemberView> {
+    async fn member_view(&self, user: User) -> Result<MemberView, ApiError> {
         let db = &self.state.db;
         let (roles, balance, coupons, devices) = tokio::try_join!(
             users::roles(db, user.id),
@@ -310,7 +313,7 @@ impl SupportApi {
         })
     }
 
-    async fn existing(&self, id: Uuid) -> ApiResult<User> {
+    async fn existing(&self, id: Uuid) -> Result<User, ApiError> {
         users::get(&self.state.db, id).await?.ok_or_else(no_member)
     }
 
@@ -321,7 +324,7 @@ impl SupportApi {
         id: Uuid,
         reason: Option<String>,
         unblock_reason: Option<String>,
-    ) -> ApiResult<BlockState> {
+    ) -> Result<BlockState, ApiError> {
         let state = &self.state;
         if reason.is_some() && actor.user_id() == id {
             return Err(ApiError::unprocessable(
@@ -395,7 +398,7 @@ impl SupportApi {
         &self,
         _operator: Operator,
         #[oai(validator(max_length = 32))] phone: Query<String>,
-    ) -> ApiResult<Json<Envelope<MemberList>>> {
+    ) -> ApiResult<Json<Envelope<MemberList>>, { SIGNED_IN | BAD_REQUEST | UNPROCESSABLE }> {
         let phone = PhoneNumber::parse(&phone.0)
             .map_err(|e| ApiError::unprocessable("invalid_phone", e.to_string()))?;
         let found = users::search_by_phone(&self.state.db, &phone).await?;
@@ -410,7 +413,7 @@ impl SupportApi {
         &self,
         _operator: Operator,
         id: Path<Uuid>,
-    ) -> ApiResult<Json<Envelope<MemberView>>> {
+    ) -> ApiResult<Json<Envelope<MemberView>>, { SIGNED_IN | BAD_REQUEST | NOT_FOUND }> {
         let user = self.existing(id.0).await?;
         Ok(Json(Envelope::new(self.member_view(user).await?)))
     }
@@ -423,7 +426,10 @@ impl SupportApi {
         id: Path<Uuid>,
         cursor: Query<Option<String>>,
         limit: Query<Option<u32>>,
-    ) -> ApiResult<Json<Envelope<Page<LedgerEntryView>>>> {
+    ) -> ApiResult<
+        Json<Envelope<Page<LedgerEntryView>>>,
+        { SIGNED_IN | BAD_REQUEST | NOT_FOUND | UNPROCESSABLE },
+    > {
         let user = self.existing(id.0).await?;
         let page = loyalty::ledger_page(
             &self.state.db,
@@ -446,7 +452,10 @@ impl SupportApi {
         id: Path<Uuid>,
         cursor: Query<Option<String>>,
         limit: Query<Option<u32>>,
-    ) -> ApiResult<Json<Envelope<Page<MemberTransactionView>>>> {
+    ) -> ApiResult<
+        Json<Envelope<Page<MemberTransactionView>>>,
+        { SIGNED_IN | BAD_REQUEST | NOT_FOUND | UNPROCESSABLE },
+    > {
         let user = self.existing(id.0).await?;
         let page = loyalty::transactions_page(
             &self.state.db,
@@ -486,7 +495,10 @@ impl SupportApi {
         id: Path<Uuid>,
         cursor: Query<Option<String>>,
         limit: Query<Option<u32>>,
-    ) -> ApiResult<Json<Envelope<Page<MemberMessageView>>>> {
+    ) -> ApiResult<
+        Json<Envelope<Page<MemberMessageView>>>,
+        { SIGNED_IN | BAD_REQUEST | NOT_FOUND | UNPROCESSABLE },
+    > {
         let user = self.existing(id.0).await?;
         let page = support::messages_page(
             &self.state.db,
@@ -526,7 +538,10 @@ impl SupportApi {
         id: Path<Uuid>,
         #[oai(name = "Idempotency-Key")] idempotency_key: Header<Option<String>>,
         body: Json<AdjustRequest>,
-    ) -> ApiResult<Json<Envelope<AdjustmentView>>> {
+    ) -> ApiResult<
+        Json<Envelope<AdjustmentView>>,
+        { SIGNED_IN | JSON_BODY | NOT_FOUND | CONFLICT | UNPROCESSABLE },
+    > {
         let state = &self.state;
         let key = idempotency_key
             .0
@@ -550,7 +565,8 @@ impl SupportApi {
             return Err(ApiError::unprocessable(
                 "invalid_reason",
                 "Say why the balance is corrected.",
-            ));
+            )
+            .into());
         }
         let user = self.existing(id.0).await?;
         // Keys are the member's: the same key for two members is two adjustments.
@@ -566,7 +582,8 @@ impl SupportApi {
                     return Err(ApiError::conflict(
                         "idempotency_key_reused",
                         "This Idempotency-Key was used for an adjustment of another amount.",
-                    ));
+                    )
+                    .into());
                 }
                 AdjustmentView {
                     entry_id,
@@ -622,13 +639,15 @@ impl SupportApi {
         operator: Operator,
         id: Path<Uuid>,
         body: Json<BlockRequest>,
-    ) -> ApiResult<Json<Envelope<BlockState>>> {
+    ) -> ApiResult<Json<Envelope<BlockState>>, { SIGNED_IN | JSON_BODY | NOT_FOUND | UNPROCESSABLE }>
+    {
         let reason = body.reason.trim().to_owned();
         if reason.is_empty() {
             return Err(ApiError::unprocessable(
                 "invalid_reason",
                 "Say why the member is blocked.",
-            ));
+            )
+            .into());
         }
         let state = self
             .set_block(&operator.0, id.0, Some(reason), None)
@@ -645,7 +664,10 @@ impl SupportApi {
         operator: Operator,
         id: Path<Uuid>,
         body: poem::Body,
-    ) -> ApiResult<Json<Envelope<BlockState>>> {
+    ) -> ApiResult<
+        Json<Envelope<BlockState>>,
+        { SIGNED_IN | BAD_REQUEST | PAYLOAD_TOO_LARGE | NOT_FOUND | UNPROCESSABLE },
+    > {
         let reason = unblock_reason(body).await?;
         let state = self.set_block(&operator.0, id.0, None, reason).await?;
         Ok(Json(Envelope::new(state)))
@@ -654,7 +676,7 @@ impl SupportApi {
 
 /// The optional `{"reason": "…"}` of an unblock (DESIGN.md gives the route no body, so none
 /// is required).
-async fn unblock_reason(body: poem::Body) -> ApiResult<Option<String>> {
+async fn unblock_reason(body: poem::Body) -> Result<Option<String>, ApiError> {
     let bytes = body
         .into_bytes()
         .await

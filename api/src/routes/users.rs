@@ -3,7 +3,7 @@
 use crate::{
     auth::Auth,
     envelope::Envelope,
-    error::{ApiError, ApiResult},
+    error::{ApiError, ApiResult, CONFLICT, JSON_BODY, NOT_FOUND, SIGNED_IN, UNPROCESSABLE},
     state::AppState,
     wire::Text,
 };
@@ -197,7 +197,10 @@ fn account_gone() -> ApiError {
 impl UserApi {
     /// The signed-in user's profile and roles.
     #[oai(path = "/me", method = "get")]
-    async fn me(&self, auth: Auth) -> ApiResult<Json<Envelope<UserView>>> {
+    async fn me(
+        &self,
+        auth: Auth,
+    ) -> ApiResult<Json<Envelope<UserView>>, { SIGNED_IN | NOT_FOUND }> {
         let db = &self.state.db;
         let user = users::get(db, auth.user_id())
             .await?
@@ -212,7 +215,8 @@ impl UserApi {
         &self,
         auth: Auth,
         body: Json<ProfileChange>,
-    ) -> ApiResult<Json<Envelope<UserView>>> {
+    ) -> ApiResult<Json<Envelope<UserView>>, { SIGNED_IN | JSON_BODY | NOT_FOUND | UNPROCESSABLE }>
+    {
         let patch = ProfilePatch {
             first_name: field(&body.first_name),
             last_name: field(&body.last_name),
@@ -231,7 +235,10 @@ impl UserApi {
 
     /// Marketing consent per channel and the e-mail address.
     #[oai(path = "/me/settings", method = "get")]
-    async fn settings(&self, auth: Auth) -> ApiResult<Json<Envelope<SettingsView>>> {
+    async fn settings(
+        &self,
+        auth: Auth,
+    ) -> ApiResult<Json<Envelope<SettingsView>>, { SIGNED_IN | NOT_FOUND }> {
         let settings = users::settings(&self.state.db, auth.user_id())
             .await?
             .ok_or_else(account_gone)?;
@@ -245,7 +252,10 @@ impl UserApi {
         &self,
         auth: Auth,
         body: Json<SettingsChange>,
-    ) -> ApiResult<Json<Envelope<SettingsView>>> {
+    ) -> ApiResult<
+        Json<Envelope<SettingsView>>,
+        { SIGNED_IN | JSON_BODY | NOT_FOUND | UNPROCESSABLE },
+    > {
         let patch = users::SettingsPatch {
             push_marketing: body.push_marketing,
             sms_marketing: body.sms_marketing,
@@ -265,7 +275,10 @@ impl UserApi {
     /// roles, balance, the whole ledger and purchase history, coupons, devices (without
     /// their push tokens), event registrations and the messages sent to her.
     #[oai(path = "/me/export", method = "get")]
-    async fn export(&self, auth: Auth) -> ApiResult<Json<Envelope<serde_json::Value>>> {
+    async fn export(
+        &self,
+        auth: Auth,
+    ) -> ApiResult<Json<Envelope<serde_json::Value>>, { SIGNED_IN | NOT_FOUND }> {
         let export = storage::privacy::export(&self.state.db, auth.user_id())
             .await?
             .ok_or_else(account_gone)?;
@@ -278,7 +291,10 @@ impl UserApi {
     /// under an id that no longer says who she was, so that the coalition's books still add
     /// up. Her access tokens stop working within seconds (her sessions are ended).
     #[oai(path = "/me", method = "delete")]
-    async fn delete_me(&self, auth: Auth) -> ApiResult<Json<Envelope<DeletedView>>> {
+    async fn delete_me(
+        &self,
+        auth: Auth,
+    ) -> ApiResult<Json<Envelope<DeletedView>>, { SIGNED_IN | NOT_FOUND }> {
         let user_id = auth.user_id();
         // Her sessions end everywhere, not only in Postgres: her access tokens stop working
         // within seconds instead of living their 15 minutes.
@@ -305,7 +321,8 @@ impl UserApi {
         &self,
         auth: Auth,
         body: Json<DeviceRegistration>,
-    ) -> ApiResult<DeviceRegistered> {
+    ) -> ApiResult<DeviceRegistered, { SIGNED_IN | JSON_BODY | NOT_FOUND | CONFLICT | UNPROCESSABLE }>
+    {
         let platform = match body.platform {
             Platform::Ios => "ios",
             Platform::Android => "android",
@@ -321,7 +338,7 @@ impl UserApi {
         .await?
         {
             storage::devices::Registered::Device(device) => device,
-            storage::devices::Registered::Gone => return Err(account_gone()),
+            storage::devices::Registered::Gone => return Err(account_gone().into()),
             storage::devices::Registered::TakenByAnother => {
                 crate::limits::REFUSED
                     .with_label_values(&["device_taken"])
@@ -329,7 +346,7 @@ impl UserApi {
                 return Err(ApiError::conflict(
                     "device_taken",
                     "This push token is registered to another account; sign out of it on the device first.",
-                ));
+                ).into());
             }
             storage::devices::Registered::TooMany => {
                 crate::limits::REFUSED
@@ -338,7 +355,8 @@ impl UserApi {
                 return Err(ApiError::unprocessable(
                     "too_many_devices",
                     format!("At most {max} devices can be registered to an account."),
-                ));
+                )
+                .into());
             }
         };
         Ok(DeviceRegistered::Created(Json(Envelope::new(DeviceView {
