@@ -112,3 +112,14 @@ pub async fn forget(db: impl PgExecutor<'_>, device_id: Uuid) -> sqlx::Result<()
         .await?;
     Ok(())
 }
+
+/// The devices of these members, each member's in the order she registered them.
+pub async fn of_users(db: impl PgExecutor<'_>, user_ids: &[Uuid]) -> sqlx::Result<Vec<Device>> {
+    sqlx::query_as(
+        "SELECT id, user_id, token, platform FROM devices WHERE user_id = ANY($1)
+         ORDER BY user_id, created_at",
+    )
+    .bind(user_ids)
+    .fetch_all(db)
+    .await
+}

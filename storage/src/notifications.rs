@@ -45,10 +45,21 @@ pub enum Outcome<'a> {
 
 /// True if this message (by its dedupe key) was sent already.
 pub async fn sent_before(db: &PgPool, dedupe_key: &str) -> sqlx::Result<bool> {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM notifications WHERE dedupe_key = $1 AND status IN ('sent', 'skipped'))")
-        .bind(dedupe_key)
-        .fetch_one(db)
-        .await
+    Ok(!sent_among(db, &[dedupe_key.to_owned()]).await?.is_empty())
+}
+
+/// Those of these messages (by their dedupe keys) that were sent or skipped already.
+pub async fn sent_among(db: &PgPool, dedupe_keys: &[String]) -> sqlx::Result<Vec<String>> {
+    if dedupe_keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_scalar(
+        "SELECT dedupe_key FROM notifications
+         WHERE dedupe_key = ANY($1) AND status IN ('sent', 'skipped')",
+    )
+    .bind(dedupe_keys)
+    .fetch_all(db)
+    .await
 }
 
 /// Records the outcome of an attempt (the latest attempt wins: a retry that succeeds turns a
@@ -57,42 +68,68 @@ pub async fn record(
     db: &PgPool,
     new: &NewNotification<'_>,
     outcome: Outcome<'_>,
-) -> sqlx::Result<Uuid> {
-    let (status, reply, error, send_after) = match outcome {
-        Outcome::Sent { reply } => ("sent", Some(reply), None, None),
-        Outcome::Failed { error } => ("failed", None, Some(error), None),
-        Outcome::Scheduled { send_after } => ("scheduled", None, None, Some(send_after)),
-        Outcome::Skipped { reason } => ("skipped", None, Some(reason), None),
+) -> sqlx::Result<()> {
+    record_all(db, &[(new.clone(), outcome)]).await
+}
+
+/// Records the outcomes of several attempts in one statement (as [`record`] does each; a
+/// dedupe key appears at most once).
+pub async fn record_all(
+    db: &PgPool,
+    attempts: &[(NewNotification<'_>, Outcome<'_>)],
+) -> sqlx::Result<()> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let column = |f: fn(&(NewNotification<'_>, Outcome<'_>)) -> Option<String>| {
+        attempts.iter().map(f).collect::<Vec<_>>()
     };
+    let (mut status, mut reply, mut error, mut send_after) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (_, outcome) in attempts {
+        let (s, r, e, a) = match *outcome {
+            Outcome::Sent { reply } => ("sent", Some(reply), None, None),
+            Outcome::Failed { error } => ("failed", None, Some(error), None),
+            Outcome::Scheduled { send_after } => ("scheduled", None, None, Some(send_after)),
+            Outcome::Skipped { reason } => ("skipped", None, Some(reason), None),
+        };
+        status.push(s);
+        reply.push(r);
+        error.push(e);
+        send_after.push(a);
+    }
     let mut tx = db.begin().await?;
     sqlx::query("SET LOCAL synchronous_commit = off")
         .execute(&mut *tx)
         .await?;
-    let id = sqlx::query_scalar(
+    sqlx::query(
         "INSERT INTO notifications (user_id, phone, channel, template, title, body, dedupe_key, status, provider,
                                     provider_reply, error, send_after, sent_at, email)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, CASE WHEN $8 = 'sent' THEN now() END, $13)
+         SELECT user_id, phone, channel, template, title, body, dedupe_key, status, provider,
+                provider_reply, error, send_after, CASE WHEN status = 'sent' THEN now() END, email
+         FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                     $8::text[], $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::text[])
+              AS a(user_id, phone, channel, template, title, body, dedupe_key, status, provider,
+                   provider_reply, error, send_after, email)
          ON CONFLICT (dedupe_key) DO UPDATE SET
              status = EXCLUDED.status, provider = EXCLUDED.provider, provider_reply = EXCLUDED.provider_reply,
              error = EXCLUDED.error, send_after = EXCLUDED.send_after, sent_at = EXCLUDED.sent_at
-         WHERE notifications.status NOT IN ('sent', 'skipped')
-         RETURNING id",
+         WHERE notifications.status NOT IN ('sent', 'skipped')",
     )
-    .bind(new.user_id)
-    .bind(new.phone)
-    .bind(new.channel)
-    .bind(new.template)
-    .bind(new.title)
-    .bind(new.body)
-    .bind(new.dedupe_key)
+    .bind(attempts.iter().map(|(n, _)| n.user_id).collect::<Vec<_>>())
+    .bind(column(|(n, _)| n.phone.map(str::to_owned)))
+    .bind(column(|(n, _)| Some(n.channel.to_owned())))
+    .bind(column(|(n, _)| Some(n.template.to_owned())))
+    .bind(column(|(n, _)| n.title.map(str::to_owned)))
+    .bind(column(|(n, _)| Some(n.body.to_owned())))
+    .bind(column(|(n, _)| Some(n.dedupe_key.to_owned())))
     .bind(status)
-    .bind(new.provider)
+    .bind(column(|(n, _)| Some(n.provider.to_owned())))
     .bind(reply)
     .bind(error)
     .bind(send_after)
-    .bind(new.email)
-    .fetch_optional(&mut *tx)
+    .bind(column(|(n, _)| n.email.map(str::to_owned)))
+    .execute(&mut *tx)
     .await?;
-    tx.commit().await?;
-    Ok(id.unwrap_or_default())
+    tx.commit().await
 }

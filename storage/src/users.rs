@@ -183,6 +183,27 @@ pub struct SettingsPatch {
     pub email: Option<Option<String>>,
 }
 
+/// Whom a message reaches and how she may be reached: her phone and what marketing she
+/// accepts.
+#[derive(Debug, Clone, FromRow)]
+pub struct Recipient {
+    pub id: Uuid,
+    pub phone: String,
+    pub push_marketing: bool,
+    pub sms_marketing: bool,
+}
+
+/// The recipients among these members (a deleted member is none).
+pub async fn recipients(db: impl PgExecutor<'_>, ids: &[Uuid]) -> sqlx::Result<Vec<Recipient>> {
+    sqlx::query_as(
+        "SELECT id, phone, push_marketing, sms_marketing FROM users
+         WHERE id = ANY($1) AND deleted_at IS NULL",
+    )
+    .bind(ids)
+    .fetch_all(db)
+    .await
+}
+
 pub async fn settings(db: impl PgExecutor<'_>, id: Uuid) -> sqlx::Result<Option<Settings>> {
     sqlx::query_as(
         "SELECT push_marketing, sms_marketing, email_marketing, email FROM users

@@ -3,7 +3,10 @@
 //! what follows from bonuses applied by either (cross-promo coupons, tier-upgrade notices).
 
 use crate::{
-    handlers::{notify_job::Notify, promo::IssueCoupons},
+    handlers::{
+        notify_job::{self, Notify},
+        promo::IssueCoupons,
+    },
     metrics::BONUS_ACCRUED,
     outbox,
     queue::{Job, JobError, QueueName},
@@ -85,16 +88,16 @@ pub async fn record_follow_ups(
         );
     }
     let mut upgraded = HashSet::new();
-    for outcome in applied.iter().filter(|o| o.upgraded_from.is_some()) {
-        if upgraded.insert(outcome.user_id) {
-            let notify = Notify {
-                user_id: outcome.user_id,
-                message: Message::TierUpgraded { tier: outcome.tier },
-                dedupe_key: format!("tier-up:{}", outcome.transaction_id),
-            };
-            follow_ups.push(notify.record(tx).await?);
-        }
-    }
+    let notices = applied
+        .iter()
+        .filter(|o| o.upgraded_from.is_some() && upgraded.insert(o.user_id))
+        .map(|o| Notify {
+            user_id: o.user_id,
+            message: Message::TierUpgraded { tier: o.tier },
+            dedupe_key: format!("tier-up:{}", o.transaction_id),
+        })
+        .collect();
+    follow_ups.extend(notify_job::record_all(tx, notices).await?);
     Ok(follow_ups)
 }
 

@@ -23,156 +23,233 @@ use adapters::{
     sms::SmsError,
 };
 use domain::messages::quiet_hours_end;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use storage::{
-    devices,
+    devices::{self, Device},
     notifications::{self, NewNotification, Outcome},
-    users,
+    users::{self, Recipient},
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// Each job of the queue runs where its work is: a message here, reminders in `events`,
+/// Each job of the queue runs where its work is: messages here, reminders in `events`,
 /// e-mail in `email`.
 impl RunJob for NotifyJob {
     async fn run(self, ctx: JobCtx) -> Result<(), JobError> {
         match self {
-            Self::Send(notify) => notify.send(ctx).await,
+            Self::Send(notify) => send_all(&ctx, vec![notify]).await,
+            Self::SendAll { messages } => send_all(&ctx, messages).await,
             Self::RemindEvents(remind) => remind.run(ctx).await,
             Self::Email(email) => email.run(ctx).await,
         }
     }
 }
 
-impl Notify {
-    async fn send(self, ctx: JobCtx) -> Result<(), JobError> {
-        let env = &ctx.env;
-        if self.message.waits_for_quiet_hours() {
-            if let Some(until) = quiet_until(env.timezone) {
-                return postpone(&ctx, &self, until).await;
-            }
+/// How one message reaches its member: a push to one of her devices, an SMS to her phone,
+/// or nothing (recorded as skipped: she refuses marketing on every channel she has).
+enum Delivery {
+    Push(Device),
+    Sms(String),
+    Skipped { channel: &'static str },
+}
+
+/// One delivery of message `notify` (an index into the job's messages), keyed for the
+/// `notifications` record.
+struct Attempt {
+    notify: usize,
+    key: String,
+    delivery: Delivery,
+}
+
+/// Sends each message as the module's comment says: the members, their devices and what was
+/// sent before are read for all of them at once, and the outcomes recorded in one statement.
+/// Each message still succeeds or fails on its own: a retry of the job sends only what was
+/// not sent (the records are keyed).
+async fn send_all(ctx: &JobCtx, notifies: Vec<Notify>) -> Result<(), JobError> {
+    let env = &ctx.env;
+    let quiet = quiet_until(env.timezone);
+    let mut seen = HashSet::new();
+    let mut now = Vec::with_capacity(notifies.len());
+    for notify in notifies {
+        if !seen.insert(notify.dedupe_key.clone()) {
+            continue;
         }
-        let Some(consent) = users::settings(&env.db, self.user_id).await? else {
-            tracing::info!(user_id = %self.user_id, "no such member any more; message dropped");
-            return Ok(());
+        match quiet {
+            Some(until) if notify.message.waits_for_quiet_hours() => {
+                postpone(ctx, &notify, until).await?;
+            }
+            _ => now.push(notify),
+        }
+    }
+    if now.is_empty() {
+        return Ok(());
+    }
+    let members: Vec<Uuid> = now.iter().map(|n| n.user_id).collect();
+    let recipients: HashMap<Uuid, Recipient> = users::recipients(&env.db, &members)
+        .await?
+        .into_iter()
+        .map(|r| (r.id, r))
+        .collect();
+    let mut devices_of: HashMap<Uuid, Vec<Device>> = HashMap::new();
+    for device in devices::of_users(&env.db, &members).await? {
+        devices_of.entry(device.user_id).or_default().push(device);
+    }
+
+    // Push to her devices; SMS when she has none, or when she refuses marketing by push but
+    // not by SMS; nothing when she refuses it on both.
+    let mut attempts = Vec::new();
+    for (index, notify) in now.iter().enumerate() {
+        let Some(recipient) = recipients.get(&notify.user_id) else {
+            tracing::info!(user_id = %notify.user_id, "no such member any more; message dropped");
+            continue;
         };
-        let marketing = self.message.is_marketing();
-        let (title, body) = self.message.render();
-        let template = self.message.template();
-        let devices = devices::of_user(&env.db, self.user_id).await?;
-        // Push to her devices; SMS when she has none, or when she refuses marketing by
-        // push but not by SMS; nothing when she refuses it on both.
-        if devices.is_empty() || (marketing && !consent.push_marketing) {
-            if !marketing || consent.sms_marketing {
-                return send_sms(&ctx, &self, template, &body).await;
-            }
-            let record = NewNotification {
-                user_id: Some(self.user_id),
-                phone: None,
-                email: None,
-                channel: if devices.is_empty() { "sms" } else { "push" },
-                template,
-                title: Some(&title),
-                body: &body,
-                dedupe_key: &format!("{}:no-consent", self.dedupe_key),
-                provider: "none",
+        let marketing = notify.message.is_marketing();
+        let devices = devices_of.get(&notify.user_id).cloned().unwrap_or_default();
+        if devices.is_empty() || (marketing && !recipient.push_marketing) {
+            let (suffix, delivery) = if !marketing || recipient.sms_marketing {
+                ("sms", Delivery::Sms(recipient.phone.clone()))
+            } else {
+                let channel = if devices.is_empty() { "sms" } else { "push" };
+                ("no-consent", Delivery::Skipped { channel })
             };
-            notifications::record(
-                &env.db,
-                &record,
-                Outcome::Skipped {
-                    reason: "the member does not accept marketing on this channel",
-                },
-            )
-            .await?;
-            return Ok(());
+            attempts.push(Attempt {
+                notify: index,
+                key: format!("{}:{suffix}", notify.dedupe_key),
+                delivery,
+            });
+        } else {
+            attempts.extend(devices.into_iter().map(|device| Attempt {
+                notify: index,
+                key: format!("{}:push:{}", notify.dedupe_key, device.id),
+                delivery: Delivery::Push(device),
+            }));
         }
-        let mut retry = None;
-        // The longest wait a provider asked for (429/503 with a long `Retry-After`).
-        let mut throttled: Option<std::time::Duration> = None;
-        for device in devices {
-            let key = format!("{}:push:{}", self.dedupe_key, device.id);
-            if notifications::sent_before(&env.db, &key).await? {
-                continue;
-            }
-            let record = NewNotification {
-                user_id: Some(self.user_id),
-                phone: None,
-                email: None,
-                channel: "push",
-                template,
-                title: Some(&title),
-                body: &body,
-                dedupe_key: &key,
-                provider: env.push.name(),
-            };
-            let message = PushMessage {
-                token: &device.token,
-                title: &title,
-                body: &body,
-                data: BTreeMap::from([("template".to_owned(), template.to_owned())]),
-            };
-            match env.push.send(&message).await {
-                Ok(receipt) => {
-                    notifications::record(
-                        &env.db,
-                        &record,
-                        Outcome::Sent {
-                            reply: &receipt.reply,
-                        },
-                    )
-                    .await?;
-                }
-                Err(e) => {
-                    notifications::record(
-                        &env.db,
-                        &record,
-                        Outcome::Failed {
-                            error: &e.to_string(),
-                        },
-                    )
-                    .await?;
+    }
+    let keys: Vec<String> = attempts.iter().map(|a| a.key.clone()).collect();
+    let sent: HashSet<String> = notifications::sent_among(&env.db, &keys)
+        .await?
+        .into_iter()
+        .collect();
+    attempts.retain(|a| !sent.contains(&a.key));
+
+    let rendered: Vec<(String, String)> = now.iter().map(|n| n.message.render()).collect();
+    // What each attempt came to: the provider's reply, or the error (recorded as failed).
+    let mut outcomes: Vec<Result<String, String>> = Vec::with_capacity(attempts.len());
+    let mut retry = None;
+    let mut refused = None;
+    // The longest wait a provider asked for (429/503 with a long `Retry-After`).
+    let mut throttled: Option<std::time::Duration> = None;
+    // Devices whose token the provider called dead.
+    let mut forgotten = Vec::new();
+    for attempt in &attempts {
+        let (title, body) = &rendered[attempt.notify];
+        let template = now[attempt.notify].message.template();
+        let outcome = match &attempt.delivery {
+            Delivery::Skipped { .. } => Ok(String::new()),
+            Delivery::Push(device) => {
+                let message = PushMessage {
+                    token: &device.token,
+                    title,
+                    body,
+                    data: BTreeMap::from([("template".to_owned(), template.to_owned())]),
+                };
+                env.push.send(&message).await.map(|r| r.reply).map_err(|e| {
+                    let error = e.to_string();
                     match e {
-                        PushError::TokenInvalid(_) => {
-                            devices::forget(&env.db, device.id).await?;
-                            tracing::info!(device_id = %device.id, "push token is dead; device forgotten");
-                        }
-                        PushError::Transient(_) => retry = Some(e),
+                        PushError::TokenInvalid(_) => forgotten.push(device.id),
+                        PushError::Transient(_) => retry = Some(error.clone()),
                         PushError::Throttled { retry_after } => {
                             throttled = throttled.max(Some(retry_after));
                         }
-                        _ => tracing::warn!(error = %e, "push refused"),
+                        _ => tracing::warn!(error = %error, "push refused"),
                     }
-                }
+                    error
+                })
             }
-        }
-        if let Some(wait) = throttled {
-            // As told: the devices that got it are recorded as sent and skipped then.
-            let until = OffsetDateTime::now_utc() + wait;
-            return retry_at(&ctx, &self, until).await;
-        }
-        match retry {
-            // The devices that got it are recorded as sent and skipped on the retry.
-            Some(e) => Err(JobError::Retry(e.into())),
-            None => Ok(()),
-        }
+            Delivery::Sms(phone) => env
+                .sms
+                .send(phone.trim_start_matches('+'), body)
+                .await
+                .map(|r| r.reply)
+                .map_err(|e| {
+                    let error = e.to_string();
+                    match e {
+                        SmsError::Transient(_) => retry = Some(error.clone()),
+                        _ => refused = Some(error.clone()),
+                    }
+                    error
+                }),
+        };
+        outcomes.push(outcome);
+    }
+    let records: Vec<(NewNotification<'_>, Outcome<'_>)> = attempts
+        .iter()
+        .zip(&outcomes)
+        .map(|(attempt, outcome)| {
+            let notify = &now[attempt.notify];
+            let (title, body) = &rendered[attempt.notify];
+            let (channel, phone, provider) = match &attempt.delivery {
+                Delivery::Push(_) => ("push", None, env.push.name()),
+                Delivery::Sms(phone) => ("sms", Some(phone.as_str()), env.sms.name()),
+                Delivery::Skipped { channel } => (*channel, None, "none"),
+            };
+            let record = NewNotification {
+                user_id: Some(notify.user_id),
+                phone,
+                email: None,
+                channel,
+                template: notify.message.template(),
+                title: (channel == "push").then_some(title.as_str()),
+                body,
+                dedupe_key: &attempt.key,
+                provider,
+            };
+            let outcome = match (&attempt.delivery, outcome) {
+                (Delivery::Skipped { .. }, _) => Outcome::Skipped {
+                    reason: "the member does not accept marketing on this channel",
+                },
+                (_, Ok(reply)) => Outcome::Sent { reply },
+                (_, Err(error)) => Outcome::Failed { error },
+            };
+            (record, outcome)
+        })
+        .collect();
+    notifications::record_all(&env.db, &records).await?;
+    for device in forgotten {
+        devices::forget(&env.db, device).await?;
+        tracing::info!(device_id = %device, "push token is dead; device forgotten");
+    }
+    if let Some(wait) = throttled {
+        // As told: the whole job again then; what was sent is recorded and skipped then.
+        return retry_at(ctx, now, OffsetDateTime::now_utc() + wait).await;
+    }
+    if let Some(error) = retry {
+        return Err(JobError::Retry(anyhow::anyhow!(error)));
+    }
+    match refused {
+        Some(error) => Err(JobError::Permanent(anyhow::anyhow!(error))),
+        None => Ok(()),
     }
 }
 
-/// Schedules this message again at `until`, when the push provider asked us to come back.
-async fn retry_at(ctx: &JobCtx, notify: &Notify, until: OffsetDateTime) -> Result<(), JobError> {
+/// Schedules these messages again at `until`, when the push provider asked us to come back.
+async fn retry_at(
+    ctx: &JobCtx,
+    notifies: Vec<Notify>,
+    until: OffsetDateTime,
+) -> Result<(), JobError> {
+    let keys: Vec<&str> = notifies.iter().map(|n| n.dedupe_key.as_str()).collect();
     let job = RawJob {
         id: Uuid::new_v5(
             &Uuid::NAMESPACE_OID,
             format!(
                 "notify-retry-after:{}:{}",
-                notify.dedupe_key,
+                keys.join(","),
                 until.unix_timestamp()
             )
             .as_bytes(),
         ),
-        payload: serde_json::to_vec(&NotifyJob::Send(notify.clone()))
-            .expect("job payloads serialize"),
+        payload: serde_json::to_vec(&NotifyJob::of(notifies)).expect("job payloads serialize"),
         max_attempts: QueueName::Notify.max_attempts(),
         run_at: Some(until),
         idempotency_key: None,
@@ -183,36 +260,8 @@ async fn retry_at(ctx: &JobCtx, notify: &Notify, until: OffsetDateTime) -> Resul
         .push_raw(QueueName::Notify, &[job])
         .await
         .map_err(|e| JobError::Retry(e.into()))?;
-    tracing::info!(until = %until, "push provider asked to retry later: message rescheduled");
+    tracing::info!(until = %until, "push provider asked to retry later: messages rescheduled");
     Ok(())
-}
-
-async fn send_sms(
-    ctx: &JobCtx,
-    notify: &Notify,
-    template: &str,
-    body: &str,
-) -> Result<(), JobError> {
-    let env = &ctx.env;
-    let Some(user) = storage::users::get(&env.db, notify.user_id).await? else {
-        return Ok(());
-    };
-    let key = format!("{}:sms", notify.dedupe_key);
-    if notifications::sent_before(&env.db, &key).await? {
-        return Ok(());
-    }
-    let record = NewNotification {
-        user_id: Some(user.id),
-        phone: Some(&user.phone),
-        email: None,
-        channel: "sms",
-        template,
-        title: None,
-        body,
-        dedupe_key: &key,
-        provider: env.sms.name(),
-    };
-    sms_and_record(env, &user.phone, body, &record).await
 }
 
 /// Sends `text` by SMS to `phone` (E.164) and records how it went as `record`; a transient

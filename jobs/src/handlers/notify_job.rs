@@ -23,6 +23,11 @@ use uuid::Uuid;
 #[serde(tag = "job", rename_all = "snake_case")]
 pub enum NotifyJob {
     Send(Notify),
+    /// Several messages, sent as `Send` sends each with the reads and records of all in a few
+    /// statements: what one transaction recorded for many members (a scan batch's accruals).
+    SendAll {
+        messages: Vec<Notify>,
+    },
     /// The schedule `event_reminders`: reminders for events of the next day.
     RemindEvents(RemindEvents),
     /// An e-mail: a ticket, a refund receipt or a monthly statement.
@@ -33,6 +38,17 @@ impl Default for NotifyJob {
     /// What the schedule enqueues.
     fn default() -> Self {
         Self::RemindEvents(Default::default())
+    }
+}
+
+impl NotifyJob {
+    /// The job that sends these messages: `Send` for one, `SendAll` for more.
+    pub fn of(mut notifies: Vec<Notify>) -> Self {
+        if notifies.len() == 1 {
+            Self::Send(notifies.remove(0))
+        } else {
+            Self::SendAll { messages: notifies }
+        }
     }
 }
 
@@ -65,6 +81,33 @@ impl Notify {
         );
         outbox::row(id, &NotifyJob::Send(self), None)
     }
+}
+
+/// The outbox row of one job sending all these messages (none for none), its id derived
+/// from their dedupe keys, so that recording it twice enqueues it once.
+pub fn outbox_row_all(notifies: Vec<Notify>) -> Option<OutboxJob> {
+    if notifies.is_empty() {
+        return None;
+    }
+    let keys: Vec<&str> = notifies.iter().map(|n| n.dedupe_key.as_str()).collect();
+    let id = Uuid::new_v5(
+        &Uuid::NAMESPACE_OID,
+        format!("notify:{}", keys.join(",")).as_bytes(),
+    );
+    Some(outbox::row(id, &NotifyJob::of(notifies), None))
+}
+
+/// Records one job sending all these messages in the caller's transaction (see
+/// [`outbox_row_all`]) and returns its row to relay after the commit.
+pub async fn record_all(
+    tx: &mut Transaction<'_, Postgres>,
+    notifies: Vec<Notify>,
+) -> sqlx::Result<Option<OutboxJob>> {
+    let row = outbox_row_all(notifies);
+    if let Some(row) = &row {
+        outbox::record_all(tx, std::slice::from_ref(row)).await?;
+    }
+    Ok(row)
 }
 
 /// An e-mail to send, named by what it is about (the job reads the rest when it runs).
@@ -124,6 +167,7 @@ pub struct RemindEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use domain::Tier;
 
     #[test]
     fn job_ids_follow_from_what_the_mail_is_about() {
@@ -147,5 +191,27 @@ mod tests {
         let row = job.clone().outbox_row();
         let back: NotifyJob = serde_json::from_value(row.payload).unwrap();
         assert!(matches!(back, NotifyJob::Email(j) if j == job));
+    }
+
+    fn notice(key: &str) -> Notify {
+        Notify {
+            user_id: Uuid::now_v7(),
+            message: Message::TierUpgraded { tier: Tier::Vip },
+            dedupe_key: key.to_owned(),
+        }
+    }
+
+    #[test]
+    fn one_message_is_a_send_and_several_a_send_all_and_both_round_trip() {
+        for (messages, expected) in [(vec![notice("a")], 1), (vec![notice("a"), notice("b")], 2)] {
+            let payload = serde_json::to_value(NotifyJob::of(messages)).unwrap();
+            let sent = match serde_json::from_value(payload).unwrap() {
+                NotifyJob::Send(_) => 1,
+                NotifyJob::SendAll { messages } => messages.len(),
+                other => panic!("not a message: {other:?}"),
+            };
+            assert_eq!(sent, expected);
+        }
+        assert!(outbox_row_all(Vec::new()).is_none());
     }
 }

@@ -7,7 +7,7 @@
 //! Idempotent: a coupon is keyed by (chain, purchase), so a retried job issues nothing twice.
 
 use crate::{
-    handlers::notify_job::Notify,
+    handlers::notify_job::{self, Notify},
     metrics::CROSS_PROMO_TRIGGERED,
     queue::{Job, JobError, QueueName},
     run::{JobCtx, RunJob},
@@ -37,7 +37,7 @@ impl RunJob for IssueCoupons {
         let mut tx = storage::begin_batch(&env.db).await?;
         let purchases = coupons::promo_purchases(&mut *tx, &self.transaction_ids).await?;
         let chains = coupons::purchase_chains(&mut *tx).await?;
-        let mut follow_ups = Vec::new();
+        let mut notices = Vec::new();
         let mut issued = 0;
         for purchase in &purchases {
             let fired = chains
@@ -53,12 +53,13 @@ impl RunJob for IssueCoupons {
                 };
                 issued += 1;
                 CROSS_PROMO_TRIGGERED.inc();
-                let notice = coupon_notice(&mut tx, env.timezone, &coupon).await?;
-                follow_ups.push(notice.record(&mut tx).await?);
+                notices.push(coupon_notice(&mut tx, env.timezone, &coupon).await?);
             }
         }
+        let follow_ups = notify_job::record_all(&mut tx, notices).await?;
         tx.commit().await?;
-        env.committed([], &follow_ups, "coupon notifications").await;
+        env.committed([], follow_ups.as_slice(), "coupon notifications")
+            .await;
         tracing::info!(
             purchases = purchases.len(),
             coupons = issued,

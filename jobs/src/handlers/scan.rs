@@ -6,7 +6,10 @@
 
 use crate::{
     env::Env,
-    handlers::{notify_job::Notify, promo::IssueCoupons},
+    handlers::{
+        notify_job::{self, Notify},
+        promo::IssueCoupons,
+    },
     metrics::{BONUS_ACCRUED, QR_SCANS},
     outbox,
     queue::{Job, JobError, QueueName},
@@ -390,6 +393,8 @@ async fn follow_ups(
             ));
         }
     }
+    // The members' messages: one job for the batch.
+    let mut messages = Vec::new();
     let mut upgraded = HashSet::new();
     for d in done {
         let transaction_id = d.result.transaction_id;
@@ -408,28 +413,23 @@ async fn follow_ups(
                     balance: d.result.balance,
                 },
             };
-            rows.push(
-                Notify {
-                    user_id: d.scan.user_id,
-                    message,
-                    dedupe_key: format!("accrual:{transaction_id}"),
-                }
-                .outbox_row(),
-            );
+            messages.push(Notify {
+                user_id: d.scan.user_id,
+                message,
+                dedupe_key: format!("accrual:{transaction_id}"),
+            });
         }
         if let Some(tier) = d.upgraded_to
             && upgraded.insert(d.scan.user_id)
         {
-            rows.push(
-                Notify {
-                    user_id: d.scan.user_id,
-                    message: Message::TierUpgraded { tier },
-                    dedupe_key: format!("tier-up:{transaction_id}"),
-                }
-                .outbox_row(),
-            );
+            messages.push(Notify {
+                user_id: d.scan.user_id,
+                message: Message::TierUpgraded { tier },
+                dedupe_key: format!("tier-up:{transaction_id}"),
+            });
         }
     }
+    rows.extend(notify_job::outbox_row_all(messages));
     outbox::record_all(tx, &rows).await?;
     Ok(rows)
 }
