@@ -1,7 +1,9 @@
 //! Partner businesses and their staff (their CRM connections are `integrations`).
 
+use crate::states;
+use domain::roles::StaffRole;
 use rust_decimal::Decimal;
-use sqlx::{FromRow, PgExecutor};
+use sqlx::{FromRow, PgExecutor, Row, postgres::PgRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -196,17 +198,36 @@ pub async fn list_active(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Business>>
     .await
 }
 
+/// `business_staff` has no key of its own: its rows are named by business and user.
+fn staff_key(business_id: Uuid, user_id: Uuid) -> String {
+    format!("business {business_id} user {user_id}")
+}
+
+/// A role read from `business_staff`, strictly.
+pub(crate) fn parse_role(business_id: Uuid, user_id: Uuid, role: &str) -> sqlx::Result<StaffRole> {
+    states::parse(
+        "business_staff",
+        staff_key(business_id, user_id),
+        "role",
+        role,
+    )
+}
+
 /// The role `user_id` holds at `business_id`, if any.
 pub async fn staff_role(
     db: impl PgExecutor<'_>,
     business_id: Uuid,
     user_id: Uuid,
-) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT role FROM business_staff WHERE business_id = $1 AND user_id = $2")
-        .bind(business_id)
-        .bind(user_id)
-        .fetch_optional(db)
-        .await
+) -> sqlx::Result<Option<StaffRole>> {
+    let role: Option<String> = sqlx::query_scalar(
+        "SELECT role FROM business_staff WHERE business_id = $1 AND user_id = $2",
+    )
+    .bind(business_id)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?;
+    role.map(|role| parse_role(business_id, user_id, &role))
+        .transpose()
 }
 
 /// Adds a staff member (or changes their role).
@@ -214,7 +235,7 @@ pub async fn put_staff(
     db: impl PgExecutor<'_>,
     business_id: Uuid,
     user_id: Uuid,
-    role: &str,
+    role: StaffRole,
 ) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO business_staff (business_id, user_id, role) VALUES ($1, $2, $3)
@@ -222,21 +243,36 @@ pub async fn put_staff(
     )
     .bind(business_id)
     .bind(user_id)
-    .bind(role)
+    .bind(role.as_str())
     .execute(db)
     .await?;
     Ok(())
 }
 
 /// A person on a business's staff.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct StaffMember {
     pub user_id: Uuid,
     pub phone: String,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
-    pub role: String,
+    pub role: StaffRole,
     pub created_at: OffsetDateTime,
+}
+
+impl FromRow<'_, PgRow> for StaffMember {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let business_id: Uuid = row.try_get("business_id")?;
+        let user_id: Uuid = row.try_get("user_id")?;
+        Ok(Self {
+            user_id,
+            phone: row.try_get("phone")?,
+            first_name: row.try_get("first_name")?,
+            last_name: row.try_get("last_name")?,
+            role: parse_role(business_id, user_id, row.try_get("role")?)?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
 }
 
 /// The staff of a business, owners first.
@@ -245,12 +281,14 @@ pub async fn list_staff(
     business_id: Uuid,
 ) -> sqlx::Result<Vec<StaffMember>> {
     sqlx::query_as(
-        "SELECT s.user_id, COALESCE(u.phone, '') AS phone, u.first_name, u.last_name, s.role, s.created_at
+        "SELECT s.business_id, s.user_id, COALESCE(u.phone, '') AS phone, u.first_name, u.last_name,
+                s.role, s.created_at
          FROM business_staff s JOIN users u ON u.id = s.user_id
          WHERE s.business_id = $1
-         ORDER BY array_position(ARRAY['owner', 'staff', 'viewer'], s.role), s.created_at, s.user_id",
+         ORDER BY array_position($2, s.role), s.created_at, s.user_id",
     )
     .bind(business_id)
+    .bind(StaffRole::ALL.map(StaffRole::as_str).to_vec())
     .fetch_all(db)
     .await
 }
@@ -292,22 +330,30 @@ pub async fn remove_staff(
     db: impl PgExecutor<'_>,
     business_id: Uuid,
     user_id: Uuid,
-) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(
+) -> sqlx::Result<Option<StaffRole>> {
+    let role: Option<String> = sqlx::query_scalar(
         "DELETE FROM business_staff WHERE business_id = $1 AND user_id = $2 RETURNING role",
     )
     .bind(business_id)
     .bind(user_id)
     .fetch_optional(db)
-    .await
+    .await?;
+    role.map(|role| parse_role(business_id, user_id, &role))
+        .transpose()
 }
 
 /// Every business where `user_id` is on the staff, with the role held there.
-pub async fn roles_of(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<(Uuid, String)>> {
-    sqlx::query_as(
+pub async fn roles_of(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+) -> sqlx::Result<Vec<(Uuid, StaffRole)>> {
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
         "SELECT business_id, role FROM business_staff WHERE user_id = $1 ORDER BY business_id",
     )
     .bind(user_id)
     .fetch_all(db)
-    .await
+    .await?;
+    rows.into_iter()
+        .map(|(business_id, role)| Ok((business_id, parse_role(business_id, user_id, &role)?)))
+        .collect()
 }

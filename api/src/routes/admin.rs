@@ -10,8 +10,7 @@ use crate::{
     },
     routes::positive_money,
     state::AppState,
-    wire::Amount,
-    wire::Text,
+    wire::{Amount, CrmType, StaffRole, Text},
 };
 use adapters::egress::EgressError;
 use domain::{PhoneNumber, loyalty::DiscountType};
@@ -27,7 +26,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use storage::{
     businesses::{self, Business, BusinessPatch, NewBusiness},
-    integrations::{self, Integration, IntegrationPatch, NewIntegration},
+    integrations::{self, Integration, IntegrationPatch, IntegrationStatus, NewIntegration},
     users,
 };
 use time::OffsetDateTime;
@@ -65,32 +64,6 @@ impl CategoryName {
             Self::Wellness => "wellness",
             Self::Gastronomy => "gastronomy",
             Self::Health => "health",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Enum)]
-pub enum CrmType {
-    #[oai(rename = "yclients")]
-    Yclients,
-    #[oai(rename = "iiko")]
-    Iiko,
-    #[oai(rename = "1c")]
-    OneC,
-    #[oai(rename = "amo_crm")]
-    AmoCrm,
-    #[oai(rename = "renovatio")]
-    Renovatio,
-}
-
-impl CrmType {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Yclients => "yclients",
-            Self::Iiko => "iiko",
-            Self::OneC => "1c",
-            Self::AmoCrm => "amo_crm",
-            Self::Renovatio => "renovatio",
         }
     }
 }
@@ -249,9 +222,9 @@ fn integration_view(i: Integration) -> IntegrationView {
             .map(|p| (OffsetDateTime::now_utc() - p).whole_seconds().max(0)),
         id: i.id,
         business_id: i.business_id,
-        crm_type: i.crm_type,
+        crm_type: i.crm_type.as_str().to_owned(),
         crm_base_url: i.base_url,
-        status: i.status,
+        status: i.status.as_str().to_owned(),
         has_credentials: i.has_credentials,
         settings: i.settings,
         last_polled_at: i.last_polled_at,
@@ -299,10 +272,13 @@ pub struct BusinessView {
 fn business_view(b: Business, integrations: Vec<Integration>) -> BusinessView {
     let first = integrations.first();
     BusinessView {
-        crm_type: first.map(|i| i.crm_type.clone()),
+        crm_type: first.map(|i| i.crm_type.as_str().to_owned()),
         crm_base_url: first.map(|i| i.base_url.clone()),
         has_crm_credentials: first.is_some_and(|i| i.has_credentials),
-        integration_status: first.map_or_else(|| "ok".to_owned(), |i| i.status.clone()),
+        integration_status: first
+            .map_or(IntegrationStatus::Ok, |i| i.status)
+            .as_str()
+            .to_owned(),
         integration_error: first.and_then(|i| i.last_error.clone()),
         integrations: integrations.into_iter().map(integration_view).collect(),
         id: b.id,
@@ -491,7 +467,7 @@ pub enum PollAccepted {
 pub struct AddStaff {
     #[oai(validator(max_length = 32))]
     pub phone: Text,
-    pub role: crate::routes::partner::StaffRole,
+    pub role: StaffRole,
 }
 
 #[derive(Debug, Object)]
@@ -560,7 +536,7 @@ fn object(value: Option<&Value>, field: &str) -> Result<Value, ApiError> {
 /// settings (no network call; what is wrong is named, never a value).
 fn check_connection(
     state: &AppState,
-    crm_type: &str,
+    crm_type: domain::crm::CrmType,
     url: &str,
     credentials: &Value,
     settings: &Value,
@@ -586,9 +562,9 @@ async fn new_integration(
     let base_url = crm_url(state, url).await?;
     let credentials = object(Some(credentials), "crm_credentials")?;
     let settings = object(settings, "settings")?;
-    check_connection(state, crm_type.as_str(), &base_url, &credentials, &settings)?;
+    check_connection(state, crm_type.0, &base_url, &credentials, &settings)?;
     Ok(NewIntegration {
-        crm_type: crm_type.as_str().to_owned(),
+        crm_type: crm_type.0,
         base_url,
         credentials: Some(credentials),
         settings,
@@ -616,8 +592,8 @@ async fn integration_patch(
         .as_ref()
         .map(|s| object(Some(s), "settings"))
         .transpose()?;
-    let crm_type = change.crm_type.map(|t| t.as_str().to_owned());
-    let moved = crm_type.as_ref().is_some_and(|t| *t != current.crm_type)
+    let crm_type = change.crm_type.map(|t| t.0);
+    let moved = crm_type.is_some_and(|t| t != current.crm_type)
         || base_url.as_ref().is_some_and(|u| *u != current.base_url);
     // The credentials the integration will use: new ones, or (if it stays where it is) the
     // stored ones, checked with the new settings.
@@ -633,7 +609,7 @@ async fn integration_patch(
     if let Some(effective) = &effective {
         check_connection(
             state,
-            crm_type.as_deref().unwrap_or(&current.crm_type),
+            crm_type.unwrap_or(current.crm_type),
             base_url.as_deref().unwrap_or(&current.base_url),
             effective,
             settings.as_ref().unwrap_or(&current.settings),
@@ -1130,15 +1106,15 @@ impl AdminApi {
         businesses::get(&state.db, id.0)
             .await?
             .ok_or_else(|| ApiError::not_found("business_not_found", "No such business."))?;
-        let role = body.role.as_str();
+        let role = body.role.0;
         let mut tx = state.db.begin().await?;
         let user = users::find_or_create(&mut *tx, &phone).await?;
         let before = businesses::staff_role(&mut *tx, id.0, user.id).await?;
         businesses::put_staff(&mut *tx, id.0, user.id, role).await?;
-        let snapshot = |role: &str| serde_json::json!({"business_id": id.0, "role": role});
+        let snapshot = |role: domain::roles::StaffRole| serde_json::json!({"business_id": id.0, "role": role.as_str()});
         let mut change = Change::new("staff.put", "user", user.id).after_value(snapshot(role));
         if let Some(before) = before {
-            change = change.before_value(snapshot(&before));
+            change = change.before_value(snapshot(before));
         }
         audit::record(&mut *tx, superadmin.user_id(), change).await?;
         tx.commit().await?;
@@ -1146,7 +1122,7 @@ impl AdminApi {
             business_id: id.0,
             user_id: user.id,
             phone: user.phone,
-            role: role.to_owned(),
+            role: role.as_str().to_owned(),
         }))))
     }
 

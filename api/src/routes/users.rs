@@ -61,11 +61,11 @@ pub(crate) fn user_view(user: User, roles: &[Role]) -> UserView {
             .iter()
             .map(|r| match r {
                 Role::Platform(role) => RoleView {
-                    role: role.clone(),
+                    role: role.as_str().to_owned(),
                     business_id: None,
                 },
                 Role::Business { business_id, role } => RoleView {
-                    role: role.clone(),
+                    role: role.as_str().to_owned(),
                     business_id: Some(*business_id),
                 },
             })

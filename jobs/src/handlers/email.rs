@@ -22,7 +22,8 @@ use rust_decimal::Decimal;
 use storage::{
     businesses, events,
     notifications::{self, NewNotification, Outcome},
-    payments, settlement, users,
+    payments::{self, PaymentState, RefundState},
+    settlement, users,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -68,8 +69,8 @@ async fn paid_seat(env: &Env, payment_id: Uuid, kind: Kind) -> Result<(), JobErr
         return Ok(());
     };
     let due = match kind {
-        Kind::Ticket => payment.status == "succeeded",
-        Kind::Refund => payment.refund_status.as_deref() == Some("succeeded"),
+        Kind::Ticket => payment.status == PaymentState::Succeeded,
+        Kind::Refund => payment.refund_status == Some(RefundState::Succeeded),
     };
     if !due {
         tracing::warn!(%payment_id, ?kind, status = %payment.status, "the payment is not where this e-mail says; none sent");

@@ -584,7 +584,7 @@ async fn crm_day(
                 operator
                     .post(
                         &format!("/admin/businesses/{}/integrations", business.id),
-                        &json!({"crm_type": vendor.crm_type(), "crm_base_url": sim.url, "crm_credentials": credentials}),
+                        &json!({"crm_type": vendor.crm_type().as_str(), "crm_base_url": sim.url, "crm_credentials": credentials}),
                     )
                     .await?,
                 201,
@@ -595,7 +595,7 @@ async fn crm_day(
                 operator
                     .patch(
                         &format!("/admin/businesses/{}", business.id),
-                        &json!({"crm_type": vendor.crm_type(), "crm_base_url": sim.url, "crm_credentials": credentials}),
+                        &json!({"crm_type": vendor.crm_type().as_str(), "crm_base_url": sim.url, "crm_credentials": credentials}),
                     )
                     .await?,
                 200,

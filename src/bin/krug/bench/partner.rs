@@ -35,7 +35,7 @@ pub(super) async fn dashboard_latency(
         sqlx::query_scalar("INSERT INTO users (phone) VALUES ('+79980000001') RETURNING id")
             .fetch_one(db)
             .await?;
-    storage::businesses::put_staff(db, business.id, owner, "owner").await?;
+    storage::businesses::put_staff(db, business.id, owner, domain::roles::StaffRole::Owner).await?;
     let token = system.services.jwt.issue(owner, vec![], Uuid::new_v4());
     let started = Instant::now();
     let chain: Uuid = sqlx::query_scalar(
