@@ -4,8 +4,9 @@
 //!   poem-openapi's `Decimal` trims trailing zeros (`"1250.5"`) and reads floats.
 //! - `Text`: a string is a JSON string; poem-openapi's `String` also takes `123` and `true`,
 //!   which the spec (and the fuzzer) calls a schema violation.
-//! - `CrmType`, `StaffRole`: string enums whose values are the domain enums' own names, so
-//!   that each name is written once (in `domain`), not again in an `#[oai(rename)]`.
+//! - `CrmType`, `StaffRole`, `Platform`: string enums whose values are the domain (or
+//!   storage) enums' own names, so that each name is written once, not again in an
+//!   `#[oai(rename)]`.
 
 use poem_openapi::{
     registry::{MetaSchema, MetaSchemaRef, Registry},
@@ -214,6 +215,7 @@ macro_rules! wire_enum {
 }
 
 wire_enum!(CrmType(domain::crm::CrmType), None);
+wire_enum!(Platform(storage::devices::Platform), None);
 wire_enum!(
     StaffRole(domain::roles::StaffRole),
     Some("A role at a business, as operators (`/admin/…`) and owners (`/business/staff`) give it.")

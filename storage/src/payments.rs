@@ -96,7 +96,26 @@ impl fmt::Display for RefundState {
     }
 }
 
-domain::parse_by_name!(PaymentState, RefundState);
+/// Where a seat at a paid event stands (`event_registrations.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeatState {
+    /// Held while she pays.
+    Held,
+    Confirmed,
+}
+
+impl SeatState {
+    pub const ALL: [SeatState; 2] = [Self::Held, Self::Confirmed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::Confirmed => "confirmed",
+        }
+    }
+}
+
+domain::parse_by_name!(PaymentState, RefundState, SeatState);
 
 /// One attempt to pay for a seat.
 #[derive(Debug, Clone)]
@@ -440,6 +459,12 @@ pub async fn unregister_paid(
     let Some(seat) = seat else {
         return Ok(PaidCancellation::NotRegistered);
     };
+    let seat: SeatState = states::parse(
+        "event_registrations",
+        format!("event {event_id} user {user_id}"),
+        "status",
+        &seat,
+    )?;
     let freed = sqlx::query(
         "UPDATE events SET registered_count = registered_count - 1
          WHERE id = $1 AND status <> 'completed'",
@@ -452,7 +477,7 @@ pub async fn unregister_paid(
         tx.rollback().await?;
         return Ok(PaidCancellation::Completed);
     }
-    if seat == "held" {
+    if seat == SeatState::Held {
         sqlx::query(
             "UPDATE event_payments SET status = 'expired', updated_at = now()
              WHERE event_id = $1 AND user_id = $2 AND status IN ('creating', 'pending')",

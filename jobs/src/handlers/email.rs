@@ -21,7 +21,7 @@ use domain::{settlement::Period, statement_csv};
 use rust_decimal::Decimal;
 use storage::{
     businesses, events,
-    notifications::{self, NewNotification, Outcome},
+    notifications::{self, Channel, NewNotification, Outcome},
     payments::{self, PaymentState, RefundState},
     settlement, users,
 };
@@ -211,7 +211,7 @@ async fn send_once(
         user_id,
         phone: None,
         email: Some(&message.to),
-        channel: "email",
+        channel: Channel::Email,
         template,
         title: Some(&message.subject),
         body: &message.text,

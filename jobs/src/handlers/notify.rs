@@ -26,7 +26,7 @@ use domain::messages::quiet_hours_end;
 use std::collections::BTreeMap;
 use storage::{
     devices,
-    notifications::{self, NewNotification, Outcome},
+    notifications::{self, Channel, NewNotification, Outcome},
     users,
 };
 use time::OffsetDateTime;
@@ -70,7 +70,11 @@ impl Notify {
                 user_id: Some(self.user_id),
                 phone: None,
                 email: None,
-                channel: if devices.is_empty() { "sms" } else { "push" },
+                channel: if devices.is_empty() {
+                    Channel::Sms
+                } else {
+                    Channel::Push
+                },
                 template,
                 title: Some(&title),
                 body: &body,
@@ -99,7 +103,7 @@ impl Notify {
                 user_id: Some(self.user_id),
                 phone: None,
                 email: None,
-                channel: "push",
+                channel: Channel::Push,
                 template,
                 title: Some(&title),
                 body: &body,
@@ -205,7 +209,7 @@ async fn send_sms(
         user_id: Some(user.id),
         phone: Some(&user.phone),
         email: None,
-        channel: "sms",
+        channel: Channel::Sms,
         template,
         title: None,
         body,
@@ -270,7 +274,7 @@ async fn postpone(ctx: &JobCtx, notify: &Notify, until: OffsetDateTime) -> Resul
         user_id: Some(notify.user_id),
         phone: None,
         email: None,
-        channel: "push",
+        channel: Channel::Push,
         template: notify.message.template(),
         title: Some(&title),
         body: &body,
