@@ -4,7 +4,7 @@
 //!   poem-openapi's `Decimal` trims trailing zeros (`"1250.5"`) and reads floats.
 //! - `Text`: a string is a JSON string; poem-openapi's `String` also takes `123` and `true`,
 //!   which the spec (and the fuzzer) calls a schema violation.
-//! - `CrmType`, `StaffRole`, `Platform`: string enums whose values are the domain (or
+//! - `CategoryName`, `CrmType`, `StaffRole`, `Platform`: string enums whose values are the domain (or
 //!   storage) enums' own names, so that each name is written once, not again in an
 //!   `#[oai(rename)]`.
 
@@ -214,6 +214,7 @@ macro_rules! wire_enum {
     };
 }
 
+wire_enum!(CategoryName(domain::Category), None);
 wire_enum!(CrmType(domain::crm::CrmType), None);
 wire_enum!(Platform(storage::devices::Platform), None);
 wire_enum!(

@@ -10,7 +10,7 @@ use crate::{
     },
     routes::positive_money,
     state::AppState,
-    wire::{Amount, CrmType, StaffRole, Text},
+    wire::{Amount, CategoryName, CrmType, StaffRole, Text},
 };
 use adapters::egress::EgressError;
 use domain::{PhoneNumber, loyalty::DiscountType};
@@ -40,32 +40,6 @@ enum Tag {
 
 pub struct AdminApi {
     pub state: Arc<AppState>,
-}
-
-#[derive(Debug, Clone, Copy, Enum)]
-#[oai(rename_all = "lowercase")]
-pub enum CategoryName {
-    Beauty,
-    Wellness,
-    Gastronomy,
-    Health,
-}
-
-impl CategoryName {
-    fn parse(name: &str) -> Option<Self> {
-        [Self::Beauty, Self::Wellness, Self::Gastronomy, Self::Health]
-            .into_iter()
-            .find(|c| c.as_str() == name)
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Beauty => "beauty",
-            Self::Wellness => "wellness",
-            Self::Gastronomy => "gastronomy",
-            Self::Health => "health",
-        }
-    }
 }
 
 #[derive(Debug, Object)]
@@ -283,7 +257,7 @@ fn business_view(b: Business, integrations: Vec<Integration>) -> BusinessView {
         integrations: integrations.into_iter().map(integration_view).collect(),
         id: b.id,
         name: b.name,
-        category: b.category,
+        category: b.category.as_str().to_owned(),
         cashback_percent: b.cashback_percent.into(),
         max_redeem_percent: b.max_redeem_percent.into(),
         is_medical: b.is_medical,
@@ -398,7 +372,7 @@ fn chain_view(chain: storage::coupons::PromoChain) -> PromoChainView {
     PromoChainView {
         id: chain.id,
         trigger_business_id: chain.trigger_business_id,
-        trigger_category: chain.trigger_category,
+        trigger_category: chain.trigger_category.map(|c| c.as_str().to_owned()),
         trigger_churn_risk: chain.trigger_churn_risk.and_then(|r| r.to_f64()),
         min_amount: chain.min_amount.into(),
         target_business_id: chain.target_business_id,
@@ -757,7 +731,7 @@ async fn validated_chain(
     }
     Ok(storage::coupons::NewChain {
         trigger_business_id: body.trigger_business_id,
-        trigger_category: body.trigger_category.map(|c| c.as_str().to_owned()),
+        trigger_category: body.trigger_category.map(|c| c.0),
         trigger_churn_risk,
         min_amount,
         target_business_id: body.target_business_id,
@@ -786,10 +760,7 @@ fn merged_chain(
     } else {
         (
             chain.trigger_business_id,
-            chain
-                .trigger_category
-                .as_deref()
-                .and_then(CategoryName::parse),
+            chain.trigger_category.map(CategoryName),
             chain.trigger_churn_risk.and_then(|r| r.to_f64()),
         )
     };
@@ -866,7 +837,7 @@ impl AdminApi {
         };
         let new = NewBusiness {
             name: body.name.trim().to_owned(),
-            category: body.category.as_str().to_owned(),
+            category: body.category.0,
             cashback_percent: percent(body.cashback_percent.value(), "cashback_percent")?,
             max_redeem_percent: percent(
                 body.max_redeem_percent
@@ -949,7 +920,7 @@ impl AdminApi {
         }
         let patch = BusinessPatch {
             name: body.name.map(|n| n.trim().to_owned()),
-            category: body.category.map(|c| c.as_str().to_owned()),
+            category: body.category.map(|c| c.0),
             cashback_percent: body
                 .cashback_percent
                 .map(|p| percent(p.value(), "cashback_percent"))

@@ -59,7 +59,7 @@ fn catalog_entry(b: Business, images: Vec<ImageView>) -> CatalogEntry {
     CatalogEntry {
         id: b.id,
         name: b.name,
-        category: b.category,
+        category: b.category.as_str().to_owned(),
         cashback_percent: b.cashback_percent.into(),
         max_redeem_percent: b.max_redeem_percent.into(),
         images,

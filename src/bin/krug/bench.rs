@@ -816,7 +816,7 @@ async fn business_and_members(
         &services.db,
         &storage::businesses::NewBusiness {
             name: "Бенчмарк".to_owned(),
-            category: "beauty".to_owned(),
+            category: domain::Category::Beauty,
             cashback_percent: rust_decimal::Decimal::from(5),
             max_redeem_percent: rust_decimal::Decimal::from(30),
             max_check_amount: storage::businesses::DEFAULT_MAX_CHECK_AMOUNT,
@@ -1056,7 +1056,7 @@ async fn crm_ingest(system: &System, count: usize) -> anyhow::Result<Figure> {
         &services.db,
         &storage::businesses::NewBusiness {
             name: "Skinerica (бенчмарк)".to_owned(),
-            category: "beauty".to_owned(),
+            category: domain::Category::Beauty,
             cashback_percent: rust_decimal::Decimal::from(7),
             max_redeem_percent: rust_decimal::Decimal::from(30),
             max_check_amount: storage::businesses::DEFAULT_MAX_CHECK_AMOUNT,

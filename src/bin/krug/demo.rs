@@ -70,7 +70,7 @@ pub async fn run(mut services: Services, operator_phone: Option<String>) -> anyh
         println!(
             "  {:<11} {:<10} cashback {:>5}%  up to {}% of a check in bonuses{}",
             b.name,
-            b.category,
+            b.category.as_str(),
             b.cashback_percent,
             b.max_redeem_percent,
             if b.is_medical {

@@ -211,7 +211,7 @@ async fn close_loaded_month(
             db,
             &storage::businesses::NewBusiness {
                 name: format!("Партнёр {i}"),
-                category: "beauty".to_owned(),
+                category: domain::Category::Beauty,
                 cashback_percent: Decimal::from(5),
                 max_redeem_percent: Decimal::from(30),
                 max_check_amount: storage::businesses::DEFAULT_MAX_CHECK_AMOUNT,
