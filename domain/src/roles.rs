@@ -1,8 +1,6 @@
 //! Who may do what: platform roles (`user_roles.role`) and roles at a business
 //! (`business_staff.role`), by the names the database, tokens and the API give them.
 
-use std::fmt;
-
 /// A role over the whole platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PlatformRole {
@@ -68,18 +66,6 @@ pub enum Right {
     Manage,
 }
 
-impl fmt::Display for PlatformRole {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
-impl fmt::Display for StaffRole {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
-    }
-}
-
 crate::parse_by_name!(PlatformRole, StaffRole);
 
 #[cfg(test)]
@@ -122,7 +108,7 @@ mod tests {
         ];
         for (role, rights, expected) in cases {
             for (right, allowed) in rights.into_iter().zip(expected) {
-                assert_eq!(role.allows(right), allowed, "{role} {right:?}");
+                assert_eq!(role.allows(right), allowed, "{role:?} {right:?}");
             }
         }
     }

@@ -9,7 +9,6 @@ use crate::{secret::SecretBox, states};
 use domain::crm::CrmType;
 use serde_json::Value;
 use sqlx::{FromRow, PgConnection, PgExecutor, PgPool, Row, postgres::PgRow};
-use std::fmt;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -38,12 +37,6 @@ impl IntegrationStatus {
             Self::Failing => "failing",
             Self::Disabled => "disabled",
         }
-    }
-}
-
-impl fmt::Display for IntegrationStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
     }
 }
 

@@ -4,7 +4,6 @@
 use crate::states;
 use domain::media::Purpose;
 use sqlx::{FromRow, PgExecutor, Postgres, Row, Transaction, postgres::PgRow};
-use std::fmt;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -39,12 +38,6 @@ impl MediaStatus {
             Self::Rejected => "rejected",
             Self::Replaced => "replaced",
         }
-    }
-}
-
-impl fmt::Display for MediaStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.pad(self.as_str())
     }
 }
 
