@@ -2,7 +2,10 @@
 
 use crate::app::{Services, shutdown_signal};
 use anyhow::{Context, bail};
-use domain::PhoneNumber;
+use domain::{
+    PhoneNumber,
+    roles::{PlatformRole, StaffRole},
+};
 use jobs::{QueueName, inspect, runtime::WorkerOptions};
 use poem::listener::{Acceptor, Listener, TcpListener};
 use storage::{businesses, users};
@@ -112,23 +115,25 @@ pub async fn grant(
     let user = users::find_or_create(&mut *tx, &phone)
         .await
         .context("Failed to find or create the user")?;
-    match (role, business) {
-        ("superadmin" | "moderator", None) => {
-            users::grant_platform_role(&mut *tx, user.id, role).await?
+    match (
+        role.parse::<PlatformRole>(),
+        role.parse::<StaffRole>(),
+        business,
+    ) {
+        (Ok(platform_role), _, None) => {
+            users::grant_platform_role(&mut *tx, user.id, platform_role).await?
         }
-        ("superadmin" | "moderator", Some(_)) => {
-            bail!("{role} is a platform role: drop --business")
-        }
-        ("owner" | "staff" | "viewer", Some(business_id)) => {
+        (Ok(_), _, Some(_)) => bail!("{role} is a platform role: drop --business"),
+        (_, Ok(staff_role), Some(business_id)) => {
             businesses::get(&mut *tx, business_id)
                 .await?
                 .with_context(|| format!("no business {business_id}"))?;
-            businesses::put_staff(&mut *tx, business_id, user.id, role).await?;
+            businesses::put_staff(&mut *tx, business_id, user.id, staff_role).await?;
         }
-        ("owner" | "staff" | "viewer", None) => {
-            bail!("{role} is a business role: add --business ID")
+        (_, Ok(_), None) => bail!("{role} is a business role: add --business ID"),
+        (Err(_), Err(_), _) => {
+            bail!("--role must be superadmin, moderator, owner, staff or viewer")
         }
-        _ => bail!("--role must be superadmin, moderator, owner, staff or viewer"),
     }
     storage::audit::record(
         &mut *tx,
@@ -157,17 +162,17 @@ pub async fn grant(
 /// once (within seconds on every API process): the role is in her access tokens, which
 /// would otherwise carry it up to 15 minutes more.
 pub async fn revoke(services: Services, phone: &str, role: &str) -> anyhow::Result<()> {
-    if !matches!(role, "superadmin" | "moderator") {
+    let Ok(platform_role) = role.parse::<PlatformRole>() else {
         bail!(
             "--role must be superadmin or moderator (business roles are removed by owners and operators)"
         );
-    }
+    };
     let phone = PhoneNumber::parse(phone).map_err(|e| anyhow::anyhow!("--phone: {e}"))?;
     let mut tx = services.db.begin().await?;
     let user = users::find_by_phone(&mut *tx, &phone)
         .await?
         .with_context(|| format!("no user has the phone {phone}"))?;
-    if !users::revoke_platform_role(&mut *tx, user.id, role).await? {
+    if !users::revoke_platform_role(&mut *tx, user.id, platform_role).await? {
         bail!("{phone} does not hold {role}");
     }
     let sessions = storage::tokens::revoke_all(&mut *tx, user.id).await?;

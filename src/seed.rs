@@ -1,7 +1,7 @@
 //! The coalition as it starts: the five partner businesses of DESIGN.md.
 
 use anyhow::Context;
-use domain::loyalty::DiscountType;
+use domain::{Category, loyalty::DiscountType};
 use jobs::JobQueue;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -11,7 +11,7 @@ use storage::businesses::{self, Business, NewBusiness};
 /// A partner: name, category, cashback %, medical.
 pub struct Partner {
     pub name: &'static str,
-    pub category: &'static str,
+    pub category: Category,
     pub cashback_percent: Decimal,
     pub is_medical: bool,
 }
@@ -19,32 +19,32 @@ pub struct Partner {
 pub const PARTNERS: [Partner; 5] = [
     Partner {
         name: "Миндаль",
-        category: "beauty",
+        category: Category::Beauty,
         cashback_percent: dec!(5),
         is_medical: false,
     },
     Partner {
         name: "Лисичкино",
-        category: "gastronomy",
+        category: Category::Gastronomy,
         cashback_percent: dec!(3),
         is_medical: false,
     },
     Partner {
         name: "Skinerica",
-        category: "beauty",
+        category: Category::Beauty,
         cashback_percent: dec!(7),
         is_medical: false,
     },
     Partner {
         name: "Стим Центр",
-        category: "wellness",
+        category: Category::Wellness,
         cashback_percent: dec!(5),
         // A wellness centre with medical services: covered by medical secrecy (DESIGN.md).
         is_medical: true,
     },
     Partner {
         name: "Миллениум",
-        category: "health",
+        category: Category::Health,
         cashback_percent: dec!(4),
         is_medical: true,
     },
@@ -70,7 +70,7 @@ pub async fn partners(db: &PgPool, queue: &JobQueue) -> anyhow::Result<Vec<Busin
                 db,
                 &NewBusiness {
                     name: partner.name.to_owned(),
-                    category: partner.category.to_owned(),
+                    category: partner.category,
                     cashback_percent: partner.cashback_percent,
                     max_redeem_percent: dec!(30),
                     max_check_amount: businesses::DEFAULT_MAX_CHECK_AMOUNT,
@@ -132,7 +132,7 @@ pub async fn promo_chains(
         // Any gastronomy purchase of 2 000 ₽: 300 bonuses at the wellness centre.
         (
             None,
-            Some("gastronomy"),
+            Some(Category::Gastronomy),
             dec!(2000),
             id("Стим Центр"),
             DiscountType::Bonus,
@@ -167,7 +167,7 @@ pub async fn promo_chains(
                 db,
                 &storage::coupons::NewChain {
                     trigger_business_id,
-                    trigger_category: trigger_category.map(str::to_owned),
+                    trigger_category,
                     trigger_churn_risk: None,
                     min_amount,
                     target_business_id,

@@ -82,7 +82,11 @@ async fn refresh(state: &AppState, reported: &mut HashSet<FailingLabels>) {
         Ok(failing) => {
             let mut now_failing = HashSet::new();
             for f in failing {
-                let labels = [f.business_id.to_string(), f.id.to_string(), f.crm_type];
+                let labels = [
+                    f.business_id.to_string(),
+                    f.id.to_string(),
+                    f.crm_type.as_str().to_owned(),
+                ];
                 INTEGRATION_FAILING
                     .with_label_values(&labels.each_ref().map(String::as_str))
                     .set(f.seconds);

@@ -8,6 +8,7 @@
 //! channel).
 
 use crate::error::ApiError;
+use domain::roles::PlatformRole;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -56,14 +57,15 @@ impl Claims {
         self.sub
     }
 
+    /// Holds a platform role (a role name this build does not know grants nothing).
     pub fn is_operator(&self) -> bool {
-        self.roles
-            .iter()
-            .any(|r| r == "superadmin" || r == "moderator")
+        self.roles.iter().any(|r| r.parse::<PlatformRole>().is_ok())
     }
 
     pub fn is_superadmin(&self) -> bool {
-        self.roles.iter().any(|r| r == "superadmin")
+        self.roles
+            .iter()
+            .any(|r| r == PlatformRole::Superadmin.as_str())
     }
 }
 

@@ -4,9 +4,12 @@
 //!   poem-openapi's `Decimal` trims trailing zeros (`"1250.5"`) and reads floats.
 //! - `Text`: a string is a JSON string; poem-openapi's `String` also takes `123` and `true`,
 //!   which the spec (and the fuzzer) calls a schema violation.
+//! - `CategoryName`, `CrmType`, `StaffRole`, `Platform`: string enums whose values are the domain (or
+//!   storage) enums' own names, so that each name is written once, not again in an
+//!   `#[oai(rename)]`.
 
 use poem_openapi::{
-    registry::{MetaSchema, MetaSchemaRef},
+    registry::{MetaSchema, MetaSchemaRef, Registry},
     types::{ParseError, ParseFromJSON, ParseResult, ToJSON, Type},
 };
 use rust_decimal::Decimal;
@@ -150,10 +153,107 @@ impl ToJSON for Text {
     }
 }
 
+/// A domain enum on the wire: `$wire(domain value)`, a string enum in the spec named
+/// `$wire` (with `$description`) whose values are `ALL`'s `as_str` names, as poem-openapi's
+/// `Enum` derive would describe it.
+macro_rules! wire_enum {
+    ($wire:ident($domain:ty), $description:expr) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $wire(pub $domain);
+
+        impl Type for $wire {
+            const IS_REQUIRED: bool = true;
+            type RawValueType = Self;
+            type RawElementValueType = Self;
+
+            fn name() -> Cow<'static, str> {
+                stringify!($wire).into()
+            }
+
+            fn schema_ref() -> MetaSchemaRef {
+                MetaSchemaRef::Reference(Self::name().into_owned())
+            }
+
+            fn register(registry: &mut Registry) {
+                registry.create_schema::<Self, _>(Self::name().into_owned(), |_| MetaSchema {
+                    description: $description,
+                    enum_items: <$domain>::ALL
+                        .iter()
+                        .map(|value| Value::String(value.as_str().to_owned()))
+                        .collect(),
+                    ..MetaSchema::new("string")
+                });
+            }
+
+            fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+                Some(self)
+            }
+
+            fn raw_element_iter<'a>(
+                &'a self,
+            ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+                Box::new(self.as_raw_value().into_iter())
+            }
+        }
+
+        impl ParseFromJSON for $wire {
+            fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+                let value = value.unwrap_or_default();
+                match value.as_str().map(str::parse) {
+                    Some(Ok(parsed)) => Ok(Self(parsed)),
+                    _ => Err(ParseError::expected_type(value)),
+                }
+            }
+        }
+
+        impl ToJSON for $wire {
+            fn to_json(&self) -> Option<Value> {
+                Some(Value::String(self.0.as_str().to_owned()))
+            }
+        }
+    };
+}
+
+wire_enum!(CategoryName(domain::Category), None);
+wire_enum!(CrmType(domain::crm::CrmType), None);
+wire_enum!(Platform(storage::devices::Platform), None);
+wire_enum!(
+    StaffRole(domain::roles::StaffRole),
+    Some("A role at a business, as operators (`/admin/…`) and owners (`/business/staff`) give it.")
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use rust_decimal_macros::dec;
+
+    #[test]
+    fn wire_enums_read_and_write_the_domain_names_and_nothing_else() {
+        for crm in domain::crm::CrmType::ALL {
+            let json = CrmType(crm).to_json();
+            assert_eq!(json, Some(Value::String(crm.as_str().into())));
+            assert_eq!(CrmType::parse_from_json(json).ok(), Some(CrmType(crm)));
+        }
+        for role in domain::roles::StaffRole::ALL {
+            let json = StaffRole(role).to_json();
+            assert_eq!(StaffRole::parse_from_json(json).ok(), Some(StaffRole(role)));
+        }
+        for wrong in [
+            Value::from("1C"),
+            Value::from("Owner"),
+            Value::from(1),
+            Value::Null,
+        ] {
+            assert!(
+                CrmType::parse_from_json(Some(wrong.clone())).is_err(),
+                "{wrong}"
+            );
+            assert!(
+                StaffRole::parse_from_json(Some(wrong.clone())).is_err(),
+                "{wrong}"
+            );
+        }
+    }
 
     #[test]
     fn amounts_are_written_with_two_places() {

@@ -2,6 +2,7 @@
 
 pub mod clock;
 pub mod codes;
+pub mod crm;
 pub mod fraud;
 pub mod local_time;
 pub mod lots;
@@ -13,6 +14,7 @@ pub mod onboarding;
 pub mod phone;
 pub mod referral;
 pub mod rfm;
+pub mod roles;
 pub mod settlement;
 pub mod statement_csv;
 

@@ -6,7 +6,7 @@
 use crate::money::floor_to_kopeck;
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
-use std::{fmt, str::FromStr};
+use std::fmt;
 
 /// What a business sells; tiers count distinct categories visited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -387,22 +387,24 @@ impl DiscountType {
 }
 
 /// `FromStr` by the names `as_str` gives each of `ALL`, so that each name is written once;
-/// any other name is an [`UnknownName`].
+/// any other name is an [`UnknownName`]. Exported for the states `storage` keeps (an
+/// integration's status, a payment's) as well as the domain's own.
+#[macro_export]
 macro_rules! parse_by_name {
     ($($name:ty),*) => {$(
-        impl FromStr for $name {
-            type Err = UnknownName;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
+        impl ::std::str::FromStr for $name {
+            type Err = $crate::loyalty::UnknownName;
+            fn from_str(s: &str) -> ::std::result::Result<Self, Self::Err> {
                 Self::ALL
                     .into_iter()
                     .find(|value| value.as_str() == s)
-                    .ok_or_else(|| UnknownName(s.to_owned()))
+                    .ok_or_else(|| $crate::loyalty::UnknownName(s.to_owned()))
             }
         }
     )*};
 }
 
-parse_by_name!(Category, Tier, TransactionType, EntryKind, DiscountType);
+crate::parse_by_name!(Category, Tier, TransactionType, EntryKind, DiscountType);
 
 /// The roubles a coupon takes off a check of `amount`, floored to the kopeck.
 pub fn coupon_discount(kind: DiscountType, value: Decimal, amount: Decimal) -> Decimal {

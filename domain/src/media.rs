@@ -4,7 +4,7 @@
 //! Once the object is in the store, its first bytes say what it is ([`sniff`]: the formats'
 //! own signatures), and that must be what was declared and what the purpose allows.
 
-use std::{fmt, str::FromStr};
+use std::fmt;
 
 /// What an upload is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -62,15 +62,7 @@ impl fmt::Display for Purpose {
     }
 }
 
-impl FromStr for Purpose {
-    type Err = crate::loyalty::UnknownName;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|p| p.as_str() == s)
-            .ok_or_else(|| crate::loyalty::UnknownName(s.to_owned()))
-    }
-}
+crate::parse_by_name!(Purpose);
 
 /// The file formats we take.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -4,6 +4,7 @@ pub mod fcm;
 mod vendors;
 pub mod yookassa;
 
+use domain::crm::CrmType;
 use poem::{
     Endpoint, EndpointExt, IntoResponse, Request, Response, Route, Server,
     http::StatusCode,
@@ -40,14 +41,14 @@ impl Vendor {
         Self::Renovatio,
     ];
 
-    /// The `crm_type` of DESIGN.md.
-    pub fn crm_type(self) -> &'static str {
+    /// The CRM it simulates (its `crm_type`).
+    pub fn crm_type(self) -> CrmType {
         match self {
-            Self::Yclients => "yclients",
-            Self::Iiko => "iiko",
-            Self::OneC => "1c",
-            Self::AmoCrm => "amo_crm",
-            Self::Renovatio => "renovatio",
+            Self::Yclients => CrmType::Yclients,
+            Self::Iiko => CrmType::Iiko,
+            Self::OneC => CrmType::OneC,
+            Self::AmoCrm => CrmType::AmoCrm,
+            Self::Renovatio => CrmType::Renovatio,
         }
     }
 

@@ -1,15 +1,17 @@
 //! Partner businesses and their staff (their CRM connections are `integrations`).
 
+use crate::states;
+use domain::{Category, roles::StaffRole};
 use rust_decimal::Decimal;
-use sqlx::{FromRow, PgExecutor};
+use sqlx::{FromRow, PgExecutor, Row, postgres::PgRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct Business {
     pub id: Uuid,
     pub name: String,
-    pub category: String,
+    pub category: Category,
     pub cashback_percent: Decimal,
     pub max_redeem_percent: Decimal,
     pub is_medical: bool,
@@ -21,6 +23,27 @@ pub struct Business {
     /// The largest refund staff may give; above it, only an owner.
     pub staff_refund_limit: Decimal,
     pub created_at: OffsetDateTime,
+}
+
+/// By hand for the category: a name this build does not know is an error naming the
+/// business.
+impl FromRow<'_, PgRow> for Business {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        Ok(Self {
+            id,
+            name: row.try_get("name")?,
+            category: states::column(row, "businesses", id, "category")?,
+            cashback_percent: row.try_get("cashback_percent")?,
+            max_redeem_percent: row.try_get("max_redeem_percent")?,
+            is_medical: row.try_get("is_medical")?,
+            is_active: row.try_get("is_active")?,
+            max_check_amount: row.try_get("max_check_amount")?,
+            bonus_hold_days: row.try_get("bonus_hold_days")?,
+            staff_refund_limit: row.try_get("staff_refund_limit")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
 }
 
 macro_rules! business_columns {
@@ -40,7 +63,7 @@ pub const DEFAULT_STAFF_REFUND_LIMIT: Decimal = Decimal::from_parts(500_000, 0, 
 #[derive(Debug, Clone)]
 pub struct NewBusiness {
     pub name: String,
-    pub category: String,
+    pub category: Category,
     pub cashback_percent: Decimal,
     pub max_redeem_percent: Decimal,
     pub is_medical: bool,
@@ -58,7 +81,7 @@ pub async fn create(db: impl PgExecutor<'_>, new: &NewBusiness) -> sqlx::Result<
         business_columns!()
     ))
     .bind(&new.name)
-    .bind(&new.category)
+    .bind(new.category.as_str())
     .bind(new.cashback_percent)
     .bind(new.max_redeem_percent)
     .bind(new.is_medical)
@@ -73,7 +96,7 @@ pub async fn create(db: impl PgExecutor<'_>, new: &NewBusiness) -> sqlx::Result<
 #[derive(Debug, Clone, Default)]
 pub struct BusinessPatch {
     pub name: Option<String>,
-    pub category: Option<String>,
+    pub category: Option<Category>,
     pub cashback_percent: Option<Decimal>,
     pub max_redeem_percent: Option<Decimal>,
     pub is_medical: Option<bool>,
@@ -106,7 +129,7 @@ pub async fn update(
     ))
     .bind(id)
     .bind(&patch.name)
-    .bind(&patch.category)
+    .bind(patch.category.map(Category::as_str))
     .bind(patch.cashback_percent)
     .bind(patch.max_redeem_percent)
     .bind(patch.is_medical)
@@ -196,17 +219,36 @@ pub async fn list_active(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<Business>>
     .await
 }
 
+/// `business_staff` has no key of its own: its rows are named by business and user.
+fn staff_key(business_id: Uuid, user_id: Uuid) -> String {
+    format!("business {business_id} user {user_id}")
+}
+
+/// A role read from `business_staff`, strictly.
+pub(crate) fn parse_role(business_id: Uuid, user_id: Uuid, role: &str) -> sqlx::Result<StaffRole> {
+    states::parse(
+        "business_staff",
+        staff_key(business_id, user_id),
+        "role",
+        role,
+    )
+}
+
 /// The role `user_id` holds at `business_id`, if any.
 pub async fn staff_role(
     db: impl PgExecutor<'_>,
     business_id: Uuid,
     user_id: Uuid,
-) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar("SELECT role FROM business_staff WHERE business_id = $1 AND user_id = $2")
-        .bind(business_id)
-        .bind(user_id)
-        .fetch_optional(db)
-        .await
+) -> sqlx::Result<Option<StaffRole>> {
+    let role: Option<String> = sqlx::query_scalar(
+        "SELECT role FROM business_staff WHERE business_id = $1 AND user_id = $2",
+    )
+    .bind(business_id)
+    .bind(user_id)
+    .fetch_optional(db)
+    .await?;
+    role.map(|role| parse_role(business_id, user_id, &role))
+        .transpose()
 }
 
 /// Adds a staff member (or changes their role).
@@ -214,7 +256,7 @@ pub async fn put_staff(
     db: impl PgExecutor<'_>,
     business_id: Uuid,
     user_id: Uuid,
-    role: &str,
+    role: StaffRole,
 ) -> sqlx::Result<()> {
     sqlx::query(
         "INSERT INTO business_staff (business_id, user_id, role) VALUES ($1, $2, $3)
@@ -222,21 +264,36 @@ pub async fn put_staff(
     )
     .bind(business_id)
     .bind(user_id)
-    .bind(role)
+    .bind(role.as_str())
     .execute(db)
     .await?;
     Ok(())
 }
 
 /// A person on a business's staff.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct StaffMember {
     pub user_id: Uuid,
     pub phone: String,
     pub first_name: Option<String>,
     pub last_name: Option<String>,
-    pub role: String,
+    pub role: StaffRole,
     pub created_at: OffsetDateTime,
+}
+
+impl FromRow<'_, PgRow> for StaffMember {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let business_id: Uuid = row.try_get("business_id")?;
+        let user_id: Uuid = row.try_get("user_id")?;
+        Ok(Self {
+            user_id,
+            phone: row.try_get("phone")?,
+            first_name: row.try_get("first_name")?,
+            last_name: row.try_get("last_name")?,
+            role: parse_role(business_id, user_id, row.try_get("role")?)?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
 }
 
 /// The staff of a business, owners first.
@@ -245,12 +302,14 @@ pub async fn list_staff(
     business_id: Uuid,
 ) -> sqlx::Result<Vec<StaffMember>> {
     sqlx::query_as(
-        "SELECT s.user_id, COALESCE(u.phone, '') AS phone, u.first_name, u.last_name, s.role, s.created_at
+        "SELECT s.business_id, s.user_id, COALESCE(u.phone, '') AS phone, u.first_name, u.last_name,
+                s.role, s.created_at
          FROM business_staff s JOIN users u ON u.id = s.user_id
          WHERE s.business_id = $1
-         ORDER BY array_position(ARRAY['owner', 'staff', 'viewer'], s.role), s.created_at, s.user_id",
+         ORDER BY array_position($2, s.role), s.created_at, s.user_id",
     )
     .bind(business_id)
+    .bind(StaffRole::ALL.map(StaffRole::as_str).to_vec())
     .fetch_all(db)
     .await
 }
@@ -292,22 +351,30 @@ pub async fn remove_staff(
     db: impl PgExecutor<'_>,
     business_id: Uuid,
     user_id: Uuid,
-) -> sqlx::Result<Option<String>> {
-    sqlx::query_scalar(
+) -> sqlx::Result<Option<StaffRole>> {
+    let role: Option<String> = sqlx::query_scalar(
         "DELETE FROM business_staff WHERE business_id = $1 AND user_id = $2 RETURNING role",
     )
     .bind(business_id)
     .bind(user_id)
     .fetch_optional(db)
-    .await
+    .await?;
+    role.map(|role| parse_role(business_id, user_id, &role))
+        .transpose()
 }
 
 /// Every business where `user_id` is on the staff, with the role held there.
-pub async fn roles_of(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<(Uuid, String)>> {
-    sqlx::query_as(
+pub async fn roles_of(
+    db: impl PgExecutor<'_>,
+    user_id: Uuid,
+) -> sqlx::Result<Vec<(Uuid, StaffRole)>> {
+    let rows: Vec<(Uuid, String)> = sqlx::query_as(
         "SELECT business_id, role FROM business_staff WHERE user_id = $1 ORDER BY business_id",
     )
     .bind(user_id)
     .fetch_all(db)
-    .await
+    .await?;
+    rows.into_iter()
+        .map(|(business_id, role)| Ok((business_id, parse_role(business_id, user_id, &role)?)))
+        .collect()
 }

@@ -1,7 +1,7 @@
 //! Cross-promo chains and the coupons they issue.
 
 use crate::states;
-use domain::loyalty::DiscountType;
+use domain::{Category, loyalty::DiscountType};
 use rust_decimal::Decimal;
 use sqlx::{FromRow, PgExecutor, PgPool, Postgres, Row, Transaction, postgres::PgRow};
 use time::OffsetDateTime;
@@ -94,7 +94,7 @@ pub async fn mark_redeemed(
 pub struct PromoChain {
     pub id: Uuid,
     pub trigger_business_id: Option<Uuid>,
-    pub trigger_category: Option<String>,
+    pub trigger_category: Option<Category>,
     /// A win-back chain: fired by the nightly RFM snapshot for members whose churn risk
     /// newly reached this level, not by purchases.
     pub trigger_churn_risk: Option<Decimal>,
@@ -108,14 +108,17 @@ pub struct PromoChain {
     pub created_at: OffsetDateTime,
 }
 
-/// By hand for the discount type, as [`Coupon`]'s.
+/// By hand for the discount type and the trigger category, as [`Coupon`]'s.
 impl FromRow<'_, PgRow> for PromoChain {
     fn from_row(row: &PgRow) -> sqlx::Result<Self> {
         let id: Uuid = row.try_get("id")?;
+        let trigger_category: Option<String> = row.try_get("trigger_category")?;
         Ok(Self {
             id,
             trigger_business_id: row.try_get("trigger_business_id")?,
-            trigger_category: row.try_get("trigger_category")?,
+            trigger_category: trigger_category
+                .map(|name| states::parse("promo_chains", id, "trigger_category", &name))
+                .transpose()?,
             trigger_churn_risk: row.try_get("trigger_churn_risk")?,
             min_amount: row.try_get("min_amount")?,
             target_business_id: row.try_get("target_business_id")?,
@@ -140,7 +143,7 @@ macro_rules! chain_columns {
 #[derive(Debug, Clone)]
 pub struct NewChain {
     pub trigger_business_id: Option<Uuid>,
-    pub trigger_category: Option<String>,
+    pub trigger_category: Option<Category>,
     pub trigger_churn_risk: Option<Decimal>,
     pub min_amount: Decimal,
     pub target_business_id: Uuid,
@@ -158,7 +161,7 @@ pub async fn create_chain(db: impl PgExecutor<'_>, chain: &NewChain) -> sqlx::Re
         chain_columns!()
     ))
     .bind(chain.trigger_business_id)
-    .bind(&chain.trigger_category)
+    .bind(chain.trigger_category.map(Category::as_str))
     .bind(chain.trigger_churn_risk)
     .bind(chain.min_amount)
     .bind(chain.target_business_id)
@@ -214,7 +217,7 @@ pub async fn update_chain(
     ))
     .bind(id)
     .bind(chain.trigger_business_id)
-    .bind(&chain.trigger_category)
+    .bind(chain.trigger_category.map(Category::as_str))
     .bind(chain.trigger_churn_risk)
     .bind(chain.min_amount)
     .bind(chain.target_business_id)
@@ -252,10 +255,10 @@ pub async fn winback_chains(db: impl PgExecutor<'_>) -> sqlx::Result<Vec<PromoCh
 
 impl PromoChain {
     /// Whether a purchase of `amount` at `business_id` (of `category`) triggers this chain.
-    pub fn fires(&self, business_id: Uuid, category: &str, amount: Decimal) -> bool {
+    pub fn fires(&self, business_id: Uuid, category: Category, amount: Decimal) -> bool {
         amount >= self.min_amount
             && (self.trigger_business_id == Some(business_id)
-                || self.trigger_category.as_deref() == Some(category))
+                || self.trigger_category == Some(category))
     }
 }
 
@@ -316,13 +319,27 @@ pub async fn issue(
 }
 
 /// A settled purchase as cross-promo chains judge it.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct PromoPurchase {
     pub id: Uuid,
     pub user_id: Uuid,
     pub business_id: Uuid,
-    pub category: String,
+    /// Its business's.
+    pub category: Category,
     pub amount: Decimal,
+}
+
+impl FromRow<'_, PgRow> for PromoPurchase {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let business_id: Uuid = row.try_get("business_id")?;
+        Ok(Self {
+            id: row.try_get("id")?,
+            user_id: row.try_get("user_id")?,
+            business_id,
+            category: states::column(row, "businesses", business_id, "category")?,
+            amount: row.try_get("amount")?,
+        })
+    }
 }
 
 /// Those of `transaction_ids` that may fire a chain: purchases, not medical (by the

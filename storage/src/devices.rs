@@ -1,14 +1,48 @@
 //! Members' devices for push notifications.
 
-use sqlx::{FromRow, PgExecutor};
+use crate::states;
+use sqlx::{FromRow, PgExecutor, Row, postgres::PgRow};
 use uuid::Uuid;
 
-#[derive(Debug, Clone, FromRow)]
+/// The phone's operating system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Platform {
+    Ios,
+    Android,
+}
+
+impl Platform {
+    pub const ALL: [Platform; 2] = [Self::Ios, Self::Android];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ios => "ios",
+            Self::Android => "android",
+        }
+    }
+}
+
+domain::parse_by_name!(Platform);
+
+#[derive(Debug, Clone)]
 pub struct Device {
     pub id: Uuid,
     pub user_id: Uuid,
     pub token: String,
-    pub platform: String,
+    pub platform: Platform,
+}
+
+/// By hand for the platform: a name this build does not know is an error naming the device.
+impl FromRow<'_, PgRow> for Device {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        Ok(Self {
+            id,
+            user_id: row.try_get("user_id")?,
+            token: row.try_get("token")?,
+            platform: states::column(row, "devices", id, "platform")?,
+        })
+    }
 }
 
 /// What became of a registration.
@@ -33,7 +67,7 @@ pub async fn register(
     db: &sqlx::PgPool,
     user_id: Uuid,
     token: &str,
-    platform: &str,
+    platform: Platform,
     max: u64,
 ) -> sqlx::Result<Registered> {
     let mut tx = db.begin().await?;
@@ -88,7 +122,7 @@ pub async fn register(
     )
     .bind(user_id)
     .bind(token)
-    .bind(platform)
+    .bind(platform.as_str())
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;

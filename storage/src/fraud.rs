@@ -1,8 +1,11 @@
 //! Fraud flags: suspicious scans and QR codes listed for operators.
 
-use crate::page::{Cursor, Page};
+use crate::{
+    page::{Cursor, Page},
+    states,
+};
 use rust_decimal::Decimal;
-use sqlx::{FromRow, PgExecutor};
+use sqlx::{FromRow, PgExecutor, Row, postgres::PgRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -18,6 +21,8 @@ pub enum FlagKind {
 }
 
 impl FlagKind {
+    pub const ALL: [FlagKind; 3] = [Self::SelfScan, Self::StaffDailyLimit, Self::OutlierAmount];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::SelfScan => "self_scan",
@@ -26,6 +31,8 @@ impl FlagKind {
         }
     }
 }
+
+domain::parse_by_name!(FlagKind);
 
 /// A flag to record.
 #[derive(Debug, Clone)]
@@ -39,16 +46,32 @@ pub struct NewFlag {
 }
 
 /// A flag as listed.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct Flag {
     pub id: Uuid,
-    pub kind: String,
+    pub kind: FlagKind,
     pub business_id: Uuid,
     pub staff_id: Option<Uuid>,
     pub member_id: Option<Uuid>,
     pub amount: Decimal,
     pub transaction_id: Option<Uuid>,
     pub created_at: OffsetDateTime,
+}
+
+impl FromRow<'_, PgRow> for Flag {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        Ok(Self {
+            id,
+            kind: states::column(row, "fraud_flags", id, "kind")?,
+            business_id: row.try_get("business_id")?,
+            staff_id: row.try_get("staff_id")?,
+            member_id: row.try_get("member_id")?,
+            amount: row.try_get("amount")?,
+            transaction_id: row.try_get("transaction_id")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
 }
 
 /// Records flags (one statement, in the caller's transaction when there is one).

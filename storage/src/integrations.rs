@@ -5,9 +5,10 @@
 //! row they do not open. Changing the URL or the CRM type drops them (they were given for
 //! that host), and they must be given again; until then the integration is `disabled`.
 
-use crate::secret::SecretBox;
+use crate::{secret::SecretBox, states};
+use domain::crm::CrmType;
 use serde_json::Value;
-use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
+use sqlx::{FromRow, PgConnection, PgExecutor, PgPool, Row, postgres::PgRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -15,18 +16,42 @@ use uuid::Uuid;
 pub const CREDENTIALS_NEEDED: &str =
     "credentials needed: the CRM URL or type changed, so the old credentials were dropped";
 
-#[derive(Debug, Clone, FromRow)]
+/// Whether an integration is polled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntegrationStatus {
+    /// Polled on schedule.
+    Ok,
+    /// Its last poll failed in a way retrying will not fix: polled again only when an
+    /// operator asks (or changes it).
+    Failing,
+    /// Switched off, or waiting for credentials.
+    Disabled,
+}
+
+impl IntegrationStatus {
+    pub const ALL: [IntegrationStatus; 3] = [Self::Ok, Self::Failing, Self::Disabled];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::Failing => "failing",
+            Self::Disabled => "disabled",
+        }
+    }
+}
+
+domain::parse_by_name!(IntegrationStatus);
+
+#[derive(Debug, Clone)]
 pub struct Integration {
     pub id: Uuid,
     pub business_id: Uuid,
-    /// `yclients`, `iiko`, `1c`, `amo_crm` or `renovatio`.
-    pub crm_type: String,
+    pub crm_type: CrmType,
     pub base_url: String,
     /// Whether credentials are stored; they never leave [`credentials`].
     pub has_credentials: bool,
     pub settings: Value,
-    /// `ok`, `failing` or `disabled`.
-    pub status: String,
+    pub status: IntegrationStatus,
     pub last_error: Option<String>,
     pub warning: Option<String>,
     /// Everything changed before this is stored.
@@ -36,6 +61,30 @@ pub struct Integration {
     /// Checks whose buyer could not be resolved.
     pub unattributed: i64,
     pub created_at: OffsetDateTime,
+}
+
+/// By hand for the CRM type and the status: a name this build does not know is an error
+/// naming the integration.
+impl FromRow<'_, PgRow> for Integration {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        Ok(Self {
+            id,
+            business_id: row.try_get("business_id")?,
+            crm_type: states::column(row, "integrations", id, "crm_type")?,
+            base_url: row.try_get("base_url")?,
+            has_credentials: row.try_get("has_credentials")?,
+            settings: row.try_get("settings")?,
+            status: states::column(row, "integrations", id, "status")?,
+            last_error: row.try_get("last_error")?,
+            warning: row.try_get("warning")?,
+            polled_until: row.try_get("polled_until")?,
+            last_polled_at: row.try_get("last_polled_at")?,
+            last_success_at: row.try_get("last_success_at")?,
+            unattributed: row.try_get("unattributed")?,
+            created_at: row.try_get("created_at")?,
+        })
+    }
 }
 
 macro_rules! columns {
@@ -51,7 +100,7 @@ macro_rules! columns {
 /// A new connection, already validated.
 #[derive(Debug, Clone)]
 pub struct NewIntegration {
-    pub crm_type: String,
+    pub crm_type: CrmType,
     pub base_url: String,
     pub credentials: Option<Value>,
     pub settings: Value,
@@ -72,15 +121,15 @@ pub async fn create(
          ORDER BY deleted_at DESC LIMIT 1 FOR UPDATE",
     )
     .bind(business_id)
-    .bind(&new.crm_type)
+    .bind(new.crm_type.as_str())
     .bind(&new.base_url)
     .fetch_optional(&mut *tx)
     .await?;
     let id = deleted.unwrap_or_else(Uuid::new_v4);
     let sealed = new.credentials.as_ref().map(|c| seal(secrets, id, c));
     let (status, error) = match sealed {
-        Some(_) => ("ok", None),
-        None => ("disabled", Some("credentials needed")),
+        Some(_) => (IntegrationStatus::Ok, None),
+        None => (IntegrationStatus::Disabled, Some("credentials needed")),
     };
     sqlx::query(
         "INSERT INTO integrations (id, business_id, crm_type, base_url, credentials, settings, status, last_error)
@@ -92,11 +141,11 @@ pub async fn create(
     )
     .bind(id)
     .bind(business_id)
-    .bind(&new.crm_type)
+    .bind(new.crm_type.as_str())
     .bind(&new.base_url)
     .bind(sealed)
     .bind(&new.settings)
-    .bind(status)
+    .bind(status.as_str())
     .bind(error)
     .execute(&mut *tx)
     .await?;
@@ -106,7 +155,7 @@ pub async fn create(
 /// A change to an integration; `None` leaves a field as it is.
 #[derive(Debug, Clone, Default)]
 pub struct IntegrationPatch {
-    pub crm_type: Option<String>,
+    pub crm_type: Option<CrmType>,
     pub base_url: Option<String>,
     /// `Some(None)` removes them.
     pub credentials: Option<Option<Value>>,
@@ -138,7 +187,9 @@ pub async fn update(
     let Some((crm_type, base_url, had_credentials, status)) = current else {
         return Ok(None);
     };
-    let moved = patch.crm_type.as_ref().is_some_and(|t| *t != crm_type)
+    let crm_type: CrmType = states::parse("integrations", id, "crm_type", &crm_type)?;
+    let status: IntegrationStatus = states::parse("integrations", id, "status", &status)?;
+    let moved = patch.crm_type.is_some_and(|t| t != crm_type)
         || patch.base_url.as_ref().is_some_and(|u| *u != base_url);
     // (change the column?, new sealed value)
     let credentials: (bool, Option<Vec<u8>>) = match &patch.credentials {
@@ -152,11 +203,11 @@ pub async fn update(
     } else {
         had_credentials
     };
-    let (status, error): (String, Option<&str>) = if patch.enabled == Some(false) {
-        ("disabled".to_owned(), None)
+    let (status, error): (IntegrationStatus, Option<&str>) = if patch.enabled == Some(false) {
+        (IntegrationStatus::Disabled, None)
     } else if !has_credentials {
         (
-            "disabled".to_owned(),
+            IntegrationStatus::Disabled,
             Some(if moved {
                 CREDENTIALS_NEEDED
             } else {
@@ -167,10 +218,10 @@ pub async fn update(
         || credentials.0
         || moved
         || patch.settings.is_some()
-        || status == "disabled"
+        || status == IntegrationStatus::Disabled
     {
         // Something an operator changed deserves a fresh try.
-        ("ok".to_owned(), None)
+        (IntegrationStatus::Ok, None)
     } else {
         (status, None)
     };
@@ -194,12 +245,12 @@ pub async fn update(
          WHERE id = $1",
     )
     .bind(id)
-    .bind(&patch.crm_type)
+    .bind(patch.crm_type.map(CrmType::as_str))
     .bind(&patch.base_url)
     .bind(credentials.0)
     .bind(credentials.1)
     .bind(&patch.settings)
-    .bind(&status)
+    .bind(status.as_str())
     .bind(error)
     .bind(keep_error)
     .bind(moved)
@@ -284,13 +335,25 @@ pub async fn due(
 }
 
 /// An integration that is `failing`, for the `crm_integration_failing_seconds` gauge.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct Failing {
     pub id: Uuid,
     pub business_id: Uuid,
-    pub crm_type: String,
+    pub crm_type: CrmType,
     /// Since its last successful poll (or its creation, if it never had one).
     pub seconds: i64,
+}
+
+impl FromRow<'_, PgRow> for Failing {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        Ok(Self {
+            id,
+            business_id: row.try_get("business_id")?,
+            crm_type: states::column(row, "integrations", id, "crm_type")?,
+            seconds: row.try_get("seconds")?,
+        })
+    }
 }
 
 /// The integrations now `failing` (deleted ones and inactive businesses left out).

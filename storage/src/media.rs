@@ -1,15 +1,52 @@
 //! Media rows: uploads asked for, checked, processed and attached to businesses and events
 //! (migration `…070003_media.sql`). The bytes live in the object store.
 
+use crate::states;
 use domain::media::Purpose;
-use sqlx::{FromRow, PgExecutor, Postgres, Transaction};
+use sqlx::{FromRow, PgExecutor, Postgres, Row, Transaction, postgres::PgRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, FromRow)]
+/// Where an upload stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MediaStatus {
+    /// Asked for; waiting for the file.
+    Pending,
+    /// Checked; the thumbnail is on the way.
+    Processing,
+    Ready,
+    /// Refused (`rejection` says why).
+    Rejected,
+    /// By a newer logo, cover or video.
+    Replaced,
+}
+
+impl MediaStatus {
+    pub const ALL: [MediaStatus; 5] = [
+        Self::Pending,
+        Self::Processing,
+        Self::Ready,
+        Self::Rejected,
+        Self::Replaced,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Processing => "processing",
+            Self::Ready => "ready",
+            Self::Rejected => "rejected",
+            Self::Replaced => "replaced",
+        }
+    }
+}
+
+domain::parse_by_name!(MediaStatus);
+
+#[derive(Debug, Clone)]
 pub struct Media {
     pub id: Uuid,
-    pub purpose: String,
+    pub purpose: Purpose,
     pub business_id: Option<Uuid>,
     pub event_id: Option<Uuid>,
     pub declared_type: String,
@@ -18,17 +55,35 @@ pub struct Media {
     pub size: Option<i64>,
     pub object_key: String,
     pub thumbnail_key: Option<String>,
-    pub status: String,
+    pub status: MediaStatus,
     pub rejection: Option<String>,
     pub uploaded_by: Uuid,
     pub upload_expires_at: OffsetDateTime,
     pub created_at: OffsetDateTime,
 }
 
-impl Media {
-    /// The table's CHECK allows only known purposes.
-    pub fn purpose(&self) -> Option<Purpose> {
-        self.purpose.parse().ok()
+/// By hand for the purpose and the status: a name this build does not know is an error
+/// naming the upload.
+impl FromRow<'_, PgRow> for Media {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        Ok(Self {
+            id,
+            purpose: states::column(row, "media", id, "purpose")?,
+            business_id: row.try_get("business_id")?,
+            event_id: row.try_get("event_id")?,
+            declared_type: row.try_get("declared_type")?,
+            declared_size: row.try_get("declared_size")?,
+            content_type: row.try_get("content_type")?,
+            size: row.try_get("size")?,
+            object_key: row.try_get("object_key")?,
+            thumbnail_key: row.try_get("thumbnail_key")?,
+            status: states::column(row, "media", id, "status")?,
+            rejection: row.try_get("rejection")?,
+            uploaded_by: row.try_get("uploaded_by")?,
+            upload_expires_at: row.try_get("upload_expires_at")?,
+            created_at: row.try_get("created_at")?,
+        })
     }
 }
 
@@ -138,14 +193,14 @@ pub async fn finish(
     if done == 0 {
         return Ok(false);
     }
-    if media.purpose().is_some_and(Purpose::is_single) {
+    if media.purpose.is_single() {
         sqlx::query(
             "UPDATE media SET status = 'replaced', updated_at = now()
              WHERE status = 'ready' AND purpose = $2 AND id <> $1
                AND business_id IS NOT DISTINCT FROM $3 AND event_id IS NOT DISTINCT FROM $4",
         )
         .bind(media.id)
-        .bind(&media.purpose)
+        .bind(media.purpose.as_str())
         .bind(media.business_id)
         .bind(media.event_id)
         .execute(&mut **tx)

@@ -9,13 +9,68 @@ use sqlx::PgPool;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+/// How a message travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Sms,
+    Push,
+    Email,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 3] = [Self::Sms, Self::Push, Self::Email];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sms => "sms",
+            Self::Push => "push",
+            Self::Email => "email",
+        }
+    }
+}
+
+/// Where a message stands (`notifications.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MessageStatus {
+    /// Allowed by the table; this build records a message only once its outcome is known.
+    Sending,
+    Sent,
+    Failed,
+    /// Waiting for the end of quiet hours.
+    Scheduled,
+    /// Not sent, on purpose.
+    Skipped,
+}
+
+impl MessageStatus {
+    pub const ALL: [MessageStatus; 5] = [
+        Self::Sending,
+        Self::Sent,
+        Self::Failed,
+        Self::Scheduled,
+        Self::Skipped,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sending => "sending",
+            Self::Sent => "sent",
+            Self::Failed => "failed",
+            Self::Scheduled => "scheduled",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+domain::parse_by_name!(Channel, MessageStatus);
+
 #[derive(Debug, Clone)]
 pub struct NewNotification<'a> {
     pub user_id: Option<Uuid>,
     pub phone: Option<&'a str>,
     /// The address an e-mail went to.
     pub email: Option<&'a str>,
-    pub channel: &'a str,
+    pub channel: Channel,
     pub template: &'a str,
     pub title: Option<&'a str>,
     /// What is kept of the text (secrets such as OTP codes are masked by the caller).
@@ -88,12 +143,14 @@ pub async fn record_all(
         (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (_, outcome) in attempts {
         let (s, r, e, a) = match *outcome {
-            Outcome::Sent { reply } => ("sent", Some(reply), None, None),
-            Outcome::Failed { error } => ("failed", None, Some(error), None),
-            Outcome::Scheduled { send_after } => ("scheduled", None, None, Some(send_after)),
-            Outcome::Skipped { reason } => ("skipped", None, Some(reason), None),
+            Outcome::Sent { reply } => (MessageStatus::Sent, Some(reply), None, None),
+            Outcome::Failed { error } => (MessageStatus::Failed, None, Some(error), None),
+            Outcome::Scheduled { send_after } => {
+                (MessageStatus::Scheduled, None, None, Some(send_after))
+            }
+            Outcome::Skipped { reason } => (MessageStatus::Skipped, None, Some(reason), None),
         };
-        status.push(s);
+        status.push(s.as_str());
         reply.push(r);
         error.push(e);
         send_after.push(a);
@@ -118,7 +175,7 @@ pub async fn record_all(
     )
     .bind(attempts.iter().map(|(n, _)| n.user_id).collect::<Vec<_>>())
     .bind(column(|(n, _)| n.phone.map(str::to_owned)))
-    .bind(column(|(n, _)| Some(n.channel.to_owned())))
+    .bind(column(|(n, _)| Some(n.channel.as_str().to_owned())))
     .bind(column(|(n, _)| Some(n.template.to_owned())))
     .bind(column(|(n, _)| n.title.map(str::to_owned)))
     .bind(column(|(n, _)| Some(n.body.to_owned())))

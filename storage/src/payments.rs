@@ -11,30 +11,154 @@
 use crate::{
     events::{self, EventStatus},
     outbox::{self, OutboxJob},
+    states,
 };
 use rust_decimal::Decimal;
-use sqlx::{FromRow, PgConnection, PgExecutor, PgPool};
+use sqlx::{FromRow, PgConnection, PgExecutor, PgPool, Row, postgres::PgRow};
+use std::fmt;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+/// Where our record of a payment stands (ЮKassa's own status is the adapter's
+/// `PaymentStatus`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaymentState {
+    /// Recorded; ЮKassa not asked yet.
+    Creating,
+    /// Created at ЮKassa; the member may pay.
+    Pending,
+    Succeeded,
+    Canceled,
+    Failed,
+    /// Its hold ran out (or she cancelled) before she paid.
+    Expired,
+}
+
+impl PaymentState {
+    pub const ALL: [PaymentState; 6] = [
+        Self::Creating,
+        Self::Pending,
+        Self::Succeeded,
+        Self::Canceled,
+        Self::Failed,
+        Self::Expired,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Creating => "creating",
+            Self::Pending => "pending",
+            Self::Succeeded => "succeeded",
+            Self::Canceled => "canceled",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// Where the refund of a payment stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefundState {
+    /// To be asked of ЮKassa (or asked, with no answer yet).
+    Requested,
+    Pending,
+    Succeeded,
+    Canceled,
+}
+
+impl RefundState {
+    pub const ALL: [RefundState; 4] = [
+        Self::Requested,
+        Self::Pending,
+        Self::Succeeded,
+        Self::Canceled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Pending => "pending",
+            Self::Succeeded => "succeeded",
+            Self::Canceled => "canceled",
+        }
+    }
+}
+
+impl fmt::Display for PaymentState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl fmt::Display for RefundState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Where a seat at a paid event stands (`event_registrations.status`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeatState {
+    /// Held while she pays.
+    Held,
+    Confirmed,
+}
+
+impl SeatState {
+    pub const ALL: [SeatState; 2] = [Self::Held, Self::Confirmed];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::Confirmed => "confirmed",
+        }
+    }
+}
+
+domain::parse_by_name!(PaymentState, RefundState, SeatState);
+
 /// One attempt to pay for a seat.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct EventPayment {
     /// Ours: the Idempotence-Key of its creation and `krug_payment_id` in its metadata.
     pub id: Uuid,
     pub event_id: Uuid,
     pub user_id: Uuid,
     pub amount: Decimal,
-    /// `creating`, `pending`, `succeeded`, `canceled`, `failed` or `expired`.
-    pub status: String,
+    pub status: PaymentState,
     pub yookassa_id: Option<String>,
     pub confirmation_url: Option<String>,
     pub hold_until: OffsetDateTime,
     pub paid_at: Option<OffsetDateTime>,
-    /// `requested`, `pending`, `succeeded` or `canceled`; `None`: no refund.
-    pub refund_status: Option<String>,
+    /// `None`: no refund.
+    pub refund_status: Option<RefundState>,
     pub refund_key: Option<Uuid>,
     pub yookassa_refund_id: Option<String>,
+}
+
+/// By hand for the two states: a name this build does not know is an error naming the
+/// payment.
+impl FromRow<'_, PgRow> for EventPayment {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        let refund_status: Option<String> = row.try_get("refund_status")?;
+        Ok(Self {
+            id,
+            event_id: row.try_get("event_id")?,
+            user_id: row.try_get("user_id")?,
+            amount: row.try_get("amount")?,
+            status: states::column(row, "event_payments", id, "status")?,
+            yookassa_id: row.try_get("yookassa_id")?,
+            confirmation_url: row.try_get("confirmation_url")?,
+            hold_until: row.try_get("hold_until")?,
+            paid_at: row.try_get("paid_at")?,
+            refund_status: refund_status
+                .map(|value| states::parse("event_payments", id, "refund_status", &value))
+                .transpose()?,
+            refund_key: row.try_get("refund_key")?,
+            yookassa_refund_id: row.try_get("yookassa_refund_id")?,
+        })
+    }
 }
 
 /// The columns of [`EventPayment`].
@@ -167,9 +291,9 @@ async fn release_hold(tx: &mut PgConnection, event_id: Uuid, user_id: Uuid) -> s
     Ok(released > 0)
 }
 
-/// Ends an open payment as `to` (`failed`, `canceled` or `expired`) and gives its held
+/// Ends an open payment as `to` (`Failed`, `Canceled` or `Expired`) and gives its held
 /// seat back. False if the payment was no longer open (someone else ended it).
-pub async fn end_open(db: &PgPool, id: Uuid, to: &str) -> sqlx::Result<bool> {
+pub async fn end_open(db: &PgPool, id: Uuid, to: PaymentState) -> sqlx::Result<bool> {
     let mut tx = db.begin().await?;
     let ended: Option<EventPayment> = sqlx::query_as(concat!(
         "UPDATE event_payments SET status = $2, updated_at = now()
@@ -178,7 +302,7 @@ pub async fn end_open(db: &PgPool, id: Uuid, to: &str) -> sqlx::Result<bool> {
         ""
     ))
     .bind(id)
-    .bind(to)
+    .bind(to.as_str())
     .fetch_optional(&mut *tx)
     .await?;
     let Some(payment) = ended else {
@@ -335,6 +459,12 @@ pub async fn unregister_paid(
     let Some(seat) = seat else {
         return Ok(PaidCancellation::NotRegistered);
     };
+    let seat: SeatState = states::parse(
+        "event_registrations",
+        format!("event {event_id} user {user_id}"),
+        "status",
+        &seat,
+    )?;
     let freed = sqlx::query(
         "UPDATE events SET registered_count = registered_count - 1
          WHERE id = $1 AND status <> 'completed'",
@@ -347,7 +477,7 @@ pub async fn unregister_paid(
         tx.rollback().await?;
         return Ok(PaidCancellation::Completed);
     }
-    if seat == "held" {
+    if seat == SeatState::Held {
         sqlx::query(
             "UPDATE event_payments SET status = 'expired', updated_at = now()
              WHERE event_id = $1 AND user_id = $2 AND status IN ('creating', 'pending')",
@@ -447,14 +577,14 @@ pub async fn unfinished_refunds(db: &PgPool, limit: i64) -> sqlx::Result<Vec<Eve
     .await
 }
 
-/// Records what ЮKassa said of payment `id`'s refund: `pending`, `succeeded` or `canceled`.
+/// Records what ЮKassa said of payment `id`'s refund: `Pending`, `Succeeded` or `Canceled`.
 /// A finished refund is never moved back. When this records its success, `on_success` (the
 /// receipt e-mail's job) is recorded in the job outbox in the same transaction.
 pub async fn refund_state(
     db: &PgPool,
     id: Uuid,
     yookassa_refund_id: &str,
-    status: &str,
+    status: RefundState,
     on_success: &[OutboxJob],
 ) -> sqlx::Result<bool> {
     let mut tx = db.begin().await?;
@@ -467,12 +597,12 @@ pub async fn refund_state(
     )
     .bind(id)
     .bind(yookassa_refund_id)
-    .bind(status)
+    .bind(status.as_str())
     .execute(&mut *tx)
     .await?
     .rows_affected()
         > 0;
-    if changed && status == "succeeded" {
+    if changed && status == RefundState::Succeeded {
         outbox::insert(&mut tx, on_success).await?;
     }
     tx.commit().await?;

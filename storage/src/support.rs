@@ -5,9 +5,12 @@
 
 use crate::{
     coupons::Coupon,
+    devices::Platform,
+    notifications::{Channel, MessageStatus},
     page::{Cursor, Page},
+    states,
 };
-use sqlx::{FromRow, PgExecutor};
+use sqlx::{FromRow, PgExecutor, Row, postgres::PgRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -29,12 +32,24 @@ pub async fn coupons(
 }
 
 /// A device, without its push token (a credential to reach her phone).
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct DeviceRow {
     pub id: Uuid,
-    pub platform: String,
+    pub platform: Platform,
     pub created_at: OffsetDateTime,
     pub last_seen_at: Option<OffsetDateTime>,
+}
+
+impl FromRow<'_, PgRow> for DeviceRow {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        Ok(Self {
+            id,
+            platform: states::column(row, "devices", id, "platform")?,
+            created_at: row.try_get("created_at")?,
+            last_seen_at: row.try_get("last_seen_at")?,
+        })
+    }
 }
 
 pub async fn devices(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec<DeviceRow>> {
@@ -48,17 +63,36 @@ pub async fn devices(db: impl PgExecutor<'_>, user_id: Uuid) -> sqlx::Result<Vec
 }
 
 /// A message sent (or held, skipped, failed) to her, without the number it went to.
-#[derive(Debug, Clone, FromRow)]
+#[derive(Debug, Clone)]
 pub struct MessageRow {
     pub id: Uuid,
-    pub channel: String,
+    pub channel: Channel,
     pub template: String,
     pub title: Option<String>,
     pub body: String,
-    pub status: String,
+    pub status: MessageStatus,
     pub error: Option<String>,
     pub created_at: OffsetDateTime,
     pub sent_at: Option<OffsetDateTime>,
+}
+
+/// By hand for the channel and the status: a name this build does not know is an error
+/// naming the message.
+impl FromRow<'_, PgRow> for MessageRow {
+    fn from_row(row: &PgRow) -> sqlx::Result<Self> {
+        let id: Uuid = row.try_get("id")?;
+        Ok(Self {
+            id,
+            channel: states::column(row, "notifications", id, "channel")?,
+            template: row.try_get("template")?,
+            title: row.try_get("title")?,
+            body: row.try_get("body")?,
+            status: states::column(row, "notifications", id, "status")?,
+            error: row.try_get("error")?,
+            created_at: row.try_get("created_at")?,
+            sent_at: row.try_get("sent_at")?,
+        })
+    }
 }
 
 /// Messages to her, newest first. Login codes are never among them: they go to a phone, not

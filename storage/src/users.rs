@@ -1,7 +1,10 @@
 //! Members, operators and staff: one `users` row per phone.
 
 use crate::states;
-use domain::{PhoneNumber, Tier};
+use domain::{
+    PhoneNumber, Tier,
+    roles::{PlatformRole, StaffRole},
+};
 use sqlx::{FromRow, PgExecutor, PgPool, Row, postgres::PgRow};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -49,8 +52,8 @@ impl FromRow<'_, PgRow> for User {
 /// A role a user holds: platform-wide, or at one business.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Role {
-    Platform(String),
-    Business { business_id: Uuid, role: String },
+    Platform(PlatformRole),
+    Business { business_id: Uuid, role: StaffRole },
 }
 
 macro_rules! user_columns {
@@ -143,23 +146,32 @@ pub async fn roles(db: &PgPool, id: Uuid) -> sqlx::Result<Vec<Role>> {
     .bind(id)
     .fetch_all(db)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(business_id, role)| match business_id {
-            None => Role::Platform(role),
-            Some(business_id) => Role::Business { business_id, role },
+    rows.into_iter()
+        .map(|(business_id, role)| {
+            Ok(match business_id {
+                None => Role::Platform(states::parse(
+                    "user_roles",
+                    format!("user {id}"),
+                    "role",
+                    &role,
+                )?),
+                Some(business_id) => Role::Business {
+                    business_id,
+                    role: crate::businesses::parse_role(business_id, id, &role)?,
+                },
+            })
         })
-        .collect())
+        .collect()
 }
 
 pub async fn grant_platform_role(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
-    role: &str,
+    role: PlatformRole,
 ) -> sqlx::Result<()> {
     sqlx::query("INSERT INTO user_roles (user_id, role) VALUES ($1, $2) ON CONFLICT DO NOTHING")
         .bind(user_id)
-        .bind(role)
+        .bind(role.as_str())
         .execute(db)
         .await?;
     Ok(())
@@ -243,12 +255,12 @@ pub async fn update_settings(
 pub async fn revoke_platform_role(
     db: impl PgExecutor<'_>,
     user_id: Uuid,
-    role: &str,
+    role: PlatformRole,
 ) -> sqlx::Result<bool> {
     Ok(
         sqlx::query("DELETE FROM user_roles WHERE user_id = $1 AND role = $2")
             .bind(user_id)
-            .bind(role)
+            .bind(role.as_str())
             .execute(db)
             .await?
             .rows_affected()

@@ -156,9 +156,14 @@ async fn codes(app: &TestApp, business_id: Uuid, count: usize) -> Vec<String> {
     .fetch_one(&app.db)
     .await
     .unwrap();
-    storage::businesses::put_staff(&app.db, business_id, cashier, "staff")
-        .await
-        .unwrap();
+    storage::businesses::put_staff(
+        &app.db,
+        business_id,
+        cashier,
+        domain::roles::StaffRole::Staff,
+    )
+    .await
+    .unwrap();
     let mut out = Vec::new();
     for i in 0..count {
         let code = domain::codes::human_code(&mut rand::rng(), 12);

@@ -296,7 +296,7 @@ async fn an_operator_supports_a_member_and_pauses_a_chain_from_the_board_in_a_br
             &admin,
             json!({
                 "name": "Миндаль", "category": "beauty", "cashback_percent": "5",
-                "crm_type": crm.vendor.crm_type(), "crm_base_url": crm.url,
+                "crm_type": crm.vendor.crm_type().as_str(), "crm_base_url": crm.url,
                 "crm_credentials": crm.vendor.credentials(),
             }),
         )

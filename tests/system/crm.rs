@@ -56,7 +56,7 @@ async fn ingest_and_bonus_calc_record_each_purchase_once_and_reverse_refunds() {
         &app.services.secrets,
         business.id,
         &storage::integrations::NewIntegration {
-            crm_type: "iiko".to_owned(),
+            crm_type: domain::crm::CrmType::Iiko,
             base_url: "https://api-ru.iiko.services".to_owned(),
             credentials: None,
             settings: json!({}),
@@ -189,7 +189,7 @@ mod pipeline {
                 operator,
                 json!({
                     "name": name, "category": "beauty", "cashback_percent": cashback,
-                    "crm_type": sim.vendor.crm_type(), "crm_base_url": sim.url,
+                    "crm_type": sim.vendor.crm_type().as_str(), "crm_base_url": sim.url,
                     "crm_credentials": sim.vendor.credentials(),
                 }),
             )

@@ -37,7 +37,7 @@ async fn connect(
         operator
             .post(
                 &format!("/admin/businesses/{business}/integrations"),
-                &json!({"crm_type": sim.vendor.crm_type(), "crm_base_url": sim.url,
+                &json!({"crm_type": sim.vendor.crm_type().as_str(), "crm_base_url": sim.url,
                         "crm_credentials": credentials, "settings": settings}),
             )
             .await

@@ -129,9 +129,15 @@ async fn a_job_of_many_messages_sends_each_once_by_its_channel_and_a_retry_only_
         id
     };
     let (anna, boris, vera) = (member().await, member().await, member().await);
-    storage::devices::register(&app.db, anna, "device-anna", "ios", 10)
-        .await
-        .unwrap();
+    storage::devices::register(
+        &app.db,
+        anna,
+        "device-anna",
+        storage::devices::Platform::Ios,
+        10,
+    )
+    .await
+    .unwrap();
     sqlx::query("UPDATE users SET push_marketing = false, sms_marketing = false WHERE id = $1")
         .bind(vera)
         .execute(&app.db)

@@ -1,6 +1,6 @@
-//! States read back strictly: a tier, discount type or transaction type this build does not
-//! know (a hand edit, or a newer release wrote it) is an error that names the row, never a
-//! silent default.
+//! States read back strictly: a tier, discount type, transaction type, CRM type or staff
+//! role this build does not know (a hand edit, or a newer release wrote it) is an error that
+//! names the row, never a silent default.
 
 use crate::helpers::{fresh_database, member_phone};
 use domain::{PhoneNumber, TierRules};
@@ -134,5 +134,53 @@ async fn an_unknown_transaction_type_in_a_row_is_an_error_naming_the_row() {
     assert_names(
         applied.expect_err("an unknown transaction type must not accrue as a purchase"),
         &parts,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_crm_type_or_staff_role_in_a_row_is_an_error_naming_the_row() {
+    // Arrange: the CHECKs keep such names out, so this database drops them first.
+    let db = PgPool::connect(&fresh_database().await).await.unwrap();
+    sqlx::raw_sql(
+        "ALTER TABLE integrations DROP CONSTRAINT integrations_crm_type_check;
+         ALTER TABLE business_staff DROP CONSTRAINT business_staff_role_check;",
+    )
+    .execute(&db)
+    .await
+    .unwrap();
+    let (user, business) = member_and_business(&db).await;
+    let integration: Uuid = sqlx::query_scalar(
+        "INSERT INTO integrations (business_id, crm_type, base_url)
+         VALUES ($1, 'bitrix24', 'https://crm.example.com') RETURNING id",
+    )
+    .bind(business)
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO business_staff (business_id, user_id, role) VALUES ($1, $2, 'cashier')",
+    )
+    .bind(business)
+    .bind(user.id)
+    .execute(&db)
+    .await
+    .unwrap();
+
+    // Act: the read a poll starts with (which picked a client by the name, and failed only
+    // there) and the role check behind every partner route (which took an unknown role
+    // for no role at all).
+    let polled = storage::integrations::get(&db, integration).await;
+    let roles = storage::businesses::roles_of(&db, user.id).await;
+
+    // Assert
+    let integration_id = integration.to_string();
+    assert_names(
+        polled.expect_err("an unknown CRM type must not read as an integration"),
+        &["integrations", &integration_id, "crm_type", "bitrix24"],
+    );
+    let (business_id, user_id) = (business.to_string(), user.id.to_string());
+    assert_names(
+        roles.expect_err("an unknown staff role must not read as no role"),
+        &["business_staff", &business_id, &user_id, "role", "cashier"],
     );
 }

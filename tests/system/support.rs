@@ -550,7 +550,7 @@ async fn a_blocked_members_crm_purchase_is_recorded_without_bonus_or_coupon() {
             &operator,
             json!({
                 "name": "Миндаль", "category": "beauty", "cashback_percent": "5",
-                "crm_type": crm.vendor.crm_type(), "crm_base_url": crm.url,
+                "crm_type": crm.vendor.crm_type().as_str(), "crm_base_url": crm.url,
                 "crm_credentials": crm.vendor.credentials(),
             }),
         )

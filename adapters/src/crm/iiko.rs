@@ -693,7 +693,10 @@ mod tests {
     }
 
     fn client(url: &str, credentials: &Value) -> Result<Box<dyn CrmClient>, ConfigError> {
-        crate::crm::client("iiko", &Target::new(url, credentials, crate::test_egress()))
+        crate::crm::client(
+            domain::crm::CrmType::Iiko,
+            &Target::new(url, credentials, crate::test_egress()),
+        )
     }
 
     async fn market(sales: Vec<Sale>) -> (Simulator, Box<dyn CrmClient>) {
@@ -1053,12 +1056,14 @@ mod tests {
         assert_eq!(got.len(), 3);
         let mut wrong = simulators::iiko_application_credentials();
         wrong["client_secret"] = json!("revoked");
-        let refused =
-            crate::crm::client("iiko", &Target::new(&sim.url, &wrong, crate::test_egress()))
-                .unwrap()
-                .fetch_transactions(evening())
-                .await
-                .unwrap_err();
+        let refused = crate::crm::client(
+            domain::crm::CrmType::Iiko,
+            &Target::new(&sim.url, &wrong, crate::test_egress()),
+        )
+        .unwrap()
+        .fetch_transactions(evening())
+        .await
+        .unwrap_err();
         assert!(
             matches!(refused, VendorError::Unauthorized { .. }),
             "{refused:?}"

@@ -12,6 +12,7 @@ pub mod yclients;
 
 use crate::{egress::Egress, http::VendorError};
 use async_trait::async_trait;
+use domain::crm::CrmType;
 use rust_decimal::Decimal;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -175,18 +176,14 @@ impl<'a> Target<'a> {
     }
 }
 
-/// The CRM types we have clients for.
-pub const CRM_TYPES: [&str; 5] = ["yclients", "iiko", "1c", "amo_crm", "renovatio"];
-
 /// Builds the client of `crm_type` for `target`: checks the URL against the egress rule and
 /// reads credentials and settings, without a network call.
-pub fn client(crm_type: &str, target: &Target<'_>) -> Result<Box<dyn CrmClient>, ConfigError> {
-    match crm_type {
-        "yclients" => Ok(Box::new(yclients::HttpYclients::new(target)?)),
-        "iiko" => Ok(Box::new(iiko::HttpIiko::new(target)?)),
-        "1c" => Ok(Box::new(onec::HttpOneC::new(target)?)),
-        "amo_crm" => Ok(Box::new(amo_crm::HttpAmoCrm::new(target)?)),
-        "renovatio" => Ok(Box::new(renovatio::HttpRenovatio::new(target)?)),
-        other => Err(ConfigError(format!("unknown CRM type `{other}`"))),
-    }
+pub fn client(crm_type: CrmType, target: &Target<'_>) -> Result<Box<dyn CrmClient>, ConfigError> {
+    Ok(match crm_type {
+        CrmType::Yclients => Box::new(yclients::HttpYclients::new(target)?),
+        CrmType::Iiko => Box::new(iiko::HttpIiko::new(target)?),
+        CrmType::OneC => Box::new(onec::HttpOneC::new(target)?),
+        CrmType::AmoCrm => Box::new(amo_crm::HttpAmoCrm::new(target)?),
+        CrmType::Renovatio => Box::new(renovatio::HttpRenovatio::new(target)?),
+    })
 }

@@ -10,8 +10,7 @@ use crate::{
     },
     routes::positive_money,
     state::AppState,
-    wire::Amount,
-    wire::Text,
+    wire::{Amount, CategoryName, CrmType, StaffRole, Text},
 };
 use adapters::egress::EgressError;
 use domain::{PhoneNumber, loyalty::DiscountType};
@@ -27,7 +26,7 @@ use serde_json::Value;
 use std::sync::Arc;
 use storage::{
     businesses::{self, Business, BusinessPatch, NewBusiness},
-    integrations::{self, Integration, IntegrationPatch, NewIntegration},
+    integrations::{self, Integration, IntegrationPatch, IntegrationStatus, NewIntegration},
     users,
 };
 use time::OffsetDateTime;
@@ -41,58 +40,6 @@ enum Tag {
 
 pub struct AdminApi {
     pub state: Arc<AppState>,
-}
-
-#[derive(Debug, Clone, Copy, Enum)]
-#[oai(rename_all = "lowercase")]
-pub enum CategoryName {
-    Beauty,
-    Wellness,
-    Gastronomy,
-    Health,
-}
-
-impl CategoryName {
-    fn parse(name: &str) -> Option<Self> {
-        [Self::Beauty, Self::Wellness, Self::Gastronomy, Self::Health]
-            .into_iter()
-            .find(|c| c.as_str() == name)
-    }
-
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Beauty => "beauty",
-            Self::Wellness => "wellness",
-            Self::Gastronomy => "gastronomy",
-            Self::Health => "health",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, Enum)]
-pub enum CrmType {
-    #[oai(rename = "yclients")]
-    Yclients,
-    #[oai(rename = "iiko")]
-    Iiko,
-    #[oai(rename = "1c")]
-    OneC,
-    #[oai(rename = "amo_crm")]
-    AmoCrm,
-    #[oai(rename = "renovatio")]
-    Renovatio,
-}
-
-impl CrmType {
-    fn as_str(self) -> &'static str {
-        match self {
-            Self::Yclients => "yclients",
-            Self::Iiko => "iiko",
-            Self::OneC => "1c",
-            Self::AmoCrm => "amo_crm",
-            Self::Renovatio => "renovatio",
-        }
-    }
 }
 
 #[derive(Debug, Object)]
@@ -249,9 +196,9 @@ fn integration_view(i: Integration) -> IntegrationView {
             .map(|p| (OffsetDateTime::now_utc() - p).whole_seconds().max(0)),
         id: i.id,
         business_id: i.business_id,
-        crm_type: i.crm_type,
+        crm_type: i.crm_type.as_str().to_owned(),
         crm_base_url: i.base_url,
-        status: i.status,
+        status: i.status.as_str().to_owned(),
         has_credentials: i.has_credentials,
         settings: i.settings,
         last_polled_at: i.last_polled_at,
@@ -299,15 +246,18 @@ pub struct BusinessView {
 fn business_view(b: Business, integrations: Vec<Integration>) -> BusinessView {
     let first = integrations.first();
     BusinessView {
-        crm_type: first.map(|i| i.crm_type.clone()),
+        crm_type: first.map(|i| i.crm_type.as_str().to_owned()),
         crm_base_url: first.map(|i| i.base_url.clone()),
         has_crm_credentials: first.is_some_and(|i| i.has_credentials),
-        integration_status: first.map_or_else(|| "ok".to_owned(), |i| i.status.clone()),
+        integration_status: first
+            .map_or(IntegrationStatus::Ok, |i| i.status)
+            .as_str()
+            .to_owned(),
         integration_error: first.and_then(|i| i.last_error.clone()),
         integrations: integrations.into_iter().map(integration_view).collect(),
         id: b.id,
         name: b.name,
-        category: b.category,
+        category: b.category.as_str().to_owned(),
         cashback_percent: b.cashback_percent.into(),
         max_redeem_percent: b.max_redeem_percent.into(),
         is_medical: b.is_medical,
@@ -422,7 +372,7 @@ fn chain_view(chain: storage::coupons::PromoChain) -> PromoChainView {
     PromoChainView {
         id: chain.id,
         trigger_business_id: chain.trigger_business_id,
-        trigger_category: chain.trigger_category,
+        trigger_category: chain.trigger_category.map(|c| c.as_str().to_owned()),
         trigger_churn_risk: chain.trigger_churn_risk.and_then(|r| r.to_f64()),
         min_amount: chain.min_amount.into(),
         target_business_id: chain.target_business_id,
@@ -491,7 +441,7 @@ pub enum PollAccepted {
 pub struct AddStaff {
     #[oai(validator(max_length = 32))]
     pub phone: Text,
-    pub role: crate::routes::partner::StaffRole,
+    pub role: StaffRole,
 }
 
 #[derive(Debug, Object)]
@@ -560,7 +510,7 @@ fn object(value: Option<&Value>, field: &str) -> Result<Value, ApiError> {
 /// settings (no network call; what is wrong is named, never a value).
 fn check_connection(
     state: &AppState,
-    crm_type: &str,
+    crm_type: domain::crm::CrmType,
     url: &str,
     credentials: &Value,
     settings: &Value,
@@ -586,9 +536,9 @@ async fn new_integration(
     let base_url = crm_url(state, url).await?;
     let credentials = object(Some(credentials), "crm_credentials")?;
     let settings = object(settings, "settings")?;
-    check_connection(state, crm_type.as_str(), &base_url, &credentials, &settings)?;
+    check_connection(state, crm_type.0, &base_url, &credentials, &settings)?;
     Ok(NewIntegration {
-        crm_type: crm_type.as_str().to_owned(),
+        crm_type: crm_type.0,
         base_url,
         credentials: Some(credentials),
         settings,
@@ -616,8 +566,8 @@ async fn integration_patch(
         .as_ref()
         .map(|s| object(Some(s), "settings"))
         .transpose()?;
-    let crm_type = change.crm_type.map(|t| t.as_str().to_owned());
-    let moved = crm_type.as_ref().is_some_and(|t| *t != current.crm_type)
+    let crm_type = change.crm_type.map(|t| t.0);
+    let moved = crm_type.is_some_and(|t| t != current.crm_type)
         || base_url.as_ref().is_some_and(|u| *u != current.base_url);
     // The credentials the integration will use: new ones, or (if it stays where it is) the
     // stored ones, checked with the new settings.
@@ -633,7 +583,7 @@ async fn integration_patch(
     if let Some(effective) = &effective {
         check_connection(
             state,
-            crm_type.as_deref().unwrap_or(&current.crm_type),
+            crm_type.unwrap_or(current.crm_type),
             base_url.as_deref().unwrap_or(&current.base_url),
             effective,
             settings.as_ref().unwrap_or(&current.settings),
@@ -781,7 +731,7 @@ async fn validated_chain(
     }
     Ok(storage::coupons::NewChain {
         trigger_business_id: body.trigger_business_id,
-        trigger_category: body.trigger_category.map(|c| c.as_str().to_owned()),
+        trigger_category: body.trigger_category.map(|c| c.0),
         trigger_churn_risk,
         min_amount,
         target_business_id: body.target_business_id,
@@ -810,10 +760,7 @@ fn merged_chain(
     } else {
         (
             chain.trigger_business_id,
-            chain
-                .trigger_category
-                .as_deref()
-                .and_then(CategoryName::parse),
+            chain.trigger_category.map(CategoryName),
             chain.trigger_churn_risk.and_then(|r| r.to_f64()),
         )
     };
@@ -890,7 +837,7 @@ impl AdminApi {
         };
         let new = NewBusiness {
             name: body.name.trim().to_owned(),
-            category: body.category.as_str().to_owned(),
+            category: body.category.0,
             cashback_percent: percent(body.cashback_percent.value(), "cashback_percent")?,
             max_redeem_percent: percent(
                 body.max_redeem_percent
@@ -973,7 +920,7 @@ impl AdminApi {
         }
         let patch = BusinessPatch {
             name: body.name.map(|n| n.trim().to_owned()),
-            category: body.category.map(|c| c.as_str().to_owned()),
+            category: body.category.map(|c| c.0),
             cashback_percent: body
                 .cashback_percent
                 .map(|p| percent(p.value(), "cashback_percent"))
@@ -1130,15 +1077,15 @@ impl AdminApi {
         businesses::get(&state.db, id.0)
             .await?
             .ok_or_else(|| ApiError::not_found("business_not_found", "No such business."))?;
-        let role = body.role.as_str();
+        let role = body.role.0;
         let mut tx = state.db.begin().await?;
         let user = users::find_or_create(&mut *tx, &phone).await?;
         let before = businesses::staff_role(&mut *tx, id.0, user.id).await?;
         businesses::put_staff(&mut *tx, id.0, user.id, role).await?;
-        let snapshot = |role: &str| serde_json::json!({"business_id": id.0, "role": role});
+        let snapshot = |role: domain::roles::StaffRole| serde_json::json!({"business_id": id.0, "role": role.as_str()});
         let mut change = Change::new("staff.put", "user", user.id).after_value(snapshot(role));
         if let Some(before) = before {
-            change = change.before_value(snapshot(&before));
+            change = change.before_value(snapshot(before));
         }
         audit::record(&mut *tx, superadmin.user_id(), change).await?;
         tx.commit().await?;
@@ -1146,7 +1093,7 @@ impl AdminApi {
             business_id: id.0,
             user_id: user.id,
             phone: user.phone,
-            role: role.to_owned(),
+            role: role.as_str().to_owned(),
         }))))
     }
 

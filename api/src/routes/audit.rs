@@ -148,7 +148,7 @@ impl AuditApi {
                 .into_iter()
                 .map(|f| FraudFlagView {
                     id: f.id,
-                    kind: f.kind,
+                    kind: f.kind.as_str().to_owned(),
                     business_id: f.business_id,
                     staff_id: f.staff_id,
                     member_id: f.member_id,

@@ -509,7 +509,7 @@ pub(crate) fn platform_roles(roles: &[users::Role]) -> Vec<String> {
     roles
         .iter()
         .filter_map(|r| match r {
-            users::Role::Platform(name) => Some(name.clone()),
+            users::Role::Platform(role) => Some(role.as_str().to_owned()),
             users::Role::Business { .. } => None,
         })
         .collect()

@@ -8,13 +8,13 @@ use crate::{
     routes::{
         loyalty::QR_CODE_LEN,
         media::{ImageView, image_views},
-        partner::{Right, acting_for},
+        partner::acting_for,
         positive_money,
     },
     state::AppState,
     wire::Amount,
 };
-use domain::codes::human_code;
+use domain::{codes::human_code, media::Purpose, roles::Right};
 use poem_openapi::{Object, OpenApi, Tags, param::Path, payload::Json};
 use rust_decimal::{Decimal, prelude::ToPrimitive};
 use std::{sync::Arc, time::Duration};
@@ -59,7 +59,7 @@ fn catalog_entry(b: Business, images: Vec<ImageView>) -> CatalogEntry {
     CatalogEntry {
         id: b.id,
         name: b.name,
-        category: b.category,
+        category: b.category.as_str().to_owned(),
         cashback_percent: b.cashback_percent.into(),
         max_redeem_percent: b.max_redeem_percent.into(),
         images,
@@ -71,7 +71,7 @@ impl BusinessApi {
     async fn catalog(&self, businesses: Vec<Business>) -> Result<Vec<CatalogEntry>, ApiError> {
         let ids: Vec<Uuid> = businesses.iter().map(|b| b.id).collect();
         let mut media = storage::media::of_businesses(&self.state.db, &ids).await?;
-        media.sort_by_key(|m| m.purpose != "business_logo");
+        media.sort_by_key(|m| m.purpose != Purpose::BusinessLogo);
         let mut entries = Vec::with_capacity(businesses.len());
         for business in businesses {
             let own: Vec<_> = media

@@ -566,7 +566,7 @@ impl EventsApi {
         match kassa.create_payment(&new).await {
             Ok(made) => {
                 let Some(url) = made.confirmation_url.clone() else {
-                    paid::end_open(db, payment.id, "failed").await?;
+                    paid::end_open(db, payment.id, paid::PaymentState::Failed).await?;
                     return Err(ApiError::internal(anyhow::anyhow!(
                         "ЮKassa created payment {} without a confirmation URL",
                         made.id
@@ -582,7 +582,7 @@ impl EventsApi {
             }
             Err(error) => {
                 // Nobody can pay a payment she never saw: the seat goes straight back.
-                paid::end_open(db, payment.id, "failed").await?;
+                paid::end_open(db, payment.id, paid::PaymentState::Failed).await?;
                 tracing::error!(payment_id = %payment.id, error = %error, "ЮKassa refused a payment");
                 Err(payments_unavailable(match error {
                     PaymentError::Unauthorized => {

@@ -27,7 +27,7 @@ use domain::media::{MediaType, Purpose, SNIFF_BYTES, sniff};
 use jobs::{handlers::media::ProcessMedia, outbox};
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags, param::Path, payload::Json};
 use std::{sync::Arc, time::Duration};
-use storage::media::{self, Media, NewUpload};
+use storage::media::{self, Media, MediaStatus, NewUpload};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -117,8 +117,8 @@ pub struct MediaView {
 fn media_view(m: Media) -> MediaView {
     MediaView {
         id: m.id,
-        purpose: m.purpose,
-        status: m.status,
+        purpose: m.purpose.as_str().to_owned(),
+        status: m.status.as_str().to_owned(),
         content_type: m.content_type,
         size: m.size,
         rejection: m.rejection,
@@ -164,7 +164,7 @@ pub(crate) async fn image_views(objects: &ObjectStorage, items: &[Media]) -> Vec
         };
         views.push(ImageView {
             id: m.id,
-            purpose: m.purpose.clone(),
+            purpose: m.purpose.as_str().to_owned(),
             content_type: m.content_type.clone().unwrap_or_default(),
             url,
             thumbnail_url,
@@ -213,9 +213,8 @@ impl MediaApi {
         }
         let owner = match (purpose, business_id) {
             (Purpose::BusinessLogo | Purpose::BusinessPhoto, Some(business_id)) => {
-                storage::businesses::staff_role(&self.state.db, business_id, auth.user_id())
-                    .await?
-                    .is_some_and(|role| role == "owner")
+                storage::businesses::staff_role(&self.state.db, business_id, auth.user_id()).await?
+                    == Some(domain::roles::StaffRole::Owner)
             }
             _ => false,
         };
@@ -356,9 +355,9 @@ impl MediaApi {
             .await?
             .filter(|m| m.uploaded_by == auth.user_id() || auth.0.is_superadmin())
             .ok_or_else(media_not_found)?;
-        match item.status.as_str() {
-            "pending" => {}
-            "rejected" => {
+        match item.status {
+            MediaStatus::Pending => {}
+            MediaStatus::Rejected => {
                 return Err(ApiError::conflict(
                     "media_rejected",
                     format!(
@@ -368,15 +367,13 @@ impl MediaApi {
                 )
                 .into());
             }
-            _ => {
+            MediaStatus::Processing | MediaStatus::Ready | MediaStatus::Replaced => {
                 return Ok(Completed::AlreadyDone(Json(Envelope::new(media_view(
                     item,
                 )))));
             }
         }
-        let purpose = item.purpose().ok_or_else(|| {
-            ApiError::internal(anyhow::anyhow!("media {} has an unknown purpose", item.id))
-        })?;
+        let purpose = item.purpose;
         let Some(size) = state
             .objects
             .size(&item.object_key)

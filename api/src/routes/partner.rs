@@ -12,12 +12,17 @@ use crate::{
     },
     routes::{page_limit, parse_cursor, positive_money},
     state::AppState,
-    wire::{Amount, Text},
+    wire::{Amount, StaffRole, Text},
 };
 use domain::local_time::local_date;
-use domain::{PhoneNumber, loyalty::TransactionType, phone::mask_phone};
+use domain::{
+    PhoneNumber,
+    loyalty::TransactionType,
+    phone::mask_phone,
+    roles::{self, Right},
+};
 use poem_openapi::{
-    Enum, Object, OpenApi, Tags,
+    Object, OpenApi, Tags,
     param::{Header, Path, Query},
     payload::Json,
 };
@@ -32,26 +37,6 @@ use storage::{
 use time::{Date, OffsetDateTime};
 use uuid::Uuid;
 
-/// A role at a business, as operators (`/admin/…`) and owners (`/business/staff`) give it.
-#[derive(Debug, Clone, Copy, Enum)]
-#[oai(rename_all = "lowercase")]
-pub enum StaffRole {
-    Owner,
-    Staff,
-    Viewer,
-}
-
-impl StaffRole {
-    /// The name `business_staff.role` holds.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Owner => "owner",
-            Self::Staff => "staff",
-            Self::Viewer => "viewer",
-        }
-    }
-}
-
 #[derive(Tags)]
 enum Tag {
     /// Partners: their own business.
@@ -62,29 +47,6 @@ pub struct PartnerApi {
     pub state: Arc<AppState>,
 }
 
-/// What a person on a business's staff may do there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Right {
-    /// Issue QR codes for checks.
-    IssueQr,
-    /// Refund purchases (staff up to the business's limit).
-    Refund,
-    /// Read the dashboard.
-    Dashboard,
-    /// Manage the staff and read settlement statements.
-    Manage,
-}
-
-/// Whether `role` (`owner`, `staff`, `viewer`) carries `right`.
-pub fn allows(role: &str, right: Right) -> bool {
-    match role {
-        "owner" => true,
-        "staff" => matches!(right, Right::IssueQr | Right::Refund),
-        "viewer" => right == Right::Dashboard,
-        _ => false,
-    }
-}
-
 /// The business a request acts for and the caller's role there: `business_id` when given
 /// (the caller must hold a role there that allows `right`), otherwise the one business
 /// where the caller does.
@@ -93,9 +55,9 @@ pub async fn acting_for(
     auth: &Auth,
     business_id: Option<Uuid>,
     right: Right,
-) -> Result<(Uuid, String), ApiError> {
+) -> Result<(Uuid, roles::StaffRole), ApiError> {
     let roles = businesses::roles_of(&state.db, auth.user_id()).await?;
-    let mut allowed = roles.into_iter().filter(|(_, role)| allows(role, right));
+    let mut allowed = roles.into_iter().filter(|(_, role)| role.allows(right));
     match business_id {
         Some(id) => allowed
             .find(|(b, _)| *b == id)
@@ -297,7 +259,7 @@ impl PartnerApi {
                     phone: s.phone,
                     first_name: s.first_name,
                     last_name: s.last_name,
-                    role: s.role,
+                    role: s.role.as_str().to_owned(),
                     created_at: s.created_at,
                 })
                 .collect(),
@@ -316,33 +278,27 @@ impl PartnerApi {
         let (business_id, _) = acting_for(state, &auth, body.business_id, Right::Manage).await?;
         let phone = PhoneNumber::parse(&body.phone)
             .map_err(|e| ApiError::unprocessable("invalid_phone", e.to_string()))?;
-        let role = body.role.as_str();
+        let role = body.role.0;
         let mut tx = state.db.begin().await?;
         let owners = businesses::lock_owners(&mut *tx, business_id).await?;
         let user = users::find_or_create(&mut *tx, &phone).await?;
         let before = businesses::staff_role(&mut *tx, business_id, user.id).await?;
-        if owners == [user.id] && role != "owner" {
+        if owners == [user.id] && role != roles::StaffRole::Owner {
             return Err(last_owner().into());
         }
         businesses::put_staff(&mut *tx, business_id, user.id, role).await?;
         audit::record(
             &mut *tx,
             auth.user_id(),
-            staff_change(
-                "staff.put",
-                business_id,
-                user.id,
-                before.as_deref(),
-                Some(role),
-            ),
+            staff_change("staff.put", business_id, user.id, before, Some(role)),
         )
         .await?;
         tx.commit().await?;
         Ok(Json(Envelope::new(StaffChange {
             business_id,
             user_id: user.id,
-            role: Some(role.to_owned()),
-            previous_role: before,
+            role: Some(role.as_str().to_owned()),
+            previous_role: before.map(|role| role.as_str().to_owned()),
         })))
     }
 
@@ -516,7 +472,7 @@ impl PartnerApi {
         let role = businesses::staff_role(&state.db, business_id, auth.user_id())
             .await?
             .ok_or_else(not_found)?;
-        if !allows(&role, Right::Refund) {
+        if !role.allows(Right::Refund) {
             return Err(ApiError::forbidden(
                 "Refunds are given by the business's owners and staff.",
             )
@@ -540,7 +496,7 @@ impl PartnerApi {
                 reason: body.reason.trim(),
                 key: &idempotency_key.0,
                 refunded_by: auth.user_id(),
-                limit: (role != "owner").then_some(business.staff_refund_limit),
+                limit: (role != roles::StaffRole::Owner).then_some(business.staff_refund_limit),
             },
         )
         .await?
@@ -606,7 +562,7 @@ pub(crate) async fn take_off_staff(
     audit::record(
         &mut *tx,
         actor,
-        staff_change("staff.remove", business_id, user_id, Some(&removed), None),
+        staff_change("staff.remove", business_id, user_id, Some(removed), None),
     )
     .await?;
     tx.commit().await?;
@@ -614,7 +570,7 @@ pub(crate) async fn take_off_staff(
         business_id,
         user_id,
         role: None,
-        previous_role: Some(removed),
+        previous_role: Some(removed.as_str().to_owned()),
     })
 }
 
@@ -630,10 +586,10 @@ fn staff_change(
     action: &'static str,
     business_id: Uuid,
     user_id: Uuid,
-    before: Option<&str>,
-    after: Option<&str>,
+    before: Option<roles::StaffRole>,
+    after: Option<roles::StaffRole>,
 ) -> Change {
-    let snapshot = |role: &str| serde_json::json!({"business_id": business_id, "role": role});
+    let snapshot = |role: roles::StaffRole| serde_json::json!({"business_id": business_id, "role": role.as_str()});
     let mut change = Change::new(action, "user", user_id);
     if let Some(before) = before {
         change = change.before_value(snapshot(before));

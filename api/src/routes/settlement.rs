@@ -8,11 +8,12 @@ use crate::{
     auth::{Auth, Operator, Superadmin},
     envelope::Envelope,
     error::{ApiError, ApiResult, BAD_REQUEST, CONFLICT, NOT_FOUND, SIGNED_IN, UNPROCESSABLE},
-    routes::partner::{Right, acting_for},
+    routes::partner::acting_for,
     state::AppState,
     wire::Amount,
 };
 use domain::{
+    roles::Right,
     settlement::{Line, Period, Transfer},
     statement_csv,
 };

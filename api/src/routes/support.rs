@@ -304,7 +304,7 @@ impl SupportApi {
                 .into_iter()
                 .map(|d| MemberDeviceView {
                     id: d.id,
-                    platform: d.platform,
+                    platform: d.platform.as_str().to_owned(),
                     created_at: d.created_at,
                     last_seen_at: d.last_seen_at,
                 })
@@ -513,11 +513,11 @@ impl SupportApi {
                 .into_iter()
                 .map(|m| MemberMessageView {
                     id: m.id,
-                    channel: m.channel,
+                    channel: m.channel.as_str().to_owned(),
                     template: m.template,
                     title: m.title,
                     body: m.body,
-                    status: m.status,
+                    status: m.status.as_str().to_owned(),
                     error: m.error,
                     created_at: m.created_at,
                     sent_at: m.sent_at,

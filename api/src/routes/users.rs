@@ -5,11 +5,9 @@ use crate::{
     envelope::Envelope,
     error::{ApiError, ApiResult, CONFLICT, JSON_BODY, NOT_FOUND, SIGNED_IN, UNPROCESSABLE},
     state::AppState,
-    wire::Text,
+    wire::{Platform, Text},
 };
-use poem_openapi::{
-    ApiResponse, Enum, Object, OpenApi, Tags, payload::Json, types::MaybeUndefined,
-};
+use poem_openapi::{ApiResponse, Object, OpenApi, Tags, payload::Json, types::MaybeUndefined};
 use std::sync::Arc;
 use storage::users::{self, ProfilePatch, Role, User};
 use uuid::Uuid;
@@ -61,11 +59,11 @@ pub(crate) fn user_view(user: User, roles: &[Role]) -> UserView {
             .iter()
             .map(|r| match r {
                 Role::Platform(role) => RoleView {
-                    role: role.clone(),
+                    role: role.as_str().to_owned(),
                     business_id: None,
                 },
                 Role::Business { business_id, role } => RoleView {
-                    role: role.clone(),
+                    role: role.as_str().to_owned(),
                     business_id: Some(*business_id),
                 },
             })
@@ -130,13 +128,6 @@ pub struct DeletedView {
     pub deleted_at: time::OffsetDateTime,
     /// Seats given back at events to come.
     pub seats_released: u64,
-}
-
-#[derive(Debug, Clone, Copy, Enum)]
-#[oai(rename_all = "lowercase")]
-pub enum Platform {
-    Ios,
-    Android,
 }
 
 #[derive(Debug, Object)]
@@ -323,10 +314,7 @@ impl UserApi {
         body: Json<DeviceRegistration>,
     ) -> ApiResult<DeviceRegistered, { SIGNED_IN | JSON_BODY | NOT_FOUND | CONFLICT | UNPROCESSABLE }>
     {
-        let platform = match body.platform {
-            Platform::Ios => "ios",
-            Platform::Android => "android",
-        };
+        let platform = body.platform.0;
         let max = self.state.limits.devices_per_member;
         let device = match storage::devices::register(
             &self.state.db,
@@ -361,7 +349,7 @@ impl UserApi {
         };
         Ok(DeviceRegistered::Created(Json(Envelope::new(DeviceView {
             id: device.id,
-            platform: device.platform,
+            platform: device.platform.as_str().to_owned(),
         }))))
     }
 }

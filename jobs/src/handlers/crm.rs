@@ -25,14 +25,14 @@ use adapters::{
     http::VendorError,
 };
 use async_trait::async_trait;
-use domain::PhoneNumber;
+use domain::{PhoneNumber, crm::CrmType};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::PgPool;
 use std::{collections::HashSet, sync::Arc};
 use storage::{
     businesses, crm as crm_store,
-    integrations::{self, CredentialsError, Integration, LockedCredentials},
+    integrations::{self, CredentialsError, Integration, IntegrationStatus, LockedCredentials},
     ledger::BonusOutcome,
     secret::SecretBox,
 };
@@ -117,8 +117,8 @@ pub async fn poll(env: &crate::Env, id: Uuid, force: bool) -> Result<(), JobErro
         return Ok(());
     };
     if !business.is_active
-        || integration.status == "disabled"
-        || (integration.status == "failing" && !force)
+        || integration.status == IntegrationStatus::Disabled
+        || (integration.status == IntegrationStatus::Failing && !force)
     {
         return Ok(());
     }
@@ -140,7 +140,7 @@ pub async fn poll(env: &crate::Env, id: Uuid, force: bool) -> Result<(), JobErro
     let target = Target::new(&integration.base_url, &credentials, &env.egress)
         .with_settings(&integration.settings)
         .with_tokens(tokens);
-    let client = match crm::client(&integration.crm_type, &target) {
+    let client = match crm::client(integration.crm_type, &target) {
         Ok(client) => client,
         Err(e) => {
             let message = e.to_string();
@@ -231,7 +231,7 @@ pub async fn poll(env: &crate::Env, id: Uuid, force: bool) -> Result<(), JobErro
     }
     integrations::advance(&env.db, id, window.to).await?;
     tracing::info!(
-        vendor = integration.crm_type,
+        vendor = %integration.crm_type,
         integration_id = %id,
         fetched,
         purchases = total.purchases,
@@ -344,7 +344,7 @@ async fn vendor_failure(
 /// Builds the client an integration would get, without a network call: how the API checks
 /// a CRM type, URL, credentials and settings before storing them.
 pub fn check_connection(
-    crm_type: &str,
+    crm_type: CrmType,
     base_url: &str,
     credentials: &Value,
     settings: &Value,

@@ -21,8 +21,9 @@ use domain::{settlement::Period, statement_csv};
 use rust_decimal::Decimal;
 use storage::{
     businesses, events,
-    notifications::{self, NewNotification, Outcome},
-    payments, settlement, users,
+    notifications::{self, Channel, NewNotification, Outcome},
+    payments::{self, PaymentState, RefundState},
+    settlement, users,
 };
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -68,8 +69,8 @@ async fn paid_seat(env: &Env, payment_id: Uuid, kind: Kind) -> Result<(), JobErr
         return Ok(());
     };
     let due = match kind {
-        Kind::Ticket => payment.status == "succeeded",
-        Kind::Refund => payment.refund_status.as_deref() == Some("succeeded"),
+        Kind::Ticket => payment.status == PaymentState::Succeeded,
+        Kind::Refund => payment.refund_status == Some(RefundState::Succeeded),
     };
     if !due {
         tracing::warn!(%payment_id, ?kind, status = %payment.status, "the payment is not where this e-mail says; none sent");
@@ -210,7 +211,7 @@ async fn send_once(
         user_id,
         phone: None,
         email: Some(&message.to),
-        channel: "email",
+        channel: Channel::Email,
         template,
         title: Some(&message.subject),
         body: &message.text,

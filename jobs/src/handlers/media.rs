@@ -10,7 +10,7 @@ use crate::{
 };
 use domain::media::MediaType;
 use serde::{Deserialize, Serialize};
-use storage::media;
+use storage::media::{self, MediaStatus};
 use uuid::Uuid;
 
 /// The longest side of a thumbnail, in pixels: a list tile on a phone's 3× screen.
@@ -38,7 +38,7 @@ impl RunJob for ProcessMedia {
             tracing::warn!(media_id = %self.media_id, "no such media; nothing to do");
             return Ok(());
         };
-        if item.status != "processing" {
+        if item.status != MediaStatus::Processing {
             return Ok(());
         }
         let kind = item.content_type.as_deref().and_then(MediaType::from_mime);

@@ -26,7 +26,7 @@ use domain::messages::quiet_hours_end;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use storage::{
     devices::{self, Device},
-    notifications::{self, NewNotification, Outcome},
+    notifications::{self, Channel, NewNotification, Outcome},
     users::{self, Recipient},
 };
 use time::OffsetDateTime;
@@ -50,7 +50,7 @@ impl RunJob for NotifyJob {
 enum Delivery {
     Push(Device),
     Sms(String),
-    Skipped { channel: &'static str },
+    Skipped { channel: Channel },
 }
 
 /// One delivery of message `notify` (an index into the job's messages), keyed for the
@@ -109,7 +109,11 @@ async fn send_all(ctx: &JobCtx, notifies: Vec<Notify>) -> Result<(), JobError> {
             let (suffix, delivery) = if !marketing || recipient.sms_marketing {
                 ("sms", Delivery::Sms(recipient.phone.clone()))
             } else {
-                let channel = if devices.is_empty() { "sms" } else { "push" };
+                let channel = if devices.is_empty() {
+                    Channel::Sms
+                } else {
+                    Channel::Push
+                };
                 ("no-consent", Delivery::Skipped { channel })
             };
             attempts.push(Attempt {
@@ -189,8 +193,8 @@ async fn send_all(ctx: &JobCtx, notifies: Vec<Notify>) -> Result<(), JobError> {
             let notify = &now[attempt.notify];
             let (title, body) = &rendered[attempt.notify];
             let (channel, phone, provider) = match &attempt.delivery {
-                Delivery::Push(_) => ("push", None, env.push.name()),
-                Delivery::Sms(phone) => ("sms", Some(phone.as_str()), env.sms.name()),
+                Delivery::Push(_) => (Channel::Push, None, env.push.name()),
+                Delivery::Sms(phone) => (Channel::Sms, Some(phone.as_str()), env.sms.name()),
                 Delivery::Skipped { channel } => (*channel, None, "none"),
             };
             let record = NewNotification {
@@ -199,7 +203,7 @@ async fn send_all(ctx: &JobCtx, notifies: Vec<Notify>) -> Result<(), JobError> {
                 email: None,
                 channel,
                 template: notify.message.template(),
-                title: (channel == "push").then_some(title.as_str()),
+                title: (channel == Channel::Push).then_some(title.as_str()),
                 body,
                 dedupe_key: &attempt.key,
                 provider,
@@ -319,7 +323,7 @@ async fn postpone(ctx: &JobCtx, notify: &Notify, until: OffsetDateTime) -> Resul
         user_id: Some(notify.user_id),
         phone: None,
         email: None,
-        channel: "push",
+        channel: Channel::Push,
         template: notify.message.template(),
         title: Some(&title),
         body: &body,

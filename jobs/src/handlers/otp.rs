@@ -6,7 +6,7 @@ use crate::{
 };
 use base64::{Engine, engine::general_purpose::STANDARD};
 use serde::{Deserialize, Serialize};
-use storage::notifications::{self, NewNotification};
+use storage::notifications::{self, Channel, NewNotification};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -81,7 +81,7 @@ impl RunJob for SendOtp {
             user_id: None,
             phone: Some(&self.phone),
             email: None,
-            channel: "sms",
+            channel: Channel::Sms,
             template: "otp",
             title: None,
             body: &kept,

@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgPool;
 use storage::{
     outbox::OutboxJob,
-    payments::{self, Confirmation, EventPayment},
+    payments::{self, Confirmation, EventPayment, PaymentState, RefundState},
 };
 use time::OffsetDateTime;
 
@@ -99,11 +99,11 @@ pub async fn sweep(
                     fetched.status,
                     PaymentStatus::Pending | PaymentStatus::WaitingForCapture
                 ) {
-                    payments::end_open(db, payment.id, "expired").await?;
+                    payments::end_open(db, payment.id, PaymentState::Expired).await?;
                 }
             }
             _ => {
-                payments::end_open(db, payment.id, "expired").await?;
+                payments::end_open(db, payment.id, PaymentState::Expired).await?;
             }
         }
         swept.holds += 1;
@@ -203,14 +203,14 @@ async fn settle(
                     refund(db, queue, kassa, &p).await?;
                     Ok(Outcome::Refunding)
                 }
-                Confirmation::Unchanged => Ok(match ours.status.as_str() {
-                    "succeeded" => Outcome::Confirmed,
+                Confirmation::Unchanged => Ok(match ours.status {
+                    PaymentState::Succeeded => Outcome::Confirmed,
                     _ => Outcome::Mismatch,
                 }),
             }
         }
         PaymentStatus::Canceled => {
-            if !payments::end_open(db, ours.id, "canceled").await? {
+            if !payments::end_open(db, ours.id, PaymentState::Canceled).await? {
                 payments::mark_canceled(db, ours.id).await?;
             }
             Ok(Outcome::Canceled)
@@ -247,20 +247,20 @@ pub async fn refund(
         }
     };
     let status = match made.status {
-        RefundStatus::Pending => "pending",
-        RefundStatus::Succeeded => "succeeded",
-        RefundStatus::Canceled => "canceled",
+        RefundStatus::Pending => RefundState::Pending,
+        RefundStatus::Succeeded => RefundState::Succeeded,
+        RefundStatus::Canceled => RefundState::Canceled,
     };
     let receipt = [SendEmail::Refund {
         payment_id: payment.id,
     }
     .outbox_row()];
     if payments::refund_state(db, payment.id, &made.id, status, &receipt).await?
-        && status == "succeeded"
+        && status == RefundState::Succeeded
     {
         relay(db, queue, &receipt).await;
     }
-    tracing::info!(payment_id = %payment.id, refund = status, "refund recorded");
+    tracing::info!(payment_id = %payment.id, refund = %status, "refund recorded");
     Ok(Some(made.status))
 }
 

@@ -42,7 +42,7 @@ impl RunJob for IssueCoupons {
         for purchase in &purchases {
             let fired = chains
                 .iter()
-                .filter(|c| c.fires(purchase.business_id, &purchase.category, purchase.amount));
+                .filter(|c| c.fires(purchase.business_id, purchase.category, purchase.amount));
             for chain in fired {
                 let issue_key = format!("{}:{}", chain.id, purchase.id);
                 let code = human_code(&mut rand::rng(), COUPON_CODE_LEN);

@@ -375,7 +375,7 @@ async fn follow_ups(
                 !d.business.is_medical
                     && chains
                         .iter()
-                        .any(|c| c.fires(d.business.id, &d.business.category, d.result.amount))
+                        .any(|c| c.fires(d.business.id, d.business.category, d.result.amount))
             })
             .map(|d| d.result.transaction_id)
             .collect();

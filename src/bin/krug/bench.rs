@@ -816,7 +816,7 @@ async fn business_and_members(
         &services.db,
         &storage::businesses::NewBusiness {
             name: "Бенчмарк".to_owned(),
-            category: "beauty".to_owned(),
+            category: domain::Category::Beauty,
             cashback_percent: rust_decimal::Decimal::from(5),
             max_redeem_percent: rust_decimal::Decimal::from(30),
             max_check_amount: storage::businesses::DEFAULT_MAX_CHECK_AMOUNT,
@@ -854,7 +854,13 @@ async fn scan_latency(system: &System) -> anyhow::Result<Vec<Figure>> {
     )
     .fetch_one(&system.services.db)
     .await?;
-    storage::businesses::put_staff(&system.services.db, business.id, cashier, "staff").await?;
+    storage::businesses::put_staff(
+        &system.services.db,
+        business.id,
+        cashier,
+        domain::roles::StaffRole::Staff,
+    )
+    .await?;
     // Every purchase triggers a cross-promo chain, as at a real partner: the first one
     // per member issues a coupon, the rest find the member already holds it.
     storage::coupons::create_chain(
@@ -1050,7 +1056,7 @@ async fn crm_ingest(system: &System, count: usize) -> anyhow::Result<Figure> {
         &services.db,
         &storage::businesses::NewBusiness {
             name: "Skinerica (бенчмарк)".to_owned(),
-            category: "beauty".to_owned(),
+            category: domain::Category::Beauty,
             cashback_percent: rust_decimal::Decimal::from(7),
             max_redeem_percent: rust_decimal::Decimal::from(30),
             max_check_amount: storage::businesses::DEFAULT_MAX_CHECK_AMOUNT,
@@ -1065,7 +1071,7 @@ async fn crm_ingest(system: &System, count: usize) -> anyhow::Result<Figure> {
         &services.secrets,
         business.id,
         &storage::integrations::NewIntegration {
-            crm_type: "1c".to_owned(),
+            crm_type: domain::crm::CrmType::OneC,
             base_url: sim.url.clone(),
             credentials: Some(Vendor::OneC.credentials()),
             settings: serde_json::json!({"phone_field": "Телефон"}),

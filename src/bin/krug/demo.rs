@@ -70,7 +70,7 @@ pub async fn run(mut services: Services, operator_phone: Option<String>) -> anyh
         println!(
             "  {:<11} {:<10} cashback {:>5}%  up to {}% of a check in bonuses{}",
             b.name,
-            b.category,
+            b.category.as_str(),
             b.cashback_percent,
             b.max_redeem_percent,
             if b.is_medical {
@@ -584,7 +584,7 @@ async fn crm_day(
                 operator
                     .post(
                         &format!("/admin/businesses/{}/integrations", business.id),
-                        &json!({"crm_type": vendor.crm_type(), "crm_base_url": sim.url, "crm_credentials": credentials}),
+                        &json!({"crm_type": vendor.crm_type().as_str(), "crm_base_url": sim.url, "crm_credentials": credentials}),
                     )
                     .await?,
                 201,
@@ -595,7 +595,7 @@ async fn crm_day(
                 operator
                     .patch(
                         &format!("/admin/businesses/{}", business.id),
-                        &json!({"crm_type": vendor.crm_type(), "crm_base_url": sim.url, "crm_credentials": credentials}),
+                        &json!({"crm_type": vendor.crm_type().as_str(), "crm_base_url": sim.url, "crm_credentials": credentials}),
                     )
                     .await?,
                 200,

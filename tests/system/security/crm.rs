@@ -217,7 +217,7 @@ async fn crm_urls_cannot_reach_private_addresses() {
         &app.services.secrets,
         id.parse().unwrap(),
         &storage::integrations::NewIntegration {
-            crm_type: "yclients".to_owned(),
+            crm_type: domain::crm::CrmType::Yclients,
             base_url: format!("https://localhost:{port}/api/v1"),
             credentials: Some(Vendor::Yclients.credentials()),
             settings: json!({}),

@@ -35,7 +35,7 @@ pub(super) async fn dashboard_latency(
         sqlx::query_scalar("INSERT INTO users (phone) VALUES ('+79980000001') RETURNING id")
             .fetch_one(db)
             .await?;
-    storage::businesses::put_staff(db, business.id, owner, "owner").await?;
+    storage::businesses::put_staff(db, business.id, owner, domain::roles::StaffRole::Owner).await?;
     let token = system.services.jwt.issue(owner, vec![], Uuid::new_v4());
     let started = Instant::now();
     let chain: Uuid = sqlx::query_scalar(
@@ -211,7 +211,7 @@ async fn close_loaded_month(
             db,
             &storage::businesses::NewBusiness {
                 name: format!("Партнёр {i}"),
-                category: "beauty".to_owned(),
+                category: domain::Category::Beauty,
                 cashback_percent: Decimal::from(5),
                 max_redeem_percent: Decimal::from(30),
                 max_check_amount: storage::businesses::DEFAULT_MAX_CHECK_AMOUNT,
