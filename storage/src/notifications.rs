@@ -5,7 +5,7 @@
 //! That record is written with `synchronous_commit = off`: losing it in a crash costs at most
 //! one repeated message, never money, and it saves a WAL flush per message.
 
-use sqlx::PgPool;
+use sqlx::{PgExecutor, PgPool};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -104,7 +104,10 @@ pub async fn sent_before(db: &PgPool, dedupe_key: &str) -> sqlx::Result<bool> {
 }
 
 /// Those of these messages (by their dedupe keys) that were sent or skipped already.
-pub async fn sent_among(db: &PgPool, dedupe_keys: &[String]) -> sqlx::Result<Vec<String>> {
+pub async fn sent_among(
+    db: impl PgExecutor<'_>,
+    dedupe_keys: &[String],
+) -> sqlx::Result<Vec<String>> {
     if dedupe_keys.is_empty() {
         return Ok(Vec::new());
     }

@@ -85,13 +85,16 @@ async fn send_all(ctx: &JobCtx, notifies: Vec<Notify>) -> Result<(), JobError> {
         return Ok(());
     }
     let members: Vec<Uuid> = now.iter().map(|n| n.user_id).collect();
-    let recipients: HashMap<Uuid, Recipient> = users::recipients(&env.db, &members)
+    // Whom to reach and what went out before, read together and planned for these ids (a
+    // batch's statements, see `storage::begin_batch`); nothing is held during the sends.
+    let mut reads = storage::begin_batch(&env.db).await?;
+    let recipients: HashMap<Uuid, Recipient> = users::recipients(&mut *reads, &members)
         .await?
         .into_iter()
         .map(|r| (r.id, r))
         .collect();
     let mut devices_of: HashMap<Uuid, Vec<Device>> = HashMap::new();
-    for device in devices::of_users(&env.db, &members).await? {
+    for device in devices::of_users(&mut *reads, &members).await? {
         devices_of.entry(device.user_id).or_default().push(device);
     }
 
@@ -130,10 +133,11 @@ async fn send_all(ctx: &JobCtx, notifies: Vec<Notify>) -> Result<(), JobError> {
         }
     }
     let keys: Vec<String> = attempts.iter().map(|a| a.key.clone()).collect();
-    let sent: HashSet<String> = notifications::sent_among(&env.db, &keys)
+    let sent: HashSet<String> = notifications::sent_among(&mut *reads, &keys)
         .await?
         .into_iter()
         .collect();
+    reads.commit().await?;
     attempts.retain(|a| !sent.contains(&a.key));
 
     let rendered: Vec<(String, String)> = now.iter().map(|n| n.message.render()).collect();
