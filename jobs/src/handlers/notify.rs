@@ -229,7 +229,10 @@ async fn send_all(ctx: &JobCtx, notifies: Vec<Notify>) -> Result<(), JobError> {
     }
     if let Some(wait) = throttled {
         // As told: the whole job again then; what was sent is recorded and skipped then.
-        return retry_at(ctx, now, OffsetDateTime::now_utc() + wait).await;
+        let until = OffsetDateTime::now_utc() + wait;
+        send_later(ctx, "notify-retry-after", now, until).await?;
+        tracing::info!(until = %until, "push provider asked to retry later: messages rescheduled");
+        return Ok(());
     }
     if let Some(error) = retry {
         return Err(JobError::Retry(anyhow::anyhow!(error)));
@@ -240,9 +243,12 @@ async fn send_all(ctx: &JobCtx, notifies: Vec<Notify>) -> Result<(), JobError> {
     }
 }
 
-/// Schedules these messages again at `until`, when the push provider asked us to come back.
-async fn retry_at(
+/// Pushes a job sending `notifies` at `until`. Its id follows from `why`, the messages'
+/// dedupe keys and the time, so every copy of the job that asks for the same moment pushes
+/// one job.
+async fn send_later(
     ctx: &JobCtx,
+    why: &str,
     notifies: Vec<Notify>,
     until: OffsetDateTime,
 ) -> Result<(), JobError> {
@@ -250,12 +256,7 @@ async fn retry_at(
     let job = RawJob {
         id: Uuid::new_v5(
             &Uuid::NAMESPACE_OID,
-            format!(
-                "notify-retry-after:{}:{}",
-                keys.join(","),
-                until.unix_timestamp()
-            )
-            .as_bytes(),
+            format!("{why}:{}:{}", keys.join(","), until.unix_timestamp()).as_bytes(),
         ),
         payload: serde_json::to_vec(&NotifyJob::of(notifies)).expect("job payloads serialize"),
         max_attempts: QueueName::Notify.max_attempts(),
@@ -267,9 +268,7 @@ async fn retry_at(
         .queue
         .push_raw(QueueName::Notify, &[job])
         .await
-        .map_err(|e| JobError::Retry(e.into()))?;
-    tracing::info!(until = %until, "push provider asked to retry later: messages rescheduled");
-    Ok(())
+        .map_err(|e| JobError::Retry(e.into()))
 }
 
 /// Sends `text` by SMS to `phone` (E.164) and records how it went as `record`; a transient
@@ -336,27 +335,7 @@ async fn postpone(ctx: &JobCtx, notify: &Notify, until: OffsetDateTime) -> Resul
     };
     notifications::record(&env.db, &record, Outcome::Scheduled { send_after: until }).await?;
     // The delayed copy runs after quiet hours, when `quiet_until` is None.
-    let job = RawJob {
-        id: Uuid::new_v5(
-            &Uuid::NAMESPACE_OID,
-            format!(
-                "notify-after-quiet:{}:{}",
-                notify.dedupe_key,
-                until.unix_timestamp()
-            )
-            .as_bytes(),
-        ),
-        payload: serde_json::to_vec(&NotifyJob::Send(notify.clone()))
-            .expect("job payloads serialize"),
-        max_attempts: QueueName::Notify.max_attempts(),
-        run_at: Some(until),
-        idempotency_key: None,
-        from_outbox: false,
-    };
-    env.queue
-        .push_raw(QueueName::Notify, &[job])
-        .await
-        .map_err(|e| JobError::Retry(e.into()))?;
+    send_later(ctx, "notify-after-quiet", vec![notify.clone()], until).await?;
     tracing::info!(until = %until, template = notify.message.template(), "quiet hours: message postponed");
     Ok(())
 }

@@ -68,18 +68,12 @@ impl Notify {
     /// Records the notification in the caller's transaction (the job outbox), with an id
     /// derived from the dedupe key, so that recording it twice enqueues it once.
     pub async fn record(self, tx: &mut Transaction<'_, Postgres>) -> sqlx::Result<OutboxJob> {
-        let row = self.outbox_row();
-        outbox::record_all(tx, std::slice::from_ref(&row)).await?;
-        Ok(row)
+        Ok(record_all(tx, vec![self]).await?.expect("one message"))
     }
 
     /// Its outbox row (the job id follows from the dedupe key), to record with others.
     pub fn outbox_row(self) -> OutboxJob {
-        let id = Uuid::new_v5(
-            &Uuid::NAMESPACE_OID,
-            format!("notify:{}", self.dedupe_key).as_bytes(),
-        );
-        outbox::row(id, &NotifyJob::Send(self), None)
+        outbox_row_all(vec![self]).expect("one message")
     }
 }
 
