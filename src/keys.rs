@@ -57,14 +57,15 @@ pub fn load(config: &Config) -> anyhow::Result<Keys> {
     })
 }
 
-/// The development key pair, generated on first use. Several processes may start at once:
-/// each writes its own pair to a temporary directory and moves it into place; the loser of
-/// that race throws its pair away and reads the winner's.
+/// The development key pair, generated on first use. Several processes (or the threads of
+/// one: a test binary's tests) may start at once: each writes its own pair to a temporary
+/// directory of its own and moves it into place; the loser of that race throws its pair
+/// away and reads the winner's.
 fn dev_jwt_pair(dir: &Path) -> anyhow::Result<(Vec<u8>, Vec<u8>)> {
     let pair_dir = dir.join("jwt");
     if !pair_dir.join("public.pem").exists() {
         fs::create_dir_all(dir).with_context(|| format!("Failed to create {}", dir.display()))?;
-        let tmp = dir.join(format!("jwt.tmp-{}", std::process::id()));
+        let tmp = dir.join(format!("jwt.tmp-{}", unique_suffix()));
         fs::create_dir_all(&tmp)?;
         let (private_pem, public_pem) = generate_rsa_pair()?;
         write_private(&tmp.join("private.pem"), private_pem.as_bytes())?;
@@ -116,7 +117,7 @@ fn dev_secret_key(dir: &Path) -> anyhow::Result<String> {
         fs::create_dir_all(dir)?;
         let mut key = [0u8; 32];
         rand::Rng::fill(&mut rand::rng(), &mut key);
-        let tmp = dir.join(format!("secret_key.tmp-{}", std::process::id()));
+        let tmp = dir.join(format!("secret_key.tmp-{}", unique_suffix()));
         write_private(&tmp, hex::encode(key).as_bytes())?;
         // hard_link fails if another process got there first; then theirs is the key.
         if fs::hard_link(&tmp, &path).is_ok() {
@@ -125,6 +126,12 @@ fn dev_secret_key(dir: &Path) -> anyhow::Result<String> {
         let _ = fs::remove_file(&tmp);
     }
     Ok(fs::read_to_string(&path)?.trim().to_owned())
+}
+
+/// A name no other process or thread writing the same key uses (the process id alone was
+/// shared by the tests of one binary, which then failed on each other's temporary file).
+fn unique_suffix() -> String {
+    format!("{}-{:016x}", std::process::id(), rand::random::<u64>())
 }
 
 fn write_private(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
@@ -159,5 +166,27 @@ mod tests {
             keys.verify(&other.issue(user, vec![], uuid::Uuid::new_v4()))
                 .is_err()
         );
+    }
+
+    /// The tests of one binary start together on a fresh machine: each thread gets the keys,
+    /// and all get the same ones.
+    #[test]
+    fn threads_of_one_process_generating_the_keys_at_once_all_get_the_same() {
+        let dir = std::env::temp_dir().join(format!("krug-keys-race-{}", uuid::Uuid::new_v4()));
+        let keys: Vec<_> = std::thread::scope(|scope| {
+            let threads: Vec<_> = (0..6)
+                .map(|_| {
+                    scope.spawn(|| (dev_jwt_pair(&dir).unwrap(), dev_secret_key(&dir).unwrap()))
+                })
+                .collect();
+            threads.into_iter().map(|t| t.join().unwrap()).collect()
+        });
+        assert!(keys.iter().all(|k| *k == keys[0]));
+        let left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left.len(), 2, "only the pair and the key remain: {left:?}");
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
