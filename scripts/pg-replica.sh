@@ -6,6 +6,8 @@
 #
 #   scripts/pg-replica.sh start [--port PORT]   # idempotent; prints both URLs
 #   scripts/pg-replica.sh stop  [--port PORT]   # stops both, removes their data
+#   scripts/pg-replica.sh stop-replica [--port PORT]   # stops the standby only (an outage;
+#                                                      # `start` brings it back)
 #
 # PORT defaults to 5441. Run as root, the servers run as the `postgres` user.
 set -euo pipefail
@@ -88,8 +90,15 @@ stop() {
     rm -rf "$dir"
 }
 
+stop_replica() {
+    if [ -f "$dir/replica/postmaster.pid" ]; then
+        as_postgres "$bin/pg_ctl" -D "$dir/replica" -m immediate -w stop >/dev/null
+    fi
+}
+
 case $action in
     start) start ;;
     stop) stop ;;
-    *) log "usage: $0 start|stop [--port PORT]"; exit 2 ;;
+    stop-replica) stop_replica ;;
+    *) log "usage: $0 start|stop|stop-replica [--port PORT]"; exit 2 ;;
 esac

@@ -18,7 +18,7 @@ use jobs::{Env, JobQueue};
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use std::sync::Arc;
-use storage::{cache::Cache, secret::SecretBox};
+use storage::{cache::Cache, history::HistoryDb, secret::SecretBox};
 use tokio_util::sync::CancellationToken;
 
 /// Connections (opened lazily: a process starts even if a service is down, and reports it)
@@ -27,8 +27,8 @@ use tokio_util::sync::CancellationToken;
 pub struct Services {
     pub config: Config,
     pub db: PgPool,
-    /// History reads: the replica's pool (`DATABASE_REPLICA_URL`), or `db` without one.
-    pub history: PgPool,
+    /// History reads: the replica (`DATABASE_REPLICA_URL`) while it answers, else `db`.
+    pub history: HistoryDb,
     pub cache: Cache,
     pub queue: JobQueue,
     pub secrets: SecretBox,
@@ -56,11 +56,14 @@ impl Services {
             config.database_max_connections,
         )
         .context("Failed to configure the Postgres pool (DATABASE_URL)")?;
-        let history = match &config.database_replica_url {
-            Some(url) => storage::pg_pool(url.expose(), config.database_max_connections)
-                .context("Failed to configure the replica's pool (DATABASE_REPLICA_URL)")?,
-            None => db.clone(),
+        let replica = match &config.database_replica_url {
+            Some(url) => Some(
+                storage::history::replica_pool(url.expose(), config.database_max_connections)
+                    .context("Failed to configure the replica's pool (DATABASE_REPLICA_URL)")?,
+            ),
+            None => None,
         };
+        let history = HistoryDb::new(db.clone(), replica);
         let redis = storage::redis_target::RedisTarget::parse(config.redis_url.expose())
             .and_then(|target| target.connect())
             .context("Failed to configure Redis (REDIS_URL)")?;

@@ -4,15 +4,15 @@ use crate::{balances::BalanceCache, jwt::JwtKeys, limits::Limits, sessions::Revo
 use jobs::JobQueue;
 use sqlx::PgPool;
 use std::sync::Arc;
-use storage::{cache::Cache, secret::SecretBox};
+use storage::{cache::Cache, history::HistoryDb, secret::SecretBox};
 
 pub struct AppState {
     pub db: PgPool,
     /// History reads that may lag the primary a little: a member's ledger and transactions,
     /// an operator's view of a member's ledger, a partner's dashboard. A streaming replica
-    /// when `DATABASE_REPLICA_URL` is set, else the same pool as `db`. Nothing read here is
-    /// written back: a read that decides a write stays on `db`.
-    pub history: PgPool,
+    /// when `DATABASE_REPLICA_URL` is set and answers, else `db`'s primary. Nothing read here
+    /// is written back: a read that decides a write stays on `db`.
+    pub history: HistoryDb,
     pub cache: Cache,
     pub queue: JobQueue,
     pub secrets: SecretBox,

@@ -10,6 +10,7 @@ pub mod dashboard;
 pub mod devices;
 pub mod events;
 pub mod fraud;
+pub mod history;
 pub mod integrations;
 pub mod ledger;
 pub mod limits;
@@ -48,10 +49,19 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 /// Opens a Postgres pool. Connections are made lazily, so a process can start (and report
 /// "not ready") while Postgres is down.
 pub fn pg_pool(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    pool_waiting(url, max_connections, Duration::from_secs(3))
+}
+
+/// A lazy pool whose reads give up on a connection after `acquire_timeout`.
+fn pool_waiting(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<PgPool, sqlx::Error> {
     let options = PgConnectOptions::from_str(url)?.application_name("krug");
     Ok(PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(3))
+        .acquire_timeout(acquire_timeout)
         .connect_lazy_with(options))
 }
 

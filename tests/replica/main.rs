@@ -3,7 +3,8 @@
 //! shared 5432, whose pg_hba allows no replication). With the standby's replay paused, a
 //! member's ledger read through the API still shows the standby's older state while the
 //! operator's view of the same ledger (the primary: operators act on what they read) and
-//! every write go on. Its own test binary: cargo runs test binaries one after another.
+//! every write go on. With the standby stopped, history is read from the primary; started
+//! again, reads return to it. Its own test binary: cargo runs test binaries one after another.
 
 #[path = "../system/fakes.rs"]
 #[allow(dead_code)]
@@ -96,6 +97,16 @@ async fn adjust(operator: &ApiClient, user_id: &str, amount: &str) {
     .unwrap();
 }
 
+/// How many ledger entries `database` holds for the member (none while it does not answer).
+async fn entries_on(database: &str, user_id: &str) -> Option<i64> {
+    let mut conn = sqlx::PgConnection::connect(database).await.ok()?;
+    sqlx::query_scalar("SELECT count(*) FROM bonus_ledger WHERE user_id = $1")
+        .bind(user_id.parse::<Uuid>().unwrap())
+        .fetch_one(&mut conn)
+        .await
+        .ok()
+}
+
 fn amounts(page: &Value) -> Vec<String> {
     page["items"]
         .as_array()
@@ -106,7 +117,7 @@ fn amounts(page: &Value) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn history_reads_come_from_the_replica_and_writes_from_the_primary() {
+async fn history_reads_come_from_the_replica_while_it_answers_and_writes_from_the_primary() {
     let urls = script("start");
     let (primary, standby) = (&urls[0], &urls[1]);
     let name = format!(
@@ -190,6 +201,33 @@ async fn history_reads_come_from_the_replica_and_writes_from_the_primary() {
         (amounts(page.data()) == ["50.00", "100.00"]).then_some(())
     })
     .await;
+
+    // The standby goes down: the member's history is answered by the primary, and fresh.
+    script("stop-replica");
+    adjust(&operator, &member_id, "25.00").await;
+    let history = expect(member.get("/loyalty/ledger").await.unwrap(), 200).unwrap();
+    assert_eq!(
+        amounts(history.data()),
+        ["25.00", "50.00", "100.00"],
+        "with the replica down the member's ledger did not come from the primary"
+    );
+    expect(member.get("/transactions").await.unwrap(), 200).unwrap();
+
+    // It comes back: once it has caught up, reads return to it (with its replay paused, an
+    // entry only the primary holds tells which of the two answered).
+    script("start");
+    eventually(30, "the standby caught up after its restart", || async {
+        (entries_on(&format!("{standby}/{name}"), &member_id).await == Some(3)).then_some(())
+    })
+    .await;
+    let paused = PausedReplay::pause(&format!("{standby}/{name}")).await;
+    adjust(&operator, &member_id, "10.00").await;
+    eventually(30, "history read from the standby again", || async {
+        let page = expect(member.get("/loyalty/ledger").await.unwrap(), 200).unwrap();
+        (amounts(page.data()) == ["25.00", "50.00", "100.00"]).then_some(())
+    })
+    .await;
+    drop(paused);
 
     shutdown.cancel();
     let _ = api_task.await;

@@ -272,13 +272,16 @@ impl LoyaltyApi {
         limit: Query<Option<u32>>,
     ) -> ApiResult<Json<Envelope<Page<LedgerEntryView>>>, { SIGNED_IN | BAD_REQUEST | UNPROCESSABLE }>
     {
-        let page = loyalty::ledger_page(
-            &self.state.history,
+        let (user_id, after, limit) = (
             auth.user_id(),
             parse_cursor(cursor.0.as_deref())?,
             page_limit(limit.0)?,
-        )
-        .await?;
+        );
+        let page = self
+            .state
+            .history
+            .read(|db| async move { loyalty::ledger_page(&db, user_id, after, limit).await })
+            .await?;
         Ok(Json(Envelope::new(Page {
             items: page.items.into_iter().map(LedgerEntryView::from).collect(),
             next_cursor: page.next_cursor,
@@ -319,14 +322,18 @@ impl LoyaltyApi {
                 .map(|next| start_of_day(tz, next)),
             transaction_type: transaction_type.0.map(Into::into),
         };
-        let page = loyalty::transactions_page(
-            &self.state.history,
+        let (user_id, after, limit) = (
             auth.user_id(),
-            filter,
             parse_cursor(cursor.0.as_deref())?,
             page_limit(limit.0)?,
-        )
-        .await?;
+        );
+        let page = self
+            .state
+            .history
+            .read(|db| async move {
+                loyalty::transactions_page(&db, user_id, filter, after, limit).await
+            })
+            .await?;
         Ok(Json(Envelope::new(Page {
             items: page
                 .items

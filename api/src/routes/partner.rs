@@ -350,7 +350,12 @@ impl PartnerApi {
             .into());
         }
         let figures =
-            dashboard::dashboard(&state.history, business_id, from, to, tz.name()).await?;
+            state
+                .history
+                .read(|db| async move {
+                    dashboard::dashboard(&db, business_id, from, to, tz.name()).await
+                })
+                .await?;
         let by_day: Vec<DashboardDay> = figures
             .days
             .into_iter()
