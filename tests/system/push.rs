@@ -207,3 +207,70 @@ async fn a_job_of_many_messages_sends_each_once_by_its_channel_and_a_retry_only_
     assert_eq!(of(boris, "bonus_accrued"), [("sms", "sent")]);
     assert_eq!(of(vera, "coupon_issued"), [("sms", "skipped")]);
 }
+
+/// A worker that dies in the middle of a long job (here: the job's future dropped after
+/// twenty pushes) has recorded what it sent a chunk at a time, so the job run again sends
+/// again at most one chunk's worth, and every message ends recorded once as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cut_short_sends_again_at_most_one_chunk() {
+    let (app, google, file) = with_fcm(None).await;
+    let count = 60;
+    let mut messages = Vec::new();
+    for i in 0..count {
+        let user_id: Uuid =
+            sqlx::query_scalar("INSERT INTO users (phone) VALUES ($1) RETURNING id")
+                .bind(member_phone())
+                .fetch_one(&app.db)
+                .await
+                .unwrap();
+        storage::devices::register(
+            &app.db,
+            user_id,
+            &format!("device-{i}"),
+            storage::devices::Platform::Android,
+            10,
+        )
+        .await
+        .unwrap();
+        messages.push(Notify {
+            user_id,
+            message: Message::TierUpgraded { tier: Tier::Vip },
+            dedupe_key: format!("tier-up:{i}"),
+        });
+    }
+    let job = NotifyJob::of(messages);
+    let run = |job: NotifyJob| {
+        job.run(JobCtx {
+            env: app.env.clone(),
+            job_id: Uuid::now_v7(),
+            attempt: 1,
+        })
+    };
+
+    let cut_short = async {
+        while google.sent().len() < 20 {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    };
+    tokio::select! {
+        finished = run(job.clone()) => panic!("the job ended before it was cut short: {finished:?}"),
+        () = cut_short => {}
+    }
+    let before = google.sent().len();
+    assert!(before < count, "cut short after {before} pushes");
+    run(job).await.unwrap();
+    let _ = std::fs::remove_file(&file);
+
+    let again = google.sent().len() - count;
+    assert!(
+        again <= 16,
+        "{again} pushes sent twice (cut short after {before}): more than one chunk"
+    );
+    let sent: i64 = sqlx::query_scalar(
+        "SELECT count(DISTINCT dedupe_key) FROM notifications WHERE status = 'sent'",
+    )
+    .fetch_one(&app.db)
+    .await
+    .unwrap();
+    assert_eq!(sent, count as i64);
+}

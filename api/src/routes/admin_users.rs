@@ -10,7 +10,10 @@ use crate::{
     state::AppState,
 };
 use domain::{Tier, messages::Message};
-use jobs::{handlers::notify_job::Notify, outbox};
+use jobs::{
+    handlers::notify_job::{self, Notify},
+    outbox,
+};
 use poem_openapi::{Enum, Object, OpenApi, Tags, param::Path, payload::Json};
 use std::sync::Arc;
 use storage::{ledger, tiers, users};
@@ -96,7 +99,7 @@ impl AdminUsersApi {
             .unwrap_or_default();
         let earned = rules.earned(stats.spend, stats.categories);
         let snapshot = |tier: Tier| serde_json::json!({"status_tier": tier.as_str()});
-        let mut follow_up = None;
+        let mut follow_ups = Vec::new();
         let now = if wanted.is_by_invitation() {
             if let Some(before) = tiers::grant_inner_circle(&mut tx, user).await? {
                 audit::record(
@@ -114,7 +117,7 @@ impl AdminUsersApi {
                     },
                     dedupe_key: format!("inner-circle:{user}:{}", Uuid::now_v7()),
                 };
-                follow_up = Some(notice.record(&mut tx).await?);
+                follow_ups = notify_job::record_all(&mut tx, vec![notice]).await?;
             }
             Tier::InnerCircle
         } else {
@@ -138,15 +141,7 @@ impl AdminUsersApi {
         tx.commit().await?;
         state.balances.forget([user]);
         state.cache.balances_changed([user]).await;
-        if let Some(row) = follow_up {
-            outbox::relay_committed(
-                &state.db,
-                &state.queue,
-                std::slice::from_ref(&row),
-                "Inner Circle notice",
-            )
-            .await;
-        }
+        outbox::relay_committed(&state.db, &state.queue, &follow_ups, "Inner Circle notice").await;
         tracing::info!(user_id = %user, tier = now.as_str(), "tier set by a superadmin");
         Ok(Json(Envelope::new(MemberTierView {
             id: user,

@@ -5,9 +5,11 @@
 
 use crate::{
     Env,
-    handlers::promo::{COUPON_CODE_LEN, coupon_notice},
+    handlers::{
+        notify_job,
+        promo::{COUPON_CODE_LEN, coupon_notice},
+    },
     metrics::CROSS_PROMO_TRIGGERED,
-    outbox,
     queue::{Job, JobError, QueueName},
     run::{JobCtx, RunJob},
 };
@@ -74,16 +76,12 @@ async fn win_back(env: &Env, chain: &PromoChain, date: Date) -> Result<(), JobEr
             {
                 issued += 1;
                 CROSS_PROMO_TRIGGERED.inc();
-                notices.push(
-                    coupon_notice(&mut tx, env.timezone, &coupon)
-                        .await?
-                        .outbox_row(),
-                );
+                notices.push(coupon_notice(&mut tx, env.timezone, &coupon).await?);
             }
         }
-        outbox::record_all(&mut tx, &notices).await?;
+        let follow_ups = notify_job::record_all(&mut tx, notices).await?;
         tx.commit().await?;
-        env.committed([], &notices, "win-back notices").await;
+        env.committed([], &follow_ups, "win-back notices").await;
         done += batch.len();
         tracing::info!(chain = %chain.id, done, total, issued, "win-back: members done / total");
     }

@@ -1,14 +1,14 @@
 //! Members-only events: the day-before reminders (schedule `event_reminders`, the `notify`
 //! job `notify_job::RemindEvents`).
 //!
-//! Each event is claimed in its own transaction: `reminder_sent_at` is set and one `notify`
-//! job per registered member is recorded in the outbox, then the transaction commits and the
+//! Each event is claimed in its own transaction: `reminder_sent_at` is set and the `notify`
+//! jobs sending the registered members their reminders are recorded in the outbox, then the transaction commits and the
 //! jobs are relayed. A second run (a retry, a manual trigger, another scheduler) finds the
 //! event claimed and does nothing; a crash before the relay leaves the jobs to `reconcile`;
 //! and the notify jobs' ids and dedupe keys are per event and member, so nobody is told twice.
 
 use crate::{
-    handlers::notify_job::{Notify, RemindEvents},
+    handlers::notify_job::{self, Notify, RemindEvents},
     queue::JobError,
     run::JobCtx,
 };
@@ -46,9 +46,9 @@ impl RemindEvents {
             } else {
                 event.location.clone()
             };
-            let mut rows = Vec::with_capacity(members.len());
-            for user_id in &members {
-                let notify = Notify {
+            let reminders = members
+                .iter()
+                .map(|user_id| Notify {
                     user_id: *user_id,
                     message: Message::EventReminder {
                         title: event.title.clone(),
@@ -56,9 +56,9 @@ impl RemindEvents {
                         location: location.clone(),
                     },
                     dedupe_key: format!("event-reminder:{}:{user_id}", event.id),
-                };
-                rows.push(notify.record(&mut tx).await?);
-            }
+                })
+                .collect();
+            let rows = notify_job::record_all(&mut tx, reminders).await?;
             tx.commit().await?;
             env.committed([], &rows, "event reminders").await;
             reminded += members.len();

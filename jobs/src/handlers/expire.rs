@@ -6,7 +6,7 @@
 //! past its hold window (its accrual released) are settled (`handlers::referral`).
 
 use crate::{
-    handlers::notify_job::Notify,
+    handlers::notify_job::{self, Notify},
     queue::{Job, JobError, QueueName},
     run::{JobCtx, RunJob},
 };
@@ -75,21 +75,19 @@ async fn release_held_accruals(ctx: &JobCtx) -> Result<usize, JobError> {
             member.0 = member.0.min(r.transaction_id);
             member.1 += r.amount;
         }
-        let mut follow_ups = Vec::new();
-        for (user_id, (first, amount, balance)) in &members {
-            if amount.is_zero() {
-                continue;
-            }
-            let notify = Notify {
+        let notices = members
+            .iter()
+            .filter(|(_, (_, amount, _))| !amount.is_zero())
+            .map(|(user_id, (first, amount, balance))| Notify {
                 user_id: *user_id,
                 message: Message::BonusReleased {
                     amount: *amount,
                     balance: *balance,
                 },
                 dedupe_key: format!("released:{first}"),
-            };
-            follow_ups.push(notify.record(&mut tx).await?);
-        }
+            })
+            .collect();
+        let follow_ups = notify_job::record_all(&mut tx, notices).await?;
         tx.commit().await?;
         env.committed(members.keys().copied(), &follow_ups, "release notices")
             .await;
@@ -126,20 +124,20 @@ async fn expire_lots(ctx: &JobCtx) -> Result<(usize, usize), JobError> {
             group.0 = group.0.min(n.lot);
             group.1 += n.amount;
         }
-        let mut follow_ups = Vec::new();
-        for ((user_id, day), (first, amount)) in &notices {
-            // No business is named: a lot may have been earned at a medical one.
-            let notify = Notify {
+        // No business is named: a lot may have been earned at a medical one.
+        let notices: Vec<Notify> = notices
+            .iter()
+            .map(|((user_id, day), (first, amount))| Notify {
                 user_id: *user_id,
                 message: Message::BonusExpiring {
                     amount: *amount,
                     date: russian_date(*day),
                 },
                 dedupe_key: format!("expiring:{first}"),
-            };
-            follow_ups.push(notify.record(&mut tx).await?);
-        }
-        told += follow_ups.len();
+            })
+            .collect();
+        told += notices.len();
+        let follow_ups = notify_job::record_all(&mut tx, notices).await?;
         tx.commit().await?;
         let changed: BTreeMap<Uuid, ()> = run.expired.iter().map(|e| (e.user_id, ())).collect();
         env.committed(changed.into_keys(), &follow_ups, "expiry notices")

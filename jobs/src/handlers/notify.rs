@@ -53,6 +53,9 @@ enum Delivery {
     Skipped { channel: Channel },
 }
 
+/// Deliveries sent between two records of their outcomes.
+const RECORD_EVERY: usize = 16;
+
 /// One delivery of message `notify` (an index into the job's messages), keyed for the
 /// `notifications` record.
 struct Attempt {
@@ -62,7 +65,8 @@ struct Attempt {
 }
 
 /// Sends each message as the module's comment says: the members, their devices and what was
-/// sent before are read for all of them at once, and the outcomes recorded in one statement.
+/// sent before are read for all of them at once, and the outcomes recorded a chunk per
+/// statement.
 /// Each message still succeeds or fails on its own: a retry of the job sends only what was
 /// not sent (the records are keyed).
 async fn send_all(ctx: &JobCtx, notifies: Vec<Notify>) -> Result<(), JobError> {
@@ -141,88 +145,96 @@ async fn send_all(ctx: &JobCtx, notifies: Vec<Notify>) -> Result<(), JobError> {
     attempts.retain(|a| !sent.contains(&a.key));
 
     let rendered: Vec<(String, String)> = now.iter().map(|n| n.message.render()).collect();
-    // What each attempt came to: the provider's reply, or the error (recorded as failed).
-    let mut outcomes: Vec<Result<String, String>> = Vec::with_capacity(attempts.len());
     let mut retry = None;
     let mut refused = None;
     // The longest wait a provider asked for (429/503 with a long `Retry-After`).
     let mut throttled: Option<std::time::Duration> = None;
     // Devices whose token the provider called dead.
     let mut forgotten = Vec::new();
-    for attempt in &attempts {
-        let (title, body) = &rendered[attempt.notify];
-        let template = now[attempt.notify].message.template();
-        let outcome = match &attempt.delivery {
-            Delivery::Skipped { .. } => Ok(String::new()),
-            Delivery::Push(device) => {
-                let message = PushMessage {
-                    token: &device.token,
-                    title,
-                    body,
-                    data: BTreeMap::from([("template".to_owned(), template.to_owned())]),
-                };
-                env.push.send(&message).await.map(|r| r.reply).map_err(|e| {
-                    let error = e.to_string();
-                    match e {
-                        PushError::TokenInvalid(_) => forgotten.push(device.id),
-                        PushError::Transient(_) => retry = Some(error.clone()),
-                        PushError::Throttled { retry_after } => {
-                            throttled = throttled.max(Some(retry_after));
-                        }
-                        _ => tracing::warn!(error = %error, "push refused"),
-                    }
-                    error
-                })
-            }
-            Delivery::Sms(phone) => env
-                .sms
-                .send(phone.trim_start_matches('+'), body)
-                .await
-                .map(|r| r.reply)
-                .map_err(|e| {
-                    let error = e.to_string();
-                    match e {
-                        SmsError::Transient(_) => retry = Some(error.clone()),
-                        _ => refused = Some(error.clone()),
-                    }
-                    error
-                }),
-        };
-        outcomes.push(outcome);
-    }
-    let records: Vec<(NewNotification<'_>, Outcome<'_>)> = attempts
-        .iter()
-        .zip(&outcomes)
-        .map(|(attempt, outcome)| {
-            let notify = &now[attempt.notify];
+    // Recorded as they go, a few at a time: a worker that dies mid-job leaves at most one
+    // chunk sent and unrecorded (sent again by the retry), not the whole job.
+    for chunk in attempts.chunks(RECORD_EVERY) {
+        // What each attempt came to: the provider's reply, or the error (recorded as failed).
+        let mut outcomes: Vec<Result<String, String>> = Vec::with_capacity(chunk.len());
+        for attempt in chunk {
             let (title, body) = &rendered[attempt.notify];
-            let (channel, phone, provider) = match &attempt.delivery {
-                Delivery::Push(_) => (Channel::Push, None, env.push.name()),
-                Delivery::Sms(phone) => (Channel::Sms, Some(phone.as_str()), env.sms.name()),
-                Delivery::Skipped { channel } => (*channel, None, "none"),
+            let template = now[attempt.notify].message.template();
+            let outcome = match &attempt.delivery {
+                Delivery::Skipped { .. } => Ok(String::new()),
+                Delivery::Push(device) => {
+                    let message = PushMessage {
+                        token: &device.token,
+                        title,
+                        body,
+                        data: BTreeMap::from([("template".to_owned(), template.to_owned())]),
+                    };
+                    env.push.send(&message).await.map(|r| r.reply).map_err(|e| {
+                        let error = e.to_string();
+                        match e {
+                            PushError::TokenInvalid(_) => forgotten.push(device.id),
+                            PushError::Transient(_) => retry = Some(error.clone()),
+                            PushError::Throttled { retry_after } => {
+                                throttled = throttled.max(Some(retry_after));
+                            }
+                            _ => tracing::warn!(error = %error, "push refused"),
+                        }
+                        error
+                    })
+                }
+                Delivery::Sms(phone) => env
+                    .sms
+                    .send(phone.trim_start_matches('+'), body)
+                    .await
+                    .map(|r| r.reply)
+                    .map_err(|e| {
+                        let error = e.to_string();
+                        match e {
+                            SmsError::Transient(_) => retry = Some(error.clone()),
+                            _ => refused = Some(error.clone()),
+                        }
+                        error
+                    }),
             };
-            let record = NewNotification {
-                user_id: Some(notify.user_id),
-                phone,
-                email: None,
-                channel,
-                template: notify.message.template(),
-                title: (channel == Channel::Push).then_some(title.as_str()),
-                body,
-                dedupe_key: &attempt.key,
-                provider,
-            };
-            let outcome = match (&attempt.delivery, outcome) {
-                (Delivery::Skipped { .. }, _) => Outcome::Skipped {
-                    reason: "the member does not accept marketing on this channel",
-                },
-                (_, Ok(reply)) => Outcome::Sent { reply },
-                (_, Err(error)) => Outcome::Failed { error },
-            };
-            (record, outcome)
-        })
-        .collect();
-    notifications::record_all(&env.db, &records).await?;
+            outcomes.push(outcome);
+        }
+        let records: Vec<(NewNotification<'_>, Outcome<'_>)> = chunk
+            .iter()
+            .zip(&outcomes)
+            .map(|(attempt, outcome)| {
+                let notify = &now[attempt.notify];
+                let (title, body) = &rendered[attempt.notify];
+                let (channel, phone, provider) = match &attempt.delivery {
+                    Delivery::Push(_) => (Channel::Push, None, env.push.name()),
+                    Delivery::Sms(phone) => (Channel::Sms, Some(phone.as_str()), env.sms.name()),
+                    Delivery::Skipped { channel } => (*channel, None, "none"),
+                };
+                let record = NewNotification {
+                    user_id: Some(notify.user_id),
+                    phone,
+                    email: None,
+                    channel,
+                    template: notify.message.template(),
+                    title: (channel == Channel::Push).then_some(title.as_str()),
+                    body,
+                    dedupe_key: &attempt.key,
+                    provider,
+                };
+                let outcome = match (&attempt.delivery, outcome) {
+                    (Delivery::Skipped { .. }, _) => Outcome::Skipped {
+                        reason: "the member does not accept marketing on this channel",
+                    },
+                    (_, Ok(reply)) => Outcome::Sent { reply },
+                    (_, Err(error)) => Outcome::Failed { error },
+                };
+                (record, outcome)
+            })
+            .collect();
+        notifications::record_all(&env.db, &records).await?;
+        if throttled.is_some() {
+            // The provider wants a pause: the rest wait with the whole job (below).
+            break;
+        }
+    }
     for device in forgotten {
         devices::forget(&env.db, device).await?;
         tracing::info!(device_id = %device, "push token is dead; device forgotten");

@@ -64,44 +64,37 @@ pub struct Notify {
     pub dedupe_key: String,
 }
 
-impl Notify {
-    /// Records the notification in the caller's transaction (the job outbox), with an id
-    /// derived from the dedupe key, so that recording it twice enqueues it once.
-    pub async fn record(self, tx: &mut Transaction<'_, Postgres>) -> sqlx::Result<OutboxJob> {
-        Ok(record_all(tx, vec![self]).await?.expect("one message"))
-    }
+/// At most this many messages in one job: a job's sends are a few seconds of work, and an
+/// event's reminders to all its guests are several jobs.
+const MESSAGES_PER_JOB: usize = 100;
 
-    /// Its outbox row (the job id follows from the dedupe key), to record with others.
-    pub fn outbox_row(self) -> OutboxJob {
-        outbox_row_all(vec![self]).expect("one message")
+/// The outbox rows of the jobs sending these messages (none for none, one per
+/// [`MESSAGES_PER_JOB`]), each job's id derived from its messages' dedupe keys, so that
+/// recording them twice enqueues them once.
+pub fn outbox_rows(mut notifies: Vec<Notify>) -> Vec<OutboxJob> {
+    let mut rows = Vec::with_capacity(notifies.len().div_ceil(MESSAGES_PER_JOB));
+    while !notifies.is_empty() {
+        let rest = notifies.split_off(notifies.len().min(MESSAGES_PER_JOB));
+        let keys: Vec<&str> = notifies.iter().map(|n| n.dedupe_key.as_str()).collect();
+        let id = Uuid::new_v5(
+            &Uuid::NAMESPACE_OID,
+            format!("notify:{}", keys.join(",")).as_bytes(),
+        );
+        rows.push(outbox::row(id, &NotifyJob::of(notifies), None));
+        notifies = rest;
     }
+    rows
 }
 
-/// The outbox row of one job sending all these messages (none for none), its id derived
-/// from their dedupe keys, so that recording it twice enqueues it once.
-pub fn outbox_row_all(notifies: Vec<Notify>) -> Option<OutboxJob> {
-    if notifies.is_empty() {
-        return None;
-    }
-    let keys: Vec<&str> = notifies.iter().map(|n| n.dedupe_key.as_str()).collect();
-    let id = Uuid::new_v5(
-        &Uuid::NAMESPACE_OID,
-        format!("notify:{}", keys.join(",")).as_bytes(),
-    );
-    Some(outbox::row(id, &NotifyJob::of(notifies), None))
-}
-
-/// Records one job sending all these messages in the caller's transaction (see
-/// [`outbox_row_all`]) and returns its row to relay after the commit.
+/// Records the jobs sending all these messages in the caller's transaction (see
+/// [`outbox_rows`]) and returns their rows to relay after the commit.
 pub async fn record_all(
     tx: &mut Transaction<'_, Postgres>,
     notifies: Vec<Notify>,
-) -> sqlx::Result<Option<OutboxJob>> {
-    let row = outbox_row_all(notifies);
-    if let Some(row) = &row {
-        outbox::record_all(tx, std::slice::from_ref(row)).await?;
-    }
-    Ok(row)
+) -> sqlx::Result<Vec<OutboxJob>> {
+    let rows = outbox_rows(notifies);
+    outbox::record_all(tx, &rows).await?;
+    Ok(rows)
 }
 
 /// An e-mail to send, named by what it is about (the job reads the rest when it runs).
@@ -206,6 +199,21 @@ mod tests {
             };
             assert_eq!(sent, expected);
         }
-        assert!(outbox_row_all(Vec::new()).is_none());
+        assert!(outbox_rows(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn many_messages_are_jobs_of_at_most_a_hundred_and_the_same_messages_the_same_jobs() {
+        let keys: Vec<String> = (0..250).map(|i| format!("m{i}")).collect();
+        let messages = || keys.iter().map(|k| notice(k)).collect::<Vec<_>>();
+        let rows = outbox_rows(messages());
+        let sizes: Vec<usize> = rows
+            .iter()
+            .map(|r| r.payload["messages"].as_array().map_or(1, Vec::len))
+            .collect();
+        assert_eq!(sizes, [100, 100, 50]);
+        let ids = |rows: &[OutboxJob]| rows.iter().map(|r| r.job_id).collect::<Vec<_>>();
+        assert_eq!(ids(&rows), ids(&outbox_rows(messages())));
+        assert_ne!(rows[0].job_id, rows[1].job_id);
     }
 }

@@ -58,8 +58,7 @@ impl RunJob for IssueCoupons {
         }
         let follow_ups = notify_job::record_all(&mut tx, notices).await?;
         tx.commit().await?;
-        env.committed([], follow_ups.as_slice(), "coupon notifications")
-            .await;
+        env.committed([], &follow_ups, "coupon notifications").await;
         tracing::info!(
             purchases = purchases.len(),
             coupons = issued,

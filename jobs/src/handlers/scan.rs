@@ -429,7 +429,7 @@ async fn follow_ups(
             });
         }
     }
-    rows.extend(notify_job::outbox_row_all(messages));
+    rows.extend(notify_job::outbox_rows(messages));
     outbox::record_all(tx, &rows).await?;
     Ok(rows)
 }

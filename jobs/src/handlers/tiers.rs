@@ -3,7 +3,7 @@
 //! The Inner Circle is never reviewed: only a superadmin revokes it.
 
 use crate::{
-    handlers::notify_job::Notify,
+    handlers::notify_job::{self, Notify},
     queue::{Job, JobError, QueueName},
     run::{JobCtx, RunJob},
 };
@@ -35,15 +35,15 @@ impl RunJob for ReviewTiers {
         if !down.is_empty() {
             let mut tx = storage::begin_batch(db).await?;
             storage::tiers::set(&mut tx, &down).await?;
-            let mut follow_ups = Vec::new();
-            for (user, tier) in &down {
-                let notify = Notify {
+            let notices = down
+                .iter()
+                .map(|(user, tier)| Notify {
                     user_id: *user,
                     message: Message::TierDowngraded { tier: *tier },
                     dedupe_key: format!("tier-down:{}:{user}", ctx.job_id),
-                };
-                follow_ups.push(notify.record(&mut tx).await?);
-            }
+                })
+                .collect();
+            let follow_ups = notify_job::record_all(&mut tx, notices).await?;
             tx.commit().await?;
             ctx.env
                 .committed(
