@@ -8,16 +8,18 @@
 //!    This is the PostgreSQL manual's way of joining pg_trgm to full-text search: trigrams on
 //!    a few thousand distinct words, never on every document.
 //! 3. The words and their alternatives become a `tsquery` (`russian` configuration, so
-//!    «красоты» and «красота» share the stem `красот`) matched against GIN-indexed
-//!    documents. A business's document carries its category's words, so «салон красоты»
-//!    finds a beauty business whatever its name.
+//!    «красоты» and «красота» share the stem `красот`). A business is found when its name
+//!    and its category's words hold every word between them, so «салон красоты» finds a
+//!    beauty business whatever its name; each part is asked of an index of its own (the
+//!    name's GIN document, the category's businesses in name order: see [`businesses`]).
+//!    Events are matched against their GIN-indexed documents (title, place, description).
 //!
-//! Businesses whose name matches come first, then those matched by their category, each in
-//! name order; published events come soonest first. Ordering by an indexed column rather
-//! than a computed rank keeps a word that half the catalogue contains cheap: Postgres walks
-//! the index until the page is full instead of ranking every match. Each statement is
-//! planned for its own query words (a generic plan cannot know whether a word is rare or
-//! everywhere).
+//! Businesses whose name matches come first, then those matched with their category's
+//! words, each in name order; published events come soonest first. Ordering by an indexed
+//! column rather than a computed rank keeps a word that half the catalogue contains cheap:
+//! Postgres walks the index until the page is full instead of ranking every match. Each
+//! statement is planned for its own query words (a generic plan cannot know whether a word
+//! is rare or everywhere).
 
 use domain::Category;
 use sqlx::{FromRow, PgPool};
@@ -87,15 +89,11 @@ pub fn words(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// `(w1 | alt1 | alt2) & (w2)`; with `weight`, every term restricted to it (`w1:A`).
-fn tsquery_text(alternatives: &[Vec<String>], weight: Option<char>) -> String {
-    let suffix = weight.map(|w| format!(":{w}")).unwrap_or_default();
-    alternatives
+/// `(w1 | alt1 | alt2) & (w2)`: each word or one of its stand-ins.
+fn tsquery_text(words: &[Word]) -> String {
+    words
         .iter()
-        .map(|words| {
-            let terms: Vec<String> = words.iter().map(|w| format!("{w}{suffix}")).collect();
-            format!("({})", terms.join(" | "))
-        })
+        .map(|w| format!("({})", w.alternatives.join(" | ")))
         .collect::<Vec<_>>()
         .join(" & ")
 }
@@ -104,82 +102,76 @@ fn tsquery_text(alternatives: &[Vec<String>], weight: Option<char>) -> String {
 /// word (about a millisecond's reading).
 const SOONEST_EVENTS: i64 = 2000;
 
+/// A query word with its stand-ins, and the categories whose words it names.
+#[derive(Debug, Clone)]
+struct Word {
+    alternatives: Vec<String>,
+    categories: Vec<String>,
+}
+
 pub async fn search(db: &PgPool, query: &Query<'_>) -> sqlx::Result<Results> {
     let words = words(query.text);
     if words.is_empty() {
         return Ok(Results::default());
     }
     let limit = query.limit as i64;
-    let mut tx = crate::begin_batch(db).await?;
-    // Each word with the lexicon's stand-ins when the lexicon does not know it.
-    let corrections: Vec<Vec<String>> = sqlx::query_scalar(
-        "SELECT ARRAY(
+    let mut tx = db.begin().await?;
+    // Planned for these words; and never a sequential scan, which the planner takes for a
+    // word common among events as a whole that published events lack («йога»): it cannot
+    // see that the partial index of published events holds none.
+    sqlx::query(
+        "SELECT set_config('plan_cache_mode', 'force_custom_plan', true),
+                set_config('enable_seqscan', 'off', true)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    // Each word with the lexicon's stand-ins when the lexicon does not know it, the
+    // categories whose words it names, and whether it is a stop word (no lexeme: «и»).
+    let rows: Vec<(Vec<String>, Vec<String>, bool)> = sqlx::query_as(
+        "SELECT q.w || a.stand_ins,
+                ARRAY(SELECT c FROM unnest($4::text[]) AS c
+                      WHERE to_tsvector('russian', krug_category_words(c))
+                            @@ to_tsquery('russian', array_to_string(q.w || a.stand_ins, ' | '))),
+                numnode(to_tsquery('russian', array_to_string(q.w || a.stand_ins, ' | '))) = 0
+         FROM unnest($1::text[]) WITH ORDINALITY AS q(w, n)
+         CROSS JOIN LATERAL (SELECT ARRAY(
                     SELECT l.word FROM search_lexicon l
                     WHERE length(q.w) >= 3 AND l.word % q.w AND similarity(l.word, q.w) >= $2
                       AND NOT EXISTS (SELECT 1 FROM search_lexicon k WHERE k.word = q.w)
-                    ORDER BY similarity(l.word, q.w) DESC, l.word LIMIT $3)
-         FROM unnest($1::text[]) WITH ORDINALITY AS q(w, n) ORDER BY q.n",
+                    ORDER BY similarity(l.word, q.w) DESC, l.word LIMIT $3) AS stand_ins) AS a
+         ORDER BY q.n",
     )
     .bind(&words)
     .bind(MIN_SIMILARITY)
     .bind(ALTERNATIVES)
+    .bind(Category::ALL.map(Category::as_str).as_slice())
     .fetch_all(&mut *tx)
     .await?;
-    let alternatives: Vec<Vec<String>> = words
+    // A stop word matches everything, as in a `tsquery`, where it is dropped.
+    let words: Vec<Word> = rows
         .into_iter()
-        .zip(corrections)
-        .map(|(word, mut stand_ins)| {
-            stand_ins.insert(0, word);
-            stand_ins
+        .filter(|(_, _, stop_word)| !stop_word)
+        .map(|(alternatives, categories, _)| Word {
+            alternatives,
+            categories,
         })
         .collect();
-    let anywhere = tsquery_text(&alternatives, None);
+    if words.is_empty() {
+        return Ok(Results::default());
+    }
+    let anywhere = tsquery_text(&words);
     let mut results = Results::default();
     if query.scope != Scope::Events {
-        let category = query.category.map(Category::as_str);
-        // `name || ''`: at most 10 000 businesses, so their matches come from the GIN index
-        // and are sorted; walking the name index instead reads all of them for a word none
-        // has.
-        let by_name: Vec<BusinessHit> = sqlx::query_as(
-            "SELECT id, name, category FROM businesses
-             WHERE is_active AND ($2::text IS NULL OR category = $2)
-               AND search_document @@ to_tsquery('russian', $1)
-             ORDER BY name || '', id LIMIT $3",
-        )
-        .bind(tsquery_text(&alternatives, Some('A')))
-        .bind(category)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        let room = query.limit - by_name.len();
-        results.businesses = by_name;
-        if room > 0 {
-            // Every match, minus the name matches already in hand.
-            let all: Vec<BusinessHit> = sqlx::query_as(
-                "SELECT id, name, category FROM businesses
-                 WHERE is_active AND ($2::text IS NULL OR category = $2)
-                   AND search_document @@ to_tsquery('russian', $1)
-                 ORDER BY name || '', id LIMIT $3",
-            )
-            .bind(&anywhere)
-            .bind(category)
-            .bind(limit + results.businesses.len() as i64)
-            .fetch_all(&mut *tx)
-            .await?;
-            let seen: Vec<Uuid> = results.businesses.iter().map(|b| b.id).collect();
-            results
-                .businesses
-                .extend(all.into_iter().filter(|b| !seen.contains(&b.id)).take(room));
-        }
+        results.businesses = businesses(&mut tx, &words, query.category, query.limit).await?;
     }
     if query.scope != Scope::Businesses && query.category.is_none() {
         // Published events only: what every member may see and register for. A word many
         // events have is answered from the first published events in date order (the
         // partial index on date): if they hold a whole page of matches, that page is the
-        // answer. A rarer word takes its matches from the GIN index and sorts them; walking
-        // the date index for it would read every published event (32 ms over 50 000 for a
-        // word none has, against 0.3 ms). Postgres cannot tell the two apart for a query of
-        // OR-ed stand-ins, hence the two steps.
+        // answer. A rarer word takes its matches from the published events' own GIN index
+        // and sorts them; walking the date index for it would read every published event
+        // (32 ms over 50 000 for a word none has, against 0.3 ms). Postgres cannot tell the
+        // two apart for a query of OR-ed stand-ins, hence the two steps.
         let page: Vec<EventHit> = sqlx::query_as(
             "SELECT id, title, date, location FROM (
                  SELECT id, title, date, location, search_document FROM events
@@ -214,6 +206,98 @@ pub async fn search(db: &PgPool, query: &Query<'_>) -> sqlx::Result<Results> {
     Ok(results)
 }
 
+/// The businesses a query finds, in one statement: those whose name has every word, in name
+/// order; then those whose name and category's words have them between them (in name order
+/// too). A business of a category whose words name every query word is found by walking
+/// that category's businesses in name order until the page is full («красоты»: the beauty
+/// businesses), whatever their number; of a category naming some of them, by its name's
+/// index for the others («миндаль красоты»); a category naming none adds nothing to the
+/// name matches.
+async fn businesses(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    words: &[Word],
+    only: Option<Category>,
+    limit: usize,
+) -> sqlx::Result<Vec<BusinessHit>> {
+    let categories: Vec<&'static str> = match only {
+        Some(category) => vec![category.as_str()],
+        None => Category::ALL.map(Category::as_str).to_vec(),
+    };
+    let mut sql = String::from(
+        "SELECT 0 AS part, id, name, category FROM (
+             SELECT id, name, category FROM businesses
+             WHERE is_active AND category = ANY($1) AND name_document @@ to_tsquery('russian', $2)
+             ORDER BY name || '', id LIMIT $3) AS by_name",
+    );
+    let mut binds: Vec<(Vec<&'static str>, String)> = Vec::new();
+    // Categories grouped by the words their own words leave to the name.
+    let mut left_to_name: Vec<(String, Vec<&'static str>)> = Vec::new();
+    for category in &categories {
+        let left: Vec<Word> = words
+            .iter()
+            .filter(|w| !w.categories.iter().any(|c| c == category))
+            .cloned()
+            .collect();
+        if left.len() == words.len() {
+            continue;
+        }
+        let text = tsquery_text(&left);
+        match left_to_name.iter_mut().find(|(t, _)| *t == text) {
+            Some((_, group)) => group.push(*category),
+            None => left_to_name.push((text, vec![*category])),
+        }
+    }
+    // Each branch binds two parameters: its categories and the words left to the name.
+    let mut branch = |categories: Vec<&'static str>, left: String, sql: &mut String| {
+        let (c, q) = (4 + 2 * binds.len(), 5 + 2 * binds.len());
+        sql.push_str(&if left.is_empty() {
+            // One category, so that its index is walked in name order.
+            format!(
+                " UNION ALL SELECT 1, id, name, category FROM (
+                     SELECT id, name, category FROM businesses
+                     WHERE is_active AND category = (${c})[1] AND ${q} = ''
+                     ORDER BY name, id LIMIT $3) AS c{c}"
+            )
+        } else {
+            format!(
+                " UNION ALL SELECT 1, id, name, category FROM (
+                     SELECT id, name, category FROM businesses
+                     WHERE is_active AND category = ANY(${c})
+                       AND name_document @@ to_tsquery('russian', ${q})
+                     ORDER BY name || '', id LIMIT $3) AS c{c}"
+            )
+        });
+        binds.push((categories, left));
+    };
+    for (left, group) in left_to_name {
+        if left.is_empty() {
+            for category in group {
+                branch(vec![category], String::new(), &mut sql);
+            }
+        } else {
+            branch(group, left, &mut sql);
+        }
+    }
+    sql.push_str(" ORDER BY part, name, id");
+    let mut statement = sqlx::query_as::<_, (i32, Uuid, String, String)>(sqlx::AssertSqlSafe(sql))
+        .bind(&categories)
+        .bind(tsquery_text(words))
+        .bind(limit as i64);
+    for (group, text) in &binds {
+        statement = statement.bind(group).bind(text);
+    }
+    let mut hits: Vec<BusinessHit> = Vec::with_capacity(limit);
+    for (_, id, name, category) in statement.fetch_all(&mut **tx).await? {
+        if hits.len() == limit {
+            break;
+        }
+        if !hits.iter().any(|h| h.id == id) {
+            hits.push(BusinessHit { id, name, category });
+        }
+    }
+    Ok(hits)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,17 +315,13 @@ mod tests {
 
     #[test]
     fn alternatives_are_ored_and_words_anded() {
-        let alternatives = vec![
-            vec!["лисичкно".to_owned(), "лисичкино".to_owned()],
-            vec!["сыры".to_owned()],
-        ];
+        let word = |alternatives: &[&str]| Word {
+            alternatives: alternatives.iter().map(|w| w.to_string()).collect(),
+            categories: Vec::new(),
+        };
         assert_eq!(
-            tsquery_text(&alternatives, None),
+            tsquery_text(&[word(&["лисичкно", "лисичкино"]), word(&["сыры"])]),
             "(лисичкно | лисичкино) & (сыры)"
-        );
-        assert_eq!(
-            tsquery_text(&alternatives, Some('A')),
-            "(лисичкно:A | лисичкино:A) & (сыры:A)"
         );
     }
 }

@@ -53,7 +53,8 @@ async fn event(operator: &ApiClient, title: &str, approve: bool) -> String {
 }
 
 /// «лисичкно» (a letter dropped) finds Лисичкино; «красоты» (another case of «красота»)
-/// finds the beauty salon by its category although its name says nothing of beauty;
+/// finds the beauty salon by its category although its name says nothing of beauty, after
+/// a business whose name says it; a name's word and a category's word find together;
 /// unpublished events stay out; filters narrow; nonsense and anonymous callers are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_forgives_typos_and_knows_russian_word_forms() {
@@ -64,6 +65,7 @@ async fn search_forgives_typos_and_knows_russian_word_forms() {
         ("Миндаль", "beauty"),
         ("Стим Центр", "wellness"),
         ("Миллениум", "health"),
+        ("Ярмарка красоты", "gastronomy"),
     ] {
         app.create_business(
             &operator,
@@ -98,11 +100,19 @@ async fn search_forgives_typos_and_knows_russian_word_forms() {
         "a proposal nobody approved is not public: {hits:?}"
     );
 
+    // A name match first, then a match by the category's words, though «М» sorts before «Я».
     let beauty = search(&member, "q=красоты").await;
-    assert_eq!(names(&beauty), ["Миндаль"], "{beauty:?}");
-    assert_eq!(beauty[0]["category"], "beauty");
+    assert_eq!(names(&beauty), ["Ярмарка красоты", "Миндаль"], "{beauty:?}");
+    assert_eq!(beauty[1]["category"], "beauty");
     let salon = search(&member, "q=салон%20красоты").await;
     assert_eq!(names(&salon), ["Миндаль"], "{salon:?}");
+    // A word of the name and a word of the category together; a stop word changes nothing.
+    let both = search(&member, "q=миндаль%20и%20маникюр").await;
+    assert_eq!(names(&both), ["Миндаль"], "{both:?}");
+    let neither = search(&member, "q=ярмарка%20маникюр").await;
+    assert!(neither.is_empty(), "a market is no manicure: {neither:?}");
+    let only_stop_words = search(&member, "q=и%20в").await;
+    assert!(only_stop_words.is_empty(), "{only_stop_words:?}");
 
     let events_only = search(&member, "q=лисичкино&type=event").await;
     assert_eq!(names(&events_only), ["Вечер сыров в Лисичкино"]);
