@@ -316,9 +316,13 @@ struct Readiness {
     postgres: String,
     redis: String,
     clickhouse: String,
+    /// The history replica (`DATABASE_REPLICA_URL`): `ok`, `unavailable` (history is read
+    /// from the primary meanwhile, so the API stays ready) or `none`.
+    replica: String,
 }
 
-/// Readiness: Postgres, Redis and ClickHouse all answer within two seconds.
+/// Readiness: Postgres, Redis and ClickHouse all answer within two seconds. The replica's
+/// state is shown, not required.
 #[handler]
 async fn ready(state: Data<&Arc<AppState>>) -> Response {
     let timeout = Duration::from_secs(2);
@@ -332,6 +336,10 @@ async fn ready(state: Data<&Arc<AppState>>) -> Response {
         postgres: check(matches!(postgres, Ok(Ok(_)))),
         redis: check(matches!(redis, Ok(Ok(_)))),
         clickhouse: check(matches!(clickhouse, Ok(Ok(_)))),
+        replica: match state.history.replica_answers() {
+            None => "none".to_owned(),
+            Some(answers) => check(answers),
+        },
         status: String::new(),
     };
     let down: Vec<&str> = [

@@ -74,11 +74,9 @@ impl HistoryDb {
         read(self.primary.clone()).await
     }
 
-    /// Whether history is read from the replica now (false without one).
-    pub fn on_replica(&self) -> bool {
-        self.replica
-            .as_ref()
-            .is_some_and(|r| r.up.load(Ordering::Acquire))
+    /// Whether the replica answers (history is read from it), or `None` without one.
+    pub fn replica_answers(&self) -> Option<bool> {
+        self.replica.as_ref().map(|r| r.up.load(Ordering::Acquire))
     }
 
     /// Closes the replica's pool (the primary's belongs to its owner).

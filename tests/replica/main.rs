@@ -212,6 +212,13 @@ async fn history_reads_come_from_the_replica_while_it_answers_and_writes_from_th
         "with the replica down the member's ledger did not come from the primary"
     );
     expect(member.get("/transactions").await.unwrap(), 200).unwrap();
+    let ready = api.get("//ready").await.unwrap();
+    assert_eq!(
+        ready.status, 200,
+        "a replica down leaves the API ready: {}",
+        ready.body
+    );
+    assert_eq!(ready.data()["replica"], "unavailable", "{}", ready.body);
 
     // It comes back: once it has caught up, reads return to it (with its replay paused, an
     // entry only the primary holds tells which of the two answered).
@@ -228,6 +235,8 @@ async fn history_reads_come_from_the_replica_while_it_answers_and_writes_from_th
     })
     .await;
     drop(paused);
+    let ready = api.get("//ready").await.unwrap();
+    assert_eq!(ready.data()["replica"], "ok", "{}", ready.body);
 
     shutdown.cancel();
     let _ = api_task.await;

@@ -136,6 +136,11 @@ async fn system_endpoints_answer() {
     assert_eq!(ready.data()["postgres"], "ok");
     assert_eq!(ready.data()["redis"], "ok");
     assert_eq!(ready.data()["clickhouse"], "ok");
+    assert_eq!(
+        ready.data()["replica"],
+        "none",
+        "no DATABASE_REPLICA_URL here"
+    );
 
     let spec = app.api.get("//openapi.json").await.unwrap();
     assert_eq!(spec.status, 200);
