@@ -391,12 +391,16 @@ async fn quiet_hours_postpone_marketing_but_not_account_news() {
         "scheduled for 09:00 local, got {local}"
     );
     assert!(send_after > time::OffsetDateTime::now_utc());
-    let delayed: usize = redis::cmd("ZCARD")
-        .arg(format!("{{{}.notify}}:scheduled", app.prefix))
-        .query_async(&mut app.services.queue.connection())
-        .await
-        .unwrap();
-    assert_eq!(delayed, 1, "a delayed job waits for 09:00");
+    // The job records the postponement, then pushes its delayed copy: wait for the push.
+    eventually(10, "a delayed job waiting for 09:00", || async {
+        let delayed: usize = redis::cmd("ZCARD")
+            .arg(format!("{{{}.notify}}:scheduled", app.prefix))
+            .query_async(&mut app.services.queue.connection())
+            .await
+            .unwrap();
+        (delayed == 1).then_some(())
+    })
+    .await;
     let accrual = eventually(10, "the accrual push", || async {
         Some(notifications(&app, "bonus_accrued").await).filter(|n| !n.is_empty())
     })
