@@ -145,114 +145,149 @@ async fn send_all(ctx: &JobCtx, notifies: Vec<Notify>) -> Result<(), JobError> {
     attempts.retain(|a| !sent.contains(&a.key));
 
     let rendered: Vec<(String, String)> = now.iter().map(|n| n.message.render()).collect();
-    let mut retry = None;
-    let mut refused = None;
-    // The longest wait a provider asked for (429/503 with a long `Retry-After`).
-    let mut throttled: Option<std::time::Duration> = None;
-    // Devices whose token the provider called dead.
-    let mut forgotten = Vec::new();
+    let mut troubles = Troubles::default();
     // Recorded as they go, a few at a time: a worker that dies mid-job leaves at most one
     // chunk sent and unrecorded (sent again by the retry), not the whole job.
     for chunk in attempts.chunks(RECORD_EVERY) {
-        // What each attempt came to: the provider's reply, or the error (recorded as failed).
-        let mut outcomes: Vec<Result<String, String>> = Vec::with_capacity(chunk.len());
+        let mut outcomes = Vec::with_capacity(chunk.len());
         for attempt in chunk {
-            let (title, body) = &rendered[attempt.notify];
-            let template = now[attempt.notify].message.template();
-            let outcome = match &attempt.delivery {
-                Delivery::Skipped { .. } => Ok(String::new()),
-                Delivery::Push(device) => {
-                    let message = PushMessage {
-                        token: &device.token,
-                        title,
-                        body,
-                        data: BTreeMap::from([("template".to_owned(), template.to_owned())]),
-                    };
-                    env.push.send(&message).await.map(|r| r.reply).map_err(|e| {
-                        let error = e.to_string();
-                        match e {
-                            PushError::TokenInvalid(_) => forgotten.push(device.id),
-                            PushError::Transient(_) => retry = Some(error.clone()),
-                            PushError::Throttled { retry_after } => {
-                                throttled = throttled.max(Some(retry_after));
-                            }
-                            _ => tracing::warn!(error = %error, "push refused"),
-                        }
-                        error
-                    })
-                }
-                Delivery::Sms(phone) => env
-                    .sms
-                    .send(phone.trim_start_matches('+'), body)
-                    .await
-                    .map(|r| r.reply)
-                    .map_err(|e| {
-                        let error = e.to_string();
-                        match e {
-                            SmsError::Transient(_) => retry = Some(error.clone()),
-                            _ => refused = Some(error.clone()),
-                        }
-                        error
-                    }),
-            };
-            outcomes.push(outcome);
+            let (notify, text) = (&now[attempt.notify], &rendered[attempt.notify]);
+            outcomes.push(deliver(env, attempt, notify, text, &mut troubles).await);
         }
         let records: Vec<(NewNotification<'_>, Outcome<'_>)> = chunk
             .iter()
             .zip(&outcomes)
             .map(|(attempt, outcome)| {
-                let notify = &now[attempt.notify];
-                let (title, body) = &rendered[attempt.notify];
-                let (channel, phone, provider) = match &attempt.delivery {
-                    Delivery::Push(_) => (Channel::Push, None, env.push.name()),
-                    Delivery::Sms(phone) => (Channel::Sms, Some(phone.as_str()), env.sms.name()),
-                    Delivery::Skipped { channel } => (*channel, None, "none"),
-                };
-                let record = NewNotification {
-                    user_id: Some(notify.user_id),
-                    phone,
-                    email: None,
-                    channel,
-                    template: notify.message.template(),
-                    title: (channel == Channel::Push).then_some(title.as_str()),
-                    body,
-                    dedupe_key: &attempt.key,
-                    provider,
-                };
-                let outcome = match (&attempt.delivery, outcome) {
-                    (Delivery::Skipped { .. }, _) => Outcome::Skipped {
-                        reason: "the member does not accept marketing on this channel",
-                    },
-                    (_, Ok(reply)) => Outcome::Sent { reply },
-                    (_, Err(error)) => Outcome::Failed { error },
-                };
-                (record, outcome)
+                record_of(
+                    env,
+                    attempt,
+                    &now[attempt.notify],
+                    &rendered[attempt.notify],
+                    outcome,
+                )
             })
             .collect();
         notifications::record_all(&env.db, &records).await?;
-        if throttled.is_some() {
+        if troubles.throttled.is_some() {
             // The provider wants a pause: the rest wait with the whole job (below).
             break;
         }
     }
-    for device in forgotten {
+    for device in troubles.forgotten {
         devices::forget(&env.db, device).await?;
         tracing::info!(device_id = %device, "push token is dead; device forgotten");
     }
-    if let Some(wait) = throttled {
+    if let Some(wait) = troubles.throttled {
         // As told: the whole job again then; what was sent is recorded and skipped then.
         let until = OffsetDateTime::now_utc() + wait;
         send_later(ctx, "notify-retry-after", now, until).await?;
         tracing::info!(until = %until, "push provider asked to retry later: messages rescheduled");
         return Ok(());
     }
-    if let Some(error) = retry {
+    if let Some(error) = troubles.retry {
         return Err(JobError::Retry(anyhow::anyhow!(error)));
     }
-    match refused {
+    match troubles.refused {
         Some(error) => Err(JobError::Permanent(anyhow::anyhow!(error))),
         None => Ok(()),
     }
+}
+
+/// What went wrong in a job's sends, beyond each delivery's own record.
+#[derive(Default)]
+struct Troubles {
+    /// A transient provider failure: the job is worth a retry.
+    retry: Option<String>,
+    /// A final refusal (SMS): the job fails after the others were sent.
+    refused: Option<String>,
+    /// The longest wait a provider asked for (429/503 with a long `Retry-After`).
+    throttled: Option<std::time::Duration>,
+    /// Devices whose token the provider called dead.
+    forgotten: Vec<Uuid>,
+}
+
+/// Sends one delivery of `notify` (rendered as `(title, body)`): the provider's reply, or
+/// the error (recorded as failed), with what it means for the job noted in `troubles`.
+async fn deliver(
+    env: &Env,
+    attempt: &Attempt,
+    notify: &Notify,
+    (title, body): &(String, String),
+    troubles: &mut Troubles,
+) -> Result<String, String> {
+    match &attempt.delivery {
+        Delivery::Skipped { .. } => Ok(String::new()),
+        Delivery::Push(device) => {
+            let message = PushMessage {
+                token: &device.token,
+                title,
+                body,
+                data: BTreeMap::from([(
+                    "template".to_owned(),
+                    notify.message.template().to_owned(),
+                )]),
+            };
+            env.push.send(&message).await.map(|r| r.reply).map_err(|e| {
+                let error = e.to_string();
+                match e {
+                    PushError::TokenInvalid(_) => troubles.forgotten.push(device.id),
+                    PushError::Transient(_) => troubles.retry = Some(error.clone()),
+                    PushError::Throttled { retry_after } => {
+                        troubles.throttled = troubles.throttled.max(Some(retry_after));
+                    }
+                    _ => tracing::warn!(error = %error, "push refused"),
+                }
+                error
+            })
+        }
+        Delivery::Sms(phone) => env
+            .sms
+            .send(phone.trim_start_matches('+'), body)
+            .await
+            .map(|r| r.reply)
+            .map_err(|e| {
+                let error = e.to_string();
+                match e {
+                    SmsError::Transient(_) => troubles.retry = Some(error.clone()),
+                    _ => troubles.refused = Some(error.clone()),
+                }
+                error
+            }),
+    }
+}
+
+/// The `notifications` record of one delivery of `notify` and how it went.
+fn record_of<'a>(
+    env: &'a Env,
+    attempt: &'a Attempt,
+    notify: &'a Notify,
+    (title, body): &'a (String, String),
+    outcome: &'a Result<String, String>,
+) -> (NewNotification<'a>, Outcome<'a>) {
+    let (channel, phone, provider) = match &attempt.delivery {
+        Delivery::Push(_) => (Channel::Push, None, env.push.name()),
+        Delivery::Sms(phone) => (Channel::Sms, Some(phone.as_str()), env.sms.name()),
+        Delivery::Skipped { channel } => (*channel, None, "none"),
+    };
+    let record = NewNotification {
+        user_id: Some(notify.user_id),
+        phone,
+        email: None,
+        channel,
+        template: notify.message.template(),
+        title: (channel == Channel::Push).then_some(title.as_str()),
+        body,
+        dedupe_key: &attempt.key,
+        provider,
+    };
+    let outcome = match (&attempt.delivery, outcome) {
+        (Delivery::Skipped { .. }, _) => Outcome::Skipped {
+            reason: "the member does not accept marketing on this channel",
+        },
+        (_, Ok(reply)) => Outcome::Sent { reply },
+        (_, Err(error)) => Outcome::Failed { error },
+    };
+    (record, outcome)
 }
 
 /// Pushes a job sending `notifies` at `until`. Its id follows from `why`, the messages'
