@@ -9,7 +9,8 @@ use storage::{cache::Cache, history::HistoryDb, secret::SecretBox};
 pub struct AppState {
     pub db: PgPool,
     /// History reads that may lag the primary a little: a member's ledger and transactions,
-    /// an operator's view of a member's ledger, a partner's dashboard. A streaming replica
+    /// a partner's dashboard (operators' views read `db`: they act on what they read). A
+    /// streaming replica
     /// when `DATABASE_REPLICA_URL` is set and answers, else `db`'s primary. Nothing read here
     /// is written back: a read that decides a write stays on `db`.
     pub history: HistoryDb,

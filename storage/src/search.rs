@@ -130,15 +130,16 @@ pub async fn search(db: &PgPool, query: &Query<'_>) -> sqlx::Result<Results> {
     let rows: Vec<(Vec<String>, Vec<String>, bool)> = sqlx::query_as(
         "SELECT q.w || a.stand_ins,
                 ARRAY(SELECT c FROM unnest($4::text[]) AS c
-                      WHERE to_tsvector('russian', krug_category_words(c))
-                            @@ to_tsquery('russian', array_to_string(q.w || a.stand_ins, ' | '))),
-                numnode(to_tsquery('russian', array_to_string(q.w || a.stand_ins, ' | '))) = 0
+                      WHERE to_tsvector('russian', krug_category_words(c)) @@ t.query),
+                numnode(t.query) = 0
          FROM unnest($1::text[]) WITH ORDINALITY AS q(w, n)
          CROSS JOIN LATERAL (SELECT ARRAY(
                     SELECT l.word FROM search_lexicon l
                     WHERE length(q.w) >= 3 AND l.word % q.w AND similarity(l.word, q.w) >= $2
                       AND NOT EXISTS (SELECT 1 FROM search_lexicon k WHERE k.word = q.w)
                     ORDER BY similarity(l.word, q.w) DESC, l.word LIMIT $3) AS stand_ins) AS a
+         CROSS JOIN LATERAL (SELECT to_tsquery('russian',
+                    array_to_string(q.w || a.stand_ins, ' | ')) AS query) AS t
          ORDER BY q.n",
     )
     .bind(&words)

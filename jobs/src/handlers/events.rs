@@ -2,8 +2,8 @@
 //! job `notify_job::RemindEvents`).
 //!
 //! Each event is claimed in its own transaction: `reminder_sent_at` is set and the `notify`
-//! jobs sending the registered members their reminders are recorded in the outbox, then the transaction commits and the
-//! jobs are relayed. A second run (a retry, a manual trigger, another scheduler) finds the
+//! jobs sending the registered members their reminders are recorded in the outbox, then the
+//! transaction commits and the jobs are relayed. A second run (a retry, a manual trigger, another scheduler) finds the
 //! event claimed and does nothing; a crash before the relay leaves the jobs to `reconcile`;
 //! and the notify jobs' ids and dedupe keys are per event and member, so nobody is told twice.
 
