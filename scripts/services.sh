@@ -82,7 +82,9 @@ fi
 if ! curl -s -o /dev/null "http://127.0.0.1:$S3_PORT/"; then
     log "starting the S3 server (s3s-fs) on 127.0.0.1:$S3_PORT"
     $SUDO mkdir -p "$S3_ROOT/krug" /var/log/krug
-    nohup "$s3s_bin" --host 127.0.0.1 --port "$S3_PORT" \
+    # From `/`: s3s-fs resolves every object's path against its working directory, so a
+    # server started from a checkout answers 500 to every upload once that checkout is gone.
+    nohup env --chdir=/ "$s3s_bin" --host 127.0.0.1 --port "$S3_PORT" \
         --access-key krug-dev --secret-key krug-dev-secret "$S3_ROOT" \
         >/var/log/krug/s3s-fs.log 2>&1 </dev/null &
 fi
