@@ -246,10 +246,28 @@ async fn jobs_delivered_again_after_their_effect_change_nothing() {
         .await
         .unwrap()
     };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let queue = &app.services.queue;
+    let idle = || async {
+        let mut busy = 0;
+        for q in [
+            jobs::QueueName::QrScan,
+            jobs::QueueName::BonusCalc,
+            jobs::QueueName::CrossPromo,
+            jobs::QueueName::Notify,
+        ] {
+            let c = jobs::inspect::queue_counts(queue, q).await.unwrap();
+            busy += c.pending + c.running + c.failed;
+        }
+        busy == 0
+    };
+    // The bonus and coupon messages are recorded by `notify` jobs after the coupon: the
+    // snapshot waits for both, or a slow machine records them after it.
+    eventually(10, "the bonus and coupon messages", || async {
+        (effects().await.3 == 2 && idle().await).then_some(())
+    })
+    .await;
     let before = effects().await;
 
-    let queue = &app.services.queue;
     queue
         .push(Uuid::now_v7(), &ScanQr { scan_id })
         .await
@@ -276,17 +294,7 @@ async fn jobs_delivered_again_after_their_effect_change_nothing() {
         .await
         .unwrap();
     eventually(10, "the repeated jobs to finish", || async {
-        let mut busy = 0;
-        for q in [
-            jobs::QueueName::QrScan,
-            jobs::QueueName::BonusCalc,
-            jobs::QueueName::CrossPromo,
-            jobs::QueueName::Notify,
-        ] {
-            let c = jobs::inspect::queue_counts(queue, q).await.unwrap();
-            busy += c.pending + c.running + c.failed;
-        }
-        (busy == 0).then_some(())
+        idle().await.then_some(())
     })
     .await;
 
