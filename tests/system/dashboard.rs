@@ -9,6 +9,7 @@ use crate::{
     partners::refund,
 };
 use krug_client::{ApiClient, expect, scan_and_wait};
+use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
 async fn dashboard(client: &ApiClient, query: &str) -> Value {
@@ -157,6 +158,102 @@ async fn the_dashboard_counts_the_businesss_own_purchases_by_day() {
     let before = dashboard(&market.owner, &format!("?from={yesterday}&to={yesterday}")).await;
     assert_eq!(before["purchases"], 0, "{before}");
     assert_eq!(before["new_members"], 0, "{before}");
+}
+
+/// The day sums come from hourly sums the transactions' triggers keep; in a zone whose days
+/// begin on a half hour (India, +05:30) they come from the transactions themselves. Two
+/// purchases in one UTC hour, 18:15 and 18:45, moved there after they were made (an update
+/// moves their figures between hours): in Moscow both fall on the same day, in Kolkata
+/// 23:45 and 00:15 fall on two. Each zone's days match the transactions summed by local day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_days_sums_match_the_transactions_in_whole_and_half_hour_zones() {
+    let app = TestApp::spawn().await;
+    let operator = app.operator().await;
+    let market = app
+        .partner(
+            &operator,
+            "Лисичкино",
+            "5",
+            "+79000000230",
+            "+79000000231",
+            json!({"category": "gastronomy"}),
+        )
+        .await;
+    let anna = app.sign_in("+79000000232").await;
+    let first = app.buy(&market, &anna, "1000.00", "0").await;
+    let second = app.buy(&market, &anna, "700.00", "50").await;
+    let refunded = refund(
+        &market.cashier,
+        second["transaction_id"].as_str().unwrap(),
+        "dash-hours",
+        &json!({"amount": "200.00", "reason": "вернули товар"}),
+    )
+    .await;
+    assert_eq!(refunded.status, 200, "{:?}", refunded.body);
+    let day = time::OffsetDateTime::now_utc().date() - time::Duration::days(3);
+    let at = |minute: u8| day.with_hms(18, minute, 0).unwrap().assume_utc();
+    for (purchase, minute) in [(&first, 15u8), (&second, 45)] {
+        let id: uuid::Uuid = purchase["transaction_id"]
+            .as_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        sqlx::query("UPDATE transactions SET occurred_at = $2 WHERE id = $1 OR original_transaction_id = $1")
+            .bind(id)
+            .bind(at(minute))
+            .execute(&app.db)
+            .await
+            .unwrap();
+    }
+    // A day's sales, purchases, refunds, bonuses issued and redeemed.
+    type Day = (time::Date, Decimal, i64, Decimal, Decimal, Decimal);
+    let business: uuid::Uuid = market.id.parse().unwrap();
+    let (from, to) = (day - time::Duration::days(1), day + time::Duration::days(1));
+    for tz in ["Europe/Moscow", "Asia/Kolkata"] {
+        let figures = storage::dashboard::dashboard(&app.db, business, from, to, tz)
+            .await
+            .unwrap();
+        let by_day: Vec<Day> = figures
+            .days
+            .iter()
+            .map(|d| {
+                (
+                    d.day,
+                    d.sales,
+                    d.purchases,
+                    d.refunds,
+                    d.bonus_issued,
+                    d.bonus_redeemed,
+                )
+            })
+            .collect();
+        let expected: Vec<Day> =
+            sqlx::query_as(
+                "SELECT d::date,
+                        COALESCE(SUM(t.amount) FILTER (WHERE t.transaction_type = 'purchase'), 0),
+                        COUNT(t.id) FILTER (WHERE t.transaction_type = 'purchase'),
+                        COALESCE(SUM(t.amount) FILTER (WHERE t.transaction_type = 'refund'), 0),
+                        COALESCE(SUM(t.bonus_accrued) FILTER (WHERE t.transaction_type = 'purchase'), 0),
+                        COALESCE(SUM(t.bonus_redeemed) FILTER (WHERE t.transaction_type = 'purchase'), 0)
+                 FROM generate_series($2::date, $3::date, interval '1 day') AS d
+                 LEFT JOIN transactions t ON t.business_id = $1
+                      AND (t.occurred_at AT TIME ZONE $4)::date = d::date
+                 GROUP BY d ORDER BY d",
+            )
+            .bind(business)
+            .bind(from)
+            .bind(to)
+            .bind(tz)
+            .fetch_all(&app.db)
+            .await
+            .unwrap();
+        assert_eq!(by_day, expected, "{tz}");
+        let busy: Vec<i64> = figures.days.iter().map(|d| d.purchases).collect();
+        match tz {
+            "Europe/Moscow" => assert_eq!(busy, [0, 2, 0], "21:15 and 21:45 on one day"),
+            _ => assert_eq!(busy, [0, 1, 1], "23:45 and 00:15 on two days"),
+        }
+    }
 }
 
 /// A range backwards or longer than a year is refused with 422, a date that is no date
