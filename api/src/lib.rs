@@ -49,6 +49,7 @@ use std::{
     sync::{Arc, LazyLock},
     time::{Duration, Instant},
 };
+use storage::history::ReplicaState;
 use tracing::Instrument;
 
 pub use state::AppState as State;
@@ -316,8 +317,9 @@ struct Readiness {
     postgres: String,
     redis: String,
     clickhouse: String,
-    /// The history replica (`DATABASE_REPLICA_URL`): `ok`, `unavailable` (history is read
-    /// from the primary meanwhile, so the API stays ready) or `none`.
+    /// The history replica (`DATABASE_REPLICA_URL`): `ok`, `lagging` (over
+    /// `storage::history::MAX_LAG` behind) or `unavailable` — history is read from the
+    /// primary meanwhile, so the API stays ready — or `none`.
     replica: String,
 }
 
@@ -336,10 +338,13 @@ async fn ready(state: Data<&Arc<AppState>>) -> Response {
         postgres: check(matches!(postgres, Ok(Ok(_)))),
         redis: check(matches!(redis, Ok(Ok(_)))),
         clickhouse: check(matches!(clickhouse, Ok(Ok(_)))),
-        replica: match state.history.replica_answers() {
-            None => "none".to_owned(),
-            Some(answers) => check(answers),
-        },
+        replica: match state.history.replica_state() {
+            None => "none",
+            Some(ReplicaState::Answers) => "ok",
+            Some(ReplicaState::Lagging) => "lagging",
+            Some(ReplicaState::Unavailable) => "unavailable",
+        }
+        .to_owned(),
         status: String::new(),
     };
     let down: Vec<&str> = [

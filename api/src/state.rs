@@ -8,11 +8,11 @@ use storage::{cache::Cache, history::HistoryDb, secret::SecretBox};
 
 pub struct AppState {
     pub db: PgPool,
-    /// History reads that may lag the primary a little: a member's ledger and transactions,
-    /// a partner's dashboard (operators' views read `db`: they act on what they read). A
-    /// streaming replica
-    /// when `DATABASE_REPLICA_URL` is set and answers, else `db`'s primary. Nothing read here
-    /// is written back: a read that decides a write stays on `db`.
+    /// History reads that may lag the primary a little (`storage::history::MAX_LAG` at most):
+    /// a member's ledger and transactions, a partner's dashboard (operators' views read
+    /// `db`: they act on what they read). A streaming replica when `DATABASE_REPLICA_URL` is
+    /// set, answers and has caught up, else `db`'s primary. Nothing read here is written
+    /// back: a read that decides a write stays on `db`.
     pub history: HistoryDb,
     pub cache: Cache,
     pub queue: JobQueue,

@@ -4,7 +4,7 @@
 //! member's ledger read through the API still shows the standby's older state while the
 //! operator's view of the same ledger (the primary: operators act on what they read) and
 //! every write go on. With the standby stopped, history is read from the primary; started
-//! again, reads return to it. Its own test binary: cargo runs test binaries one after another.
+//! again, reads return to it; paused past `MAX_LAG`, reads leave it until it catches up. Its own test binary: cargo runs test binaries one after another.
 
 #[path = "../system/fakes.rs"]
 #[allow(dead_code)]
@@ -234,9 +234,26 @@ async fn history_reads_come_from_the_replica_while_it_answers_and_writes_from_th
         (amounts(page.data()) == ["25.00", "50.00", "100.00"]).then_some(())
     })
     .await;
-    drop(paused);
+
+    // Its replay stays paused: once it is more than MAX_LAG behind, history is read from
+    // the primary (fresh), and `/ready` says why.
+    let fresh = ["10.00", "25.00", "50.00", "100.00"];
+    eventually(30, "the lagging standby left alone", || async {
+        let page = expect(member.get("/loyalty/ledger").await.unwrap(), 200).unwrap();
+        (amounts(page.data()) == fresh).then_some(())
+    })
+    .await;
     let ready = api.get("//ready").await.unwrap();
-    assert_eq!(ready.data()["replica"], "ok", "{}", ready.body);
+    assert_eq!(ready.data()["replica"], "lagging", "{}", ready.body);
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    drop(paused);
+    eventually(30, "the standby caught up again", || async {
+        let ready = api.get("//ready").await.unwrap();
+        (ready.data()["replica"] == "ok").then_some(())
+    })
+    .await;
+    let page = expect(member.get("/loyalty/ledger").await.unwrap(), 200).unwrap();
+    assert_eq!(amounts(page.data()), fresh);
 
     shutdown.cancel();
     let _ = api_task.await;
