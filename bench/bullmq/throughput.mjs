@@ -1,6 +1,8 @@
 // BullMQ's side of `krug bench --only jobs`: the same number of no-op jobs, on the same
 // Redis, drained by one Worker at the same concurrency as krug's worker. Prints one JSON
-// line: {"jobs", "pushed_per_s", "processed_per_s", "drained"}.
+// line: {"jobs", "pushed_per_s", "processed_per_s", "drained", "redis_cpu_us_per_job",
+// "worker_cpu_us_per_job"} — the CPU the drain cost Redis (INFO cpu) and this process
+// (process.cpuUsage), per job, measured as krug's bench measures its own worker.
 //
 // Settings are BullMQ's documented ones for throughput: jobs added with addBulk, completed
 // jobs removed (`removeOnComplete: true`, as a production queue of no-ops would run;
@@ -37,6 +39,16 @@ for (let i = 0; i < jobs; i += batch) {
 }
 const pushedPerS = jobs / ((performance.now() - pushed) / 1000);
 
+// used_cpu_sys + used_cpu_user of INFO cpu, in seconds.
+const redis = await queue.client;
+const redisCpu = async () => {
+  const info = await redis.info("cpu");
+  const field = (name) => Number(info.match(new RegExp(`^${name}:([0-9.]+)`, "m"))[1]);
+  return field("used_cpu_sys") + field("used_cpu_user");
+};
+const redisCpuBefore = await redisCpu();
+const cpuBefore = process.cpuUsage();
+
 let done = 0;
 let finish;
 const finished = new Promise((resolve) => (finish = resolve));
@@ -49,6 +61,8 @@ worker.on("completed", () => {
 const timeout = setTimeout(finish, 600_000);
 await finished;
 const elapsed = (performance.now() - started) / 1000;
+const cpu = process.cpuUsage(cpuBefore);
+const redisCpuSpent = (await redisCpu()) - redisCpuBefore;
 clearTimeout(timeout);
 await worker.close();
 await queue.obliterate({ force: true });
@@ -59,5 +73,7 @@ console.log(
     pushed_per_s: Math.round(pushedPerS),
     processed_per_s: Math.round(done / elapsed),
     drained: done === jobs,
+    redis_cpu_us_per_job: (redisCpuSpent * 1e6) / Math.max(done, 1),
+    worker_cpu_us_per_job: (cpu.user + cpu.system) / Math.max(done, 1),
   }),
 );
