@@ -570,7 +570,7 @@ async fn job_throughput(
     let verdict = match (concurrency, drained) {
         (_, false) => Verdict::NotMet(format!("{left} jobs left after 10 minutes")),
         (64, true) if rate >= 38_000.0 => Verdict::Met,
-        (64, true) => Verdict::NotMet(format!("{rate:.0} jobs/s; {}", per_job.bound())),
+        (64, true) => Verdict::NotMet(format!("{rate:.0} jobs/s; {}", per_job.bound(rate))),
         _ => Verdict::Supporting,
     };
     Ok((
@@ -618,9 +618,11 @@ async fn bullmq_throughput(
                     Verdict::Met
                 } else {
                     Verdict::NotMet(format!(
-                        "{ratio:.2}×: krug's jobs cost {:.2}× less CPU in all than BullMQ's, and both drains keep the cores busy",
+                        "{ratio:.2}×: krug's jobs cost {:.2}× less CPU than BullMQ's, but its drain kept {:.1} cores busy and BullMQ's {:.1}",
                         (theirs.cpu.redis_us + theirs.cpu.worker_us)
-                            / (ours.cpu.redis_us + ours.cpu.worker_us)
+                            / (ours.cpu.redis_us + ours.cpu.worker_us),
+                        ours.cpu.busy_cores(ours.rate),
+                        theirs.cpu.busy_cores(theirs.rate)
                     ))
                 },
             )
@@ -758,14 +760,21 @@ impl std::fmt::Display for CpuPerJob {
 }
 
 impl CpuPerJob {
-    /// The rates these costs allow on this machine: Redis runs commands on one thread; Redis
-    /// and the worker share the machine's cores.
-    fn bound(&self) -> String {
+    /// How many cores a drain at `rate` jobs/s kept busy (Redis and the worker together).
+    fn busy_cores(&self, rate: f64) -> f64 {
+        (self.redis_us + self.worker_us) * rate / 1e6
+    }
+
+    /// What limits a drain at `rate`: the rates these costs allow on this machine (Redis
+    /// runs commands on one thread; Redis and the worker share the cores), and how much of
+    /// the cores the drain used — well under all of them means it waited, not computed.
+    fn bound(&self, rate: f64) -> String {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         format!(
-            "at these costs Redis's one thread allows {:.0}/s and {cores} cores {:.0}/s",
+            "at these costs Redis's one thread allows {:.0}/s and {cores} cores {:.0}/s; the drain kept {:.1} of {cores} cores busy",
             1e6 / self.redis_us,
-            cores * 1e6 / (self.redis_us + self.worker_us)
+            cores * 1e6 / (self.redis_us + self.worker_us),
+            self.busy_cores(rate)
         )
     }
 }
