@@ -140,12 +140,31 @@ pub(super) async fn dashboard_latency(
     }
     latencies.sort();
     let p99 = percentile(&latencies, 99.0);
+    // The part that grows with the month, timed alone against Postgres.
+    let day = time::macros::format_description!("[year]-[month]-[day]");
+    let tz = system.services.config.timezone.name();
+    let mut counts = Vec::new();
+    for _ in 0..3 {
+        for (from, to) in &months {
+            let (from, to) = (time::Date::parse(from, day)?, time::Date::parse(to, day)?);
+            let t = Instant::now();
+            storage::dashboard::member_count(db, business.id, from, to, tz).await?;
+            counts.push(t.elapsed());
+        }
+    }
+    counts.sort();
+    let member_count = format!(
+        "the month's distinct member count alone p50 {} / p99 {}",
+        ms(percentile(&counts, 50.0)),
+        ms(percentile(&counts, 99.0))
+    );
     let measured = format!(
         "p50 {} / p95 {} / p99 {}",
         ms(percentile(&latencies, 50.0)),
         ms(percentile(&latencies, 95.0)),
         ms(p99)
     );
+    println!("  {member_count}");
     println!(
         "  {} requests over {} months ({purchases_seen} purchases in them): {measured}",
         latencies.len(),
@@ -162,7 +181,7 @@ pub(super) async fn dashboard_latency(
         verdict: match (full, p99 <= Duration::from_millis(50)) {
             (false, _) => Verdict::Supporting,
             (true, true) => Verdict::Met,
-            (true, false) => Verdict::NotMet(format!("p99 {}", ms(p99))),
+            (true, false) => Verdict::NotMet(format!("p99 {}; {member_count}", ms(p99))),
         },
         comparison: None,
     }])
