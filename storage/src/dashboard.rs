@@ -51,8 +51,9 @@ pub struct Dashboard {
 /// The day sums add up the hourly sums the transaction triggers keep (`business_hours`,
 /// `migrations/…_dashboard_hours.sql`): ~720 rows a month however much the business sells.
 /// That needs every day to begin on a whole UTC hour, as it does in every Russian zone; in
-/// a zone where one does not (India's +05:30), each day is summed from its transactions
-/// instead (exact, but as slow as the month is large). The member count reads the range's
+/// a zone where one does not (India's +05:30), each day sums its transactions' figures
+/// instead (`krug_hour_figures`, the triggers' own; exact, but as slow as the month is
+/// large). The member count reads the range's
 /// purchases (a distinct count does not add up by hour); the parts run side by side on
 /// three connections. JIT compilation is off for these statements: the planner cannot see
 /// how few rows a day holds, guesses a cost that switches JIT on, and compiling took three
@@ -75,31 +76,28 @@ pub async fn dashboard(
                  SELECT bool_and(since = date_trunc('hour', since, 'UTC')
                                  AND until = date_trunc('hour', until, 'UTC')) AS yes
                  FROM days
-             ), by_hours AS (
-                 SELECT (h.hour AT TIME ZONE $4)::date AS day, SUM(h.sales) AS sales,
-                        SUM(h.purchases)::bigint AS purchases, SUM(h.refunds) AS refunds,
-                        SUM(h.bonus_issued) AS bonus_issued, SUM(h.bonus_redeemed) AS bonus_redeemed,
-                        SUM(h.coupons_used)::bigint AS coupons_used
+             ), parts AS (
+                 SELECT (h.hour AT TIME ZONE $4)::date AS day, h.sales, h.purchases, h.refunds,
+                        h.bonus_issued, h.bonus_redeemed, h.coupons_used
                  FROM business_hours h
                  WHERE (SELECT yes FROM whole_hours) AND h.business_id = $1
                    AND h.hour >= $2::date::timestamp AT TIME ZONE $4
                    AND h.hour < ($3::date + 1)::timestamp AT TIME ZONE $4
-                 GROUP BY 1
-             ), by_transactions AS (
-                 SELECT d.day, s.* FROM days d
-                 CROSS JOIN LATERAL (
-                     SELECT SUM(amount) FILTER (WHERE transaction_type = 'purchase') AS sales,
-                            COUNT(*) FILTER (WHERE transaction_type = 'purchase') AS purchases,
-                            SUM(amount) FILTER (WHERE transaction_type = 'refund') AS refunds,
-                            SUM(bonus_accrued) FILTER (WHERE transaction_type = 'purchase') AS bonus_issued,
-                            SUM(bonus_redeemed) FILTER (WHERE transaction_type = 'purchase') AS bonus_redeemed,
-                            COUNT(coupon_id) FILTER (WHERE transaction_type = 'purchase') AS coupons_used
-                     FROM transactions
-                     WHERE business_id = $1 AND occurred_at >= d.since AND occurred_at < d.until
-                 ) s
+                 UNION ALL
+                 -- The same figures as the triggers sum by hour, summed by day instead.
+                 SELECT d.day, f.sales, f.purchases, f.refunds, f.bonus_issued, f.bonus_redeemed,
+                        f.coupons_used
+                 FROM days d
+                 JOIN transactions t ON t.business_id = $1
+                      AND t.occurred_at >= d.since AND t.occurred_at < d.until
+                 CROSS JOIN LATERAL krug_hour_figures(t, 1) f
                  WHERE NOT (SELECT yes FROM whole_hours)
              ), sums AS (
-                 SELECT * FROM by_hours UNION ALL SELECT * FROM by_transactions
+                 SELECT day, SUM(sales) AS sales, SUM(purchases)::bigint AS purchases,
+                        SUM(refunds) AS refunds, SUM(bonus_issued) AS bonus_issued,
+                        SUM(bonus_redeemed) AS bonus_redeemed,
+                        SUM(coupons_used)::bigint AS coupons_used
+                 FROM parts GROUP BY day
              )
              SELECT d.day, COALESCE(s.sales, 0) AS sales, COALESCE(s.purchases, 0) AS purchases,
                     COALESCE(s.refunds, 0) AS refunds, COALESCE(s.bonus_issued, 0) AS bonus_issued,

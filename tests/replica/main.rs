@@ -4,7 +4,8 @@
 //! member's ledger read through the API still shows the standby's older state while the
 //! operator's view of the same ledger (the primary: operators act on what they read) and
 //! every write go on. With the standby stopped, history is read from the primary; started
-//! again, reads return to it; paused past `MAX_LAG`, reads leave it until it catches up. Its own test binary: cargo runs test binaries one after another.
+//! again, reads return to it; paused past `MAX_LAG`, reads leave it until it catches up.
+//! Its own test binary: cargo runs test binaries one after another.
 
 #[path = "../system/fakes.rs"]
 #[allow(dead_code)]
